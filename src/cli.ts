@@ -1,0 +1,183 @@
+#!/usr/bin/env node
+/**
+ * The command line: parses arguments, loads the config, runs a command, and
+ * turns its report into stdout (human summary or one JSON object), pino logs
+ * on stderr and an exit code.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig, type Config, type ConfigOverrides } from './config.js';
+import { runOnce, runPrune, type PruneReport, type RuleReport, type RunReport } from './cycle.js';
+import { ArchiverError, ExitCode, exitCodeOf } from './errors.js';
+import { OSFS } from './fs.js';
+import { createLog, type Log } from './log.js';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+interface GlobalOptions extends ConfigOverrides {
+  json?: boolean;
+}
+
+export interface CommandContext {
+  config: Config;
+  log: Log;
+  fs: OSFS;
+  json: boolean;
+}
+
+function contextFor(cmd: Command): CommandContext {
+  const opts = cmd.optsWithGlobals<GlobalOptions>();
+  const config = loadConfig(opts);
+  return { config, log: createLog(config.logLevel), fs: new OSFS(), json: opts.json === true };
+}
+
+function print(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+function retentionLines(retention: Record<string, RuleReport>, dryRun: boolean, verbose: boolean): string[] {
+  const lines: string[] = [];
+  for (const [rule, plan] of Object.entries(retention)) {
+    const verb = dryRun ? 'would delete' : 'deleted';
+    lines.push(`  ${rule}: keep ${plan.keep.length}, ${verb} ${plan.delete.length}`);
+    if (verbose) {
+      for (const d of plan.keep) lines.push(`    keep    ${d.ts}  ${d.reason}`);
+      for (const d of plan.delete) lines.push(`    delete  ${d.ts}  ${d.reason}`);
+    } else {
+      for (const d of plan.delete) lines.push(`    ${verb} ${d.ts}: ${d.reason}`);
+    }
+  }
+  return lines;
+}
+
+export function onceSummary(report: RunReport, dryRun: boolean): string {
+  const lines: string[] = [];
+  switch (report.status) {
+    case 'archived': {
+      const s = report.snapshot!;
+      const what = s.outcome === 'already-archived' ? 'already archived (identical), nothing rewritten' : 'archived';
+      lines.push(`${what}: ${s.ts} (${formatBytes(s.bytes)}, sha256 ${s.sha256.slice(0, 16)}…${s.nodes ? ', with nodes.conf' : ''}) in ${s.rules.join(', ')}`);
+      break;
+    }
+    case 'unchanged':
+      lines.push('unchanged: the source has not changed since the last archived snapshot');
+      break;
+    case 'would-archive':
+      lines.push('would archive: the source changed since the last archived snapshot (dry run: nothing written)');
+      break;
+    case 'failed':
+      lines.push(`failed: ${report.error?.message ?? 'unknown error'}`);
+      break;
+  }
+  for (const w of report.warnings) lines.push(`warning: ${w}`);
+  if (Object.keys(report.retention).length > 0) {
+    lines.push(dryRun ? 'retention plan:' : 'retention:');
+    lines.push(...retentionLines(report.retention, dryRun, dryRun));
+  }
+  if (report.status !== 'failed' && report.error) lines.push(`error: ${report.error.message}`);
+  return lines.join('\n');
+}
+
+export function pruneSummary(report: PruneReport): string {
+  const lines = [report.dryRun ? 'retention plan (dry run: nothing deleted):' : 'retention:'];
+  lines.push(...retentionLines(report.retention, report.dryRun, report.dryRun));
+  for (const e of report.errors) lines.push(`error: ${e.message}`);
+  return lines.join('\n');
+}
+
+function onceJson(report: RunReport): object {
+  return {
+    status: report.status,
+    snapshot: report.snapshot && { ts: report.snapshot.ts, bytes: report.snapshot.bytes, sha256: report.snapshot.sha256, rules: report.snapshot.rules, nodes: report.snapshot.nodes, outcome: report.snapshot.outcome },
+    retention: report.retention,
+    warnings: report.warnings,
+    ...(report.error ? { error: report.error } : {}),
+    exitCode: report.exitCode,
+  };
+}
+
+/** The worst exit code of several reports: any failure beats success. */
+function worstExitCode(codes: number[]): number {
+  return codes.find((c) => c !== ExitCode.OK) ?? ExitCode.OK;
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('rdb-archiver')
+    .description('Archive Redis/Valkey dump.rdb (and nodes.conf) as timestamped, verified snapshots, pruned per retention rule.')
+    .version(VERSION, '-V, --version')
+    .option('-c, --config <file>', 'config file (default: $RDB_ARCHIVER_CONFIG, else /etc/rdb-archiver/config.yaml)')
+    .option('--source <path>', 'source dump.rdb (overrides source.rdb)')
+    .option('--nodes <path>', 'source nodes.conf (overrides source.nodes)')
+    .option('--archive <dir>', 'archive folder (overrides archive.dir)')
+    .option('--state <file>', 'state file (overrides state)')
+    .addOption(new Option('--log-level <level>', 'log level (overrides log.level)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('once')
+    .description('archive dump.rdb if it changed since the last run, then prune every rule folder')
+    .option('--dry-run', 'show what would be archived and pruned; write nothing')
+    .option('--force', 'archive even if the source looks unchanged (an identical event is still not rewritten)')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (opts: { dryRun?: boolean; force?: boolean }, cmd: Command) => {
+      const ctx = contextFor(cmd);
+      const reports: RunReport[] = [];
+      for (const instance of ctx.config.instances) {
+        reports.push(await runOnce({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true, force: opts.force === true }));
+      }
+      const report = reports[0]!;
+      print(ctx.json ? JSON.stringify(onceJson(report)) : onceSummary(report, opts.dryRun === true));
+      process.exitCode = worstExitCode(reports.map((r) => r.exitCode));
+    });
+
+  program
+    .command('prune')
+    .description('apply the retention rules to every rule folder (no archiving)')
+    .option('--dry-run', 'print what would be deleted and why; delete nothing')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
+      const ctx = contextFor(cmd);
+      const reports: PruneReport[] = [];
+      for (const instance of ctx.config.instances) reports.push(await runPrune({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true }));
+      const report = reports[0]!;
+      print(ctx.json ? JSON.stringify({ dryRun: report.dryRun, retention: report.retention, errors: report.errors, exitCode: report.exitCode }) : pruneSummary(report));
+      process.exitCode = worstExitCode(reports.map((r) => r.exitCode));
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return Number(process.exitCode ?? ExitCode.OK);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here too, with exit code 0.
+      return err.exitCode === 0 ? ExitCode.OK : ExitCode.CONFIG;
+    }
+    const wantsJson = argv.includes('--json');
+    const message = err instanceof ArchiverError ? err.message : `internal error: ${(err as Error)?.stack ?? String(err)}`;
+    if (wantsJson) print(JSON.stringify({ status: 'failed', error: { kind: err instanceof ArchiverError ? err.kind : 'internal', message, exitCode: exitCodeOf(err) } }));
+    process.stderr.write(`rdb-archiver: ${message}\n`);
+    return exitCodeOf(err);
+  }
+}
+
+const code = await main(process.argv);
+process.exitCode = code;

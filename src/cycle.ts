@@ -1,0 +1,231 @@
+/**
+ * One cycle for one instance: lock -> state -> watcher -> queue -> worker ->
+ * state -> retention. `once`, `prune` and each daemon tick call these.
+ */
+import { dirname } from 'node:path';
+import type { InstanceConfig } from './config.js';
+import { ruleDir } from './config.js';
+import { ArchiverError, ExitCode, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
+import type { FileSystem } from './fs.js';
+import { acquireLock, type HeldLock } from './lock.js';
+import type { Log } from './log.js';
+import { JobQueue } from './queue.js';
+import { applyPlan, planRetention, scanFolder, type Decision, type FolderEvent } from './retention.js';
+import { bumpCounter, loadState, saveState, type State } from './state.js';
+import { type Timestamp, timestampFromMs } from './timestamp.js';
+import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
+import { archiveSnapshot, type SnapshotResult } from './worker.js';
+
+export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
+
+export interface RuleReport {
+  keep: Decision[];
+  delete: Decision[];
+}
+
+export interface ErrorReport {
+  kind: string;
+  message: string;
+  exitCode: number;
+}
+
+export interface RunReport {
+  instance: string;
+  status: RunStatus;
+  snapshot: { ts: string; bytes: number; sha256: string; rules: string[]; nodes: boolean; outcome: SnapshotResult['outcome'] } | null;
+  retention: Record<string, RuleReport>;
+  warnings: string[];
+  error?: ErrorReport;
+  exitCode: ExitCodeValue;
+}
+
+export interface PruneReport {
+  instance: string;
+  dryRun: boolean;
+  retention: Record<string, RuleReport>;
+  errors: ErrorReport[];
+  exitCode: ExitCodeValue;
+}
+
+export interface CycleDeps {
+  fs: FileSystem;
+  log: Log;
+  signal?: AbortSignal;
+}
+
+export function lockPathFor(instance: InstanceConfig): string {
+  return `${dirname(instance.statePath)}/lock`;
+}
+
+export function errorReport(err: unknown): ErrorReport {
+  return {
+    kind: err instanceof ArchiverError ? err.kind : 'internal',
+    message: err instanceof Error ? err.message : String(err),
+    exitCode: exitCodeOf(err),
+  };
+}
+
+/**
+ * Plans (and unless dryRun, applies) retention in every rule folder. A folder
+ * whose scan fails is not pruned; the other folders still are.
+ */
+export async function pruneAll(
+  deps: CycleDeps,
+  instance: InstanceConfig,
+  options: { dryRun: boolean; protect?: Timestamp; pretend?: Timestamp },
+): Promise<{ retention: Record<string, RuleReport>; errors: ErrorReport[] }> {
+  const retention: Record<string, RuleReport> = {};
+  const errors: ErrorReport[] = [];
+  for (const rule of instance.rules) {
+    const dir = ruleDir(instance, rule);
+    try {
+      const scan = await scanFolder(deps.fs, dir);
+      // A dry run of `once` shows the plan as it will be once the pending snapshot exists.
+      const events: FolderEvent[] = options.pretend && !scan.events.some((e) => e.ts === options.pretend)
+        ? [{ ts: options.pretend, kinds: ['rdb'] }, ...scan.events]
+        : scan.events;
+      const plan = planRetention(events, rule, instance.timezone, options.protect ?? options.pretend);
+      retention[rule.name] = plan;
+      if (options.dryRun) continue;
+      const applied = await applyPlan(deps.fs, scan, plan);
+      for (const path of applied.skipped) deps.log.warn({ path, rule: rule.name }, 'left alone: not a regular file owned by this user');
+      if (applied.deleted.length > 0 || applied.tempsRemoved.length > 0) {
+        deps.log.info({ rule: rule.name, deleted: applied.deleted, tempsRemoved: applied.tempsRemoved.length }, 'pruned');
+      }
+    } catch (err) {
+      const report = errorReport(err);
+      errors.push(report);
+      deps.log.error({ rule: rule.name, dir, err: report.message }, 'retention skipped for this folder');
+    }
+  }
+  return { retention, errors };
+}
+
+async function withLock<T>(deps: CycleDeps, instance: InstanceConfig, command: string, body: () => Promise<T>): Promise<T> {
+  const lock: HeldLock = await acquireLock(deps.fs, lockPathFor(instance), command, instance.dirMode);
+  try {
+    return await body();
+  } finally {
+    await lock.release().catch((err) => deps.log.warn({ err: String(err) }, 'could not release the lock'));
+  }
+}
+
+/** The `once` cycle. Never throws: the outcome, including errors, is in the report. */
+export async function runOnce(
+  deps: CycleDeps,
+  instance: InstanceConfig,
+  options: { dryRun: boolean; force: boolean },
+): Promise<RunReport> {
+  const report: RunReport = { instance: instance.name, status: 'failed', snapshot: null, retention: {}, warnings: [], exitCode: ExitCode.OK };
+  const started = Date.now();
+  const log = deps.log.child({ instance: instance.name });
+
+  const body = async () => {
+    const loaded = await loadState(deps.fs, instance.statePath);
+    if (loaded.problem) {
+      log.warn({ path: instance.statePath }, loaded.problem);
+      report.warnings.push(loaded.problem);
+    }
+    const state = loaded.state;
+    try {
+      await cycleBody(state);
+    } catch (err) {
+      recordFailure(state, err);
+    }
+    if (!options.dryRun) {
+      state.lastRun = {
+        at: new Date(started).toISOString(),
+        result: report.status,
+        exitCode: report.exitCode,
+        durationMs: Date.now() - started,
+        ...(report.error ? { error: report.error.message } : {}),
+      };
+      if (report.exitCode === ExitCode.OK) state.lastSuccessAt = state.lastRun.at;
+      bumpCounter(state, `runs_${report.exitCode === ExitCode.OK ? 'ok' : 'failed'}`);
+      await saveState(deps.fs, instance.statePath, state, instance.dirMode);
+    }
+  };
+
+  const recordFailure = (state: State, err: unknown) => {
+    report.status = 'failed';
+    report.error = errorReport(err);
+    report.exitCode = report.error.exitCode as ExitCodeValue;
+    if (err instanceof InvalidSnapshotError && pendingJob) {
+      state.rejected = { identity: pendingJob.identity, reason: err.reason, at: new Date().toISOString() };
+    }
+    log.error({ err: report.error.message, kind: report.error.kind }, 'run failed');
+  };
+
+  let pendingJob: SnapshotJob | undefined;
+  const cycleBody = async (state: State) => {
+    const { detection, job } = await pollOnce(deps.fs, { rdb: instance.sourceRdb, nodes: instance.sourceNodes }, state.archived?.identity, options.force);
+    let protect: Timestamp | undefined;
+    let pretend: Timestamp | undefined;
+    if (!job) {
+      report.status = 'unchanged';
+      log.info({ source: instance.sourceRdb, ts: state.archived?.ts }, 'source unchanged since the last archived snapshot');
+    } else if (options.dryRun) {
+      report.status = 'would-archive';
+      pretend = timestampFromMs(Number(BigInt(detection.identity.mtimeNs) / 1_000_000n));
+    } else {
+      pendingJob = job;
+      const queue = new JobQueue<SnapshotJob, SnapshotResult>((j) => archiveSnapshot({ fs: deps.fs, log, instance, signal: deps.signal }, j), jobKey);
+      const result = await queue.push(job);
+      report.warnings.push(...result.warnings);
+      report.status = 'archived';
+      report.snapshot = {
+        ts: result.ts,
+        bytes: result.bytes,
+        sha256: result.sha256,
+        rules: Object.keys(result.files),
+        nodes: result.nodes !== undefined,
+        outcome: result.outcome,
+      };
+      // The state advances only now: the event is durable in every rule folder.
+      state.archived = { identity: result.identity, ts: result.ts, sha256: result.sha256, bytes: result.bytes, at: new Date().toISOString() };
+      delete state.rejected;
+      protect = result.ts;
+      log.info({ ts: result.ts, bytes: result.bytes, sha256: result.sha256, outcome: result.outcome, durationMs: result.durationMs, rdbVersion: result.rdb.version }, 'snapshot archived');
+    }
+    // Retention runs only after a good cycle: never rotate good copies out because of a bad one.
+    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect, pretend });
+    report.retention = pruned.retention;
+    if (pruned.errors.length > 0) {
+      report.error = pruned.errors[0];
+      report.exitCode = pruned.errors[0]!.exitCode as ExitCodeValue;
+      if (report.status === 'unchanged') report.status = 'failed';
+    }
+  };
+
+  try {
+    if (options.dryRun) await body();
+    else await withLock(deps, instance, 'once', body);
+  } catch (err) {
+    // Locked, or the state itself could not be written.
+    report.status = 'failed';
+    report.error = errorReport(err);
+    report.exitCode = report.error.exitCode as ExitCodeValue;
+    log.error({ err: report.error.message, kind: report.error.kind }, 'run failed');
+  }
+  return report;
+}
+
+/** The `prune` command: retention alone, under the same lock. */
+export async function runPrune(deps: CycleDeps, instance: InstanceConfig, options: { dryRun: boolean }): Promise<PruneReport> {
+  const log = deps.log.child({ instance: instance.name });
+  const report: PruneReport = { instance: instance.name, dryRun: options.dryRun, retention: {}, errors: [], exitCode: ExitCode.OK };
+  const body = async () => {
+    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun });
+    report.retention = pruned.retention;
+    report.errors = pruned.errors;
+  };
+  try {
+    if (options.dryRun) await body();
+    else await withLock(deps, instance, 'prune', body);
+  } catch (err) {
+    report.errors.push(errorReport(err));
+    log.error({ err: String((err as Error).message ?? err) }, 'prune failed');
+  }
+  if (report.errors.length > 0) report.exitCode = report.errors[0]!.exitCode as ExitCodeValue;
+  return report;
+}

@@ -1,0 +1,184 @@
+/**
+ * Typed errors. Every failure the CLI can report is one of these, so the
+ * exit code is decided in exactly one place (ExitCode) and every message
+ * carries the path and the operation that failed.
+ */
+
+export const ExitCode = {
+  OK: 0,
+  /** Not enough free space in the archive filesystem (pre-copy check, ENOSPC, EDQUOT). */
+  NO_SPACE: 1,
+  /** Bad command line or configuration. */
+  CONFIG: 2,
+  /** The source is not a valid RDB snapshot (sysexits EX_DATAERR). */
+  INVALID_SOURCE: 65,
+  /** The source file is missing or is not a regular file (EX_NOINPUT). */
+  NO_SOURCE: 66,
+  /** An unexpected internal error: a bug (EX_SOFTWARE). */
+  INTERNAL: 70,
+  /** An archived event with the same timestamp but other content exists (EX_CANTCREAT). */
+  CONFLICT: 73,
+  /** An I/O error other than space or permission (EX_IOERR). */
+  IO: 74,
+  /** Try again later: another run holds the lock, or the source changed during the copy (EX_TEMPFAIL). */
+  TEMPFAIL: 75,
+  /** Permission denied or read-only filesystem (EX_NOPERM). */
+  PERMISSION: 77,
+} as const;
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+export abstract class ArchiverError extends Error {
+  abstract readonly exitCode: ExitCodeValue;
+  /** Short machine-readable kind, used in JSON output, state and metrics. */
+  abstract readonly kind: string;
+}
+
+/** A config file or command-line problem. `keyPath` is like `rules[1].count`. */
+export class ConfigError extends ArchiverError {
+  readonly exitCode = ExitCode.CONFIG;
+  readonly kind = 'config';
+  constructor(
+    readonly file: string | undefined,
+    readonly keyPath: string | undefined,
+    readonly detail: string,
+  ) {
+    super(
+      [file, keyPath].filter((part) => part !== undefined && part !== '').join(': ') +
+        (file || keyPath ? ': ' : '') +
+        detail,
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+/** The source (or an archived file) is not a valid RDB snapshot. */
+export class InvalidSnapshotError extends ArchiverError {
+  readonly exitCode = ExitCode.INVALID_SOURCE;
+  readonly kind = 'invalid-source';
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+  ) {
+    super(`${path}: not a valid RDB snapshot: ${reason}`);
+    this.name = 'InvalidSnapshotError';
+  }
+}
+
+export class SourceUnavailableError extends ArchiverError {
+  readonly exitCode = ExitCode.NO_SOURCE;
+  readonly kind = 'no-source';
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+  ) {
+    super(`${path}: cannot archive: ${reason}`);
+    this.name = 'SourceUnavailableError';
+  }
+}
+
+/** Locked by another run, or the source changed under us: the next run retries. */
+export class TryAgainError extends ArchiverError {
+  readonly exitCode = ExitCode.TEMPFAIL;
+  readonly kind: 'locked' | 'source-changed';
+  constructor(
+    kind: 'locked' | 'source-changed',
+    readonly path: string,
+    message: string,
+  ) {
+    super(message);
+    this.kind = kind;
+    this.name = 'TryAgainError';
+  }
+}
+
+export class ConflictError extends ArchiverError {
+  readonly exitCode = ExitCode.CONFLICT;
+  readonly kind = 'conflict';
+  constructor(
+    readonly path: string,
+    detail: string,
+  ) {
+    super(`${path}: ${detail}`);
+    this.name = 'ConflictError';
+  }
+}
+
+export class InsufficientSpaceError extends ArchiverError {
+  readonly exitCode = ExitCode.NO_SPACE;
+  readonly kind = 'no-space';
+  constructor(
+    readonly path: string,
+    readonly needed: number,
+    readonly available: number,
+  ) {
+    super(
+      `${path}: not enough free space: need ${needed} bytes (snapshot + reserve), ${available} available; nothing was written`,
+    );
+    this.name = 'InsufficientSpaceError';
+  }
+}
+
+const SPACE_CODES = new Set(['ENOSPC', 'EDQUOT']);
+const PERMISSION_CODES = new Set(['EACCES', 'EPERM', 'EROFS']);
+
+/** A failed system call, with the operation and path that failed. */
+export class FsError extends ArchiverError {
+  readonly exitCode: ExitCodeValue;
+  readonly kind: string;
+  constructor(
+    readonly op: string,
+    readonly path: string,
+    readonly code: string,
+    detail: string,
+  ) {
+    super(`${op} ${path}: ${code}: ${detail}`);
+    this.name = 'FsError';
+    if (SPACE_CODES.has(code)) {
+      this.exitCode = ExitCode.NO_SPACE;
+      this.kind = 'no-space';
+    } else if (PERMISSION_CODES.has(code)) {
+      this.exitCode = ExitCode.PERMISSION;
+      this.kind = 'permission';
+    } else {
+      this.exitCode = ExitCode.IO;
+      this.kind = 'io';
+    }
+  }
+}
+
+/** Wraps a Node system error into an FsError naming op and path. */
+export function fsError(op: string, path: string, err: unknown): FsError | ArchiverError {
+  if (err instanceof ArchiverError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const code = typeof e?.code === 'string' ? e.code : 'EUNKNOWN';
+  const detail = describeCode(code) ?? (e?.message ?? String(err));
+  return new FsError(op, path, code, detail);
+}
+
+function describeCode(code: string): string | undefined {
+  switch (code) {
+    case 'ENOSPC':
+      return 'no space left on device';
+    case 'EDQUOT':
+      return 'disk quota exceeded';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EROFS':
+      return 'read-only file system';
+    case 'EIO':
+      return 'input/output error';
+    case 'ENOENT':
+      return 'no such file or directory';
+    default:
+      return undefined;
+  }
+}
+
+export function isErrno(err: unknown, code: string): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === code;
+}
+
+export function exitCodeOf(err: unknown): ExitCodeValue {
+  return err instanceof ArchiverError ? err.exitCode : ExitCode.INTERNAL;
+}

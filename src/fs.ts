@@ -1,0 +1,331 @@
+/**
+ * The one filesystem interface every module does its I/O through.
+ *
+ * Keeping it small and explicit lets tests wrap it (fault injection: fail the
+ * Nth call with ENOSPC/EIO/...) and makes every error carry the operation and
+ * path. OSFS is the real implementation on node:fs.
+ */
+import * as fsp from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import { dirname } from 'node:path';
+import { fsError, isErrno } from './errors.js';
+
+export type FileKind = 'file' | 'dir' | 'symlink' | 'other';
+
+export interface FileInfo {
+  kind: FileKind;
+  dev: string;
+  ino: string;
+  size: number;
+  /** Nanoseconds since the epoch, as a decimal string (exact; survives JSON). */
+  mtimeNs: string;
+  mtimeMs: number;
+  mode: number;
+  uid: number;
+  nlink: number;
+}
+
+export interface DirEntry {
+  name: string;
+  kind: FileKind;
+}
+
+export interface Handle {
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  write(buffer: Uint8Array, offset: number, length: number): Promise<number>;
+  sync(): Promise<void>;
+  stat(): Promise<FileInfo>;
+  chmod(mode: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type OpenMode = 'read' | 'read-nofollow' | 'create-exclusive';
+
+export interface FileSystem {
+  open(path: string, mode: OpenMode, perm?: number): Promise<Handle>;
+  stat(path: string): Promise<FileInfo>;
+  lstat(path: string): Promise<FileInfo>;
+  readdir(path: string): Promise<DirEntry[]>;
+  readFile(path: string): Promise<Buffer>;
+  mkdir(path: string, perm: number): Promise<void>;
+  chmod(path: string, perm: number): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  /** Atomic and never overwrites: fails with EEXIST when `to` exists. */
+  link(existing: string, to: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  /** fsync a directory, making renames and links in it durable. */
+  syncDir(path: string): Promise<void>;
+  /** Space on the filesystem holding path: bytes available to an unprivileged user, and its total size. */
+  space(path: string): Promise<{ available: number; total: number }>;
+}
+
+function kindOf(s: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean }): FileKind {
+  if (s.isFile()) return 'file';
+  if (s.isDirectory()) return 'dir';
+  if (s.isSymbolicLink()) return 'symlink';
+  return 'other';
+}
+
+function toInfo(s: import('node:fs').BigIntStats): FileInfo {
+  return {
+    kind: kindOf(s),
+    dev: s.dev.toString(),
+    ino: s.ino.toString(),
+    size: Number(s.size),
+    mtimeNs: s.mtimeNs.toString(),
+    mtimeMs: Number(s.mtimeMs),
+    mode: Number(s.mode) & 0o7777,
+    uid: Number(s.uid),
+    nlink: Number(s.nlink),
+  };
+}
+
+const OPEN_FLAGS: Record<OpenMode, number> = {
+  read: C.O_RDONLY,
+  'read-nofollow': C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK,
+  'create-exclusive': C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW,
+};
+
+class OSHandle implements Handle {
+  constructor(
+    private readonly fh: fsp.FileHandle,
+    private readonly path: string,
+  ) {}
+  async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    try {
+      return (await this.fh.read(buffer, offset, length, position)).bytesRead;
+    } catch (err) {
+      throw fsError('read', this.path, err);
+    }
+  }
+  async write(buffer: Uint8Array, offset: number, length: number): Promise<number> {
+    try {
+      return (await this.fh.write(buffer, offset, length)).bytesWritten;
+    } catch (err) {
+      throw fsError('write', this.path, err);
+    }
+  }
+  async sync(): Promise<void> {
+    try {
+      await this.fh.sync();
+    } catch (err) {
+      throw fsError('fsync', this.path, err);
+    }
+  }
+  async stat(): Promise<FileInfo> {
+    try {
+      return toInfo(await this.fh.stat({ bigint: true }));
+    } catch (err) {
+      throw fsError('fstat', this.path, err);
+    }
+  }
+  async chmod(mode: number): Promise<void> {
+    try {
+      await this.fh.chmod(mode);
+    } catch (err) {
+      throw fsError('fchmod', this.path, err);
+    }
+  }
+  async close(): Promise<void> {
+    try {
+      await this.fh.close();
+    } catch (err) {
+      throw fsError('close', this.path, err);
+    }
+  }
+}
+
+export class OSFS implements FileSystem {
+  async open(path: string, mode: OpenMode, perm = 0o600): Promise<Handle> {
+    try {
+      return new OSHandle(await fsp.open(path, OPEN_FLAGS[mode], perm), path);
+    } catch (err) {
+      throw fsError(mode === 'create-exclusive' ? 'create' : 'open', path, err);
+    }
+  }
+  async stat(path: string): Promise<FileInfo> {
+    try {
+      return toInfo(await fsp.stat(path, { bigint: true }));
+    } catch (err) {
+      throw fsError('stat', path, err);
+    }
+  }
+  async lstat(path: string): Promise<FileInfo> {
+    try {
+      return toInfo(await fsp.lstat(path, { bigint: true }));
+    } catch (err) {
+      throw fsError('lstat', path, err);
+    }
+  }
+  async readdir(path: string): Promise<DirEntry[]> {
+    try {
+      const entries = await fsp.readdir(path, { withFileTypes: true });
+      return entries.map((e) => ({ name: e.name, kind: kindOf(e) }));
+    } catch (err) {
+      throw fsError('readdir', path, err);
+    }
+  }
+  async readFile(path: string): Promise<Buffer> {
+    try {
+      return await fsp.readFile(path);
+    } catch (err) {
+      throw fsError('read', path, err);
+    }
+  }
+  async mkdir(path: string, perm: number): Promise<void> {
+    try {
+      await fsp.mkdir(path, { mode: perm });
+    } catch (err) {
+      throw fsError('mkdir', path, err);
+    }
+  }
+  async chmod(path: string, perm: number): Promise<void> {
+    try {
+      await fsp.chmod(path, perm);
+    } catch (err) {
+      throw fsError('chmod', path, err);
+    }
+  }
+  async rename(from: string, to: string): Promise<void> {
+    try {
+      await fsp.rename(from, to);
+    } catch (err) {
+      throw fsError('rename', `${from} -> ${to}`, err);
+    }
+  }
+  async link(existing: string, to: string): Promise<void> {
+    try {
+      await fsp.link(existing, to);
+    } catch (err) {
+      throw fsError('link', `${existing} -> ${to}`, err);
+    }
+  }
+  async unlink(path: string): Promise<void> {
+    try {
+      await fsp.unlink(path);
+    } catch (err) {
+      throw fsError('unlink', path, err);
+    }
+  }
+  async syncDir(path: string): Promise<void> {
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(path, C.O_RDONLY | C.O_DIRECTORY);
+      await fh.sync();
+    } catch (err) {
+      throw fsError('fsync-dir', path, err);
+    } finally {
+      await fh?.close().catch(() => undefined);
+    }
+  }
+  async space(path: string): Promise<{ available: number; total: number }> {
+    try {
+      const s = await fsp.statfs(path);
+      return { available: Number(s.bavail) * Number(s.bsize), total: Number(s.blocks) * Number(s.bsize) };
+    } catch (err) {
+      throw fsError('statfs', path, err);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers built only on the interface, shared by every writer.
+
+/** The error code an FsError (or raw Node error) carries, if any. */
+export function errorCode(err: unknown): string | undefined {
+  const e = err as { code?: unknown };
+  return typeof e?.code === 'string' ? e.code : undefined;
+}
+
+export async function exists(fs: FileSystem, path: string): Promise<boolean> {
+  try {
+    await fs.lstat(path);
+    return true;
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** Creates a directory (and missing parents) with `perm`, and fixes its mode against the umask. */
+export async function ensureDir(fs: FileSystem, path: string, perm: number): Promise<void> {
+  try {
+    const info = await fs.stat(path);
+    if (info.kind !== 'dir') throw fsError('mkdir', path, Object.assign(new Error('exists and is not a directory'), { code: 'ENOTDIR' }));
+    return;
+  } catch (err) {
+    if (errorCode(err) !== 'ENOENT') throw err;
+  }
+  const parent = dirname(path);
+  if (parent !== path) await ensureDir(fs, parent, perm);
+  try {
+    await fs.mkdir(path, perm);
+  } catch (err) {
+    if (errorCode(err) === 'EEXIST') return; // a concurrent run made it
+    throw err;
+  }
+  await fs.chmod(path, perm);
+}
+
+export async function unlinkIfExists(fs: FileSystem, path: string): Promise<void> {
+  try {
+    await fs.unlink(path);
+  } catch (err) {
+    if (errorCode(err) !== 'ENOENT') throw err;
+  }
+}
+
+let tmpCounter = 0;
+/** A temp name in the same folder as `finalPath`, recognisable by retention as ours. */
+export function tempPathFor(finalPath: string): string {
+  const dir = dirname(finalPath);
+  const base = finalPath.slice(dir.length + 1);
+  tmpCounter += 1;
+  return `${dir}/${TEMP_PREFIX}${process.pid}-${tmpCounter}-${base}`;
+}
+export const TEMP_PREFIX = '.tmp-rdb-archiver-';
+
+/** The pid that made a temp file, read back from its name. */
+export function tempOwnerPid(name: string): number | undefined {
+  if (!name.startsWith(TEMP_PREFIX)) return undefined;
+  const pid = Number.parseInt(name.slice(TEMP_PREFIX.length), 10);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/** Writes `data` to a new file at `tmpPath` with `perm`, fsyncs and closes it. */
+export async function writeNewFile(fs: FileSystem, tmpPath: string, data: Uint8Array, perm: number): Promise<void> {
+  const handle = await fs.open(tmpPath, 'create-exclusive', perm);
+  try {
+    await handle.chmod(perm); // the umask must not loosen or tighten the configured mode
+    let offset = 0;
+    while (offset < data.length) offset += await handle.write(data, offset, data.length - offset);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Replaces `finalPath` atomically: tmp -> fsync -> rename -> fsync(dir).
+ * Used for files we own and rewrite (state, metrics); archive files use
+ * publishNew() instead, which never overwrites.
+ */
+export async function replaceFileAtomic(fs: FileSystem, finalPath: string, data: Uint8Array, perm: number): Promise<void> {
+  const tmp = tempPathFor(finalPath);
+  try {
+    await writeNewFile(fs, tmp, data, perm);
+    await fs.rename(tmp, finalPath);
+  } catch (err) {
+    await unlinkIfExists(fs, tmp).catch(() => undefined);
+    throw err;
+  }
+  await fs.syncDir(dirname(finalPath));
+}
+
+/** Gives a complete temp file its final name without ever replacing an existing file. */
+export async function publishNew(fs: FileSystem, tmpPath: string, finalPath: string): Promise<void> {
+  await fs.link(tmpPath, finalPath);
+  await fs.unlink(tmpPath);
+}
+
+export { isErrno };

@@ -1,0 +1,115 @@
+/**
+ * The state file: what was archived last, what was rejected, how the last run
+ * went. Written atomically; a missing or corrupt file is rebuilt, never fatal,
+ * because the archive itself (not the state) is the source of truth.
+ */
+import { dirname } from 'node:path';
+import type { FileInfo, FileSystem } from './fs.js';
+import { ensureDir, errorCode, replaceFileAtomic } from './fs.js';
+
+/** What makes a source file "the same file": any difference means a new snapshot. */
+export interface SourceIdentity {
+  dev: string;
+  ino: string;
+  size: number;
+  mtimeNs: string;
+}
+
+export interface ArchivedRecord {
+  identity: SourceIdentity;
+  ts: string;
+  sha256: string;
+  bytes: number;
+  at: string;
+}
+
+export interface RejectedRecord {
+  identity: SourceIdentity;
+  reason: string;
+  at: string;
+}
+
+export interface RunRecord {
+  at: string;
+  result: string;
+  exitCode: number;
+  durationMs: number;
+  error?: string;
+}
+
+export interface State {
+  version: 1;
+  archived?: ArchivedRecord;
+  rejected?: RejectedRecord;
+  lastRun?: RunRecord;
+  lastSuccessAt?: string;
+  /** Monotonic counters (runs by result, hook failures...), kept across restarts for metrics. */
+  counters: Record<string, number>;
+}
+
+export function emptyState(): State {
+  return { version: 1, counters: {} };
+}
+
+export function identityOf(info: FileInfo): SourceIdentity {
+  return { dev: info.dev, ino: info.ino, size: info.size, mtimeNs: info.mtimeNs };
+}
+
+export function sameIdentity(a: SourceIdentity | undefined, b: SourceIdentity | undefined): boolean {
+  return !!a && !!b && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
+}
+
+function isIdentity(v: unknown): v is SourceIdentity {
+  const o = v as SourceIdentity;
+  return !!o && typeof o.dev === 'string' && typeof o.ino === 'string' && typeof o.size === 'number' && typeof o.mtimeNs === 'string';
+}
+
+/** Parses state JSON defensively: anything malformed is dropped, not trusted. */
+export function parseState(text: string): State | undefined {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const o = raw as Partial<State> | null;
+  if (!o || typeof o !== 'object' || o.version !== 1) return undefined;
+  const state = emptyState();
+  if (o.archived && isIdentity(o.archived.identity) && typeof o.archived.ts === 'string' && typeof o.archived.sha256 === 'string') {
+    state.archived = o.archived;
+  }
+  if (o.rejected && isIdentity(o.rejected.identity) && typeof o.rejected.reason === 'string') state.rejected = o.rejected;
+  if (o.lastRun && typeof o.lastRun.at === 'string' && typeof o.lastRun.result === 'string') state.lastRun = o.lastRun;
+  if (typeof o.lastSuccessAt === 'string') state.lastSuccessAt = o.lastSuccessAt;
+  if (o.counters && typeof o.counters === 'object') {
+    for (const [k, v] of Object.entries(o.counters)) if (typeof v === 'number' && Number.isFinite(v)) state.counters[k] = v;
+  }
+  return state;
+}
+
+export interface LoadedState {
+  state: State;
+  /** Set when the file existed but could not be used; the caller logs it. */
+  problem?: string;
+}
+
+export async function loadState(fs: FileSystem, path: string): Promise<LoadedState> {
+  let text: string;
+  try {
+    text = (await fs.readFile(path)).toString('utf8');
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return { state: emptyState() };
+    throw err;
+  }
+  const state = parseState(text);
+  return state ? { state } : { state: emptyState(), problem: `state file ${path} is corrupt; rebuilding it` };
+}
+
+export async function saveState(fs: FileSystem, path: string, state: State, dirMode: number): Promise<void> {
+  await ensureDir(fs, dirname(path), dirMode);
+  await replaceFileAtomic(fs, path, Buffer.from(JSON.stringify(state, null, 2) + '\n'), 0o600);
+}
+
+export function bumpCounter(state: State, name: string, by = 1): void {
+  state.counters[name] = (state.counters[name] ?? 0) + by;
+}

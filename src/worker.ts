@@ -1,0 +1,391 @@
+/**
+ * The worker: turns one job into one complete snapshot event in every rule folder.
+ *
+ *   open the source once -> one read pass feeds the temp copy, sha256 and the
+ *   RDB check -> fstat again (changed in place? retry later) -> fsync ->
+ *   companions (nodes, .sha256) then the .rdb get their final names with
+ *   no-overwrite links -> fsync each folder -> hard links into the other folders.
+ *
+ * A final name therefore only ever names a complete, verified file, and the
+ * .rdb (which makes an event count) appears after its companions.
+ */
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import type { InstanceConfig } from './config.js';
+import { ruleDir } from './config.js';
+import { ConflictError, FsError, InsufficientSpaceError, SourceUnavailableError, TryAgainError } from './errors.js';
+import type { FileInfo, FileSystem, Handle } from './fs.js';
+import { ensureDir, errorCode, publishNew, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
+import type { Log } from './log.js';
+import { RdbValidator, type RdbInfo } from './rdb.js';
+import type { SourceIdentity } from './state.js';
+import { identityOf, sameIdentity } from './state.js';
+import { type EventFileKind, type Timestamp, eventFileName, timestampFromMs } from './timestamp.js';
+import type { SnapshotJob } from './watcher.js';
+import { describeSourceKind } from './watcher.js';
+
+export const COPY_CHUNK_BYTES = 8 * 1024 * 1024;
+const DEFAULT_RESERVE_CAP = 1024 ** 3;
+
+export interface SnapshotResult {
+  ts: Timestamp;
+  bytes: number;
+  sha256: string;
+  rdb: RdbInfo;
+  nodes?: { bytes: number; sha256: string; mtimeMs: number };
+  /** Final file paths per rule. */
+  files: Record<string, string[]>;
+  /** 'already-archived' when every file of the event existed, identical. */
+  outcome: 'archived' | 'already-archived';
+  identity: SourceIdentity;
+  durationMs: number;
+  warnings: string[];
+}
+
+export interface WorkerContext {
+  fs: FileSystem;
+  log: Log;
+  instance: InstanceConfig;
+  signal?: AbortSignal;
+}
+
+interface PassResult {
+  bytes: number;
+  sha256: string;
+  rdb: RdbInfo;
+}
+
+/**
+ * One read pass over an open descriptor: every chunk goes to the output (if
+ * any), the sha256 and the RDB validator. The next read is issued before the
+ * current chunk is hashed and written, so I/O and CPU overlap.
+ */
+export async function copyPass(
+  source: Handle,
+  sourcePath: string,
+  out: Handle | undefined,
+  signal?: AbortSignal,
+): Promise<PassResult> {
+  const hash = createHash('sha256');
+  const validator = new RdbValidator(sourcePath);
+  const buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
+  let position = 0;
+  let which = 0;
+  let reading = source.read(buffers[which]!, 0, COPY_CHUNK_BYTES, position);
+  for (;;) {
+    const n = await reading;
+    if (n === 0) break;
+    signal?.throwIfAborted();
+    const chunk = buffers[which]!.subarray(0, n);
+    position += n;
+    which ^= 1;
+    reading = source.read(buffers[which]!, 0, COPY_CHUNK_BYTES, position);
+    const writing = out ? writeAll(out, chunk) : undefined;
+    hash.update(chunk);
+    validator.update(chunk);
+    try {
+      await writing;
+    } catch (err) {
+      await reading.catch(() => undefined); // don't leave a read racing the cleanup
+      throw err;
+    }
+  }
+  return { bytes: position, sha256: hash.digest('hex'), rdb: validator.finish() };
+}
+
+async function writeAll(out: Handle, chunk: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.length) offset += await out.write(chunk, offset, chunk.length - offset);
+}
+
+async function hashFile(fs: FileSystem, path: string): Promise<string> {
+  const handle = await fs.open(path, 'read-nofollow');
+  try {
+    const hash = createHash('sha256');
+    const buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+    for (let position = 0; ; ) {
+      const n = await handle.read(buffer, 0, buffer.length, position);
+      if (n === 0) break;
+      hash.update(buffer.subarray(0, n));
+      position += n;
+    }
+    return hash.digest('hex');
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The bytes to keep free beyond the snapshot: archive.min_free, default 5% of the filesystem or 1 GiB, whichever is smaller. */
+export function reserveBytes(instance: InstanceConfig, totalBytes: number): number {
+  const m = instance.minFree;
+  if (m.kind === 'bytes') return m.bytes;
+  if (m.kind === 'percent') return Math.ceil((totalBytes * m.percent) / 100);
+  return Math.min(Math.ceil(totalBytes * 0.05), DEFAULT_RESERVE_CAP);
+}
+
+export function sidecarText(ts: Timestamp, rdbSha: string, nodesSha?: string): string {
+  let text = `${rdbSha}  ${eventFileName('rdb', ts)}\n`;
+  if (nodesSha) text += `${nodesSha}  ${eventFileName('nodes', ts)}\n`;
+  return text;
+}
+
+async function lstatOrUndefined(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
+  try {
+    return await fs.lstat(path);
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+async function openSource(fs: FileSystem, path: string): Promise<{ handle: Handle; info: FileInfo }> {
+  let handle: Handle;
+  try {
+    handle = await fs.open(path, 'read-nofollow');
+  } catch (err) {
+    const code = errorCode(err);
+    if (code === 'ENOENT') throw new SourceUnavailableError(path, 'does not exist (has Redis saved a snapshot yet?)');
+    if (code === 'ELOOP') throw new SourceUnavailableError(path, 'is a symlink: point source.rdb at the real file');
+    throw err;
+  }
+  const info = await handle.stat();
+  const wrongKind = describeSourceKind(info);
+  if (wrongKind) {
+    await handle.close();
+    throw new SourceUnavailableError(path, wrongKind);
+  }
+  return { handle, info };
+}
+
+/** Makes sure a rule folder exists as a real directory (never a symlink out of the archive). */
+async function prepareRuleDir(fs: FileSystem, dir: string, dirMode: number): Promise<void> {
+  await ensureDir(fs, dir, dirMode);
+  const info = await fs.lstat(dir);
+  if (info.kind !== 'dir') {
+    throw new FsError('prepare', dir, 'ENOTDIR', 'rule folder is a symlink or not a directory: refusing to write through it');
+  }
+}
+
+interface Companion {
+  kind: EventFileKind;
+  data: Uint8Array;
+}
+
+async function readNodes(
+  fs: FileSystem,
+  path: string,
+  log: Log,
+  warnings: string[],
+): Promise<{ data: Buffer; info: FileInfo } | undefined> {
+  let handle: Handle;
+  try {
+    handle = await fs.open(path, 'read-nofollow');
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') {
+      const w = `nodes.conf ${path} is configured but missing: archiving the RDB alone`;
+      warnings.push(w);
+      log.warn({ path }, w);
+      return undefined;
+    }
+    throw err;
+  }
+  try {
+    const info = await handle.stat();
+    if (info.kind !== 'file') throw new SourceUnavailableError(path, describeSourceKind(info)!);
+    const data = Buffer.alloc(info.size);
+    let offset = 0;
+    while (offset < data.length) {
+      const n = await handle.read(data, offset, data.length - offset, offset);
+      if (n === 0) break;
+      offset += n;
+    }
+    if (offset !== info.size || !/\nvars |^vars /.test(data.toString('utf8'))) {
+      const w = `nodes.conf ${path} looks incomplete (no "vars" line or short read); archived as found`;
+      warnings.push(w);
+      log.warn({ path, bytes: offset }, w);
+    }
+    return { data: data.subarray(0, offset), info };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Archives the job's source as one event in every rule folder. Idempotent: an
+ * identical existing event is completed (missing files added), never rewritten;
+ * a different one under the same timestamp is a ConflictError and is kept.
+ */
+export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Promise<SnapshotResult> {
+  const { fs, log, instance } = ctx;
+  const started = Date.now();
+  const warnings: string[] = [];
+  const dirs = instance.rules.map((rule) => ({ rule: rule.name, dir: ruleDir(instance, rule) }));
+  const primary = dirs[0]!.dir;
+
+  await ensureDir(fs, instance.archiveDir, instance.dirMode);
+  for (const { dir } of dirs) await prepareRuleDir(fs, dir, instance.dirMode);
+
+  const { handle: source, info: before } = await openSource(fs, job.sourceRdb);
+  const temps: string[] = [];
+  try {
+    // The worker names the event, from the descriptor it actually copies.
+    const ts = timestampFromMs(before.mtimeMs);
+    const finalOf = (dir: string, kind: EventFileKind) => join(dir, eventFileName(kind, ts));
+
+    // An event with this timestamp may exist already (lost state, a crash after
+    // the rename, a same-second save): then hash instead of copying.
+    let existingRdb: string | undefined;
+    for (const { dir } of dirs) {
+      const info = await lstatOrUndefined(fs, finalOf(dir, 'rdb'));
+      if (info) {
+        if (info.kind !== 'file') throw new ConflictError(finalOf(dir, 'rdb'), 'exists and is not a regular file; refusing to touch it');
+        existingRdb ??= finalOf(dir, 'rdb');
+      }
+    }
+
+    let pass: PassResult;
+    let rdbTemp: string | undefined;
+    if (existingRdb) {
+      pass = await copyPass(source, job.sourceRdb, undefined, ctx.signal);
+    } else {
+      const { available, total } = await fs.space(primary);
+      const needed = before.size + reserveBytes(instance, total);
+      if (available < needed) throw new InsufficientSpaceError(primary, needed, available);
+      rdbTemp = tempPathFor(finalOf(primary, 'rdb'));
+      temps.push(rdbTemp);
+      const out = await fs.open(rdbTemp, 'create-exclusive', instance.fileMode);
+      try {
+        await out.chmod(instance.fileMode);
+        pass = await copyPass(source, job.sourceRdb, out, ctx.signal);
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+    }
+
+    const after = await source.stat();
+    if (!sameIdentity(identityOf(after), identityOf(before)) || pass.bytes !== before.size) {
+      throw new TryAgainError('source-changed', job.sourceRdb,
+        `${job.sourceRdb} was modified in place during the copy (size ${before.size} -> ${after.size}, ${pass.bytes} bytes read); nothing archived, the next run retries`);
+    }
+    for (const w of pass.rdb.warnings) {
+      warnings.push(w);
+      log.warn({ path: job.sourceRdb }, w);
+    }
+
+    const nodes = instance.sourceNodes ? await readNodes(fs, instance.sourceNodes, log, warnings) : undefined;
+    const nodesSha = nodes ? createHash('sha256').update(nodes.data).digest('hex') : undefined;
+    const companions: Companion[] = [];
+    if (nodes) companions.push({ kind: 'nodes', data: nodes.data });
+    companions.push({ kind: 'sha256', data: Buffer.from(sidecarText(ts, pass.sha256, nodesSha)) });
+
+    // Check every folder before writing anything: a conflict must leave the archive as it was.
+    const existingRdbSha = existingRdb ? await hashFile(fs, existingRdb) : undefined;
+    if (existingRdb && existingRdbSha !== pass.sha256) {
+      throw new ConflictError(existingRdb, `an event with timestamp ${ts} exists with different content (sha256 ${existingRdbSha}, source ${pass.sha256}); kept the existing event, nothing archived`);
+    }
+    // Files of this event that exist already are reused (a re-run completes an
+    // interrupted event); only the .rdb decides whether it is the same event.
+    const firstCopy = new Map<EventFileKind, string>();
+    const missing = new Set<string>();
+    for (const { dir } of dirs) {
+      for (const kind of ['nodes', 'sha256', 'rdb'] as const) {
+        const path = finalOf(dir, kind);
+        const info = await lstatOrUndefined(fs, path);
+        if (!info) {
+          missing.add(path);
+          continue;
+        }
+        if (info.kind !== 'file') throw new ConflictError(path, 'exists and is not a regular file; refusing to touch it');
+        if (kind === 'rdb' && path !== existingRdb && (await hashFile(fs, path)) !== pass.sha256) {
+          throw new ConflictError(path, `exists with different content for event ${ts}; kept the existing event, nothing archived`);
+        }
+        if (!firstCopy.has(kind)) firstCopy.set(kind, path);
+      }
+    }
+
+    // Publish: in every folder companions first, the .rdb last, then fsync the folder.
+    let created = 0;
+    for (const { dir } of dirs) {
+      for (const kind of ['nodes', 'sha256', 'rdb'] as const) {
+        const finalPath = finalOf(dir, kind);
+        if (!missing.has(finalPath)) continue;
+        const from = firstCopy.get(kind);
+        const companion = companions.find((c) => c.kind === kind);
+        if (from) {
+          await linkOrCopy(fs, log, from, finalPath, instance.fileMode, warnings);
+        } else if (kind === 'rdb') {
+          await publishNew(fs, rdbTemp!, finalPath);
+        } else if (companion) {
+          const tmp = tempPathFor(finalPath);
+          temps.push(tmp);
+          await writeNewFile(fs, tmp, companion.data, instance.fileMode);
+          await publishNew(fs, tmp, finalPath);
+        } else {
+          continue; // no nodes.conf for this event
+        }
+        firstCopy.set(kind, finalPath);
+        created += 1;
+      }
+      await fs.syncDir(dir);
+    }
+
+    const files: Record<string, string[]> = {};
+    for (const { rule, dir } of dirs) {
+      files[rule] = (['nodes', 'sha256', 'rdb'] as const).filter((kind) => firstCopy.has(kind)).map((kind) => finalOf(dir, kind));
+    }
+    return {
+      ts,
+      bytes: pass.bytes,
+      sha256: pass.sha256,
+      rdb: pass.rdb,
+      nodes: nodes && nodesSha ? { bytes: nodes.data.length, sha256: nodesSha, mtimeMs: nodes.info.mtimeMs } : undefined,
+      files,
+      outcome: created === 0 ? 'already-archived' : 'archived',
+      identity: identityOf(before),
+      durationMs: Date.now() - started,
+      warnings,
+    };
+  } finally {
+    await source.close().catch(() => undefined);
+    for (const tmp of temps) await unlinkIfExists(fs, tmp).catch(() => undefined);
+  }
+}
+
+/** Hard-links an archived file into another folder; across filesystems (EXDEV) it copies instead. */
+async function linkOrCopy(fs: FileSystem, log: Log, from: string, to: string, fileMode: number, warnings: string[]): Promise<void> {
+  try {
+    await fs.link(from, to);
+    return;
+  } catch (err) {
+    if (errorCode(err) !== 'EXDEV') throw err;
+  }
+  const w = `${to}: rule folders are on different filesystems; copied instead of hard-linking`;
+  warnings.push(w);
+  log.warn({ from, to }, w);
+  const tmp = tempPathFor(to);
+  try {
+    const input = await fs.open(from, 'read-nofollow');
+    try {
+      const out = await fs.open(tmp, 'create-exclusive', fileMode);
+      try {
+        await out.chmod(fileMode);
+        const buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+        for (let position = 0; ; ) {
+          const n = await input.read(buffer, 0, buffer.length, position);
+          if (n === 0) break;
+          await writeAll(out, buffer.subarray(0, n));
+          position += n;
+        }
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+    } finally {
+      await input.close();
+    }
+    await publishNew(fs, tmp, to);
+  } finally {
+    await unlinkIfExists(fs, tmp).catch(() => undefined);
+  }
+}
