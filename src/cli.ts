@@ -6,45 +6,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { loadConfig, type Config, type ConfigOverrides } from './config.js';
+import { contextFor, formatBytes, print, printResults } from './context.js';
 import { runOnce, runPrune, type PruneReport, type RuleReport, type RunReport } from './cycle.js';
 import { ArchiverError, ExitCode, exitCodeOf } from './errors.js';
-import { OSFS } from './fs.js';
-import { createLog, type Log } from './log.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-
-interface GlobalOptions extends ConfigOverrides {
-  json?: boolean;
-}
-
-export interface CommandContext {
-  config: Config;
-  log: Log;
-  fs: OSFS;
-  json: boolean;
-}
-
-function contextFor(cmd: Command): CommandContext {
-  const opts = cmd.optsWithGlobals<GlobalOptions>();
-  const config = loadConfig(opts);
-  return { config, log: createLog(config.logLevel), fs: new OSFS(), json: opts.json === true };
-}
-
-function print(text: string): void {
-  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
-}
-
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
 
 function retentionLines(retention: Record<string, RuleReport>, dryRun: boolean, verbose: boolean): string[] {
   const lines: string[] = [];
@@ -107,11 +73,6 @@ function onceJson(report: RunReport): object {
   };
 }
 
-/** The worst exit code of several reports: any failure beats success. */
-function worstExitCode(codes: number[]): number {
-  return codes.find((c) => c !== ExitCode.OK) ?? ExitCode.OK;
-}
-
 export function buildProgram(): Command {
   const program = new Command();
   program
@@ -123,6 +84,7 @@ export function buildProgram(): Command {
     .option('--nodes <path>', 'source nodes.conf (overrides source.nodes)')
     .option('--archive <dir>', 'archive folder (overrides archive.dir)')
     .option('--state <file>', 'state file (overrides state)')
+    .option('--instance <name>', 'only this instance of a multi-instance config')
     .addOption(new Option('--log-level <level>', 'log level (overrides log.level)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
@@ -135,13 +97,13 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object on stdout')
     .action(async (opts: { dryRun?: boolean; force?: boolean }, cmd: Command) => {
       const ctx = contextFor(cmd);
-      const reports: RunReport[] = [];
+      const results = [];
       for (const instance of ctx.config.instances) {
-        reports.push(await runOnce({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true, force: opts.force === true }));
+        // One instance's failure never stops the others.
+        const report = await runOnce({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true, force: opts.force === true });
+        results.push({ instance: instance.name, report });
       }
-      const report = reports[0]!;
-      print(ctx.json ? JSON.stringify(onceJson(report)) : onceSummary(report, opts.dryRun === true));
-      process.exitCode = worstExitCode(reports.map((r) => r.exitCode));
+      printResults(ctx, results, onceJson, (r) => onceSummary(r, opts.dryRun === true));
     });
 
   program
@@ -151,11 +113,11 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object on stdout')
     .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
       const ctx = contextFor(cmd);
-      const reports: PruneReport[] = [];
-      for (const instance of ctx.config.instances) reports.push(await runPrune({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true }));
-      const report = reports[0]!;
-      print(ctx.json ? JSON.stringify({ dryRun: report.dryRun, retention: report.retention, errors: report.errors, exitCode: report.exitCode }) : pruneSummary(report));
-      process.exitCode = worstExitCode(reports.map((r) => r.exitCode));
+      const results = [];
+      for (const instance of ctx.config.instances) {
+        results.push({ instance: instance.name, report: await runPrune({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true }) });
+      }
+      printResults(ctx, results, (r: PruneReport) => ({ dryRun: r.dryRun, retention: r.retention, errors: r.errors, exitCode: r.exitCode }), pruneSummary);
     });
 
   return program;

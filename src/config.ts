@@ -27,6 +27,21 @@ export interface Rule {
 /** Free space to leave in the archive filesystem, beyond the snapshot itself. */
 export type MinFree = { kind: 'default' } | { kind: 'bytes'; bytes: number } | { kind: 'percent'; percent: number };
 
+export interface MonitorConfig {
+  /** `check` warns when the newest archived snapshot is older than this. */
+  warnAgeMs: number;
+  /** `check` is critical when the newest archived snapshot is older than this. */
+  critAgeMs: number;
+}
+
+export interface HooksConfig {
+  /** argv arrays, run without a shell. */
+  afterArchive?: string[];
+  afterPrune?: string[];
+  onFailure?: string[];
+  timeoutMs: number;
+}
+
 export interface InstanceConfig {
   name: string;
   sourceRdb: string;
@@ -38,6 +53,8 @@ export interface InstanceConfig {
   statePath: string;
   timezone: string;
   rules: Rule[];
+  monitor: MonitorConfig;
+  hooks: HooksConfig;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -46,6 +63,12 @@ export interface Config {
   /** The file it was read from, or undefined when built from flags alone. */
   file?: string;
   logLevel: LogLevel;
+  /** croner expression for `daemon` (5 or 6 fields; 6 = with seconds). */
+  schedule: string;
+  /** How long `daemon` lets a running job finish after SIGTERM/SIGINT. */
+  shutdownTimeoutMs: number;
+  /** node_exporter textfile-collector file, rewritten atomically after every run. */
+  metricsTextfile?: string;
   instances: InstanceConfig[];
 }
 
@@ -56,7 +79,15 @@ export interface ConfigOverrides {
   archive?: string;
   state?: string;
   logLevel?: string;
+  /** Restrict to one named instance. */
+  instance?: string;
 }
+
+export const DEFAULT_SCHEDULE = '* * * * *';
+export const DEFAULT_MONITOR: MonitorConfig = { warnAgeMs: 2 * 3_600_000, critAgeMs: 6 * 3_600_000 };
+export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
+export const DEFAULT_INSTANCE_NAME = 'default';
 
 export const DEFAULT_RULES: Rule[] = [
   { name: 'hourly', every: { kind: 'calendar', unit: 'hour' }, count: 48 },
@@ -96,13 +127,28 @@ const minFreeValue = z
     return z.NEVER;
   });
 
+/** Parses "90s", "15m", "6h", "2d", "1w"; undefined when it is not a positive duration. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+)(s|m|h|d|w)$/.exec(text.trim());
+  return m && Number(m[1]) > 0 ? Number(m[1]) * DURATION_UNITS[m[2]!]! : undefined;
+}
+
+const durationValue = z
+  .string({ error: 'must be a duration such as "90s", "15m" or "6h"' })
+  .transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms !== undefined) return ms;
+    ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration: use a number and s, m, h, d or w, such as "90s", "15m" or "6h"` });
+    return z.NEVER;
+  });
+
 const everyValue = z
   .string({ error: 'must be snapshot, hour, day, week, month, year or a duration such as "15m" or "6h"' })
   .transform((text, ctx): Every => {
     if (text === 'snapshot') return { kind: 'snapshot' };
     if (CALENDAR_UNITS.has(text)) return { kind: 'calendar', unit: text as CalendarUnit };
-    const m = /^(\d+)(s|m|h|d|w)$/.exec(text);
-    if (m && Number(m[1]) > 0) return { kind: 'duration', ms: Number(m[1]) * DURATION_UNITS[m[2]!]!, text };
+    const ms = parseDuration(text);
+    if (ms !== undefined) return { kind: 'duration', ms, text };
     ctx.addIssue({
       code: 'custom',
       message: `"${text}" is not a period: use snapshot, hour, day, week, month, year or a duration such as "15m" or "6h"`,
@@ -134,7 +180,7 @@ const rulesSchema = z
 
 const sourceSchema = z.strictObject({ rdb: pathString, nodes: pathString.optional() });
 const archiveSchema = z.strictObject({
-  dir: pathString,
+  dir: pathString.optional(),
   file_mode: modeString.optional(),
   dir_mode: modeString.optional(),
   min_free: minFreeValue.optional(),
@@ -143,17 +189,58 @@ const timezoneValue = z
   .string({ error: 'must be an IANA timezone name such as "UTC" or "Europe/Berlin"' })
   .refine(isValidTimeZone, { error: 'is not a known IANA timezone (e.g. "UTC", "Europe/Berlin")' });
 
-const fileSchema = z.strictObject({
+const argvValue = z
+  .array(z.string({ error: 'must be a list of strings (an argv array)' }), { error: 'must be a command as a list of strings, e.g. ["/usr/local/bin/ship", "--to", "s3://bucket"]' })
+  .min(1, { error: 'must not be empty' });
+
+const monitorSchema = z.strictObject({ warn_age: durationValue.optional(), crit_age: durationValue.optional() });
+const hooksSchema = z.strictObject({
+  after_archive: argvValue.optional(),
+  after_prune: argvValue.optional(),
+  on_failure: argvValue.optional(),
+  timeout: durationValue.optional(),
+});
+
+/** What an instance can set; at the top level the same keys are defaults for every instance. */
+const instanceKeys = {
   source: sourceSchema.optional(),
   archive: archiveSchema.optional(),
   state: pathString.optional(),
   timezone: timezoneValue.optional(),
   rules: rulesSchema.optional(),
+  monitor: monitorSchema.optional(),
+  hooks: hooksSchema.optional(),
+};
+
+const instanceSchema = z.strictObject({
+  name: z
+    .string({ error: 'must be a string' })
+    .regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$' }),
+  ...instanceKeys,
+});
+
+const fileSchema = z.strictObject({
+  name: instanceSchema.shape.name.optional(),
+  ...instanceKeys,
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
         error: 'must be one of fatal, error, warn, info, debug, trace, silent',
       }).optional(),
+    })
+    .optional(),
+  schedule: z.string({ error: 'must be a cron expression such as "*/30 * * * * *"' }).min(1).optional(),
+  shutdown_timeout: durationValue.optional(),
+  metrics: z.strictObject({ textfile: pathString.optional() }).optional(),
+  instances: z
+    .array(instanceSchema, { error: 'must be a list of instances' })
+    .min(1, { error: 'must list at least one instance' })
+    .superRefine((list, ctx) => {
+      const seen = new Set<string>();
+      list.forEach((inst, i) => {
+        if (seen.has(inst.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate instance name "${inst.name}"` });
+        seen.add(inst.name);
+      });
     })
     .optional(),
 });
@@ -248,50 +335,135 @@ function resolveAgainst(base: string, path: string): string {
   return isAbsolute(path) ? path : resolve(base, path);
 }
 
+type InstanceInput = Omit<z.infer<typeof instanceSchema>, 'name'> & { name?: string };
+
+function resolveInstance(
+  entry: InstanceInput,
+  defaults: InstanceInput,
+  where: { file: string | undefined; base: string; keyPrefix: string; multi: boolean },
+  overrides: ConfigOverrides,
+): InstanceConfig {
+  const { file, base, keyPrefix } = where;
+  const cwd = process.cwd();
+  const key = (k: string) => `${keyPrefix}${k}`;
+  const name = entry.name ?? defaults.name ?? DEFAULT_INSTANCE_NAME;
+
+  const sourceRdb = overrides.source ? resolve(cwd, overrides.source) : entry.source ? resolveAgainst(base, entry.source.rdb) : undefined;
+  if (!sourceRdb) throw new ConfigError(file, key('source.rdb'), 'is required (or pass --source)');
+  const sourceNodes = overrides.nodes ? resolve(cwd, overrides.nodes) : entry.source?.nodes ? resolveAgainst(base, entry.source.nodes) : undefined;
+
+  // With several instances a shared top-level archive.dir is a parent: each instance gets <dir>/<name>.
+  const ownDir = entry.archive?.dir;
+  const sharedDir = where.multi ? defaults.archive?.dir : undefined;
+  const archiveDir = overrides.archive ? resolve(cwd, overrides.archive)
+    : ownDir ? resolveAgainst(base, ownDir)
+    : sharedDir ? join(resolveAgainst(base, sharedDir), name)
+    : undefined;
+  if (!archiveDir) throw new ConfigError(file, key('archive.dir'), 'is required (or pass --archive)');
+  const statePath = overrides.state ? resolve(cwd, overrides.state)
+    : entry.state ? resolveAgainst(base, entry.state)
+    : join(archiveDir, '.rdb-archiver', 'state.json');
+
+  const archive = { ...defaults.archive, ...entry.archive };
+  const rules = entry.rules ?? defaults.rules;
+  const monitor = { ...defaults.monitor, ...entry.monitor };
+  const hooks = { ...defaults.hooks, ...entry.hooks };
+  const warnAgeMs = monitor.warn_age ?? DEFAULT_MONITOR.warnAgeMs;
+  const critAgeMs = monitor.crit_age ?? Math.max(DEFAULT_MONITOR.critAgeMs, warnAgeMs);
+  if (critAgeMs < warnAgeMs) throw new ConfigError(file, key('monitor.crit_age'), 'must not be shorter than monitor.warn_age');
+
+  return {
+    name,
+    sourceRdb,
+    sourceNodes,
+    archiveDir,
+    fileMode: archive.file_mode ?? 0o600,
+    dirMode: archive.dir_mode ?? 0o700,
+    minFree: archive.min_free ?? { kind: 'default' },
+    statePath,
+    timezone: entry.timezone ?? defaults.timezone ?? 'UTC',
+    rules: rules ? rules.map((r) => ({ name: r.name, count: r.count, every: r.every ?? { kind: 'snapshot' } })) : DEFAULT_RULES,
+    monitor: { warnAgeMs, critAgeMs },
+    hooks: {
+      afterArchive: hooks.after_archive,
+      afterPrune: hooks.after_prune,
+      onFailure: hooks.on_failure,
+      timeoutMs: hooks.timeout ?? DEFAULT_HOOK_TIMEOUT_MS,
+    },
+  };
+}
+
+/** Instances must never share a folder: one would prune or lock the other's files. */
+function checkIsolation(file: string | undefined, instances: InstanceConfig[]): void {
+  const claims: Array<{ path: string; what: string; owner: string }> = [];
+  for (const inst of instances) {
+    claims.push({ path: inst.archiveDir, what: 'archive.dir', owner: inst.name });
+    claims.push({ path: dirname(inst.statePath), what: 'state', owner: inst.name });
+  }
+  const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith('/') ? b : `${b}/`);
+  for (let i = 0; i < claims.length; i += 1) {
+    for (let j = i + 1; j < claims.length; j += 1) {
+      const a = claims[i]!;
+      const b = claims[j]!;
+      if (a.owner === b.owner) continue;
+      if (inside(a.path, b.path) || inside(b.path, a.path)) {
+        throw new ConfigError(file, `instances (${a.owner}, ${b.owner})`,
+          `${a.owner}'s ${a.what} (${a.path}) and ${b.owner}'s ${b.what} (${b.path}) overlap: instances can never share an archive folder or a state file`);
+      }
+    }
+  }
+}
+
 /** Loads, validates and resolves the configuration for a command. */
 export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = process.env): Config {
   const explicit = overrides.config ?? env.RDB_ARCHIVER_CONFIG;
   const flagsSuffice = overrides.source !== undefined && overrides.archive !== undefined;
   const file = explicit ?? (flagsSuffice ? undefined : DEFAULT_CONFIG_PATH);
   const raw: FileConfig = file ? parseConfigObject(readYaml(file, env), file) : {};
-  const fileBase = file ? dirname(resolve(file)) : process.cwd();
-  const cwd = process.cwd();
-
-  const sourceRdb = overrides.source ? resolve(cwd, overrides.source) : raw.source ? resolveAgainst(fileBase, raw.source.rdb) : undefined;
-  if (!sourceRdb) throw new ConfigError(file, 'source.rdb', 'is required (or pass --source)');
-  const archiveDir = overrides.archive ? resolve(cwd, overrides.archive) : raw.archive ? resolveAgainst(fileBase, raw.archive.dir) : undefined;
-  if (!archiveDir) throw new ConfigError(file, 'archive.dir', 'is required (or pass --archive)');
-  const sourceNodes = overrides.nodes ? resolve(cwd, overrides.nodes) : raw.source?.nodes ? resolveAgainst(fileBase, raw.source.nodes) : undefined;
-  const statePath = overrides.state ? resolve(cwd, overrides.state)
-    : raw.state ? resolveAgainst(fileBase, raw.state)
-    : join(archiveDir, '.rdb-archiver', 'state.json');
+  const base = file ? dirname(resolve(file)) : process.cwd();
 
   const logLevel = overrides.logLevel ?? raw.log?.level ?? 'info';
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new ConfigError(undefined, '--log-level', `"${logLevel}" is not one of fatal, error, warn, info, debug, trace, silent`);
   }
 
-  const rules: Rule[] = raw.rules
-    ? raw.rules.map((r) => ({ name: r.name, count: r.count, every: r.every ?? { kind: 'snapshot' } }))
-    : DEFAULT_RULES;
+  const { instances: listed, log: _log, schedule, shutdown_timeout, metrics, ...defaults } = raw;
+  let instances: InstanceConfig[];
+  if (listed) {
+    if (raw.source) throw new ConfigError(file, 'source', 'cannot stand beside instances: give each instance its own source');
+    if (raw.state) throw new ConfigError(file, 'state', 'cannot stand beside instances: each instance has its own state file');
+    if (raw.name) throw new ConfigError(file, 'name', 'cannot stand beside instances: name each instance instead');
+    const selected = overrides.instance ? listed.filter((i) => i.name === overrides.instance) : listed;
+    if (selected.length === 0) {
+      throw new ConfigError(file, '--instance', `no instance named "${overrides.instance}" (instances: ${listed.map((i) => i.name).join(', ')})`);
+    }
+    const pathFlags = overrides.source ?? overrides.nodes ?? overrides.archive ?? overrides.state;
+    if (pathFlags !== undefined && selected.length > 1) {
+      throw new ConfigError(file, '--source/--nodes/--archive/--state', 'apply to one instance: add --instance NAME');
+    }
+    // Resolve every instance (so isolation is checked across all of them), then keep the selected ones.
+    const all = listed.map((entry) => {
+      const index = listed.indexOf(entry);
+      return resolveInstance(entry, defaults, { file, base, keyPrefix: `instances[${index}].`, multi: true },
+        selected.length === 1 && entry === selected[0] ? overrides : {});
+    });
+    checkIsolation(file, all);
+    instances = all.filter((inst) => selected.some((s) => s.name === inst.name));
+  } else {
+    const only = resolveInstance(defaults, {}, { file, base, keyPrefix: '', multi: false }, overrides);
+    if (overrides.instance && overrides.instance !== only.name) {
+      throw new ConfigError(file, '--instance', `no instance named "${overrides.instance}" (this config has one instance, "${only.name}")`);
+    }
+    instances = [only];
+  }
 
   return {
     file,
     logLevel: logLevel as LogLevel,
-    instances: [
-      {
-        name: 'default',
-        sourceRdb,
-        sourceNodes,
-        archiveDir,
-        fileMode: raw.archive?.file_mode ?? 0o600,
-        dirMode: raw.archive?.dir_mode ?? 0o700,
-        minFree: raw.archive?.min_free ?? { kind: 'default' },
-        statePath,
-        timezone: raw.timezone ?? 'UTC',
-        rules,
-      },
-    ],
+    schedule: schedule ?? DEFAULT_SCHEDULE,
+    shutdownTimeoutMs: shutdown_timeout ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    metricsTextfile: metrics?.textfile ? resolveAgainst(base, metrics.textfile) : undefined,
+    instances,
   };
 }
 

@@ -1,0 +1,70 @@
+/**
+ * What every command shares: the resolved config, the logger, the filesystem,
+ * and how results reach stdout. Command modules register themselves on the
+ * commander program and use this; cli.ts only wires them together.
+ */
+import type { Command } from 'commander';
+import { loadConfig, type Config, type ConfigOverrides } from './config.js';
+import { ExitCode } from './errors.js';
+import { OSFS } from './fs.js';
+import { createLog, type Log } from './log.js';
+
+interface GlobalOptions extends ConfigOverrides {
+  json?: boolean;
+}
+
+export interface CommandContext {
+  config: Config;
+  log: Log;
+  fs: OSFS;
+  json: boolean;
+}
+
+export function contextFor(cmd: Command): CommandContext {
+  const opts = cmd.optsWithGlobals<GlobalOptions>();
+  const config = loadConfig(opts);
+  return { config, log: createLog(config.logLevel), fs: new OSFS(), json: opts.json === true };
+}
+
+export function print(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** The worst exit code of several instances' results: any failure beats success. */
+export function worstExitCode(codes: number[]): number {
+  return codes.find((c) => c !== ExitCode.OK) ?? ExitCode.OK;
+}
+
+/**
+ * Prints per-instance results: one instance prints its own object/summary (the
+ * single-instance shape), several print {"instances":[...],"exitCode"} or one
+ * section per instance.
+ */
+export function printResults<R extends { exitCode: number }>(
+  ctx: CommandContext,
+  results: Array<{ instance: string; report: R }>,
+  toJson: (report: R) => object,
+  toText: (report: R) => string,
+): void {
+  const exitCode = worstExitCode(results.map((r) => r.report.exitCode));
+  if (results.length === 1) {
+    const only = results[0]!.report;
+    print(ctx.json ? JSON.stringify(toJson(only)) : toText(only));
+  } else if (ctx.json) {
+    print(JSON.stringify({ instances: results.map((r) => ({ instance: r.instance, ...toJson(r.report) })), exitCode }));
+  } else {
+    print(results.map((r) => `[${r.instance}]\n${toText(r.report)}`).join('\n\n'));
+  }
+  process.exitCode = exitCode;
+}
