@@ -1,0 +1,428 @@
+/**
+ * CRC-64 as used by Redis and Valkey for the RDB trailer ("Jones" CRC-64):
+ * polynomial 0xad93d23594c935a9, reflected input and output, init 0,
+ * xorout 0. Check value: crc64("123456789") = 0xe9c6d914c4b8d9ca.
+ *
+ * Two kernels, chosen once at module load:
+ *
+ *  - `wasm`: slicing-by-16 over 64-bit table entries, in a small
+ *    WebAssembly module that is assembled below from named opcodes (no
+ *    toolchain, no binary blob). Input is copied into the module's memory
+ *    in 64 KiB blocks. About 1.2 GB/s on a 256 MiB buffer on the
+ *    development machine.
+ *  - `js`: slicing-by-8 in plain JavaScript, with the CRC state kept as two
+ *    unsigned 32-bit halves and aligned 32-bit loads. About 0.8 GB/s once
+ *    optimised. Used only where WebAssembly is unavailable (e.g.
+ *    `node --jitless`). A JS slicing-by-16 was measured and was not faster.
+ *
+ * Short updates (< 64 bytes) use a byte-at-a-time loop in JS, so feeding
+ * the CRC one byte at a time stays cheap.
+ */
+
+// Reflected polynomial 0x95ac9329ac4bc9b5, as two 32-bit halves.
+const POLY_HI = 0x95ac9329;
+const POLY_LO = 0xac4bc9b5 | 0;
+
+const JS_SLICES = 8;
+const WASM_SLICES = 16;
+
+/**
+ * Tables T[k][b] = CRC of byte b followed by k zero bytes, k < 16, stored
+ * as separate low and high halves at index k * 256 + b.
+ */
+const TABLE_LO = new Int32Array(256 * WASM_SLICES);
+const TABLE_HI = new Int32Array(256 * WASM_SLICES);
+
+function buildTables(): void {
+  for (let b = 0; b < 256; b++) {
+    let lo = b;
+    let hi = 0;
+    for (let i = 0; i < 8; i++) {
+      if (lo & 1) {
+        lo = ((lo >>> 1) | (hi << 31)) ^ POLY_LO;
+        hi = (hi >>> 1) ^ POLY_HI;
+      } else {
+        lo = (lo >>> 1) | (hi << 31);
+        hi = hi >>> 1;
+      }
+    }
+    TABLE_LO[b] = lo;
+    TABLE_HI[b] = hi;
+  }
+  for (let k = 1; k < WASM_SLICES; k++) {
+    for (let b = 0; b < 256; b++) {
+      const lo = TABLE_LO[(k - 1) * 256 + b]!;
+      const hi = TABLE_HI[(k - 1) * 256 + b]!;
+      const x = lo & 0xff;
+      TABLE_LO[k * 256 + b] = ((lo >>> 8) | (hi << 24)) ^ TABLE_LO[x]!;
+      TABLE_HI[k * 256 + b] = (hi >>> 8) ^ TABLE_HI[x]!;
+    }
+  }
+}
+buildTables();
+
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+// Kernels return the new state through these two module-level "registers",
+// so that no kernel call allocates.
+let outLo = 0;
+let outHi = 0;
+
+function bytewise(lo: number, hi: number, data: Uint8Array, i: number, end: number): void {
+  const TL = TABLE_LO;
+  const TH = TABLE_HI;
+  for (; i < end; i++) {
+    const x = (lo ^ data[i]!) & 0xff;
+    lo = ((lo >>> 8) | (hi << 24)) ^ TL[x]!;
+    hi = (hi >>> 8) ^ TH[x]!;
+  }
+  outLo = lo;
+  outHi = hi;
+}
+
+function slice8(lo: number, hi: number, data: Uint8Array, i: number, end: number): void {
+  if (!LITTLE_ENDIAN_HOST) return slice8Bytes(lo, hi, data, i, end);
+  const TL = TABLE_LO;
+  const TH = TABLE_HI;
+  // Align to 4 bytes in the underlying buffer, then read 32-bit words.
+  while (i < end && ((data.byteOffset + i) & 3) !== 0) {
+    const x = (lo ^ data[i]!) & 0xff;
+    lo = ((lo >>> 8) | (hi << 24)) ^ TL[x]!;
+    hi = (hi >>> 8) ^ TH[x]!;
+    i++;
+  }
+  const blocks = (end - i) >>> 3;
+  if (blocks > 0) {
+    // A small view object; the data itself is not copied.
+    const w = new Int32Array(data.buffer, data.byteOffset + i, blocks * 2);
+    for (let j = 0; j < w.length; j += 2) {
+      lo ^= w[j]!;
+      hi ^= w[j + 1]!;
+      const nlo =
+        TL[0x700 | (lo & 0xff)]! ^ TL[0x600 | ((lo >>> 8) & 0xff)]! ^
+        TL[0x500 | ((lo >>> 16) & 0xff)]! ^ TL[0x400 | (lo >>> 24)]! ^
+        TL[0x300 | (hi & 0xff)]! ^ TL[0x200 | ((hi >>> 8) & 0xff)]! ^
+        TL[0x100 | ((hi >>> 16) & 0xff)]! ^ TL[hi >>> 24]!;
+      hi =
+        TH[0x700 | (lo & 0xff)]! ^ TH[0x600 | ((lo >>> 8) & 0xff)]! ^
+        TH[0x500 | ((lo >>> 16) & 0xff)]! ^ TH[0x400 | (lo >>> 24)]! ^
+        TH[0x300 | (hi & 0xff)]! ^ TH[0x200 | ((hi >>> 8) & 0xff)]! ^
+        TH[0x100 | ((hi >>> 16) & 0xff)]! ^ TH[hi >>> 24]!;
+      lo = nlo;
+    }
+    i += blocks * 8;
+  }
+  bytewise(lo, hi, data, i, end);
+}
+
+/** Slicing-by-8 with byte loads: for big-endian hosts. */
+function slice8Bytes(lo: number, hi: number, data: Uint8Array, i: number, end: number): void {
+  const TL = TABLE_LO;
+  const TH = TABLE_HI;
+  for (const stop = end - 7; i < stop; i += 8) {
+    lo ^= data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24);
+    hi ^= data[i + 4]! | (data[i + 5]! << 8) | (data[i + 6]! << 16) | (data[i + 7]! << 24);
+    const nlo =
+      TL[0x700 | (lo & 0xff)]! ^ TL[0x600 | ((lo >>> 8) & 0xff)]! ^
+      TL[0x500 | ((lo >>> 16) & 0xff)]! ^ TL[0x400 | (lo >>> 24)]! ^
+      TL[0x300 | (hi & 0xff)]! ^ TL[0x200 | ((hi >>> 8) & 0xff)]! ^
+      TL[0x100 | ((hi >>> 16) & 0xff)]! ^ TL[hi >>> 24]!;
+    hi =
+      TH[0x700 | (lo & 0xff)]! ^ TH[0x600 | ((lo >>> 8) & 0xff)]! ^
+      TH[0x500 | ((lo >>> 16) & 0xff)]! ^ TH[0x400 | (lo >>> 24)]! ^
+      TH[0x300 | (hi & 0xff)]! ^ TH[0x200 | ((hi >>> 8) & 0xff)]! ^
+      TH[0x100 | ((hi >>> 16) & 0xff)]! ^ TH[hi >>> 24]!;
+    lo = nlo;
+  }
+  bytewise(lo, hi, data, i, end);
+}
+
+// ---------------------------------------------------------------------------
+// WebAssembly kernel
+//
+// Memory (2 pages = 128 KiB, fixed):
+//   [0, 8)            CRC state, i64 little-endian
+//   [1024, 33792)     16 tables x 256 x i64: T[k][b] at 1024 + k*2048 + b*8
+//   [65536, 131072)   input block
+//
+// Exported function upd(p: i32, len: i32): loads the state from address 0,
+// runs the CRC over memory[p, p+len) and stores the state back.
+//
+//   end = p + len; crc = load64(0)
+//   while (end - p >= 16) {
+//     x = crc ^ load64(p); y = load64(p + 8)
+//     crc = T15[x byte 0] ^ ... ^ T8[x byte 7] ^ T7[y byte 0] ^ ... ^ T0[y byte 7]
+//     p += 16
+//   }
+//   while (p < end) { crc = (crc >> 8) ^ T0[(crc ^ load8(p)) & 0xff]; p++ }
+//   store64(0, crc)
+//
+// Each table byte index is taken from a 32-bit half w of x or y and scaled
+// by 8 in one step: byte j of w, times 8, is (w << 3) & 0x7f8 for j = 0 and
+// (w >>> (8j - 3)) & 0x7f8 otherwise; the table base goes in the load's
+// constant offset.
+// ---------------------------------------------------------------------------
+
+const WASM_TABLES = 1024;
+const WASM_DATA = 65536;
+const WASM_BLOCK = 65536;
+const WASM_PAGES = 2;
+
+const OP = {
+  block: 0x02,
+  loop: 0x03,
+  br: 0x0c,
+  brIf: 0x0d,
+  end: 0x0b,
+  localGet: 0x20,
+  localSet: 0x21,
+  localTee: 0x22,
+  i64Load: 0x29,
+  i32Load8U: 0x2d,
+  i64Store: 0x37,
+  i32Const: 0x41,
+  i64Const: 0x42,
+  i32LtU: 0x49,
+  i32GeU: 0x4f,
+  i32Add: 0x6a,
+  i32Sub: 0x6b,
+  i32And: 0x71,
+  i32Xor: 0x73,
+  i32Shl: 0x74,
+  i32ShrU: 0x76,
+  i64Xor: 0x85,
+  i64ShrU: 0x88,
+  i32WrapI64: 0xa7,
+} as const;
+const BLOCK_VOID = 0x40;
+const TYPE_I32 = 0x7f;
+const TYPE_I64 = 0x7e;
+const TYPE_FUNC = 0x60;
+
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
+const name = (s: string): number[] => vec([...s].map((c) => [c.charCodeAt(0)]));
+
+/** Builds the module described above. Exported for tests. */
+export function buildCrc64WasmModule(): Uint8Array {
+  // Locals: 0 p, 1 len (params); 2 end, 3 w1, 4 w2 (i32); 5 crc, 6 x, 7 y (i64).
+  const P = 0;
+  const LEN = 1;
+  const END = 2;
+  const W1 = 3;
+  const W2 = 4;
+  const CRC = 5;
+  const X = 6;
+  const Y = 7;
+  const get = (i: number) => [OP.localGet, i];
+  const set = (i: number) => [OP.localSet, i];
+  const i32 = (n: number) => [OP.i32Const, ...sleb(n)];
+  const i64 = (n: number) => [OP.i64Const, ...sleb(n)];
+  const load64 = (align: number, offset: number) => [OP.i64Load, align, ...uleb(offset)];
+  /** Sets w1, w2 to the low and high 32-bit halves of the i64 local v. */
+  const split = (v: number) => [
+    ...get(v), OP.i32WrapI64, ...set(W1),
+    ...get(v), ...i64(32), OP.i64ShrU, OP.i32WrapI64, ...set(W2),
+  ];
+  /** XORs T[table - j][byte j of w] for j = 0..3 into the value on the stack. */
+  const lookups = (w: number, table: number, first: boolean): number[] => {
+    const out: number[] = [];
+    for (let j = 0; j < 4; j++) {
+      out.push(...get(w));
+      if (j === 0) out.push(...i32(3), OP.i32Shl);
+      else out.push(...i32(8 * j - 3), OP.i32ShrU);
+      out.push(...i32(0x7f8), OP.i32And, ...load64(3, WASM_TABLES + (table - j) * 2048));
+      if (!(first && j === 0)) out.push(OP.i64Xor);
+    }
+    return out;
+  };
+  const code: number[] = [
+    ...get(P), ...get(LEN), OP.i32Add, ...set(END),
+    ...i32(0), ...load64(3, 0), ...set(CRC),
+    // 16 bytes at a time
+    OP.block, BLOCK_VOID, OP.loop, BLOCK_VOID,
+    ...get(END), ...get(P), OP.i32Sub, ...i32(16), OP.i32LtU, OP.brIf, 1,
+    ...get(CRC), ...get(P), ...load64(0, 0), OP.i64Xor, ...set(X),
+    ...get(P), ...load64(0, 8), ...set(Y),
+    ...split(X),
+    ...lookups(W1, 15, true), ...lookups(W2, 11, false),
+    ...split(Y),
+    ...lookups(W1, 7, false), ...lookups(W2, 3, false),
+    ...set(CRC),
+    ...get(P), ...i32(16), OP.i32Add, ...set(P),
+    OP.br, 0, OP.end, OP.end,
+    // remaining bytes one at a time
+    OP.block, BLOCK_VOID, OP.loop, BLOCK_VOID,
+    ...get(P), ...get(END), OP.i32GeU, OP.brIf, 1,
+    ...get(CRC), ...i64(8), OP.i64ShrU,
+    ...get(CRC), OP.i32WrapI64, ...get(P), OP.i32Load8U, 0, 0, OP.i32Xor,
+    ...i32(0xff), OP.i32And, ...i32(3), OP.i32Shl, ...load64(3, WASM_TABLES),
+    OP.i64Xor, ...set(CRC),
+    ...get(P), ...i32(1), OP.i32Add, ...set(P),
+    OP.br, 0, OP.end, OP.end,
+    ...i32(0), ...get(CRC), OP.i64Store, 3, 0,
+    OP.end,
+  ];
+  const body = [...vec([[3, TYPE_I32], [3, TYPE_I64]]), ...code];
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+    ...section(1, vec([[TYPE_FUNC, ...vec([[TYPE_I32], [TYPE_I32]]), ...vec([])]])), // type 0: (i32, i32) -> ()
+    ...section(3, vec([[0]])), // function 0 has type 0
+    ...section(5, vec([[0x00, ...uleb(WASM_PAGES)]])), // one memory, min 2 pages, no max
+    ...section(7, vec([[...name('mem'), 0x02, 0], [...name('upd'), 0x00, 0]])),
+    ...section(10, vec([[...uleb(body.length), ...body]])),
+  ]);
+}
+
+interface WasmKernel {
+  upd: (p: number, len: number) => void;
+  bytes: Uint8Array;
+  view: DataView;
+}
+
+interface MinimalWasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object) => { exports: Record<string, unknown> };
+}
+
+function loadWasm(): WasmKernel | null {
+  const api = (globalThis as { WebAssembly?: MinimalWasmApi }).WebAssembly;
+  if (!api) return null;
+  try {
+    const instance = new api.Instance(new api.Module(buildCrc64WasmModule()));
+    const mem = instance.exports['mem'] as { buffer: ArrayBuffer };
+    const upd = instance.exports['upd'] as (p: number, len: number) => void;
+    const view = new DataView(mem.buffer);
+    for (let i = 0; i < 256 * WASM_SLICES; i++) {
+      view.setInt32(WASM_TABLES + i * 8, TABLE_LO[i]!, true);
+      view.setInt32(WASM_TABLES + i * 8 + 4, TABLE_HI[i]!, true);
+    }
+    const kernel: WasmKernel = { upd, bytes: new Uint8Array(mem.buffer), view };
+    // Self-test before trusting it.
+    wasmUpdate(kernel, 0, 0, CHECK_INPUT, 0, CHECK_INPUT.length);
+    if (outLo !== CHECK_LO || outHi !== CHECK_HI) return null;
+    return kernel;
+  } catch {
+    return null;
+  }
+}
+
+const CHECK_INPUT = new Uint8Array([...'123456789123456789123456789'].map((c) => c.charCodeAt(0)));
+// crc64 of CHECK_INPUT, computed by the byte-wise kernel at load.
+bytewise(0, 0, CHECK_INPUT, 0, CHECK_INPUT.length);
+const CHECK_LO = outLo;
+const CHECK_HI = outHi;
+
+function wasmUpdate(k: WasmKernel, lo: number, hi: number, data: Uint8Array, start: number, end: number): void {
+  const view = k.view;
+  view.setInt32(0, lo, true);
+  view.setInt32(4, hi, true);
+  for (let p = start; p < end; p += WASM_BLOCK) {
+    const e = Math.min(p + WASM_BLOCK, end);
+    k.bytes.set(p === 0 && e === data.length ? data : data.subarray(p, e), WASM_DATA);
+    k.upd(WASM_DATA, e - p);
+  }
+  outLo = view.getInt32(0, true);
+  outHi = view.getInt32(4, true);
+}
+
+const WASM = loadWasm();
+
+/** Which kernel large updates use. */
+export const crc64Kernel: 'wasm' | 'js' = WASM ? 'wasm' : 'js';
+
+/** Below this many bytes an update runs byte by byte in JS. */
+const SMALL = 64;
+
+function run(lo: number, hi: number, data: Uint8Array, start: number, end: number): void {
+  if (end - start < SMALL) bytewise(lo, hi, data, start, end);
+  else if (WASM) wasmUpdate(WASM, lo, hi, data, start, end);
+  else slice8(lo, hi, data, start, end);
+}
+
+function toBigInt(lo: number, hi: number): bigint {
+  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+}
+
+function toHex(lo: number, hi: number): string {
+  return (hi >>> 0).toString(16).padStart(8, '0') + (lo >>> 0).toString(16).padStart(8, '0');
+}
+
+/** Incremental Redis CRC-64. */
+export class Crc64 {
+  private lo = 0;
+  private hi = 0;
+
+  /** Adds data[start, end) to the CRC. Does not keep a reference to data. */
+  update(data: Uint8Array, start = 0, end: number = data.length): this {
+    if (start < 0 || end > data.length || start > end) {
+      throw new RangeError(`Crc64.update: bad range [${start}, ${end}) for ${data.length} bytes`);
+    }
+    if (start === end) return this;
+    run(this.lo, this.hi, data, start, end);
+    this.lo = outLo;
+    this.hi = outHi;
+    return this;
+  }
+
+  /** The CRC so far, as an unsigned 64-bit bigint. */
+  digest(): bigint {
+    return toBigInt(this.lo, this.hi);
+  }
+
+  /** 16 lowercase hex digits, most significant first, e.g. 'e9c6d914c4b8d9ca'. */
+  hex(): string {
+    return toHex(this.lo, this.hi);
+  }
+
+  reset(): this {
+    this.lo = 0;
+    this.hi = 0;
+    return this;
+  }
+}
+
+/** CRC-64 of a whole buffer. */
+export function crc64(data: Uint8Array): bigint {
+  return new Crc64().update(data).digest();
+}
+
+/**
+ * For tests and benchmarks: the CRC of data computed by one specific kernel
+ * over the whole range ('wasm' returns null where WebAssembly is unavailable).
+ */
+export function crc64WithKernel(kernel: 'wasm' | 'js-slice8' | 'js-bytewise', data: Uint8Array): bigint | null {
+  if (kernel === 'wasm') {
+    if (!WASM) return null;
+    wasmUpdate(WASM, 0, 0, data, 0, data.length);
+  } else if (kernel === 'js-slice8') {
+    slice8(0, 0, data, 0, data.length);
+  } else {
+    bytewise(0, 0, data, 0, data.length);
+  }
+  return toBigInt(outLo, outHi);
+}
