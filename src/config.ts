@@ -320,7 +320,7 @@ function readYaml(file: string, env: NodeJS.ProcessEnv): unknown {
 }
 
 export function parseConfigObject(raw: unknown, file: string | undefined): FileConfig {
-  const result = fileSchema.safeParse(raw);
+  const result = fileSchema.safeParse(raw, { reportInput: true });
   if (!result.success) {
     const errors = result.error.issues.map((issue) => issueToError(file, issue));
     const first = errors[0]!;

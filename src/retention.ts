@@ -43,6 +43,9 @@ export interface RetentionPlan {
 
 const pad = (n: number, w = 2) => String(n).padStart(w, '0');
 
+/** Timestamps sort lexically, so this orders events by the time in their names. */
+const newestFirst = (a: { ts: Timestamp }, b: { ts: Timestamp }) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0);
+
 function isoWeek(year: number, month: number, day: number): { isoYear: number; week: number } {
   const date = Date.UTC(year, month - 1, day);
   const dayOfWeek = (new Date(date).getUTCDay() + 6) % 7; // Monday = 0
@@ -99,7 +102,7 @@ export function planRetention(
   protect?: Timestamp,
 ): RetentionPlan {
   const plan: RetentionPlan = { keep: [], delete: [] };
-  const complete = events.filter((e) => e.kinds.includes('rdb')).sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+  const complete = events.filter((e) => e.kinds.includes('rdb')).sort(newestFirst);
   const unit = describeEvery(rule.every);
   const periodsKept = new Map<string, Timestamp>();
 
@@ -126,8 +129,9 @@ export function planRetention(
       });
     }
   }
-  for (const event of events) {
-    if (!event.kinds.includes('rdb')) {
+  const incomplete = events.filter((e) => !e.kinds.includes('rdb')).sort(newestFirst);
+  for (const event of incomplete) {
+    {
       plan.delete.push({ ts: event.ts, reason: `incomplete event (${event.kinds.join(', ')} without its .rdb): left by an interrupted run` });
     }
   }
@@ -167,7 +171,7 @@ export async function scanFolder(fs: FileSystem, dir: string): Promise<FolderSca
   }
   scan.events = [...byTs.entries()]
     .map(([ts, kinds]) => ({ ts, kinds }))
-    .sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+    .sort(newestFirst);
   return scan;
 }
 

@@ -47,7 +47,12 @@ export function timestampToIso(ts: Timestamp): string {
 export function parseUserTimestamp(text: string): Timestamp | undefined {
   const own = parseTimestamp(text);
   if (own) return own;
-  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})$/.test(text)) return undefined;
+  const m = /^(\d{4})-(\d{2})-(\d{2})T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})$/.exec(text);
+  if (!m) return undefined;
+  // Date.parse rolls 2025-02-30 over into March: check the calendar date is real.
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const day = new Date(Date.UTC(y, mo - 1, d));
+  if (day.getUTCFullYear() !== y || day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== d) return undefined;
   const ms = Date.parse(text);
   return Number.isNaN(ms) ? undefined : timestampFromMs(ms);
 }
