@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
-import { ConflictError, FsError, InsufficientSpaceError, SourceUnavailableError, TryAgainError } from './errors.js';
+import { ConflictError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
 import type { FileInfo, FileSystem, Handle } from './fs.js';
 import { ensureDir, errorCode, publishNew, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
 import type { Log } from './log.js';
@@ -83,6 +83,11 @@ export async function copyPass(
     const writing = out ? writeAll(out, chunk) : undefined;
     hash.update(chunk);
     validator.update(chunk);
+    const early = validator.earlyError;
+    if (early) {
+      await Promise.allSettled([reading, writing]);
+      throw early; // not an RDB at all: don't copy the rest of it
+    }
     try {
       await writing;
     } catch (err) {
@@ -243,10 +248,26 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
       }
     }
 
+    // A file rewritten in place mid-copy can look corrupt: that is "try again", not "invalid".
+    const changedError = async (bytesRead?: number): Promise<TryAgainError | undefined> => {
+      const after = await source.stat();
+      if (sameIdentity(identityOf(after), identityOf(before)) && (bytesRead === undefined || bytesRead === before.size)) return undefined;
+      return new TryAgainError('source-changed', job.sourceRdb,
+        `${job.sourceRdb} was modified in place during the copy (size ${before.size} -> ${after.size}${bytesRead === undefined ? '' : `, ${bytesRead} bytes read`}); nothing archived, the next run retries`);
+    };
+    const pass1 = async (out: Handle | undefined): Promise<PassResult> => {
+      try {
+        return await copyPass(source, job.sourceRdb, out, ctx.signal);
+      } catch (err) {
+        if (err instanceof InvalidSnapshotError) throw (await changedError()) ?? err;
+        throw err;
+      }
+    };
+
     let pass: PassResult;
     let rdbTemp: string | undefined;
     if (existingRdb) {
-      pass = await copyPass(source, job.sourceRdb, undefined, ctx.signal);
+      pass = await pass1(undefined);
     } else {
       const { available, total } = await fs.space(primary);
       const needed = before.size + reserveBytes(instance, total);
@@ -256,18 +277,15 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
       const out = await fs.open(rdbTemp, 'create-exclusive', instance.fileMode);
       try {
         await out.chmod(instance.fileMode);
-        pass = await copyPass(source, job.sourceRdb, out, ctx.signal);
+        pass = await pass1(out);
         await out.sync();
       } finally {
         await out.close();
       }
     }
 
-    const after = await source.stat();
-    if (!sameIdentity(identityOf(after), identityOf(before)) || pass.bytes !== before.size) {
-      throw new TryAgainError('source-changed', job.sourceRdb,
-        `${job.sourceRdb} was modified in place during the copy (size ${before.size} -> ${after.size}, ${pass.bytes} bytes read); nothing archived, the next run retries`);
-    }
+    const changed = await changedError(pass.bytes);
+    if (changed) throw changed;
     for (const w of pass.rdb.warnings) {
       warnings.push(w);
       log.warn({ path: job.sourceRdb }, w);
