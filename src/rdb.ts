@@ -405,7 +405,10 @@ export class RdbValidator {
     const eofByte = trailered ? this.lastFed : this.hold[this.held - 1];
     if (eofByte !== OP_EOF) {
       this.reject(
-        trailered ? 'no EOF marker (0xFF) before the checksum trailer' : 'no EOF marker (0xFF) at the end of the file',
+        // Almost always a file cut short (or overwritten at the end): say so, with its size.
+        trailered
+          ? `truncated: ${n} bytes, no EOF marker (0xFF) before the checksum trailer`
+          : `truncated: ${n} bytes, no EOF marker (0xFF) at the end of the file`,
       );
     }
 

@@ -338,10 +338,10 @@ describe('RdbValidator: rejections', () => {
   });
 
   it('rejects a file without 0xFF before the trailer (or at the end for RDB < 5)', () => {
-    expect(reasonOf(withoutEof())).toBe('no EOF marker (0xFF) before the checksum trailer');
+    expect(reasonOf(withoutEof())).toMatch(/^truncated: \d+ bytes, no EOF marker \(0xFF\) before the checksum trailer$/);
     const old = buildRdb({ version: 4, aux: [] });
     old[old.length - 1] = 0x00;
-    expect(reasonOf(old)).toBe('no EOF marker (0xFF) at the end of the file');
+    expect(reasonOf(old)).toMatch(/^truncated: \d+ bytes, no EOF marker \(0xFF\) at the end of the file$/);
   });
 
   it('rejects a CRC mismatch with both values', () => {
@@ -424,9 +424,9 @@ describe('RdbValidator: rejections', () => {
           const reason = reasonOf(damaged);
           const where = `byte ${pos} bit ${bit}`;
           if (pos < 9) {
-            expect(reason, where).toMatch(/^(not an RDB file: bad magic|CRC mismatch|unsupported RDB version 0|no EOF marker \(0xFF\) at the end of the file|AUX field at offset 9 in an RDB version)/);
+            expect(reason, where).toMatch(/^(not an RDB file: bad magic|CRC mismatch|unsupported RDB version 0|truncated: \d+ bytes, no EOF marker \(0xFF\) at the end of the file|AUX field at offset 9 in an RDB version)/);
           } else if (pos === n - 9) {
-            expect(reason, where).toBe('no EOF marker (0xFF) before the checksum trailer');
+            expect(reason, where).toMatch(/^truncated: \d+ bytes, no EOF marker \(0xFF\) before the checksum trailer$/);
           } else {
             expect(reason, where).toMatch(/^CRC mismatch: stored [0-9a-f]{16}, computed [0-9a-f]{16}$/);
           }

@@ -1,0 +1,442 @@
+/**
+ * `restore <TS|latest> --to PATH`: copies one archived event back out, after
+ * checking it, and prints how to load it into Redis.
+ *
+ *   find the event -> check the target(s) -> one read pass per file that
+ *   writes a temp file in the target folder and computes sha256 + the RDB
+ *   check -> compare with the sidecar -> fsync -> rename (no-overwrite link
+ *   unless --force) -> fsync the folder.
+ *
+ * Nothing appears under the target name unless the event verified, so
+ * "verify first" costs no second read of a large file. If one copy of the
+ * event is bad and another rule folder holds an independent copy (another
+ * inode), that copy is used instead, with a warning.
+ */
+import { createHash } from 'node:crypto';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import {
+  EventNotFoundError,
+  checkRuleExists,
+  ctimeOf,
+  findEvent,
+  parseSidecar,
+  parseTsArgument,
+  scanRules,
+  selectRules,
+  versionOf,
+  type EventLocation,
+} from './catalog.js';
+import type { InstanceConfig } from './config.js';
+import { contextFor, formatBytes, printResults } from './context.js';
+import { errorReport, type ErrorReport } from './cycle.js';
+import { ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from './errors.js';
+import { errorCode, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from './fs.js';
+import type { Log } from './log.js';
+import type { RdbInfo } from './rdb.js';
+import { eventFileName, type Timestamp } from './timestamp.js';
+import { copyPass } from './worker.js';
+
+/** Restored files are readable by their owner only; the follow-up steps chown them to the redis user. */
+export const RESTORE_FILE_MODE = 0o600;
+/** The name used when --to (or --nodes-to) is an existing folder. */
+export const DEFAULT_RDB_NAME = 'dump.rdb';
+export const DEFAULT_NODES_NAME = 'nodes.conf';
+
+export interface RestoreOptions {
+  which: Timestamp | 'latest';
+  to: string;
+  nodesTo?: string;
+  rule?: string;
+  force: boolean;
+}
+
+export interface RestoreReport {
+  instance: string;
+  status: 'restored' | 'failed';
+  ts: Timestamp | null;
+  rule: string | null;
+  from: string | null;
+  to: string | null;
+  bytes: number;
+  sha256: string | null;
+  redisVersion: string | null;
+  ctime: string | null;
+  nodes: { from: string; to: string | null } | null;
+  replaced: string[];
+  warnings: string[];
+  steps: string[];
+  error?: ErrorReport;
+  exitCode: ExitCodeValue;
+}
+
+// ---------------------------------------------------------------------------
+// Pure helpers
+
+/** Quotes a path for a POSIX shell (only when needed). */
+export function shellQuote(text: string): string {
+  if (/^[A-Za-z0-9_./:@%+=,-]+$/.test(text)) return text;
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The exact commands that load a restored RDB (and nodes.conf) into Redis.
+ * `nodesNotRestored` is the archived nodes file when the event has one but
+ * --nodes-to was not given.
+ */
+export function followUpSteps(input: { rdbPath: string; nodesPath?: string; nodesNotRestored?: string }): string[] {
+  const rdb = shellQuote(input.rdbPath);
+  const cluster = input.nodesPath !== undefined || input.nodesNotRestored !== undefined;
+  const steps: string[] = [
+    '1. While the server still runs, note where it loads its snapshot from, and whether AOF is on',
+    '   (add -h/-p/-a to redis-cli as needed):',
+    '     DIR=$(redis-cli CONFIG GET dir | tail -n 1)',
+    '     DBFILENAME=$(redis-cli CONFIG GET dbfilename | tail -n 1)',
+  ];
+  if (cluster) steps.push('     NODESFILE=$(redis-cli CONFIG GET cluster-config-file | tail -n 1)');
+  steps.push(
+    '     redis-cli CONFIG GET appendonly',
+    '   If appendonly is "yes", Redis loads the AOF at startup, NOT the RDB: set "appendonly no" in redis.conf',
+    '   before step 4 (step 5 turns it back on).',
+    '2. Stop the server: systemctl stop redis-server (or: redis-cli SHUTDOWN NOSAVE). A save on shutdown is',
+    '   harmless: it happens before the next step replaces the file.',
+    '3. Put the restored file in place as dbfilename in dir, owned by the redis user:',
+    `     mv ${rdb} "$DIR/$DBFILENAME"`,
+    '     chown redis:redis "$DIR/$DBFILENAME" && chmod 0600 "$DIR/$DBFILENAME"',
+  );
+  if (input.nodesPath !== undefined) {
+    const nodes = shellQuote(input.nodesPath);
+    steps.push(
+      '   and the cluster state that belongs to it, as cluster-config-file in dir:',
+      `     mv ${nodes} "$DIR/$NODESFILE"`,
+      '     chown redis:redis "$DIR/$NODESFILE" && chmod 0600 "$DIR/$NODESFILE"',
+    );
+  } else if (input.nodesNotRestored !== undefined) {
+    const nodes = shellQuote(input.nodesNotRestored);
+    steps.push(
+      '   This event also has a nodes.conf, which was NOT restored (no --nodes-to). A cluster node needs it:',
+      `     cp ${nodes} "$DIR/$NODESFILE"`,
+      '     chown redis:redis "$DIR/$NODESFILE" && chmod 0600 "$DIR/$NODESFILE"',
+    );
+  }
+  steps.push(
+    '4. Start the server (systemctl start redis-server) and check it loaded the data:',
+    '     redis-cli INFO persistence | grep -E "loading:|rdb_last_load_keys_loaded"',
+    '     redis-cli DBSIZE',
+  );
+  if (cluster) steps.push('     redis-cli CLUSTER INFO | grep cluster_state');
+  steps.push(
+    '5. If AOF was on: redis-cli CONFIG SET appendonly yes (Redis writes a new AOF from the loaded data), wait until',
+    '   redis-cli INFO persistence shows aof_rewrite_in_progress:0, then set "appendonly yes" in redis.conf again.',
+  );
+  return steps;
+}
+
+// ---------------------------------------------------------------------------
+
+interface Target {
+  /** The final path. */
+  path: string;
+  dir: string;
+  exists: boolean;
+}
+
+/** Resolves --to / --nodes-to: an existing folder gets `defaultName` inside it; the folder must exist. */
+async function resolveTarget(fs: FileSystem, option: string, text: string, defaultName: string, force: boolean): Promise<Target> {
+  let path = resolve(text);
+  let info = await lstatOrUndefined(fs, path);
+  if (info?.kind === 'dir') {
+    path = join(path, defaultName);
+    info = await lstatOrUndefined(fs, path);
+  }
+  const dir = dirname(path);
+  const dirInfo = await statOrUndefined(fs, dir);
+  if (!dirInfo || dirInfo.kind !== 'dir') {
+    throw new ConfigError(undefined, option, `folder ${dir} does not exist: create it first (restore writes ${basename(path)} into it)`);
+  }
+  if (info) {
+    if (info.kind === 'dir') throw new ConflictError(path, 'is a directory; refusing to replace it');
+    if (!force) throw new ConflictError(path, `exists; refusing to overwrite it (add --force to replace it atomically)`);
+  }
+  return { path, dir, exists: info !== undefined };
+}
+
+async function lstatOrUndefined(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
+  try {
+    return await fs.lstat(path);
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+async function statOrUndefined(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
+  try {
+    return await fs.stat(path);
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
+
+function inside(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+}
+
+interface Staged {
+  rdbTemp: string;
+  rdb: RdbInfo;
+  sha256: string;
+  bytes: number;
+  nodesTemp?: string;
+  nodesFrom?: string;
+}
+
+/**
+ * Copies one copy of the event into temp files next to the targets and checks
+ * it on the way (sidecar sha256 + RDB check). Throws InvalidSnapshotError
+ * listing every problem; on any failure its temp files are gone.
+ */
+async function stageCopy(
+  fs: FileSystem,
+  loc: EventLocation,
+  rdbTarget: Target,
+  nodesTarget: Target | undefined,
+  temps: string[],
+): Promise<Staged> {
+  const rdbName = eventFileName('rdb', loc.ts);
+  const nodesName = eventFileName('nodes', loc.ts);
+  const sidecarName = eventFileName('sha256', loc.ts);
+  const rdbPath = join(loc.dir, rdbName);
+  const problems: string[] = [];
+
+  // The sidecar first: without it there is nothing to verify against.
+  let expected = new Map<string, string>();
+  try {
+    const { entries, errors } = parseSidecar((await fs.readFile(join(loc.dir, sidecarName))).toString('utf8'));
+    for (const e of errors) problems.push(`${sidecarName}: malformed: ${e}`);
+    expected = new Map(entries.map((e) => [e.name, e.sha256]));
+  } catch (err) {
+    if (errorCode(err) !== 'ENOENT') throw err;
+    problems.push(`missing sidecar ${sidecarName}: the event cannot be verified`);
+  }
+  if (problems.length === 0 && !expected.has(rdbName)) problems.push(`${sidecarName} does not list ${rdbName}`);
+  const hasNodes = loc.kinds.includes('nodes');
+  if (problems.length === 0 && hasNodes && !expected.has(nodesName)) problems.push(`${sidecarName} does not list ${nodesName}`);
+  if (problems.length === 0 && !hasNodes && expected.has(nodesName)) problems.push(`missing companion ${nodesName}: listed in ${sidecarName} but absent`);
+  if (problems.length > 0) throw new InvalidSnapshotError(rdbPath, problems.join('; '));
+
+  // nodes.conf: small; read, check, stage.
+  let nodesTemp: string | undefined;
+  if (hasNodes) {
+    let data: Buffer;
+    try {
+      data = await fs.readFile(join(loc.dir, nodesName));
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') throw err;
+      throw new InvalidSnapshotError(rdbPath, `missing companion ${nodesName}: it disappeared`);
+    }
+    const sha = createHash('sha256').update(data).digest('hex');
+    if (sha !== expected.get(nodesName)) {
+      throw new InvalidSnapshotError(rdbPath, `sha256 mismatch: ${nodesName}: ${sidecarName} says ${expected.get(nodesName)}, the file has ${sha}`);
+    }
+    if (nodesTarget) {
+      nodesTemp = tempPathFor(nodesTarget.path);
+      temps.push(nodesTemp);
+      await writeNewFile(fs, nodesTemp, data, RESTORE_FILE_MODE);
+    }
+  }
+
+  // The .rdb: one read that writes the temp copy, hashes it and checks the RDB.
+  const source = await fs.open(rdbPath, 'read-nofollow');
+  try {
+    const info = await source.stat();
+    const { available } = await fs.space(rdbTarget.dir);
+    if (available < info.size) throw new InsufficientSpaceError(rdbTarget.dir, info.size, available);
+    const rdbTemp = tempPathFor(rdbTarget.path);
+    temps.push(rdbTemp);
+    const out = await fs.open(rdbTemp, 'create-exclusive', RESTORE_FILE_MODE);
+    let pass;
+    try {
+      await out.chmod(RESTORE_FILE_MODE);
+      pass = await copyPass(source, rdbPath, out);
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    if (pass.sha256 !== expected.get(rdbName)) {
+      throw new InvalidSnapshotError(rdbPath, `sha256 mismatch: ${rdbName}: ${sidecarName} says ${expected.get(rdbName)}, the file has ${pass.sha256}`);
+    }
+    return { rdbTemp, rdb: pass.rdb, sha256: pass.sha256, bytes: pass.bytes, nodesTemp, nodesFrom: hasNodes ? join(loc.dir, nodesName) : undefined };
+  } finally {
+    await source.close().catch(() => undefined);
+  }
+}
+
+async function publish(fs: FileSystem, temp: string, target: Target, force: boolean): Promise<void> {
+  if (force) {
+    await fs.rename(temp, target.path); // atomic replace
+    return;
+  }
+  try {
+    await publishNew(fs, temp, target.path); // never overwrites: fails with EEXIST
+  } catch (err) {
+    if (errorCode(err) === 'EEXIST') throw new ConflictError(target.path, 'appeared while restoring; refusing to overwrite it (add --force to replace it)');
+    throw err;
+  }
+}
+
+export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceConfig, options: RestoreOptions): Promise<RestoreReport> {
+  const report: RestoreReport = {
+    instance: instance.name, status: 'failed', ts: null, rule: null, from: null, to: null, bytes: 0, sha256: null,
+    redisVersion: null, ctime: null, nodes: null, replaced: [], warnings: [], steps: [], exitCode: ExitCode.OK,
+  };
+  const temps: string[] = [];
+  const warn = (w: string, obj: object = {}) => {
+    report.warnings.push(w);
+    log.warn(obj, w);
+  };
+  try {
+    const rules = selectRules(instance, options.rule);
+    const scanned = await scanRules(fs, instance, rules);
+    const locations = findEvent(scanned, options.which);
+    if (locations.length === 0) {
+      const where = rules.map((r) => r.name).join(', ');
+      throw new EventNotFoundError(options.which === 'latest'
+        ? `no archived events in ${where} (instance ${instance.name}): nothing to restore`
+        : `no archived event ${options.which} in ${where} (instance ${instance.name}); see \`rdb-archiver list\``);
+    }
+    const ts = locations[0]!.ts;
+    const hasNodes = locations.some((l) => l.kinds.includes('nodes'));
+
+    const rdbTarget = await resolveTarget(fs, '--to', options.to, DEFAULT_RDB_NAME, options.force);
+    if (inside(rdbTarget.path, instance.archiveDir)) {
+      throw new ConfigError(undefined, '--to', `${rdbTarget.path} is inside the archive (${instance.archiveDir}): restore somewhere else`);
+    }
+    let nodesTarget: Target | undefined;
+    if (options.nodesTo !== undefined) {
+      if (!hasNodes) {
+        warn(`event ${ts} has no nodes.conf: --nodes-to ${options.nodesTo} ignored`, { ts });
+      } else {
+        nodesTarget = await resolveTarget(fs, '--nodes-to', options.nodesTo, DEFAULT_NODES_NAME, options.force);
+        if (nodesTarget.path === rdbTarget.path) throw new ConfigError(undefined, '--nodes-to', 'must differ from --to');
+        if (inside(nodesTarget.path, instance.archiveDir)) {
+          throw new ConfigError(undefined, '--nodes-to', `${nodesTarget.path} is inside the archive (${instance.archiveDir}): restore somewhere else`);
+        }
+      }
+    }
+
+    // Try each copy of the event (distinct inodes only) until one verifies.
+    const seen = new Set<string>();
+    const failures: string[] = [];
+    let staged: Staged | undefined;
+    let used: EventLocation | undefined;
+    for (const loc of locations) {
+      const rdbPath = join(loc.dir, eventFileName('rdb', loc.ts));
+      const info = await lstatOrUndefined(fs, rdbPath);
+      if (!info) continue; // pruned since the scan
+      const key = `${info.dev}:${info.ino}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const mine: string[] = [];
+      try {
+        staged = await stageCopy(fs, loc, rdbTarget, nodesTarget, mine);
+        temps.push(...mine);
+        used = loc;
+        break;
+      } catch (err) {
+        for (const t of mine) await unlinkIfExists(fs, t).catch(() => undefined);
+        if (!(err instanceof InvalidSnapshotError)) throw err;
+        failures.push(`${loc.rule}/${eventFileName('rdb', loc.ts)}: ${err.reason}`);
+        log.error({ rule: loc.rule, ts: loc.ts, problem: err.reason }, 'archived copy failed verification');
+      }
+    }
+    if (!staged || !used) {
+      throw new InvalidSnapshotError(join(locations[0]!.dir, eventFileName('rdb', ts)),
+        `event ${ts} failed verification; nothing restored: ${failures.join(' | ') || 'no readable copy'}`);
+    }
+    for (const f of failures) warn(`skipped a bad copy of event ${ts}: ${f}; restored the copy in ${used.rule} instead`);
+    for (const w of staged.rdb.warnings) warn(`${eventFileName('rdb', ts)}: ${w}`);
+
+    // Publish, then make the names durable.
+    await publish(fs, staged.rdbTemp, rdbTarget, options.force);
+    if (rdbTarget.exists) report.replaced.push(rdbTarget.path);
+    if (staged.nodesTemp && nodesTarget) {
+      await publish(fs, staged.nodesTemp, nodesTarget, options.force);
+      if (nodesTarget.exists) report.replaced.push(nodesTarget.path);
+    }
+    await fs.syncDir(rdbTarget.dir);
+    if (nodesTarget && nodesTarget.dir !== rdbTarget.dir) await fs.syncDir(nodesTarget.dir);
+
+    const nodesNotRestored = staged.nodesFrom && !nodesTarget ? staged.nodesFrom : undefined;
+    if (nodesNotRestored) {
+      warn(`event ${ts} has a nodes.conf (${nodesNotRestored}) that was NOT restored: add --nodes-to PATH, or copy it as the follow-up steps show`, { ts });
+    }
+    Object.assign(report, {
+      status: 'restored',
+      ts,
+      rule: used.rule,
+      from: join(used.dir, eventFileName('rdb', ts)),
+      to: rdbTarget.path,
+      bytes: staged.bytes,
+      sha256: staged.sha256,
+      redisVersion: versionOf(staged.rdb),
+      ctime: ctimeOf(staged.rdb),
+      nodes: staged.nodesFrom ? { from: staged.nodesFrom, to: nodesTarget?.path ?? null } : null,
+      steps: followUpSteps({ rdbPath: rdbTarget.path, nodesPath: nodesTarget?.path, nodesNotRestored }),
+    });
+    log.info({ ts, rule: used.rule, to: rdbTarget.path, bytes: staged.bytes, sha256: staged.sha256, nodesTo: nodesTarget?.path }, 'snapshot restored');
+  } catch (err) {
+    report.status = 'failed';
+    report.error = errorReport(err);
+    report.exitCode = report.error.exitCode as ExitCodeValue;
+    log.error({ err: report.error.message, kind: report.error.kind }, 'restore failed');
+  } finally {
+    // After a successful publish the temps are gone already (renamed or unlinked).
+    for (const t of temps) await unlinkIfExists(fs, t).catch(() => undefined);
+  }
+  return report;
+}
+
+export function restoreJson(report: RestoreReport): object {
+  const { instance: _instance, ...rest } = report;
+  return rest;
+}
+
+export function restoreText(report: RestoreReport): string {
+  if (report.status !== 'restored') {
+    return [`failed: ${report.error?.message ?? 'unknown error'}`, ...report.warnings.map((w) => `warning: ${w}`)].join('\n');
+  }
+  const lines = [
+    `restored ${report.ts} from ${report.rule} (verified: sha256 and RDB CRC-64)`,
+    `  rdb:   ${report.to} (${formatBytes(report.bytes)}, sha256 ${report.sha256}, version ${report.redisVersion ?? '?'}, ctime ${report.ctime ?? '?'}, mode 0600)`,
+  ];
+  if (report.nodes?.to) lines.push(`  nodes: ${report.nodes.to} (mode 0600)`);
+  for (const r of report.replaced) lines.push(`  replaced the existing ${r} (--force)`);
+  for (const w of report.warnings) lines.push(`warning: ${w}`);
+  lines.push('', 'To load it into Redis:', ...report.steps.map((s) => `  ${s}`));
+  return lines.join('\n');
+}
+
+export function registerRestoreCommand(program: Command): void {
+  program
+    .command('restore')
+    .argument('<ts>', 'the event to restore: a timestamp (2025-02-24T23-59-00 or ISO 8601) or "latest"')
+    .description('verify an archived event and write its RDB (and nodes.conf) atomically to --to, then print how to load it into Redis')
+    .requiredOption('--to <path>', 'where to write the RDB (a file path, or an existing folder: writes dump.rdb in it)')
+    .option('--nodes-to <path>', 'where to write the event\'s nodes.conf, if it has one (a file path, or an existing folder)')
+    .option('--rule <name>', 'look only in this rule folder (with latest: its newest event)')
+    .option('--force', 'replace existing target files (atomically)')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (tsText: string, opts: { to: string; nodesTo?: string; rule?: string; force?: boolean }, cmd: Command) => {
+      const ctx = contextFor(cmd);
+      if (ctx.config.instances.length !== 1) {
+        throw new ConfigError(ctx.config.file, '--instance', `restore works on one instance: add --instance NAME (instances: ${ctx.config.instances.map((i) => i.name).join(', ')})`);
+      }
+      checkRuleExists(ctx.config.instances, opts.rule);
+      const which = tsText === 'latest' ? 'latest' : parseTsArgument(tsText);
+      const instance = ctx.config.instances[0]!;
+      const report = await restoreEvent(ctx.fs, ctx.log, instance, { which, to: opts.to, nodesTo: opts.nodesTo, rule: opts.rule, force: opts.force === true });
+      printResults(ctx, [{ instance: instance.name, report }], restoreJson, restoreText);
+    });
+}
