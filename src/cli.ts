@@ -9,6 +9,11 @@ import { Command, CommanderError, Option } from 'commander';
 import { contextFor, formatBytes, print, printResults } from './context.js';
 import { runOnce, runPrune, type PruneReport, type RuleReport, type RunReport } from './cycle.js';
 import { ArchiverError, ExitCode, exitCodeOf } from './errors.js';
+import { registerCatalogCommands } from './catalog.js';
+import { registerRestoreCommand } from './restore.js';
+import { registerDaemonCommand } from './daemon.js';
+import { registerMonitorCommands } from './monitor.js';
+import { registerMetrics } from './metrics.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -119,6 +124,12 @@ export function buildProgram(): Command {
       }
       printResults(ctx, results, (r: PruneReport) => ({ dryRun: r.dryRun, retention: r.retention, errors: r.errors, exitCode: r.exitCode }), pruneSummary);
     });
+
+  registerCatalogCommands(program);
+  registerRestoreCommand(program);
+  registerDaemonCommand(program);
+  registerMonitorCommands(program);
+  registerMetrics(program);
 
   return program;
 }

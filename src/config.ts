@@ -67,6 +67,8 @@ export interface Config {
   schedule: string;
   /** How long `daemon` lets a running job finish after SIGTERM/SIGINT. */
   shutdownTimeoutMs: number;
+  /** The top-level `timezone` (default UTC): the daemon reads its schedule in it when instances' timezones differ. */
+  timezone: string;
   /** node_exporter textfile-collector file, rewritten atomically after every run. */
   metricsTextfile?: string;
   instances: InstanceConfig[];
@@ -462,6 +464,7 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
     logLevel: logLevel as LogLevel,
     schedule: schedule ?? DEFAULT_SCHEDULE,
     shutdownTimeoutMs: shutdown_timeout ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    timezone: defaults.timezone ?? 'UTC',
     metricsTextfile: metrics?.textfile ? resolveAgainst(base, metrics.textfile) : undefined,
     instances,
   };

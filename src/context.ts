@@ -41,9 +41,14 @@ export function formatBytes(n: number): string {
   return unit === 0 ? `${n} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-/** The worst exit code of several instances' results: any failure beats success. */
+/**
+ * The worst exit code of several instances' results: any failure beats
+ * success, and a real failure beats "try again later" (75), which systemd
+ * units treat as success (SuccessExitStatus=75) and must not hide another
+ * instance's failure. Among real failures, the first instance's wins.
+ */
 export function worstExitCode(codes: number[]): number {
-  return codes.find((c) => c !== ExitCode.OK) ?? ExitCode.OK;
+  return codes.find((c) => c !== ExitCode.OK && c !== ExitCode.TEMPFAIL) ?? codes.find((c) => c !== ExitCode.OK) ?? ExitCode.OK;
 }
 
 /**

@@ -11,6 +11,7 @@ import { acquireLock, type HeldLock } from './lock.js';
 import type { Log } from './log.js';
 import { JobQueue } from './queue.js';
 import { applyPlan, planRetention, scanFolder, type Decision, type FolderEvent } from './retention.js';
+import { runCycleHooks, runPruneHooks } from './hooks.js';
 import { bumpCounter, loadState, saveState, type State } from './state.js';
 import { type Timestamp, timestampFromMs } from './timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
@@ -101,13 +102,33 @@ export async function pruneAll(
   return { retention, errors };
 }
 
-async function withLock<T>(deps: CycleDeps, instance: InstanceConfig, command: string, body: () => Promise<T>): Promise<T> {
+/**
+ * Runs body under the instance lock. When body succeeded but the lock cannot
+ * be removed, onReleaseError decides how the run reports it (the next run
+ * takes the stale lock over); when body failed, its error is the one reported.
+ */
+async function withLock<T>(
+  deps: CycleDeps,
+  instance: InstanceConfig,
+  command: string,
+  body: () => Promise<T>,
+  onReleaseError: (err: unknown) => void,
+): Promise<T> {
   const lock: HeldLock = await acquireLock(deps.fs, lockPathFor(instance), command, instance.dirMode);
+  let result: T;
   try {
-    return await body();
-  } finally {
-    await lock.release().catch((err) => deps.log.warn({ err: String(err) }, 'could not release the lock'));
+    result = await body();
+  } catch (err) {
+    await lock.release().catch((e) => deps.log.warn({ err: String((e as Error)?.message ?? e) }, 'could not release the lock'));
+    throw err;
   }
+  try {
+    await lock.release();
+  } catch (err) {
+    deps.log.error({ err: String((err as Error)?.message ?? err) }, 'could not release the lock; the next run takes it over');
+    onReleaseError(err);
+  }
+  return result;
 }
 
 /** The `once` cycle. Never throws: the outcome, including errors, is in the report. */
@@ -132,6 +153,8 @@ export async function runOnce(
     } catch (err) {
       recordFailure(state, err);
     }
+    // Hooks run under the lock, after archive and retention; they never change the report.
+    if (!options.dryRun) await runCycleHooks({ log, signal: deps.signal }, instance, state, report);
     if (!options.dryRun) {
       state.lastRun = {
         at: new Date(started).toISOString(),
@@ -142,7 +165,15 @@ export async function runOnce(
       };
       if (report.exitCode === ExitCode.OK) state.lastSuccessAt = state.lastRun.at;
       bumpCounter(state, `runs_${report.exitCode === ExitCode.OK ? 'ok' : 'failed'}`);
-      await saveState(deps.fs, instance.statePath, state, instance.dirMode);
+      try {
+        await saveState(deps.fs, instance.statePath, state, instance.dirMode);
+      } catch (err) {
+        // The run already failed: report that first cause, not this consequence (a full disk fails both).
+        if (report.exitCode === ExitCode.OK) throw err;
+        const message = `the state file could not be written either: ${errorReport(err).message}`;
+        report.warnings.push(message);
+        log.error({ err: message }, 'state not saved');
+      }
     }
   };
 
@@ -199,13 +230,20 @@ export async function runOnce(
 
   try {
     if (options.dryRun) await body();
-    else await withLock(deps, instance, 'once', body);
+    else {
+      await withLock(deps, instance, 'once', body, (err) => {
+        if (report.exitCode !== ExitCode.OK) return;
+        report.error = errorReport(err);
+        report.exitCode = report.error.exitCode as ExitCodeValue;
+      });
+    }
   } catch (err) {
     // Locked, or the state itself could not be written.
     report.status = 'failed';
     report.error = errorReport(err);
     report.exitCode = report.error.exitCode as ExitCodeValue;
-    log.error({ err: report.error.message, kind: report.error.kind }, 'run failed');
+    if (report.error.kind === 'locked') log.warn({ err: report.error.message }, 'run skipped: another run holds the lock');
+    else log.error({ err: report.error.message, kind: report.error.kind }, 'run failed');
   }
   return report;
 }
@@ -218,10 +256,11 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
     const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun });
     report.retention = pruned.retention;
     report.errors = pruned.errors;
+    if (!options.dryRun) await runPruneHooks({ fs: deps.fs, log, signal: deps.signal }, instance, report);
   };
   try {
     if (options.dryRun) await body();
-    else await withLock(deps, instance, 'prune', body);
+    else await withLock(deps, instance, 'prune', body, (err) => report.errors.push(errorReport(err)));
   } catch (err) {
     report.errors.push(errorReport(err));
     log.error({ err: String((err as Error).message ?? err) }, 'prune failed');

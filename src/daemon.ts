@@ -1,0 +1,195 @@
+/**
+ * `rdb-archiver daemon`: the `once` cycle for every instance, on a croner
+ * schedule, in one long-lived process.
+ *
+ * - Ticks never overlap: a tick that falls due while the previous one still
+ *   runs is skipped and logged (croner's `protect`, which waits for the
+ *   promise the tick returns). Each instance's cycle takes the same lock as
+ *   `once`, so a stray `once` and the daemon never interleave; a tick that
+ *   finds the lock held skips that instance (logged, not counted as a failure).
+ * - Instances run one after the other inside a tick; one failing never stops
+ *   the others, and a failed tick never stops the daemon (it is logged and
+ *   counted in state.counters.runs_failed).
+ * - SIGTERM/SIGINT: no new tick starts; the running instance's cycle finishes
+ *   (copy, publish, retention, hooks), the remaining instances of that tick
+ *   are skipped, and the process exits 0. If the cycle takes longer than
+ *   shutdown_timeout, it is aborted (below). A second signal aborts at once.
+ * - Aborting trips the AbortSignal every cycle gets: the worker stops between
+ *   two chunks and removes its temp file (a final name only ever appears for
+ *   a complete, fsynced file), running hooks are killed. The archive is then
+ *   exactly as before that cycle, so the exit code is still 0. Only if the
+ *   cycle does not unwind within ABORT_GRACE_MS (a hung filesystem) does the
+ *   daemon exit 1 without waiting; the next run removes any temp file left.
+ *
+ * croner is imported lazily, so `once` and the other commands never load it.
+ */
+import type { Command } from 'commander';
+import type { Config } from './config.js';
+import { contextFor, type CommandContext } from './context.js';
+import { runOnce } from './cycle.js';
+import { ArchiverError, ConfigError, ExitCode } from './errors.js';
+import { metricsInstances, writeMetrics } from './metrics.js';
+
+/** After an abort, how long the daemon waits for the cycle to unwind before it exits anyway. */
+export const ABORT_GRACE_MS = 10_000;
+
+/** The reason a cycle was aborted: "try again later" (75), not a failure of the archive. */
+export class ShutdownAbort extends ArchiverError {
+  readonly exitCode = ExitCode.TEMPFAIL;
+  readonly kind = 'shutdown';
+  constructor(why: string) {
+    super(`aborted by shutdown (${why}); nothing partial was published, the next run retries`);
+    this.name = 'ShutdownAbort';
+  }
+}
+
+/**
+ * The timezone the schedule is read in: the instances' timezone when they
+ * all agree, otherwise the top-level `timezone` (default UTC).
+ */
+export function scheduleTimezone(config: Config): string {
+  const zones = new Set(config.instances.map((i) => i.timezone));
+  return zones.size === 1 ? [...zones][0]! : config.timezone;
+}
+
+export async function runDaemon(cmd: Command, ctx: CommandContext, options: { schedule?: string }): Promise<number> {
+  const { config, log, fs } = ctx;
+  const schedule = options.schedule ?? config.schedule;
+  const timezone = scheduleTimezone(config);
+  const { Cron } = await import('croner');
+
+  const counts = { ticks: 0, skipped: 0, failed: 0 };
+  let job: InstanceType<typeof Cron>;
+  try {
+    job = new Cron(schedule, {
+      timezone,
+      mode: '5-or-6-parts',
+      // croner awaits the tick's promise; while it is pending a due tick is not started, only reported here.
+      protect: () => {
+        counts.skipped += 1;
+        log.warn({ schedule }, 'tick skipped: the previous tick is still running');
+      },
+      catch: (err: unknown) => log.error({ err: String(err) }, 'tick failed; the daemon keeps running'),
+    });
+  } catch (err) {
+    throw new ConfigError(options.schedule ? undefined : config.file, options.schedule ? '--schedule' : 'schedule',
+      `"${schedule}" is not a valid cron expression (5 fields, or 6 with seconds first): ${(err as Error).message}`);
+  }
+  if (job.nextRun() === null) {
+    throw new ConfigError(options.schedule ? undefined : config.file, options.schedule ? '--schedule' : 'schedule', `"${schedule}" never fires`);
+  }
+
+  const instances = config.instances;
+  const metricsPath = config.metricsTextfile;
+  const metricsFor = metricsPath ? metricsInstances(cmd, ctx) : [];
+  const controller = new AbortController();
+  let stopping = false;
+  let running: Promise<void> | undefined;
+
+  const tick = async (): Promise<void> => {
+    if (stopping) return;
+    if (running) {
+      // croner's protect already prevents this; kept so the guarantee does not rest on a library detail.
+      counts.skipped += 1;
+      log.warn({}, 'tick skipped: the previous tick is still running');
+      return;
+    }
+    counts.ticks += 1;
+    const tickNo = counts.ticks;
+    running = (async () => {
+      for (const instance of instances) {
+        if (stopping) {
+          log.info({ instance: instance.name, tick: tickNo }, 'shutting down: instance skipped in this tick');
+          continue;
+        }
+        const report = await runOnce({ fs, log, signal: controller.signal }, instance, { dryRun: false, force: false });
+        if (report.error?.kind === 'locked') {
+          log.warn({ instance: instance.name, tick: tickNo }, 'tick skipped for this instance: another run holds the lock');
+        } else if (report.exitCode !== ExitCode.OK) {
+          counts.failed += 1;
+          log.error({ instance: instance.name, tick: tickNo, exitCode: report.exitCode, err: report.error?.message }, 'tick failed for this instance; the daemon keeps running');
+        }
+      }
+      if (metricsPath && !controller.signal.aborted) await writeMetrics(fs, log, metricsPath, metricsFor);
+    })();
+    try {
+      await running;
+    } catch (err) {
+      counts.failed += 1;
+      log.error({ err: err instanceof Error ? err.message : String(err) }, 'tick failed; the daemon keeps running');
+    } finally {
+      running = undefined;
+    }
+  };
+
+  return new Promise<number>((resolveExit) => {
+    let finished = false;
+    let shutdownTimer: NodeJS.Timeout | undefined;
+    let graceTimer: NodeJS.Timeout | undefined;
+
+    const done = (exitCode: number) => {
+      if (finished) return;
+      finished = true;
+      if (shutdownTimer) clearTimeout(shutdownTimer);
+      if (graceTimer) clearTimeout(graceTimer);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      log.info({ exitCode, ...counts }, 'daemon stopped');
+      resolveExit(exitCode);
+    };
+
+    const abort = (why: string) => {
+      if (controller.signal.aborted) return;
+      log.warn({ why }, 'aborting the current job: its temp files are removed and no partial file is published');
+      controller.abort(new ShutdownAbort(why));
+      graceTimer = setTimeout(() => {
+        log.error({ graceMs: ABORT_GRACE_MS }, 'the aborted job did not stop in time; exiting anyway (the next run removes its temp files)');
+        done(1);
+        process.exit(1); // the stuck I/O would otherwise keep the process alive
+      }, ABORT_GRACE_MS);
+    };
+
+    function onSignal(signal: NodeJS.Signals): void {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: aborting now');
+        abort(`second signal ${signal}`);
+        return;
+      }
+      stopping = true;
+      job.stop();
+      const current = running;
+      if (!current) {
+        log.info({ signal }, 'stopping: no job running');
+        done(0);
+        return;
+      }
+      log.info({ signal, timeoutMs: config.shutdownTimeoutMs }, 'stopping: letting the current job finish (a second signal aborts it)');
+      shutdownTimer = setTimeout(() => abort(`shutdown_timeout of ${config.shutdownTimeoutMs} ms exceeded`), config.shutdownTimeoutMs);
+      void current.finally(() => done(0));
+    }
+
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+
+    job.schedule(tick);
+    log.info({
+      schedule,
+      timezone,
+      instances: instances.map((i) => i.name),
+      nextRun: job.nextRun()?.toISOString(),
+      shutdownTimeoutMs: config.shutdownTimeoutMs,
+      metrics: metricsPath,
+    }, 'daemon started');
+  });
+}
+
+export function registerDaemonCommand(program: Command): void {
+  program
+    .command('daemon')
+    .description('run the `once` cycle for every instance on a cron schedule (croner; seconds supported) until SIGTERM/SIGINT')
+    .option('--schedule <cron>', 'cron expression, 5 fields or 6 with seconds (overrides schedule; default every minute)')
+    .action(async (opts: { schedule?: string }, cmd: Command) => {
+      const ctx = contextFor(cmd);
+      process.exitCode = await runDaemon(cmd, ctx, opts);
+    });
+}

@@ -1,0 +1,311 @@
+/**
+ * Hooks: operator commands run after a cycle (ship a snapshot off-host,
+ * notify, sync deletions).
+ *
+ *   after_archive  after a run wrote a new snapshot event (not when the source
+ *                  was unchanged, nor when an identical event already existed)
+ *   after_prune    after retention deleted at least one event (in `once`,
+ *                  a daemon tick or `prune`); not after passes that deleted nothing
+ *   on_failure     after a run (or `prune`) failed; not when it only found the
+ *                  lock held by another run
+ *
+ * Each is an argv array run with spawn() and no shell, in its own process
+ * group, with the RDB_ARCHIVER_* variables added to the environment. Output
+ * lines go to the log. A timeout (hooks.timeout) sends SIGTERM to the group,
+ * then SIGKILL after a grace period. Hooks run after the archive and the
+ * retention work are done and while the run still holds the lock, so the
+ * files they are given cannot be pruned under them. A failing hook is logged
+ * at error level and counted (state counter hook_failures_<hook>, metric
+ * rdb_archiver_hook_failures_total); it never changes the run's exit code.
+ */
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import type { InstanceConfig } from './config.js';
+import { ruleDir } from './config.js';
+import type { PruneReport, RunReport } from './cycle.js';
+import type { FileSystem } from './fs.js';
+import type { Log } from './log.js';
+import { bumpCounter, loadState, saveState, type State } from './state.js';
+import { type Timestamp, eventFileName } from './timestamp.js';
+
+export type HookName = 'after_archive' | 'after_prune' | 'on_failure';
+
+/** After SIGTERM (timeout or shutdown), how long a hook's process group gets before SIGKILL. */
+export const HOOK_KILL_GRACE_MS = 3000;
+/** Lines of output logged per stream and hook run; the rest is counted, not logged. */
+const MAX_LOGGED_LINES = 500;
+const MAX_LINE_CHARS = 4000;
+
+export interface HookVars {
+  status: string;
+  ts?: string;
+  rdbPath?: string;
+  nodesPath?: string;
+  sha256?: string;
+  bytes?: number;
+  error?: string;
+  exitCode?: number;
+  /** after_prune: what retention deleted, as "rule/ts" words. */
+  deleted?: string[];
+}
+
+export interface HookResult {
+  hook: HookName;
+  ok: boolean;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  durationMs: number;
+  error?: string;
+  /** Not started because the daemon is shutting down: not a failure. */
+  skipped?: boolean;
+}
+
+export interface HookDeps {
+  log: Log;
+  /** Aborting (daemon shutdown) kills a running hook and starts no new one. */
+  signal?: AbortSignal;
+}
+
+/** The environment a hook sees: the archiver's own, plus every RDB_ARCHIVER_* variable (empty when not applicable). */
+export function hookEnv(instance: InstanceConfig, hook: HookName, vars: HookVars): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    RDB_ARCHIVER_HOOK: hook,
+    RDB_ARCHIVER_INSTANCE: instance.name,
+    RDB_ARCHIVER_ARCHIVE_DIR: instance.archiveDir,
+    RDB_ARCHIVER_TS: vars.ts ?? '',
+    RDB_ARCHIVER_RDB_PATH: vars.rdbPath ?? '',
+    RDB_ARCHIVER_NODES_PATH: vars.nodesPath ?? '',
+    RDB_ARCHIVER_SHA256: vars.sha256 ?? '',
+    RDB_ARCHIVER_BYTES: vars.bytes !== undefined ? String(vars.bytes) : '',
+    RDB_ARCHIVER_STATUS: vars.status,
+    RDB_ARCHIVER_ERROR: vars.error ?? '',
+    RDB_ARCHIVER_EXIT_CODE: vars.exitCode !== undefined ? String(vars.exitCode) : '',
+    RDB_ARCHIVER_DELETED: (vars.deleted ?? []).join(' '),
+  };
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group is gone already
+  }
+}
+
+/** Runs one hook to completion (or until its timeout). Never throws. */
+export function runHook(
+  deps: HookDeps,
+  instance: InstanceConfig,
+  hook: HookName,
+  argv: string[],
+  vars: HookVars,
+): Promise<HookResult> {
+  const log = deps.log.child({ hook });
+  const started = Date.now();
+  const timeoutMs = instance.hooks.timeoutMs;
+  return new Promise<HookResult>((resolve) => {
+    const result: HookResult = { hook, ok: false, exitCode: null, signal: null, timedOut: false, durationMs: 0 };
+    if (deps.signal?.aborted) {
+      log.warn({ argv }, 'hook not started: shutting down');
+      resolve({ ...result, skipped: true, error: 'not started: shutting down' });
+      return;
+    }
+    log.info({ argv, status: vars.status, ts: vars.ts }, 'running hook');
+    // detached: the hook leads its own process group, so a timeout can kill everything it started.
+    let child: ChildProcessByStdio<null, Readable, Readable>;
+    try {
+      child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: hookEnv(instance, hook, vars) });
+    } catch (err) {
+      // e.g. a NUL byte in an argument: spawn throws instead of emitting 'error'.
+      result.durationMs = Date.now() - started;
+      result.error = `could not start ${argv[0]}: ${err instanceof Error ? err.message : String(err)}`;
+      log.error({ argv, err: result.error }, 'hook failed');
+      resolve(result);
+      return;
+    }
+    let killTimer: NodeJS.Timeout | undefined;
+    let drainTimer: NodeJS.Timeout | undefined;
+    let settled = false;
+    let exited = false;
+
+    const terminate = (why: string) => {
+      if (exited || child.pid === undefined) return;
+      log.warn({ pid: child.pid, why }, 'stopping hook: SIGTERM to its process group');
+      killGroup(child.pid, 'SIGTERM');
+      killTimer ??= setTimeout(() => {
+        if (child.pid !== undefined) {
+          log.warn({ pid: child.pid }, 'hook still running: SIGKILL to its process group');
+          killGroup(child.pid, 'SIGKILL');
+        }
+      }, HOOK_KILL_GRACE_MS);
+    };
+    const timeout = setTimeout(() => {
+      if (exited) return; // exited in time; only its output is still draining
+      result.timedOut = true;
+      terminate(`timed out after ${timeoutMs} ms`);
+    }, timeoutMs);
+    let abortedWhileRunning = false;
+    const onAbort = () => {
+      abortedWhileRunning = true;
+      terminate('shutting down');
+    };
+    deps.signal?.addEventListener('abort', onAbort, { once: true });
+
+    // A hook is done when its main process is: whatever it left running in its group is stopped.
+    const reapGroup = () => {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, 0);
+      } catch {
+        return; // nothing left
+      }
+      log.warn({ pid: child.pid }, 'hook left processes behind: SIGTERM to its process group');
+      killGroup(child.pid, 'SIGTERM');
+    };
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timeout);
+      if (killTimer) clearTimeout(killTimer);
+      if (drainTimer) clearTimeout(drainTimer);
+      deps.signal?.removeEventListener('abort', onAbort);
+      reapGroup();
+      result.durationMs = Date.now() - started;
+      result.ok = !result.timedOut && result.error === undefined && result.exitCode === 0;
+      if (result.ok) {
+        log.info({ durationMs: result.durationMs }, 'hook finished');
+      } else if (abortedWhileRunning && !result.timedOut) {
+        // Killed because the daemon is shutting down: reported, not counted as the hook's failure.
+        result.skipped = true;
+        result.error = 'killed: shutting down';
+        log.warn({ argv, exitCode: result.exitCode, signal: result.signal, durationMs: result.durationMs }, 'hook killed: shutting down');
+      } else {
+        result.error ??= result.timedOut
+          ? `timed out after ${timeoutMs} ms and was killed`
+          : result.signal ? `killed by ${result.signal}` : `exited with status ${result.exitCode}`;
+        log.error({ argv, exitCode: result.exitCode, signal: result.signal, timedOut: result.timedOut, durationMs: result.durationMs, err: result.error }, 'hook failed');
+      }
+      resolve(result);
+    };
+
+    for (const [stream, level] of [[child.stdout, 'info'], [child.stderr, 'warn']] as const) {
+      let logged = 0;
+      let dropped = 0;
+      const name = stream === child.stdout ? 'stdout' : 'stderr';
+      const lines = createInterface({ input: stream, crlfDelay: Infinity });
+      lines.on('line', (line) => {
+        if (logged >= MAX_LOGGED_LINES) {
+          dropped += 1;
+          return;
+        }
+        logged += 1;
+        log[level]({ stream: name, line: line.length > MAX_LINE_CHARS ? `${line.slice(0, MAX_LINE_CHARS)}…` : line }, 'hook output');
+      });
+      lines.on('close', () => {
+        if (dropped > 0) log.warn({ stream: name, dropped }, 'hook output: more lines than are logged');
+      });
+    }
+
+    child.on('error', (err) => {
+      // Could not start (ENOENT, EACCES): no 'exit' follows.
+      result.error = `could not start ${argv[0]}: ${(err as NodeJS.ErrnoException).code ?? err.message}`;
+      exited = true;
+      finish();
+    });
+    child.on('exit', (code, signal) => {
+      exited = true;
+      result.exitCode = code;
+      result.signal = signal;
+      // Wait for the output to drain, but not for a background process that kept the pipes open.
+      drainTimer = setTimeout(() => {
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        finish();
+      }, 1000);
+    });
+    child.on('close', finish);
+  });
+}
+
+async function runAndCount(deps: HookDeps, instance: InstanceConfig, hook: HookName, argv: string[] | undefined, vars: HookVars, failures: HookName[]): Promise<void> {
+  if (!argv) return;
+  try {
+    const result = await runHook(deps, instance, hook, argv, vars);
+    if (!result.ok && !result.skipped) failures.push(hook);
+  } catch (err) {
+    // runHook does not throw; this keeps a bug in it from failing the run.
+    deps.log.error({ hook, err: err instanceof Error ? err.message : String(err) }, 'hook failed');
+    failures.push(hook);
+  }
+}
+
+function deletedOf(retention: Record<string, { delete: Array<{ ts: string }> }>): string[] {
+  return Object.entries(retention).flatMap(([rule, plan]) => plan.delete.map((d) => `${rule}/${d.ts}`));
+}
+
+/**
+ * The hooks of one `once` cycle (or daemon tick), called under the lock once
+ * the archive and retention work is done. Failures are counted in `state`,
+ * which the caller saves.
+ */
+export async function runCycleHooks(deps: HookDeps, instance: InstanceConfig, state: State, report: RunReport): Promise<void> {
+  const hooks = instance.hooks;
+  const failures: HookName[] = [];
+  const snap = report.snapshot;
+  if (snap && report.status === 'archived' && snap.outcome === 'archived') {
+    const dir = ruleDir(instance, instance.rules[0]!);
+    await runAndCount(deps, instance, 'after_archive', hooks.afterArchive, {
+      status: 'archived',
+      ts: snap.ts,
+      rdbPath: join(dir, eventFileName('rdb', snap.ts as Timestamp)),
+      nodesPath: snap.nodes ? join(dir, eventFileName('nodes', snap.ts as Timestamp)) : undefined,
+      sha256: snap.sha256,
+      bytes: snap.bytes,
+      exitCode: report.exitCode,
+    }, failures);
+  }
+  const deleted = deletedOf(report.retention);
+  if (deleted.length > 0) {
+    await runAndCount(deps, instance, 'after_prune', hooks.afterPrune, { status: 'pruned', deleted, exitCode: report.exitCode }, failures);
+  }
+  if (report.exitCode !== 0 && report.error?.kind !== 'locked') {
+    await runAndCount(deps, instance, 'on_failure', hooks.onFailure, {
+      status: 'failed',
+      error: report.error?.message ?? report.status,
+      exitCode: report.exitCode,
+    }, failures);
+  }
+  for (const hook of failures) bumpCounter(state, `hook_failures_${hook}`);
+}
+
+/**
+ * The hooks of `prune` (under its lock). `prune` does not otherwise write the
+ * state file; it is updated here only to count a failed hook.
+ */
+export async function runPruneHooks(deps: HookDeps & { fs: FileSystem }, instance: InstanceConfig, report: PruneReport): Promise<void> {
+  const hooks = instance.hooks;
+  const failures: HookName[] = [];
+  const deleted = deletedOf(report.retention);
+  if (deleted.length > 0) {
+    await runAndCount(deps, instance, 'after_prune', hooks.afterPrune, { status: 'pruned', deleted }, failures);
+  }
+  if (report.errors.length > 0) {
+    await runAndCount(deps, instance, 'on_failure', hooks.onFailure, {
+      status: 'failed',
+      error: report.errors[0]!.message,
+      exitCode: report.errors[0]!.exitCode,
+    }, failures);
+  }
+  if (failures.length === 0) return;
+  try {
+    const { state } = await loadState(deps.fs, instance.statePath);
+    for (const hook of failures) bumpCounter(state, `hook_failures_${hook}`);
+    await saveState(deps.fs, instance.statePath, state, instance.dirMode);
+  } catch (err) {
+    deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not count the hook failure in the state file');
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * Read-only facts about one instance, as `status`, `check` and the metrics
+ * textfile report them: the state file, the source, what each rule folder
+ * holds, and the free space in the archive filesystem.
+ *
+ * It never writes, never takes the lock and never throws: every problem is a
+ * field of the result, so one unreadable instance cannot hide the others.
+ */
+import { dirname, join } from 'node:path';
+import type { InstanceConfig } from './config.js';
+import { ruleDir } from './config.js';
+import { errorReport, type ErrorReport } from './cycle.js';
+import type { FileSystem } from './fs.js';
+import { errorCode, exists } from './fs.js';
+import { scanFolder } from './retention.js';
+import { loadState, sameIdentity, identityOf, type State } from './state.js';
+import { type Timestamp, eventFileName, timestampFromMs, timestampToMs } from './timestamp.js';
+import { statSource } from './watcher.js';
+
+export interface RuleUsage {
+  rule: string;
+  dir: string;
+  /** Complete events (those with their .rdb). */
+  events: number;
+  /**
+   * Bytes of the event files (.rdb, nodes .config, .sha256) in this folder,
+   * each inode counted once within the folder. The same snapshot hard-linked
+   * into two rule folders counts in both folders' bytes (it is part of both),
+   * but only once in InstanceFacts.archiveBytes.
+   */
+  bytes: number;
+  newest?: Timestamp;
+  oldest?: Timestamp;
+  /** Events without their .rdb, left by an interrupted run (retention finishes them). */
+  incomplete: number;
+  error?: ErrorReport;
+}
+
+export interface SourceFacts {
+  path: string;
+  exists: boolean;
+  mtimeMs?: number;
+  /** The timestamp an archive of the current file would get. */
+  ts?: Timestamp;
+  size?: number;
+  /** The current file is not yet in the archive (undefined when the source is missing). */
+  unarchived?: boolean;
+  /** The current file failed validation in the last run (state.rejected names it). */
+  rejected?: { reason: string; at: string };
+  error?: ErrorReport;
+}
+
+export interface InstanceFacts {
+  instance: string;
+  archiveDir: string;
+  statePath: string;
+  /** Undefined when the state file is missing (never ran) or unusable (see stateError). */
+  state?: State;
+  /** The state file exists but is corrupt or unreadable. */
+  stateError?: string;
+  source: SourceFacts;
+  rules: RuleUsage[];
+  /** The newest complete event in any rule folder. */
+  newest?: { ts: Timestamp; bytes: number; path: string; sha256?: string };
+  /** Distinct snapshot timestamps across all rule folders. */
+  snapshots: number;
+  /** Bytes on disk under the rule folders, every inode counted once (hard links shared between rules once). */
+  archiveBytes: number;
+  space?: { available: number; total: number };
+  spaceError?: string;
+}
+
+async function statSize(fs: FileSystem, path: string): Promise<{ key: string; size: number } | undefined> {
+  try {
+    const info = await fs.lstat(path);
+    return info.kind === 'file' ? { key: `${info.dev}:${info.ino}`, size: info.size } : undefined;
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return undefined; // pruned between readdir and stat
+    throw err;
+  }
+}
+
+/** statfs of the archive folder, or of its nearest existing parent before the first run. */
+async function archiveSpace(fs: FileSystem, dir: string): Promise<{ available: number; total: number }> {
+  for (let at = dir; ; at = dirname(at)) {
+    try {
+      return await fs.space(at);
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT' || dirname(at) === at) throw err;
+    }
+  }
+}
+
+export async function inspectInstance(fs: FileSystem, instance: InstanceConfig): Promise<InstanceFacts> {
+  const facts: InstanceFacts = {
+    instance: instance.name,
+    archiveDir: instance.archiveDir,
+    statePath: instance.statePath,
+    source: { path: instance.sourceRdb, exists: false },
+    rules: [],
+    snapshots: 0,
+    archiveBytes: 0,
+  };
+
+  try {
+    const loaded = await loadState(fs, instance.statePath);
+    if (loaded.problem) facts.stateError = loaded.problem;
+    else if (await exists(fs, instance.statePath)) facts.state = loaded.state;
+  } catch (err) {
+    facts.stateError = `state file ${instance.statePath} is unreadable: ${errorReport(err).message}`;
+  }
+
+  // Rule folders: events, bytes (inode-deduplicated per folder and across the archive), newest.
+  const allInodes = new Map<string, number>();
+  const allTs = new Set<Timestamp>();
+  let newest: { ts: Timestamp; path: string } | undefined;
+  for (const rule of instance.rules) {
+    const dir = ruleDir(instance, rule);
+    const usage: RuleUsage = { rule: rule.name, dir, events: 0, bytes: 0, incomplete: 0 };
+    try {
+      const scan = await scanFolder(fs, dir);
+      const inodes = new Map<string, number>();
+      for (const event of scan.events) {
+        if (!event.kinds.includes('rdb')) {
+          usage.incomplete += 1;
+        } else {
+          usage.events += 1;
+          allTs.add(event.ts);
+          usage.newest ??= event.ts; // scan.events is newest first
+          usage.oldest = event.ts;
+          if (!newest || event.ts > newest.ts) newest = { ts: event.ts, path: join(dir, eventFileName('rdb', event.ts)) };
+        }
+        for (const kind of event.kinds) {
+          const file = await statSize(fs, join(dir, eventFileName(kind, event.ts)));
+          if (!file) continue;
+          inodes.set(file.key, file.size);
+          allInodes.set(file.key, file.size);
+        }
+      }
+      for (const size of inodes.values()) usage.bytes += size;
+    } catch (err) {
+      usage.error = errorReport(err);
+    }
+    facts.rules.push(usage);
+  }
+  for (const size of allInodes.values()) facts.archiveBytes += size;
+  facts.snapshots = allTs.size;
+  if (newest) {
+    const file = await statSize(fs, newest.path).catch(() => undefined);
+    const sha256 = facts.state?.archived?.ts === newest.ts ? facts.state.archived.sha256 : undefined;
+    facts.newest = { ts: newest.ts, path: newest.path, bytes: file?.size ?? 0, ...(sha256 ? { sha256 } : {}) };
+  }
+
+  // The source as it is now.
+  try {
+    const info = await statSource(fs, instance.sourceRdb);
+    const identity = identityOf(info);
+    const ts = timestampFromMs(info.mtimeMs);
+    const archived = facts.state?.archived;
+    facts.source = {
+      path: instance.sourceRdb,
+      exists: true,
+      mtimeMs: info.mtimeMs,
+      ts,
+      size: info.size,
+      // With a state file, identity decides (as the watcher does); without one, an event with the same timestamp.
+      unarchived: archived ? !sameIdentity(identity, archived.identity) : !allTs.has(ts),
+    };
+    const rejected = facts.state?.rejected;
+    if (rejected && sameIdentity(rejected.identity, identity)) facts.source.rejected = { reason: rejected.reason, at: rejected.at };
+  } catch (err) {
+    facts.source = { path: instance.sourceRdb, exists: false, error: errorReport(err) };
+  }
+
+  try {
+    facts.space = await archiveSpace(fs, instance.archiveDir);
+  } catch (err) {
+    facts.spaceError = errorReport(err).message;
+  }
+  return facts;
+}
+
+/** Seconds since a snapshot timestamp (its source mtime), never negative. */
+export function ageSeconds(ts: Timestamp, nowMs: number): number {
+  return Math.max(0, Math.floor((nowMs - timestampToMs(ts)) / 1000));
+}
+
+/** "45s", "12m", "7h", "3d": coarse, for one-line summaries. */
+export function formatAge(seconds: number): string {
+  if (seconds < 120) return `${seconds}s`;
+  if (seconds < 120 * 60) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 48 * 3600) return `${Math.floor(seconds / 3600)}h`;
+  return `${Math.floor(seconds / 86400)}d`;
+}
+
+/** A duration in ms as the config writes it: "2h", "90m", "45s". */
+export function formatDuration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s % 86400 === 0) return `${s / 86400}d`;
+  if (s % 3600 === 0) return `${s / 3600}h`;
+  if (s % 60 === 0) return `${s / 60}m`;
+  return `${s}s`;
+}

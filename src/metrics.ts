@@ -1,0 +1,166 @@
+/**
+ * Prometheus metrics as a node_exporter textfile-collector file.
+ *
+ * When `metrics.textfile` is configured, every `once` and `prune` (and every
+ * daemon tick) rewrites the file for all instances of the config: it is
+ * rendered from the state files and the archive (inspect.ts), so it is the
+ * same whichever process writes it last. Counters come from state.counters
+ * and therefore survive restarts.
+ *
+ * The file is replaced atomically (temp file, fsync, rename, fsync of the
+ * folder) with mode 0644 so that node_exporter, usually another user, can
+ * read it. The temp file's name ends in ".tmp", never ".prom": the collector
+ * reads every *.prom file in its folder and must never see a half-written one.
+ */
+import { dirname } from 'node:path';
+import type { Command } from 'commander';
+import { loadConfig, type ConfigOverrides, type InstanceConfig } from './config.js';
+import { contextFor, type CommandContext } from './context.js';
+import type { FileSystem } from './fs.js';
+import { ensureDir, replaceFileAtomic, tempPathFor } from './fs.js';
+import { inspectInstance, type InstanceFacts } from './inspect.js';
+import type { Log } from './log.js';
+import { timestampToMs } from './timestamp.js';
+
+export const METRICS_FILE_MODE = 0o644;
+const METRICS_DIR_MODE = 0o755;
+
+type Labels = Record<string, string>;
+
+interface Family {
+  name: string;
+  help: string;
+  type: 'gauge' | 'counter';
+  samples: Array<{ labels: Labels; value: number }>;
+}
+
+/** The hooks whose failures are counted (state.counters `hook_failures_<hook>`). */
+export const HOOK_NAMES = ['after_archive', 'after_prune', 'on_failure'] as const;
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function escapeHelp(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+function formatValue(n: number): string {
+  if (Number.isNaN(n)) return 'NaN';
+  if (n === Infinity) return '+Inf';
+  if (n === -Infinity) return '-Inf';
+  return String(n);
+}
+
+const seconds = (iso: string | undefined): number => {
+  const ms = iso ? Date.parse(iso) : NaN;
+  return Number.isFinite(ms) ? ms / 1000 : 0;
+};
+
+/** The exposition text for some instances: HELP and TYPE once per family, then its samples. */
+export function renderMetrics(all: InstanceFacts[]): string {
+  const families: Family[] = [];
+  const family = (name: string, type: Family['type'], help: string): Family => {
+    const f: Family = { name, type, help, samples: [] };
+    families.push(f);
+    return f;
+  };
+  const lastRun = family('rdb_archiver_last_run_timestamp_seconds', 'gauge', 'Unix time the last run (once or daemon tick) started; 0 if it never ran.');
+  const lastSuccess = family('rdb_archiver_last_success_timestamp_seconds', 'gauge', 'Unix time the last successful run started; 0 if none succeeded yet.');
+  const lastSnapshot = family('rdb_archiver_last_snapshot_timestamp_seconds', 'gauge', 'Timestamp (source mtime) of the newest archived snapshot in any rule folder; 0 if there is none.');
+  const lastSnapshotBytes = family('rdb_archiver_last_snapshot_bytes', 'gauge', 'Size in bytes of the newest archived snapshot (.rdb).');
+  const duration = family('rdb_archiver_run_duration_seconds', 'gauge', 'How long the last run took.');
+  const exitCode = family('rdb_archiver_last_run_exit_code', 'gauge', 'Exit code of the last run (0 ok, 75 retry later, other values failed).');
+  const runs = family('rdb_archiver_runs_total', 'counter', 'Runs (once and daemon ticks) by result; runs that found the lock held are not counted.');
+  const events = family('rdb_archiver_events', 'gauge', 'Complete snapshot events in the rule folder.');
+  const ruleBytes = family('rdb_archiver_archive_bytes', 'gauge', 'Bytes of the event files in the rule folder; a snapshot hard-linked into several rule folders counts in each.');
+  const diskBytes = family('rdb_archiver_archive_disk_bytes', 'gauge', 'Bytes under all rule folders with every hard-linked file counted once.');
+  const free = family('rdb_archiver_archive_free_bytes', 'gauge', 'Bytes available to the archiver in the archive filesystem.');
+  const invalid = family('rdb_archiver_source_invalid', 'gauge', '1 if the current source file failed validation in the last run, else 0.');
+  const unarchived = family('rdb_archiver_source_unarchived', 'gauge', '1 if the current source file is not archived yet (or is missing), else 0.');
+  const hookFailures = family('rdb_archiver_hook_failures_total', 'counter', 'Hook runs that failed (non-zero exit, killed, timed out or could not start).');
+
+  for (const facts of all) {
+    const instance = facts.instance;
+    const state = facts.state;
+    const counters = state?.counters ?? {};
+    lastRun.samples.push({ labels: { instance }, value: seconds(state?.lastRun?.at) });
+    lastSuccess.samples.push({ labels: { instance }, value: seconds(state?.lastSuccessAt) });
+    lastSnapshot.samples.push({ labels: { instance }, value: facts.newest ? timestampToMs(facts.newest.ts) / 1000 : 0 });
+    lastSnapshotBytes.samples.push({ labels: { instance }, value: facts.newest?.bytes ?? 0 });
+    duration.samples.push({ labels: { instance }, value: (state?.lastRun?.durationMs ?? 0) / 1000 });
+    if (state?.lastRun) exitCode.samples.push({ labels: { instance }, value: state.lastRun.exitCode });
+    runs.samples.push({ labels: { instance, result: 'ok' }, value: counters.runs_ok ?? 0 });
+    runs.samples.push({ labels: { instance, result: 'failed' }, value: counters.runs_failed ?? 0 });
+    for (const rule of facts.rules) {
+      if (rule.error) continue; // unknown is absent, not zero
+      events.samples.push({ labels: { instance, rule: rule.rule }, value: rule.events });
+      ruleBytes.samples.push({ labels: { instance, rule: rule.rule }, value: rule.bytes });
+    }
+    diskBytes.samples.push({ labels: { instance }, value: facts.archiveBytes });
+    if (facts.space) free.samples.push({ labels: { instance }, value: facts.space.available });
+    invalid.samples.push({ labels: { instance }, value: facts.source.rejected ? 1 : 0 });
+    unarchived.samples.push({ labels: { instance }, value: !facts.source.exists || facts.source.unarchived ? 1 : 0 });
+    for (const hook of HOOK_NAMES) {
+      hookFailures.samples.push({ labels: { instance, hook }, value: counters[`hook_failures_${hook}`] ?? 0 });
+    }
+  }
+
+  const lines: string[] = [];
+  for (const f of families) {
+    if (f.samples.length === 0) continue;
+    lines.push(`# HELP ${f.name} ${escapeHelp(f.help)}`, `# TYPE ${f.name} ${f.type}`);
+    for (const s of f.samples) {
+      const labels = Object.entries(s.labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',');
+      lines.push(`${f.name}{${labels}} ${formatValue(s.value)}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Renders and atomically replaces the textfile. Never throws: a metrics problem is logged, the run's outcome stands. */
+export async function writeMetrics(fs: FileSystem, log: Log, path: string, instances: InstanceConfig[]): Promise<boolean> {
+  try {
+    const facts: InstanceFacts[] = [];
+    for (const instance of instances) facts.push(await inspectInstance(fs, instance));
+    const text = renderMetrics(facts);
+    await ensureDir(fs, dirname(path), METRICS_DIR_MODE);
+    await replaceFileAtomic(fs, path, Buffer.from(text), METRICS_FILE_MODE, `${tempPathFor(path)}.tmp`);
+    log.debug({ path, instances: instances.length }, 'metrics textfile written');
+    return true;
+  } catch (err) {
+    log.error({ path, err: err instanceof Error ? err.message : String(err) }, 'could not write the metrics textfile');
+    return false;
+  }
+}
+
+/**
+ * Every instance of the config file, so that `--instance a` does not drop b's
+ * series from the shared file; the selected instance keeps its command-line overrides.
+ */
+export function metricsInstances(cmd: Command, ctx: CommandContext): InstanceConfig[] {
+  const opts = cmd.optsWithGlobals<ConfigOverrides>();
+  if (!opts.instance) return ctx.config.instances;
+  try {
+    const all = loadConfig({ config: opts.config, logLevel: opts.logLevel }).instances;
+    return all.map((inst) => ctx.config.instances.find((s) => s.name === inst.name) ?? inst);
+  } catch {
+    return ctx.config.instances;
+  }
+}
+
+/** After `once` and `prune` (not dry runs), rewrite the textfile when one is configured. */
+export function registerMetrics(program: Command): void {
+  program.hook('postAction', async (_program, action) => {
+    if (action.name() !== 'once' && action.name() !== 'prune') return;
+    if (action.opts<{ dryRun?: boolean }>().dryRun) return;
+    let ctx: CommandContext;
+    try {
+      ctx = contextFor(action);
+    } catch {
+      return; // the action itself already reported the config error
+    }
+    if (!ctx.config.metricsTextfile) return;
+    await writeMetrics(ctx.fs, ctx.log, ctx.config.metricsTextfile, metricsInstances(action, ctx));
+  });
+}

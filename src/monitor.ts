@@ -1,0 +1,312 @@
+/**
+ * Monitoring commands: `status` (what each instance looks like now) and
+ * `check` (a Nagios/Icinga/Sensu plugin: one line, perf data, exit 0-3).
+ *
+ * Both only read (inspect.ts): no lock, no writes, so they can run as
+ * another user with read access, at any time, next to a running archiver.
+ */
+import type { Command } from 'commander';
+import { parseDuration, type InstanceConfig, type MonitorConfig } from './config.js';
+import { contextFor, formatBytes, print, printResults } from './context.js';
+import { ArchiverError, ExitCode } from './errors.js';
+import { ageSeconds, formatAge, formatDuration, inspectInstance, type InstanceFacts } from './inspect.js';
+import { timestampToIso } from './timestamp.js';
+
+// ---------------------------------------------------------------------------
+// check
+
+/** Nagios plugin exit codes. */
+export const Nagios = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3 } as const;
+export type NagiosState = (typeof Nagios)[keyof typeof Nagios];
+const STATE_NAMES: Record<NagiosState, string> = { 0: 'OK', 1: 'WARNING', 2: 'CRITICAL', 3: 'UNKNOWN' };
+
+/**
+ * Which state wins when several apply (problems of one instance, or several
+ * instances): CRITICAL, then UNKNOWN, then WARNING, then OK. A known-bad
+ * finding is never hidden behind "could not tell".
+ */
+const RANK: Record<NagiosState, number> = { 0: 0, 1: 1, 3: 2, 2: 3 };
+export function worstState(states: NagiosState[]): NagiosState {
+  return states.reduce<NagiosState>((worst, s) => (RANK[s] > RANK[worst] ? s : worst), Nagios.OK);
+}
+
+export interface Problem {
+  state: NagiosState;
+  text: string;
+}
+
+export interface InstanceCheck {
+  instance: string;
+  state: NagiosState;
+  status: string;
+  problems: Problem[];
+  /** What an OK line says about this instance. */
+  summary: string;
+  ageSeconds: number | null;
+  warnAgeSeconds: number;
+  critAgeSeconds: number;
+  events: number;
+  archiveBytes: number;
+  freeBytes: number | null;
+}
+
+/** The check's verdict for one instance: a pure function of what inspect found, the thresholds and the clock. */
+export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig, nowMs: number): InstanceCheck {
+  const problems: Problem[] = [];
+  const add = (state: NagiosState, text: string) => problems.push({ state, text });
+
+  if (facts.stateError) add(Nagios.UNKNOWN, facts.stateError);
+  for (const rule of facts.rules) {
+    if (rule.error) add(Nagios.UNKNOWN, `rule folder ${rule.dir} is unreadable: ${rule.error.message}`);
+  }
+
+  const src = facts.source;
+  if (!src.exists) add(Nagios.CRITICAL, `source unavailable: ${src.error?.message ?? `${src.path} is missing`}`);
+  else if (src.rejected) add(Nagios.CRITICAL, `source ${src.path} failed validation: ${src.rejected.reason}`);
+
+  const lastRun = facts.state?.lastRun;
+  if (lastRun && lastRun.exitCode === ExitCode.TEMPFAIL) {
+    add(Nagios.WARNING, `last run at ${lastRun.at} must be retried (exit 75${lastRun.error ? `: ${lastRun.error}` : ''})`);
+  } else if (lastRun && lastRun.exitCode !== ExitCode.OK && !(src.rejected && lastRun.exitCode === ExitCode.INVALID_SOURCE)) {
+    // (a run that failed because the current source is invalid is already reported above)
+    add(Nagios.CRITICAL, `last run at ${lastRun.at} failed (exit ${lastRun.exitCode}${lastRun.error ? `: ${lastRun.error}` : ''})`);
+  }
+
+  const age = facts.newest ? ageSeconds(facts.newest.ts, nowMs) : null;
+  const warnS = Math.round(thresholds.warnAgeMs / 1000);
+  const critS = Math.round(thresholds.critAgeMs / 1000);
+  if (age === null) {
+    if (!facts.rules.some((r) => r.error)) add(Nagios.CRITICAL, 'no snapshot archived yet');
+  } else if (age > critS) {
+    add(Nagios.CRITICAL, `newest snapshot ${formatAge(age)} ago (> ${formatDuration(thresholds.critAgeMs)})`);
+  } else if (age > warnS) {
+    add(Nagios.WARNING, `newest snapshot ${formatAge(age)} ago (> ${formatDuration(thresholds.warnAgeMs)})`);
+  }
+
+  const state = worstState(problems.map((p) => p.state));
+  const parts = [age === null ? 'no snapshot' : `newest snapshot ${formatAge(age)} ago`];
+  if (src.exists && src.unarchived) parts.push('source changed since, not archived yet');
+  if (lastRun) parts.push(`last run ${formatAge(Math.max(0, Math.floor((nowMs - Date.parse(lastRun.at)) / 1000)))} ago: ${lastRun.result}`);
+  return {
+    instance: facts.instance,
+    state,
+    status: STATE_NAMES[state],
+    problems,
+    summary: parts.join(', '),
+    ageSeconds: age,
+    warnAgeSeconds: warnS,
+    critAgeSeconds: critS,
+    events: facts.snapshots,
+    archiveBytes: facts.archiveBytes,
+    freeBytes: facts.space?.available ?? null,
+  };
+}
+
+/** Performance data in the plugin format: label=value[UOM];warn;crit;min;max. */
+function perfData(c: InstanceCheck, prefix: string): string[] {
+  return [
+    `${prefix}age=${c.ageSeconds === null ? 'U' : `${c.ageSeconds}s`};${c.warnAgeSeconds};${c.critAgeSeconds};0`,
+    `${prefix}events=${c.events};;;0`,
+    `${prefix}archive=${c.archiveBytes}B;;;0`,
+    ...(c.freeBytes === null ? [] : [`${prefix}free=${c.freeBytes}B;;;0`]),
+  ];
+}
+
+/** The single plugin output line: the worst state, the instances at that state and why, then the perf data. */
+export function checkLine(checks: InstanceCheck[]): { state: NagiosState; line: string } {
+  const state = worstState(checks.map((c) => c.state));
+  const multi = checks.length > 1;
+  let text: string;
+  if (state === Nagios.OK) {
+    text = checks.map((c) => `${c.instance}: ${c.summary}`).join('; ');
+  } else {
+    text = checks
+      .filter((c) => c.state === state)
+      .map((c) => `${c.instance}: ${c.problems.filter((p) => p.state === state).map((p) => p.text).join(', ')}`)
+      .join('; ');
+    const others = checks.filter((c) => c.state !== state && c.state !== Nagios.OK);
+    if (others.length > 0) text += ` (also ${others.map((c) => `${c.status}: ${c.instance}`).join(', ')})`;
+  }
+  // The plugin line must stay one line, and "|" starts the perf data.
+  text = text.replace(/[\r\n]+/g, ' ').replace(/\|/g, '/');
+  const perf = checks.flatMap((c) => perfData(c, multi ? `${c.instance}_` : ''));
+  return { state, line: `RDB-ARCHIVER ${STATE_NAMES[state]} - ${text} | ${perf.join(' ')}` };
+}
+
+function unknown(message: string, json: boolean): void {
+  const line = `RDB-ARCHIVER UNKNOWN - ${message.replace(/[\r\n]+/g, ' ').replace(/\|/g, '/')}`;
+  print(json ? JSON.stringify({ status: 'UNKNOWN', exitCode: Nagios.UNKNOWN, summary: line, instances: [] }) : line);
+  process.exitCode = Nagios.UNKNOWN;
+}
+
+function thresholdsFor(instance: InstanceConfig, flags: { warnAge?: string; critAge?: string }): MonitorConfig {
+  const parse = (flag: string, text: string | undefined) => {
+    if (text === undefined) return undefined;
+    const ms = parseDuration(text);
+    if (ms === undefined) throw new Error(`${flag} "${text}" is not a duration such as 90m, 2h or 1d`);
+    return ms;
+  };
+  const warnAgeMs = parse('--warn-age', flags.warnAge) ?? instance.monitor.warnAgeMs;
+  const critAgeMs = parse('--crit-age', flags.critAge) ?? instance.monitor.critAgeMs;
+  if (critAgeMs < warnAgeMs) {
+    throw new Error(`${instance.name}: crit-age (${formatDuration(critAgeMs)}) is shorter than warn-age (${formatDuration(warnAgeMs)})`);
+  }
+  return { warnAgeMs, critAgeMs };
+}
+
+async function runCheck(cmd: Command, flags: { warnAge?: string; critAge?: string; json?: boolean }): Promise<void> {
+  const json = flags.json === true;
+  let ctx;
+  try {
+    ctx = contextFor(cmd);
+  } catch (err) {
+    // Nagios: a plugin that cannot even read its configuration is UNKNOWN (3), not the usual config exit 2.
+    unknown(err instanceof Error ? err.message : String(err), json);
+    return;
+  }
+  let thresholds: MonitorConfig[];
+  try {
+    thresholds = ctx.config.instances.map((inst) => thresholdsFor(inst, flags));
+  } catch (err) {
+    unknown((err as Error).message, json);
+    return;
+  }
+  const now = Date.now();
+  const checks: InstanceCheck[] = [];
+  for (const [i, instance] of ctx.config.instances.entries()) {
+    // inspectInstance never throws; the guard is for bugs, so one instance cannot take the line down.
+    try {
+      checks.push(evaluateInstance(await inspectInstance(ctx.fs, instance), thresholds[i]!, now));
+    } catch (err) {
+      checks.push({
+        instance: instance.name, state: Nagios.UNKNOWN, status: 'UNKNOWN', problems: [{ state: Nagios.UNKNOWN, text: `internal error: ${String(err)}` }],
+        summary: '', ageSeconds: null, warnAgeSeconds: 0, critAgeSeconds: 0, events: 0, archiveBytes: 0, freeBytes: null,
+      });
+    }
+  }
+  const { state, line } = checkLine(checks);
+  print(json ? JSON.stringify({ status: STATE_NAMES[state], exitCode: state, summary: line, instances: checks }) : line);
+  process.exitCode = state;
+}
+
+// ---------------------------------------------------------------------------
+// status
+
+export interface StatusReport {
+  instance: string;
+  lastRun: { at: string; result: string; exitCode: number; durationMs: number; error: string | null } | null;
+  lastSuccessAt: string | null;
+  lastSnapshot: { ts: string; time: string; ageSeconds: number; bytes: number; sha256: string | null; path: string } | null;
+  source: {
+    path: string;
+    exists: boolean;
+    mtime: string | null;
+    ts: string | null;
+    bytes: number | null;
+    unarchived: boolean | null;
+    rejected: { reason: string; at: string } | null;
+    error: string | null;
+  };
+  rules: Record<string, { dir: string; events: number; bytes: number; newest: string | null; oldest: string | null; incomplete: number; error: string | null }>;
+  archive: { dir: string; bytes: number; freeBytes: number | null; totalBytes: number | null; error: string | null };
+  state: { path: string; error: string | null };
+  exitCode: number;
+}
+
+export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport {
+  const run = facts.state?.lastRun;
+  const ruleErrors = facts.rules.filter((r) => r.error);
+  return {
+    instance: facts.instance,
+    lastRun: run ? { at: run.at, result: run.result, exitCode: run.exitCode, durationMs: run.durationMs, error: run.error ?? null } : null,
+    lastSuccessAt: facts.state?.lastSuccessAt ?? null,
+    lastSnapshot: facts.newest
+      ? { ts: facts.newest.ts, time: timestampToIso(facts.newest.ts), ageSeconds: ageSeconds(facts.newest.ts, nowMs), bytes: facts.newest.bytes, sha256: facts.newest.sha256 ?? null, path: facts.newest.path }
+      : null,
+    source: {
+      path: facts.source.path,
+      exists: facts.source.exists,
+      mtime: facts.source.mtimeMs !== undefined ? new Date(facts.source.mtimeMs).toISOString() : null,
+      ts: facts.source.ts ?? null,
+      bytes: facts.source.size ?? null,
+      unarchived: facts.source.unarchived ?? null,
+      rejected: facts.source.rejected ?? null,
+      error: facts.source.error?.message ?? null,
+    },
+    rules: Object.fromEntries(facts.rules.map((r) => [r.rule, {
+      dir: r.dir, events: r.events, bytes: r.bytes, newest: r.newest ?? null, oldest: r.oldest ?? null, incomplete: r.incomplete, error: r.error?.message ?? null,
+    }])),
+    archive: { dir: facts.archiveDir, bytes: facts.archiveBytes, freeBytes: facts.space?.available ?? null, totalBytes: facts.space?.total ?? null, error: facts.spaceError ?? null },
+    state: { path: facts.statePath, error: facts.stateError ?? null },
+    // status only reports; an unreadable rule folder is the one thing it could not report.
+    exitCode: ruleErrors.length > 0 ? ruleErrors[0]!.error!.exitCode : ExitCode.OK,
+  };
+}
+
+export function statusText(r: StatusReport): string {
+  const lines: string[] = [];
+  const run = r.lastRun;
+  lines.push(`last run:       ${run ? `${run.at} ${run.result} (exit ${run.exitCode}, ${(run.durationMs / 1000).toFixed(1)}s)${run.error ? `: ${run.error}` : ''}` : 'never'}`);
+  lines.push(`last success:   ${r.lastSuccessAt ?? 'never'}`);
+  const s = r.lastSnapshot;
+  lines.push(`last snapshot:  ${s ? `${s.ts} (${formatAge(s.ageSeconds)} ago, ${formatBytes(s.bytes)}${s.sha256 ? `, sha256 ${s.sha256.slice(0, 16)}…` : ''})` : 'none'}`);
+  const src = r.source;
+  const srcState = !src.exists ? `MISSING (${src.error ?? 'not found'})`
+    : src.rejected ? `FAILED VALIDATION: ${src.rejected.reason}`
+    : src.unarchived ? 'changed, not archived yet'
+    : 'archived';
+  lines.push(`source:         ${src.path}${src.mtime ? ` (mtime ${src.mtime}, ${formatBytes(src.bytes ?? 0)})` : ''}: ${srcState}`);
+  lines.push('rules:');
+  const width = Math.max(...Object.keys(r.rules).map((n) => n.length));
+  for (const [name, rule] of Object.entries(r.rules)) {
+    if (rule.error) {
+      lines.push(`  ${name.padEnd(width)}  UNREADABLE: ${rule.error}`);
+      continue;
+    }
+    const range = rule.newest ? `, newest ${rule.newest}, oldest ${rule.oldest}` : '';
+    const incomplete = rule.incomplete > 0 ? `, ${rule.incomplete} incomplete` : '';
+    lines.push(`  ${name.padEnd(width)}  ${rule.events} event${rule.events === 1 ? '' : 's'}, ${formatBytes(rule.bytes)}${range}${incomplete}`);
+  }
+  const a = r.archive;
+  lines.push(`archive:        ${a.dir}: ${formatBytes(a.bytes)} on disk (hard links counted once)${a.freeBytes !== null ? `, ${formatBytes(a.freeBytes)} free` : `, free space unknown (${a.error})`}`);
+  if (r.state.error) lines.push(`state:          ${r.state.error}`);
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------
+
+export function registerMonitorCommands(program: Command): void {
+  program
+    .command('status')
+    .description('show, per instance, the last run, the last snapshot, the source, events and bytes per rule, and free space')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (_opts: object, cmd: Command) => {
+      const ctx = contextFor(cmd);
+      const now = Date.now();
+      const results = [];
+      for (const instance of ctx.config.instances) {
+        results.push({ instance: instance.name, report: statusReport(await inspectInstance(ctx.fs, instance), now) });
+      }
+      printResults(ctx, results, (r) => r, statusText);
+    });
+
+  const check = program
+    .command('check')
+    .description('monitoring plugin (Nagios/Icinga/Sensu): one line with perf data; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN')
+    .option('--warn-age <duration>', 'WARNING when the newest snapshot is older than this (default: monitor.warn_age, 2h)')
+    .option('--crit-age <duration>', 'CRITICAL when the newest snapshot is older than this (default: monitor.crit_age, 6h)')
+    .option('--json', 'print one JSON object on stdout (the exit code still follows the plugin convention)')
+    .action(async (opts: { warnAge?: string; critAge?: string; json?: boolean }, cmd: Command) => {
+      try {
+        await runCheck(cmd, opts);
+      } catch (err) {
+        unknown(err instanceof ArchiverError ? err.message : `internal error: ${String(err)}`, opts.json === true);
+      }
+    });
+  // A usage error of `check` is UNKNOWN (3) too: monitoring systems treat 2 as CRITICAL.
+  check.exitOverride((err) => {
+    if (err.exitCode === 0) throw err; // --help
+    process.stdout.write(`RDB-ARCHIVER UNKNOWN - ${err.message.replace(/[\r\n]+/g, ' ')}\n`);
+    process.exit(Nagios.UNKNOWN);
+  });
+}
