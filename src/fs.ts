@@ -310,8 +310,14 @@ export async function writeNewFile(fs: FileSystem, tmpPath: string, data: Uint8A
  * Used for files we own and rewrite (state, metrics); archive files use
  * publishNew() instead, which never overwrites.
  */
-export async function replaceFileAtomic(fs: FileSystem, finalPath: string, data: Uint8Array, perm: number): Promise<void> {
-  const tmp = tempPathFor(finalPath);
+export async function replaceFileAtomic(
+  fs: FileSystem,
+  finalPath: string,
+  data: Uint8Array,
+  perm: number,
+  /** A temp name in the same folder; the default ends with the final name (see tempPathFor). */
+  tmp: string = tempPathFor(finalPath),
+): Promise<void> {
   try {
     await writeNewFile(fs, tmp, data, perm);
     await fs.rename(tmp, finalPath);
