@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { z } from 'zod';
+import * as z from 'zod/mini';
 import { ConfigError } from './errors.js';
 import { isValidTimeZone } from './timestamp.js';
 
@@ -106,28 +106,64 @@ const SIZE_UNITS: Record<string, number> = {
 const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 const CALENDAR_UNITS = new Set<string>(['hour', 'day', 'week', 'month', 'year']);
 
-const pathString = z.string({ error: 'must be a path (string)' }).min(1, { error: 'must not be empty' });
+// zod/mini: the tree-shakable form of zod. The classic API costs ~40 ms of
+// start-up on every cron run (see BENCHMARKS.md); this one about nothing.
 
-const modeString = z
-  .string({ error: 'must be a quoted octal mode such as "0600"' })
-  .regex(/^0?[0-7]{3}$/, { error: 'must be a quoted octal mode such as "0600"' })
-  .transform((text) => parseInt(text, 8));
+/** A string turned into a value by `parse`, which returns an error message instead when it cannot. */
+function parsedString<T>(typeError: string, parse: (text: string) => T | { error: string }) {
+  return z.pipe(
+    z.string({ error: typeError }),
+    z.transform((text: string, ctx) => {
+      const value = parse(text);
+      if (value !== null && typeof value === 'object' && 'error' in value) {
+        ctx.issues.push({ code: 'custom', message: value.error, input: text });
+        return z.NEVER;
+      }
+      return value as T;
+    }),
+  );
+}
 
-const minFreeValue = z
-  .union([z.number(), z.string()], { error: 'must be a size such as "1GiB" or a percentage such as "5%"' })
-  .transform((value, ctx): MinFree => {
-    if (typeof value === 'number') {
-      if (Number.isInteger(value) && value >= 0) return { kind: 'bytes', bytes: value };
-    } else {
-      const pct = /^(\d+(?:\.\d+)?)\s*%$/.exec(value.trim());
-      if (pct && Number(pct[1]) <= 100) return { kind: 'percent', percent: Number(pct[1]) };
-      const size = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(value.trim());
-      const unit = size ? SIZE_UNITS[size[2]!.toLowerCase()] : undefined;
-      if (size && unit !== undefined) return { kind: 'bytes', bytes: Math.floor(Number(size[1]) * unit) };
-    }
-    ctx.addIssue({ code: 'custom', message: 'must be a size such as "1GiB" or a percentage such as "5%"' });
-    return z.NEVER;
+/** A list whose entries' `name` must be unique. */
+function uniqueNames<T extends { name: string }>(what: string) {
+  return z.superRefine((list: T[], ctx) => {
+    const seen = new Set<string>();
+    list.forEach((entry, i) => {
+      if (seen.has(entry.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate ${what} name "${entry.name}"`, input: entry.name });
+      seen.add(entry.name);
+    });
   });
+}
+
+const pathString = z.string({ error: 'must be a path (string)' }).check(z.minLength(1, { error: 'must not be empty' }));
+
+const MODE_ERROR = 'must be a quoted octal mode such as "0600"';
+const modeString = parsedString(MODE_ERROR, (text) => (/^0?[0-7]{3}$/.test(text) ? parseInt(text, 8) : { error: MODE_ERROR }));
+
+const MIN_FREE_ERROR = 'must be a size such as "1GiB" or a percentage such as "5%"';
+function parseMinFree(value: number | string): MinFree | { error: string } {
+  if (typeof value === 'number') {
+    if (Number.isInteger(value) && value >= 0) return { kind: 'bytes', bytes: value };
+  } else {
+    const pct = /^(\d+(?:\.\d+)?)\s*%$/.exec(value.trim());
+    if (pct && Number(pct[1]) <= 100) return { kind: 'percent', percent: Number(pct[1]) };
+    const size = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(value.trim());
+    const unit = size ? SIZE_UNITS[size[2]!.toLowerCase()] : undefined;
+    if (size && unit !== undefined) return { kind: 'bytes', bytes: Math.floor(Number(size[1]) * unit) };
+  }
+  return { error: MIN_FREE_ERROR };
+}
+const minFreeValue = z.pipe(
+  z.union([z.number(), z.string()], { error: MIN_FREE_ERROR }),
+  z.transform((value: number | string, ctx): MinFree => {
+    const parsed = parseMinFree(value);
+    if ('error' in parsed) {
+      ctx.issues.push({ code: 'custom', message: parsed.error, input: value });
+      return z.NEVER;
+    }
+    return parsed;
+  }),
+);
 
 /** Parses "90s", "15m", "6h", "2d", "1w"; undefined when it is not a positive duration. */
 export function parseDuration(text: string): number | undefined {
@@ -135,118 +171,87 @@ export function parseDuration(text: string): number | undefined {
   return m && Number(m[1]) > 0 ? Number(m[1]) * DURATION_UNITS[m[2]!]! : undefined;
 }
 
-const durationValue = z
-  .string({ error: 'must be a duration such as "90s", "15m" or "6h"' })
-  .transform((text, ctx) => {
-    const ms = parseDuration(text);
-    if (ms !== undefined) return ms;
-    ctx.addIssue({ code: 'custom', message: `"${text}" is not a duration: use a number and s, m, h, d or w, such as "90s", "15m" or "6h"` });
-    return z.NEVER;
-  });
+const durationValue = parsedString('must be a duration such as "90s", "15m" or "6h"', (text) =>
+  parseDuration(text) ?? { error: `"${text}" is not a duration: use a number and s, m, h, d or w, such as "90s", "15m" or "6h"` });
 
-const everyValue = z
-  .string({ error: 'must be snapshot, hour, day, week, month, year or a duration such as "15m" or "6h"' })
-  .transform((text, ctx): Every => {
-    if (text === 'snapshot') return { kind: 'snapshot' };
-    if (CALENDAR_UNITS.has(text)) return { kind: 'calendar', unit: text as CalendarUnit };
-    const ms = parseDuration(text);
-    if (ms !== undefined) return { kind: 'duration', ms, text };
-    ctx.addIssue({
-      code: 'custom',
-      message: `"${text}" is not a period: use snapshot, hour, day, week, month, year or a duration such as "15m" or "6h"`,
-    });
-    return z.NEVER;
-  });
+const everyValue = parsedString<Every>('must be snapshot, hour, day, week, month, year or a duration such as "15m" or "6h"', (text) => {
+  if (text === 'snapshot') return { kind: 'snapshot' };
+  if (CALENDAR_UNITS.has(text)) return { kind: 'calendar', unit: text as CalendarUnit };
+  const ms = parseDuration(text);
+  if (ms !== undefined) return { kind: 'duration', ms, text };
+  return { error: `"${text}" is not a period: use snapshot, hour, day, week, month, year or a duration such as "15m" or "6h"` };
+});
 
+const COUNT_ERROR = 'must be an integer >= 1';
 const ruleSchema = z.strictObject({
   name: z
     .string({ error: 'must be a string' })
-    .regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$ (it is a folder name inside archive.dir)' }),
-  every: everyValue.optional(),
-  count: z
-    .number({ error: 'must be an integer >= 1' })
-    .int({ error: 'must be an integer >= 1' })
-    .min(1, { error: 'must be an integer >= 1' }),
+    .check(z.regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$ (it is a folder name inside archive.dir)' })),
+  every: z.optional(everyValue),
+  count: z.int({ error: COUNT_ERROR }).check(z.minimum(1, { error: COUNT_ERROR })),
 });
 
 const rulesSchema = z
   .array(ruleSchema, { error: 'must be a list of rules' })
-  .min(1, { error: 'must list at least one rule (omit the key for the defaults)' })
-  .superRefine((rules, ctx) => {
-    const seen = new Set<string>();
-    rules.forEach((rule, i) => {
-      if (seen.has(rule.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate rule name "${rule.name}"` });
-      seen.add(rule.name);
-    });
-  });
+  .check(z.minLength(1, { error: 'must list at least one rule (omit the key for the defaults)' }), uniqueNames('rule'));
 
-const sourceSchema = z.strictObject({ rdb: pathString, nodes: pathString.optional() });
+const sourceSchema = z.strictObject({ rdb: pathString, nodes: z.optional(pathString) });
 const archiveSchema = z.strictObject({
-  dir: pathString.optional(),
-  file_mode: modeString.optional(),
-  dir_mode: modeString.optional(),
-  min_free: minFreeValue.optional(),
+  dir: z.optional(pathString),
+  file_mode: z.optional(modeString),
+  dir_mode: z.optional(modeString),
+  min_free: z.optional(minFreeValue),
 });
 const timezoneValue = z
   .string({ error: 'must be an IANA timezone name such as "UTC" or "Europe/Berlin"' })
-  .refine(isValidTimeZone, { error: 'is not a known IANA timezone (e.g. "UTC", "Europe/Berlin")' });
+  .check(z.refine(isValidTimeZone, { error: 'is not a known IANA timezone (e.g. "UTC", "Europe/Berlin")' }));
 
 const argvValue = z
   .array(z.string({ error: 'must be a list of strings (an argv array)' }), { error: 'must be a command as a list of strings, e.g. ["/usr/local/bin/ship", "--to", "s3://bucket"]' })
-  .min(1, { error: 'must not be empty' });
+  .check(z.minLength(1, { error: 'must not be empty' }));
 
-const monitorSchema = z.strictObject({ warn_age: durationValue.optional(), crit_age: durationValue.optional() });
+const monitorSchema = z.strictObject({ warn_age: z.optional(durationValue), crit_age: z.optional(durationValue) });
 const hooksSchema = z.strictObject({
-  after_archive: argvValue.optional(),
-  after_prune: argvValue.optional(),
-  on_failure: argvValue.optional(),
-  timeout: durationValue.optional(),
+  after_archive: z.optional(argvValue),
+  after_prune: z.optional(argvValue),
+  on_failure: z.optional(argvValue),
+  timeout: z.optional(durationValue),
 });
 
 /** What an instance can set; at the top level the same keys are defaults for every instance. */
 const instanceKeys = {
-  source: sourceSchema.optional(),
-  archive: archiveSchema.optional(),
-  state: pathString.optional(),
-  timezone: timezoneValue.optional(),
-  rules: rulesSchema.optional(),
-  monitor: monitorSchema.optional(),
-  hooks: hooksSchema.optional(),
+  source: z.optional(sourceSchema),
+  archive: z.optional(archiveSchema),
+  state: z.optional(pathString),
+  timezone: z.optional(timezoneValue),
+  rules: z.optional(rulesSchema),
+  monitor: z.optional(monitorSchema),
+  hooks: z.optional(hooksSchema),
 };
 
-const instanceSchema = z.strictObject({
-  name: z
-    .string({ error: 'must be a string' })
-    .regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$' }),
-  ...instanceKeys,
-});
+const instanceName = z.string({ error: 'must be a string' }).check(z.regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$' }));
+const instanceSchema = z.strictObject({ name: instanceName, ...instanceKeys });
 
 const fileSchema = z.strictObject({
-  name: instanceSchema.shape.name.optional(),
+  name: z.optional(instanceName),
   ...instanceKeys,
-  log: z
-    .strictObject({
-      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+  log: z.optional(
+    z.strictObject({
+      level: z.optional(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
         error: 'must be one of fatal, error, warn, info, debug, trace, silent',
-      }).optional(),
-    })
-    .optional(),
-  schedule: z.string({ error: 'must be a cron expression such as "*/30 * * * * *"' }).min(1).optional(),
-  shutdown_timeout: durationValue.optional(),
-  metrics: z.strictObject({ textfile: pathString.optional() }).optional(),
-  instances: z
-    .array(instanceSchema, { error: 'must be a list of instances' })
-    .min(1, { error: 'must list at least one instance' })
-    .superRefine((list, ctx) => {
-      const seen = new Set<string>();
-      list.forEach((inst, i) => {
-        if (seen.has(inst.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate instance name "${inst.name}"` });
-        seen.add(inst.name);
-      });
-    })
-    .optional(),
+      })),
+    }),
+  ),
+  schedule: z.optional(z.string({ error: 'must be a cron expression such as "*/30 * * * * *"' }).check(z.minLength(1))),
+  shutdown_timeout: z.optional(durationValue),
+  metrics: z.optional(z.strictObject({ textfile: z.optional(pathString) })),
+  instances: z.optional(
+    z
+      .array(instanceSchema, { error: 'must be a list of instances' })
+      .check(z.minLength(1, { error: 'must list at least one instance' }), uniqueNames('instance')),
+  ),
 });
-type FileConfig = z.infer<typeof fileSchema>;
+type FileConfig = z.output<typeof fileSchema>;
 
 // ---------------------------------------------------------------------------
 
@@ -337,7 +342,7 @@ function resolveAgainst(base: string, path: string): string {
   return isAbsolute(path) ? path : resolve(base, path);
 }
 
-type InstanceInput = Omit<z.infer<typeof instanceSchema>, 'name'> & { name?: string };
+type InstanceInput = Omit<z.output<typeof instanceSchema>, 'name'> & { name?: string };
 
 function resolveInstance(
   entry: InstanceInput,
