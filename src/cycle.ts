@@ -166,7 +166,7 @@ export async function runOnce(
       if (report.exitCode === ExitCode.OK) state.lastSuccessAt = state.lastRun.at;
       bumpCounter(state, `runs_${report.exitCode === ExitCode.OK ? 'ok' : 'failed'}`);
       try {
-        await saveState(deps.fs, instance.statePath, state, instance.dirMode);
+        await saveState(deps.fs, instance.statePath, state, instance.dirMode, { durable: report.status !== 'unchanged' });
       } catch (err) {
         // The run already failed: report that first cause, not this consequence (a full disk fails both).
         if (report.exitCode === ExitCode.OK) throw err;
@@ -194,7 +194,7 @@ export async function runOnce(
     let pretend: Timestamp | undefined;
     if (!job) {
       report.status = 'unchanged';
-      log.info({ source: instance.sourceRdb, ts: state.archived?.ts }, 'source unchanged since the last archived snapshot');
+      log.debug({ source: instance.sourceRdb, ts: state.archived?.ts }, 'source unchanged since the last archived snapshot');
     } else if (options.dryRun) {
       report.status = 'would-archive';
       pretend = timestampFromMs(Number(BigInt(detection.identity.mtimeNs) / 1_000_000n));

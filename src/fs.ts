@@ -6,7 +6,7 @@
  * path. OSFS is the real implementation on node:fs.
  */
 import * as fsp from 'node:fs/promises';
-import { constants as C } from 'node:fs';
+import { constants as C, lstatSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fsError, isErrno } from './errors.js';
 
@@ -20,6 +20,8 @@ export interface FileInfo {
   /** Nanoseconds since the epoch, as a decimal string (exact; survives JSON). */
   mtimeNs: string;
   mtimeMs: number;
+  /** Inode change time in nanoseconds: moves on any write, even when the mtime is put back. */
+  ctimeNs?: string;
   mode: number;
   uid: number;
   nlink: number;
@@ -57,6 +59,15 @@ export interface FileSystem {
   syncDir(path: string): Promise<void>;
   /** Space on the filesystem holding path: bytes available to an unprivileged user, and its total size. */
   space(path: string): Promise<{ available: number; total: number }>;
+  /**
+   * Optional bulk form of what retention does per file: in order, lstat each
+   * path and unlink it only if it is a regular file owned by `uid` (any owner
+   * when uid is undefined). A missing file is not an error. Returns the paths
+   * left alone. Errors are those lstat and unlink would throw; the paths
+   * before the failing one have been handled. Without it, callers fall back
+   * to lstat + unlink per file.
+   */
+  unlinkOwnedFiles?(paths: readonly string[], uid: number | undefined): Promise<string[]>;
 }
 
 function kindOf(s: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean }): FileKind {
@@ -74,6 +85,7 @@ function toInfo(s: import('node:fs').BigIntStats): FileInfo {
     size: Number(s.size),
     mtimeNs: s.mtimeNs.toString(),
     mtimeMs: Number(s.mtimeMs),
+    ctimeNs: s.ctimeNs.toString(),
     mode: Number(s.mode) & 0o7777,
     uid: Number(s.uid),
     nlink: Number(s.nlink),
@@ -226,7 +238,45 @@ export class OSFS implements FileSystem {
       throw fsError('statfs', path, err);
     }
   }
+  /**
+   * Synchronous lstat + unlink, in slices of at most UNLINK_SLICE_MS that
+   * yield to the event loop in between. Through the libuv thread pool every
+   * file costs two thread hand-offs per call, which dominated a bulk prune
+   * (100k events: 15 s vs 4 s). The check still runs on each path right
+   * before its unlink.
+   */
+  async unlinkOwnedFiles(paths: readonly string[], uid: number | undefined): Promise<string[]> {
+    const skipped: string[] = [];
+    let sliceStart = performance.now();
+    for (let i = 0; i < paths.length; i++) {
+      const path = paths[i]!;
+      let info: import('node:fs').Stats | undefined;
+      try {
+        info = lstatSync(path, { throwIfNoEntry: false });
+      } catch (err) {
+        throw fsError('lstat', path, err);
+      }
+      if (info === undefined) continue;
+      if (!info.isFile() || (uid !== undefined && info.uid !== uid)) {
+        skipped.push(path);
+        continue;
+      }
+      try {
+        unlinkSync(path);
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw fsError('unlink', path, err);
+      }
+      if ((i & 63) === 63 && performance.now() - sliceStart > UNLINK_SLICE_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        sliceStart = performance.now();
+      }
+    }
+    return skipped;
+  }
 }
+
+/** Longest stretch OSFS.unlinkOwnedFiles blocks the event loop. */
+const UNLINK_SLICE_MS = 20;
 
 // ---------------------------------------------------------------------------
 // Small helpers built only on the interface, shared by every writer.
@@ -292,40 +342,64 @@ export function tempOwnerPid(name: string): number | undefined {
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
 
-/** Writes `data` to a new file at `tmpPath` with `perm`, fsyncs and closes it. */
-export async function writeNewFile(fs: FileSystem, tmpPath: string, data: Uint8Array, perm: number): Promise<void> {
-  const handle = await fs.open(tmpPath, 'create-exclusive', perm);
+/**
+ * Runs `body` with an open handle, then closes it. When `body` fails, that
+ * error is the one reported: a close() failing too (a full or broken disk
+ * fails both) must not hide the first cause.
+ */
+export async function closeAfter<T>(handle: Handle, body: (handle: Handle) => Promise<T>): Promise<T> {
+  let result: T;
   try {
+    result = await body(handle);
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw err;
+  }
+  await handle.close();
+  return result;
+}
+
+export interface WriteOptions {
+  /** fsync the file (and, for replaceFileAtomic, its folder). Default true. */
+  durable?: boolean;
+}
+
+/** Writes `data` to a new file at `tmpPath` with `perm`, fsyncs (unless told not to) and closes it. */
+export async function writeNewFile(fs: FileSystem, tmpPath: string, data: Uint8Array, perm: number, options: WriteOptions = {}): Promise<void> {
+  await closeAfter(await fs.open(tmpPath, 'create-exclusive', perm), async (handle) => {
     await handle.chmod(perm); // the umask must not loosen or tighten the configured mode
     let offset = 0;
     while (offset < data.length) offset += await handle.write(data, offset, data.length - offset);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+    if (options.durable !== false) await handle.sync();
+  });
 }
 
 /**
  * Replaces `finalPath` atomically: tmp -> fsync -> rename -> fsync(dir).
  * Used for files we own and rewrite (state, metrics); archive files use
- * publishNew() instead, which never overwrites.
+ * publishNew() instead, which never overwrites. With durable: false the
+ * replacement is still atomic for readers and for a killed process, only not
+ * forced to disk (a power cut may keep the previous version).
  */
 export async function replaceFileAtomic(
   fs: FileSystem,
   finalPath: string,
   data: Uint8Array,
   perm: number,
-  /** A temp name in the same folder; the default ends with the final name (see tempPathFor). */
-  tmp: string = tempPathFor(finalPath),
+  options: WriteOptions & {
+    /** A temp name in the same folder; the default ends with the final name (see tempPathFor). */
+    tmp?: string;
+  } = {},
 ): Promise<void> {
+  const tmp = options.tmp ?? tempPathFor(finalPath);
   try {
-    await writeNewFile(fs, tmp, data, perm);
+    await writeNewFile(fs, tmp, data, perm, options);
     await fs.rename(tmp, finalPath);
   } catch (err) {
     await unlinkIfExists(fs, tmp).catch(() => undefined);
     throw err;
   }
-  await fs.syncDir(dirname(finalPath));
+  if (options.durable !== false) await fs.syncDir(dirname(finalPath));
 }
 
 /** Gives a complete temp file its final name without ever replacing an existing file. */

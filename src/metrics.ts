@@ -125,7 +125,7 @@ export async function writeMetrics(fs: FileSystem, log: Log, path: string, insta
     for (const instance of instances) facts.push(await inspectInstance(fs, instance));
     const text = renderMetrics(facts);
     await ensureDir(fs, dirname(path), METRICS_DIR_MODE);
-    await replaceFileAtomic(fs, path, Buffer.from(text), METRICS_FILE_MODE, `${tempPathFor(path)}.tmp`);
+    await replaceFileAtomic(fs, path, Buffer.from(text), METRICS_FILE_MODE, { tmp: `${tempPathFor(path)}.tmp` });
     log.debug({ path, instances: instances.length }, 'metrics textfile written');
     return true;
   } catch (err) {

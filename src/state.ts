@@ -105,9 +105,14 @@ export async function loadState(fs: FileSystem, path: string): Promise<LoadedSta
   return state ? { state } : { state: emptyState(), problem: `state file ${path} is corrupt; rebuilding it` };
 }
 
-export async function saveState(fs: FileSystem, path: string, state: State, dirMode: number): Promise<void> {
+/**
+ * `durable: false` skips the fsyncs: for a run that archived nothing, the state
+ * only records "ran at T" and losing that to a power cut costs nothing (the
+ * archive is the truth), while two fsyncs per minute are most of such a run.
+ */
+export async function saveState(fs: FileSystem, path: string, state: State, dirMode: number, options: { durable?: boolean } = {}): Promise<void> {
   await ensureDir(fs, dirname(path), dirMode);
-  await replaceFileAtomic(fs, path, Buffer.from(JSON.stringify(state, null, 2) + '\n'), 0o600);
+  await replaceFileAtomic(fs, path, Buffer.from(JSON.stringify(state, null, 2) + '\n'), 0o600, options);
 }
 
 export function bumpCounter(state: State, name: string, by = 1): void {

