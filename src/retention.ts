@@ -15,7 +15,7 @@ import { describeEvery } from './config.js';
 import { FsError } from './errors.js';
 import { TEMP_PREFIX, errorCode, tempOwnerPid, type FileSystem } from './fs.js';
 import { isProcessAlive } from './lock.js';
-import { type EventFileKind, type Timestamp, eventFileName, parseEventFileName, timestampToMs, zonedParts } from './timestamp.js';
+import { type EventFileKind, type Timestamp, eventFileName, isUtc, parseEventFileName, timestampToMs, zonedParts } from './timestamp.js';
 
 export interface FolderEvent {
   ts: Timestamp;
@@ -73,6 +73,20 @@ export function periodKey(ts: Timestamp, every: Every, timeZone: string): string
     const start = Math.floor(ms / every.ms) * every.ms;
     return `${every.text} from ${new Date(start).toISOString().replace('.000Z', 'Z')}`;
   }
+  if (every.unit !== 'week' && ts.charCodeAt(0) !== 48 && isUtc(timeZone)) {
+    // In UTC the labels below are parts of the name itself (years >= 1000, which
+    // are not zero-padded below): no date arithmetic per event of a big folder.
+    switch (every.unit) {
+      case 'hour':
+        return `${ts.slice(0, 10)} ${ts.slice(11, 13)}:00 +00:00`;
+      case 'day':
+        return ts.slice(0, 10);
+      case 'month':
+        return ts.slice(0, 7);
+      case 'year':
+        return ts.slice(0, 4);
+    }
+  }
   const p = zonedParts(ms, timeZone);
   switch (every.unit) {
     case 'hour':
@@ -106,7 +120,8 @@ export function planRetention(
   const unit = describeEvery(rule.every);
   const periodsKept = new Map<string, Timestamp>();
 
-  for (const [index, event] of complete.entries()) {
+  for (let index = 0; index < complete.length; index++) {
+    const event = complete[index]!;
     const period = periodKey(event.ts, rule.every, timeZone);
     const keptForPeriod = periodsKept.get(period);
     if (index === 0) {
@@ -160,18 +175,18 @@ export async function scanFolder(fs: FileSystem, dir: string): Promise<FolderSca
     if (entry.name.startsWith(TEMP_PREFIX)) {
       // Left by a killed run; a live process's temp (a concurrent lock attempt) is not ours.
       const pid = tempOwnerPid(entry.name);
-      if (pid === undefined || pid === process.pid || !isProcessAlive(pid)) scan.temps.push(entry.name);
+      // A name with our prefix but not our pattern (no pid) was not made by us: a stray, left alone.
+      if (pid !== undefined && (pid === process.pid || !isProcessAlive(pid))) scan.temps.push(entry.name);
       continue;
     }
     const parsed = parseEventFileName(entry.name);
     if (!parsed) continue;
-    const kinds = byTs.get(parsed.ts) ?? [];
-    kinds.push(parsed.kind);
-    byTs.set(parsed.ts, kinds);
+    const kinds = byTs.get(parsed.ts);
+    if (kinds) kinds.push(parsed.kind);
+    else byTs.set(parsed.ts, [parsed.kind]);
   }
-  scan.events = [...byTs.entries()]
-    .map(([ts, kinds]) => ({ ts, kinds }))
-    .sort(newestFirst);
+  // Newest first: timestamps sort lexically, and the default sort compares strings natively.
+  scan.events = [...byTs.keys()].sort().reverse().map((ts) => ({ ts, kinds: byTs.get(ts)! }));
   return scan;
 }
 
@@ -228,14 +243,27 @@ export async function applyPlan(fs: FileSystem, scan: FolderScan, plan: Retentio
   }
   const uid = typeof process.getuid === 'function' ? process.getuid() : undefined;
   const result: ApplyResult = { deleted: [], skipped: [], tempsRemoved: [] };
-  const kindsByTs = new Map(scan.events.map((e) => [e.ts, e.kinds]));
-  await runPool(plan.delete, 16, async (decision) => {
-    const kinds = kindsByTs.get(decision.ts) ?? [];
-    for (const kind of DELETE_ORDER) {
-      if (kinds.includes(kind)) await deleteOwnedFile(fs, join(scan.dir, eventFileName(kind, decision.ts)), uid, result.skipped);
+  const deleting = new Set(plan.delete.map((d) => d.ts));
+  const kindsByTs = new Map<Timestamp, EventFileKind[]>();
+  for (const e of scan.events) if (deleting.has(e.ts)) kindsByTs.set(e.ts, e.kinds);
+  if (fs.unlinkOwnedFiles) {
+    // Bulk path (OSFS): the same per-file check, without a thread hand-off per call.
+    const paths: string[] = [];
+    for (const decision of plan.delete) {
+      const kinds = kindsByTs.get(decision.ts) ?? [];
+      for (const kind of DELETE_ORDER) if (kinds.includes(kind)) paths.push(join(scan.dir, eventFileName(kind, decision.ts)));
     }
-    result.deleted.push(decision.ts);
-  });
+    for (const path of await fs.unlinkOwnedFiles(paths, uid)) result.skipped.push(path);
+    for (const decision of plan.delete) result.deleted.push(decision.ts);
+  } else {
+    await runPool(plan.delete, 16, async (decision) => {
+      const kinds = kindsByTs.get(decision.ts) ?? [];
+      for (const kind of DELETE_ORDER) {
+        if (kinds.includes(kind)) await deleteOwnedFile(fs, join(scan.dir, eventFileName(kind, decision.ts)), uid, result.skipped);
+      }
+      result.deleted.push(decision.ts);
+    });
+  }
   await runPool(scan.temps, 16, async (name) => {
     await deleteOwnedFile(fs, join(scan.dir, name), uid, result.skipped);
     result.tempsRemoved.push(name);

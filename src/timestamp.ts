@@ -10,7 +10,8 @@ export type Timestamp = string & { readonly __brand: 'Timestamp' };
 export type EventFileKind = 'rdb' | 'nodes' | 'sha256';
 
 const TS_PATTERN = /^(\d{4})-(\d{2})-(\d{2})T(\d{2})-(\d{2})-(\d{2})$/;
-const EVENT_FILE_PATTERN = /^(dump|nodes)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})\.(rdb|config|sha256)$/;
+/** The event file names (parseEventFileName matches them without a regex). */
+export const EVENT_FILE_PATTERN = /^(dump|nodes)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})\.(rdb|config|sha256)$/;
 
 const pad = (n: number, width = 2) => String(n).padStart(width, '0');
 
@@ -24,17 +25,35 @@ export function timestampFromMs(ms: number): Timestamp {
 
 /** Parses a timestamp string; returns undefined when it is not one (or not a real date). */
 export function parseTimestamp(text: string): Timestamp | undefined {
-  const m = TS_PATTERN.exec(text);
-  if (!m) return undefined;
-  const y = +m[1]!;
-  const mo = +m[2]!;
-  const d = +m[3]!;
-  // Date.UTC rolls 2025-02-30 over into March (and reads years < 100 as 19xx):
-  // such a name is not ours. The same test as formatting Date.UTC(...) back
-  // and comparing, without building the string (retention parses every name).
-  const valid = y >= 100 && mo >= 1 && mo <= 12 && d >= 1 && d <= daysInMonth(y, mo) &&
-    +m[4]! <= 23 && +m[5]! <= 59 && +m[6]! <= 59;
-  return valid ? (text as Timestamp) : undefined;
+  return text.length === TS_LENGTH && validTimestampAt(text, 0) ? (text as Timestamp) : undefined;
+}
+
+const TS_LENGTH = 19;
+/** Separator of each position of YYYY-MM-DDTHH-MM-SS; 0 = a digit. */
+const TS_SHAPE = [0, 0, 0, 0, 45, 0, 0, 45, 0, 0, 84, 0, 0, 45, 0, 0, 45, 0, 0];
+
+/** The two (or four) decimal digits at text[at...], which must be ASCII digits. */
+const digits2 = (text: string, at: number) => (text.charCodeAt(at) - 48) * 10 + text.charCodeAt(at + 1) - 48;
+const digits4 = (text: string, at: number) => digits2(text, at) * 100 + digits2(text, at + 2);
+
+/**
+ * Whether text[at, at + 19) is a timestamp of a real instant: the shape of
+ * TS_PATTERN, and the fields Date.UTC would not roll over (2025-02-30 is March;
+ * years < 100 read as 19xx): such a name is not ours. Exactly the test "format
+ * Date.UTC(fields) back and compare", without regex captures or the string
+ * (retention parses every file name of a folder).
+ */
+function validTimestampAt(text: string, at: number): boolean {
+  for (let i = 0; i < TS_LENGTH; i++) {
+    const c = text.charCodeAt(at + i);
+    const shape = TS_SHAPE[i]!;
+    if (shape === 0 ? c < 48 || c > 57 : c !== shape) return false;
+  }
+  const y = digits4(text, at);
+  const mo = digits2(text, at + 5);
+  const d = digits2(text, at + 8);
+  return y >= 100 && mo >= 1 && mo <= 12 && d >= 1 && d <= daysInMonth(y, mo) &&
+    digits2(text, at + 11) <= 23 && digits2(text, at + 14) <= 59 && digits2(text, at + 17) <= 59;
 }
 
 function daysInMonth(year: number, month: number): number {
@@ -43,8 +62,8 @@ function daysInMonth(year: number, month: number): number {
 }
 
 export function timestampToMs(ts: Timestamp): number {
-  const m = TS_PATTERN.exec(ts)!;
-  return Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!);
+  if (!TS_PATTERN.test(ts)) throw new RangeError(`not a timestamp: ${ts}`);
+  return Date.UTC(digits4(ts, 0), digits2(ts, 5) - 1, digits2(ts, 8), digits2(ts, 11), digits2(ts, 14), digits2(ts, 17));
 }
 
 /** ISO 8601 rendering for humans and JSON consumers: 2025-02-24T23:59:00Z. */
@@ -79,16 +98,22 @@ export function eventFileName(kind: EventFileKind, ts: Timestamp): string {
 
 /** Recognises our event file names; anything else (stray files) gives undefined. */
 export function parseEventFileName(name: string): { kind: EventFileKind; ts: Timestamp } | undefined {
-  const m = EVENT_FILE_PATTERN.exec(name);
-  if (!m) return undefined;
-  const [, prefix, tsText, ext] = m as unknown as [string, string, string, string];
-  const kind: EventFileKind | undefined =
-    prefix === 'dump' && ext === 'rdb' ? 'rdb'
-    : prefix === 'nodes' && ext === 'config' ? 'nodes'
-    : prefix === 'dump' && ext === 'sha256' ? 'sha256'
-    : undefined;
-  const ts = parseTimestamp(tsText);
-  return kind && ts ? { kind, ts } : undefined;
+  // The names of EVENT_FILE_PATTERN, matched by hand (no regex captures: a scan parses every name).
+  let kind: EventFileKind;
+  let at: number;
+  if (name.startsWith('dump-')) {
+    at = 5;
+    if (name.length === at + TS_LENGTH + 4 && name.endsWith('.rdb')) kind = 'rdb';
+    else if (name.length === at + TS_LENGTH + 7 && name.endsWith('.sha256')) kind = 'sha256';
+    else return undefined;
+  } else if (name.startsWith('nodes-')) {
+    at = 6;
+    if (name.length === at + TS_LENGTH + 7 && name.endsWith('.config')) kind = 'nodes';
+    else return undefined;
+  } else {
+    return undefined;
+  }
+  return validTimestampAt(name, at) ? { kind, ts: name.slice(at, at + TS_LENGTH) as Timestamp } : undefined;
 }
 
 // ---------------------------------------------------------------------------
@@ -134,7 +159,7 @@ export function isValidTimeZone(timeZone: string): boolean {
 
 const utcZones = new Map<string, boolean>();
 /** Whether timeZone resolves to UTC ("UTC", "Etc/UTC", ...): then wall-clock parts need no Intl call. */
-function isUtc(timeZone: string): boolean {
+export function isUtc(timeZone: string): boolean {
   // The default needs no Intl formatter: creating one loads ICU data, ~25 ms of a cron run.
   if (timeZone === 'UTC' || timeZone === 'Etc/UTC') return true;
   let utc = utcZones.get(timeZone);
