@@ -60,7 +60,6 @@ function buildTables(): void {
     }
   }
 }
-buildTables();
 
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -337,10 +336,8 @@ function loadWasm(): WasmKernel | null {
 }
 
 const CHECK_INPUT = new Uint8Array([...'123456789123456789123456789'].map((c) => c.charCodeAt(0)));
-// crc64 of CHECK_INPUT, computed by the byte-wise kernel at load.
-bytewise(0, 0, CHECK_INPUT, 0, CHECK_INPUT.length);
-const CHECK_LO = outLo;
-const CHECK_HI = outHi;
+let CHECK_LO = 0;
+let CHECK_HI = 0;
 
 function wasmUpdate(k: WasmKernel, lo: number, hi: number, data: Uint8Array, start: number, end: number): void {
   const view = k.view;
@@ -355,15 +352,32 @@ function wasmUpdate(k: WasmKernel, lo: number, hi: number, data: Uint8Array, sta
   outHi = view.getInt32(4, true);
 }
 
-const WASM = loadWasm();
+// Tables and the WebAssembly kernel are built on first use, not at import:
+// a run that archives nothing never computes a CRC and should not pay for it.
+let WASM: WasmKernel | null = null;
+let initialised = false;
+function init(): void {
+  if (initialised) return;
+  initialised = true;
+  buildTables();
+  // crc64 of CHECK_INPUT by the byte-wise kernel: what the WebAssembly kernel must reproduce.
+  bytewise(0, 0, CHECK_INPUT, 0, CHECK_INPUT.length);
+  CHECK_LO = outLo;
+  CHECK_HI = outHi;
+  WASM = loadWasm();
+}
 
 /** Which kernel large updates use. */
-export const crc64Kernel: 'wasm' | 'js' = WASM ? 'wasm' : 'js';
+export function crc64Kernel(): 'wasm' | 'js' {
+  init();
+  return WASM ? 'wasm' : 'js';
+}
 
 /** Below this many bytes an update runs byte by byte in JS. */
 const SMALL = 64;
 
 function run(lo: number, hi: number, data: Uint8Array, start: number, end: number): void {
+  init();
   if (end - start < SMALL) bytewise(lo, hi, data, start, end);
   else if (WASM) wasmUpdate(WASM, lo, hi, data, start, end);
   else slice8(lo, hi, data, start, end);
@@ -421,6 +435,7 @@ export function crc64(data: Uint8Array): bigint {
  * over the whole range ('wasm' returns null where WebAssembly is unavailable).
  */
 export function crc64WithKernel(kernel: 'wasm' | 'js-slice8' | 'js-bytewise', data: Uint8Array): bigint | null {
+  init();
   if (kernel === 'wasm') {
     if (!WASM) return null;
     wasmUpdate(WASM, 0, 0, data, 0, data.length);

@@ -69,7 +69,7 @@ describe('crc64', () => {
   });
 
   it('uses the WebAssembly kernel here, and its module is valid WebAssembly', () => {
-    expect(crc64Kernel).toBe('wasm');
+    expect(crc64Kernel()).toBe('wasm');
     const bytes = buildCrc64WasmModule();
     expect(Array.from(bytes.subarray(0, 4))).toEqual([0x00, 0x61, 0x73, 0x6d]);
     const wasm = (globalThis as unknown as { WebAssembly: { validate(b: Uint8Array): boolean } }).WebAssembly;
