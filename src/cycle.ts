@@ -13,7 +13,7 @@ import { JobQueue } from './queue.js';
 import { applyPlan, planRetention, scanFolder, type Decision, type FolderEvent } from './retention.js';
 import { runCycleHooks, runPruneHooks } from './hooks.js';
 import { bumpCounter, loadState, saveState, type State } from './state.js';
-import { type Timestamp, timestampFromMs } from './timestamp.js';
+import { type Timestamp, parseTimestamp, timestampFromMs } from './timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
 import { archiveSnapshot, type SnapshotResult } from './worker.js';
 
@@ -53,6 +53,9 @@ export interface CycleDeps {
   log: Log;
   signal?: AbortSignal;
 }
+
+/** How long `once` waits for a running `prune` to finish before giving up with exit 75. */
+const PRUNE_WAIT_MS = 30_000;
 
 export function lockPathFor(instance: InstanceConfig): string {
   return `${dirname(instance.statePath)}/lock`;
@@ -114,7 +117,9 @@ async function withLock<T>(
   body: () => Promise<T>,
   onReleaseError: (err: unknown) => void,
 ): Promise<T> {
-  const lock: HeldLock = await acquireLock(deps.fs, lockPathFor(instance), command, instance.dirMode);
+  // `once` waits (bounded) for a running `prune` instead of skipping this snapshot; anything else gives up at once.
+  const wait = command === 'once' ? { waitFor: ['prune'], waitMs: PRUNE_WAIT_MS } : {};
+  const lock: HeldLock = await acquireLock(deps.fs, lockPathFor(instance), command, instance.dirMode, wait);
   let result: T;
   try {
     result = await body();
@@ -129,6 +134,11 @@ async function withLock<T>(
     onReleaseError(err);
   }
   return result;
+}
+
+/** The timestamp of the event last archived (the source's current content, as far as the state knows). */
+function currentEvent(state: State): Timestamp | undefined {
+  return state.archived ? parseTimestamp(state.archived.ts) : undefined;
 }
 
 /** The `once` cycle. Never throws: the outcome, including errors, is in the report. */
@@ -190,7 +200,9 @@ export async function runOnce(
   let pendingJob: SnapshotJob | undefined;
   const cycleBody = async (state: State) => {
     const { detection, job } = await pollOnce(deps.fs, { rdb: instance.sourceRdb, nodes: instance.sourceNodes }, state.archived?.identity, options.force);
-    let protect: Timestamp | undefined;
+    // The event holding the source's current content is kept whatever its timestamp: an
+    // event with a skewed (future) name must never push it out, in this run or a later one.
+    let protect = currentEvent(state);
     let pretend: Timestamp | undefined;
     if (!job) {
       report.status = 'unchanged';
@@ -198,6 +210,7 @@ export async function runOnce(
     } else if (options.dryRun) {
       report.status = 'would-archive';
       pretend = timestampFromMs(Number(BigInt(detection.identity.mtimeNs) / 1_000_000n));
+      protect = undefined; // the pending snapshot (pretend) is the one protected
     } else {
       pendingJob = job;
       const queue = new JobQueue<SnapshotJob, SnapshotResult>((j) => archiveSnapshot({ fs: deps.fs, log, instance, signal: deps.signal }, j), jobKey);
@@ -253,7 +266,8 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
   const log = deps.log.child({ instance: instance.name });
   const report: PruneReport = { instance: instance.name, dryRun: options.dryRun, retention: {}, errors: [], exitCode: ExitCode.OK };
   const body = async () => {
-    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun });
+    const { state } = await loadState(deps.fs, instance.statePath);
+    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect: currentEvent(state) });
     report.retention = pruned.retention;
     report.errors = pruned.errors;
     if (!options.dryRun) await runPruneHooks({ fs: deps.fs, log, signal: deps.signal }, instance, report);

@@ -247,6 +247,24 @@ export class OSFS implements FileSystem {
    */
   async unlinkOwnedFiles(paths: readonly string[], uid: number | undefined): Promise<string[]> {
     const skipped: string[] = [];
+    if (this.lstat !== OSFS.prototype.lstat || this.unlink !== OSFS.prototype.unlink) {
+      // A subclass that wraps lstat or unlink sees every call, one by one.
+      for (const path of paths) {
+        let info: FileInfo;
+        try {
+          info = await this.lstat(path);
+        } catch (err) {
+          if (errorCode(err) === 'ENOENT') continue;
+          throw err;
+        }
+        if (info.kind !== 'file' || (uid !== undefined && info.uid !== uid)) {
+          skipped.push(path);
+          continue;
+        }
+        await unlinkIfExists(this, path);
+      }
+      return skipped;
+    }
     let sliceStart = performance.now();
     for (let i = 0; i < paths.length; i++) {
       const path = paths[i]!;
@@ -338,8 +356,10 @@ export const TEMP_PREFIX = '.tmp-rdb-archiver-';
 /** The pid that made a temp file, read back from its name. */
 export function tempOwnerPid(name: string): number | undefined {
   if (!name.startsWith(TEMP_PREFIX)) return undefined;
-  const pid = Number.parseInt(name.slice(TEMP_PREFIX.length), 10);
-  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  // Exactly what tempPathFor makes: <prefix><pid>-<counter>-<final name>.
+  const m = /^(\d+)-\d+-./.exec(name.slice(TEMP_PREFIX.length));
+  const pid = m ? Number(m[1]) : Number.NaN;
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
 /**

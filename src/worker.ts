@@ -15,16 +15,27 @@ import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
 import { ConflictError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
 import type { FileInfo, FileSystem, Handle } from './fs.js';
-import { ensureDir, errorCode, publishNew, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
+import { closeAfter, ensureDir, errorCode, publishNew, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
 import type { Log } from './log.js';
 import { RdbValidator, type RdbInfo } from './rdb.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
-import { type EventFileKind, type Timestamp, eventFileName, timestampFromMs } from './timestamp.js';
+import { type EventFileKind, type Timestamp, eventFileName, parseTimestamp, timestampFromMs } from './timestamp.js';
 import type { SnapshotJob } from './watcher.js';
 import { describeSourceKind } from './watcher.js';
 
 export const COPY_CHUNK_BYTES = 8 * 1024 * 1024;
+/**
+ * A copy longer than this has its write-back started during the pass: an
+ * fsync of what is written so far runs in the background (one at a time,
+ * every WRITEBACK_STEP_BYTES), so the disk writes while the CPU hashes.
+ * Without it a 1 GiB copy sat in the page cache until the final fsync, which
+ * then took as long as the disk needed for the whole file, after the hashing
+ * (measured: pass 3.6 s + fsync 1.6 s, against 3.8 s + 0.02 s with it). A
+ * shorter copy only has the final fsync, which is cheap for it.
+ */
+export const WRITEBACK_START_BYTES = 128 * 1024 * 1024;
+const WRITEBACK_STEP_BYTES = 32 * 1024 * 1024;
 const DEFAULT_RESERVE_CAP = 1024 ** 3;
 
 export interface SnapshotResult {
@@ -71,30 +82,60 @@ export async function copyPass(
   const buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
   let position = 0;
   let which = 0;
-  let reading = source.read(buffers[which]!, 0, COPY_CHUNK_BYTES, position);
+  // The read in flight is awaited later: mark its rejection handled now, or a read
+  // failing while a write is awaited is an unhandled rejection that kills the process.
+  const issueRead = (): Promise<number> => {
+    const p = source.read(buffers[which]!, 0, COPY_CHUNK_BYTES, position);
+    p.catch(() => undefined);
+    return p;
+  };
+  let reading = issueRead();
+  // Background write-back (see WRITEBACK_START_BYTES); it never rejects: its
+  // error is kept and fails the pass.
+  let flushing: Promise<void> | undefined;
+  let flushError: { err: unknown } | undefined;
+  let flushedUpTo = 0;
+  const startFlush = (upTo: number): void => {
+    flushing = out!.sync().then(
+      () => {
+        flushedUpTo = upTo;
+        flushing = undefined;
+      },
+      (err: unknown) => {
+        flushError ??= { err };
+        flushing = undefined;
+      },
+    );
+  };
   for (;;) {
     const n = await reading;
     if (n === 0) break;
+    if (signal?.aborted) await flushing;
     signal?.throwIfAborted();
     const chunk = buffers[which]!.subarray(0, n);
     position += n;
     which ^= 1;
-    reading = source.read(buffers[which]!, 0, COPY_CHUNK_BYTES, position);
+    reading = issueRead();
     const writing = out ? writeAll(out, chunk) : undefined;
+    writing?.catch(() => undefined); // awaited below; same reason as the reads
     hash.update(chunk);
     validator.update(chunk);
     const early = validator.earlyError;
     if (early) {
-      await Promise.allSettled([reading, writing]);
+      await Promise.allSettled([reading, writing, flushing]);
       throw early; // not an RDB at all: don't copy the rest of it
     }
     try {
       await writing;
+      if (flushError) throw flushError.err;
     } catch (err) {
-      await reading.catch(() => undefined); // don't leave a read racing the cleanup
+      await Promise.allSettled([reading, flushing]); // don't leave a read or an fsync racing the cleanup
       throw err;
     }
+    if (out && !flushing && position >= WRITEBACK_START_BYTES && position - flushedUpTo >= WRITEBACK_STEP_BYTES) startFlush(position);
   }
+  await flushing;
+  if (flushError) throw flushError.err;
   return { bytes: position, sha256: hash.digest('hex'), rdb: validator.finish() };
 }
 
@@ -104,8 +145,7 @@ async function writeAll(out: Handle, chunk: Uint8Array): Promise<void> {
 }
 
 async function hashFile(fs: FileSystem, path: string): Promise<string> {
-  const handle = await fs.open(path, 'read-nofollow');
-  try {
+  return closeAfter(await fs.open(path, 'read-nofollow'), async (handle) => {
     const hash = createHash('sha256');
     const buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
     for (let position = 0; ; ) {
@@ -115,9 +155,7 @@ async function hashFile(fs: FileSystem, path: string): Promise<string> {
       position += n;
     }
     return hash.digest('hex');
-  } finally {
-    await handle.close();
-  }
+  });
 }
 
 /** The bytes to keep free beyond the snapshot: archive.min_free, default 5% of the filesystem or 1 GiB, whichever is smaller. */
@@ -153,7 +191,13 @@ async function openSource(fs: FileSystem, path: string): Promise<{ handle: Handl
     if (code === 'ELOOP') throw new SourceUnavailableError(path, 'is a symlink: point source.rdb at the real file');
     throw err;
   }
-  const info = await handle.stat();
+  let info: FileInfo;
+  try {
+    info = await handle.stat();
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    throw err;
+  }
   const wrongKind = describeSourceKind(info);
   if (wrongKind) {
     await handle.close();
@@ -194,7 +238,7 @@ async function readNodes(
     }
     throw err;
   }
-  try {
+  return closeAfter(handle, async () => {
     const info = await handle.stat();
     if (info.kind !== 'file') throw new SourceUnavailableError(path, describeSourceKind(info)!);
     const data = Buffer.alloc(info.size);
@@ -210,9 +254,7 @@ async function readNodes(
       log.warn({ path, bytes: offset }, w);
     }
     return { data: data.subarray(0, offset), info };
-  } finally {
-    await handle.close();
-  }
+  });
 }
 
 /**
@@ -235,6 +277,9 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
   try {
     // The worker names the event, from the descriptor it actually copies.
     const ts = timestampFromMs(before.mtimeMs);
+    if (parseTimestamp(ts) === undefined) {
+      throw new SourceUnavailableError(job.sourceRdb, `has the mtime ${new Date(before.mtimeMs).toISOString()}, outside the years 0000-9999 an archive name can hold; fix the clock, then touch the file`);
+    }
     const finalOf = (dir: string, kind: EventFileKind) => join(dir, eventFileName(kind, ts));
 
     // An event with this timestamp may exist already (lost state, a crash after
@@ -251,7 +296,10 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
     // A file rewritten in place mid-copy can look corrupt: that is "try again", not "invalid".
     const changedError = async (bytesRead?: number): Promise<TryAgainError | undefined> => {
       const after = await source.stat();
-      if (sameIdentity(identityOf(after), identityOf(before)) && (bytesRead === undefined || bytesRead === before.size)) return undefined;
+      // A write puts the ctime forward even when the mtime is put back (cp -p over the file). A
+      // file that was unlinked (nlink 0: Redis renamed a new dump over it) can no longer change.
+      const rewritten = after.ctimeNs !== before.ctimeNs && after.nlink > 0;
+      if (sameIdentity(identityOf(after), identityOf(before)) && !rewritten && (bytesRead === undefined || bytesRead === before.size)) return undefined;
       return new TryAgainError('source-changed', job.sourceRdb,
         `${job.sourceRdb} was modified in place during the copy (size ${before.size} -> ${after.size}${bytesRead === undefined ? '' : `, ${bytesRead} bytes read`}); nothing archived, the next run retries`);
     };
@@ -274,14 +322,12 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
       if (available < needed) throw new InsufficientSpaceError(primary, needed, available);
       rdbTemp = tempPathFor(finalOf(primary, 'rdb'));
       temps.push(rdbTemp);
-      const out = await fs.open(rdbTemp, 'create-exclusive', instance.fileMode);
-      try {
+      pass = await closeAfter(await fs.open(rdbTemp, 'create-exclusive', instance.fileMode), async (out) => {
         await out.chmod(instance.fileMode);
-        pass = await pass1(out);
+        const result = await pass1(out);
         await out.sync();
-      } finally {
-        await out.close();
-      }
+        return result;
+      });
     }
 
     const changed = await changedError(pass.bytes);
@@ -334,11 +380,13 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
           await linkOrCopy(fs, log, from, finalPath, instance.fileMode, warnings);
         } else if (kind === 'rdb') {
           await publishNew(fs, rdbTemp!, finalPath);
+          temps.splice(temps.indexOf(rdbTemp!), 1); // published: nothing left to clean up
         } else if (companion) {
           const tmp = tempPathFor(finalPath);
           temps.push(tmp);
           await writeNewFile(fs, tmp, companion.data, instance.fileMode);
           await publishNew(fs, tmp, finalPath);
+          temps.splice(temps.indexOf(tmp), 1);
         } else {
           continue; // no nodes.conf for this event
         }
@@ -383,10 +431,8 @@ async function linkOrCopy(fs: FileSystem, log: Log, from: string, to: string, fi
   log.warn({ from, to }, w);
   const tmp = tempPathFor(to);
   try {
-    const input = await fs.open(from, 'read-nofollow');
-    try {
-      const out = await fs.open(tmp, 'create-exclusive', fileMode);
-      try {
+    await closeAfter(await fs.open(from, 'read-nofollow'), async (input) => {
+      await closeAfter(await fs.open(tmp, 'create-exclusive', fileMode), async (out) => {
         await out.chmod(fileMode);
         const buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
         for (let position = 0; ; ) {
@@ -396,12 +442,8 @@ async function linkOrCopy(fs: FileSystem, log: Log, from: string, to: string, fi
           position += n;
         }
         await out.sync();
-      } finally {
-        await out.close();
-      }
-    } finally {
-      await input.close();
-    }
+      });
+    });
     await publishNew(fs, tmp, to);
   } finally {
     await unlinkIfExists(fs, tmp).catch(() => undefined);

@@ -154,18 +154,36 @@ describe('acquireLock', () => {
     await lock.release();
   });
 
-  it('a takeover guard left by a killed run blocks once, is cleared when old, then the stale lock is taken over', async () => {
+  it('a takeover guard left by a killed run (dead pid) is removed at once and the stale lock taken over', async () => {
     writeForeignLock(deadPid);
     const guard = `${lockPath}.takeover`;
     writeFileSync(guard, JSON.stringify({ pid: deadPid, startedAt: 'x', command: 'once' }));
-    const old = (Date.now() - 60_000) / 1000;
-    utimesSync(guard, old, old);
-    const err = await rejection(acquireLock(fs, lockPath, 'once', 0o700));
-    expect(err).toBeInstanceOf(TryAgainError);
-    expect(existsSync(guard)).toBe(false);
     const lock = await acquireLock(fs, lockPath, 'once', 0o700);
     expect(readLock().pid).toBe(process.pid);
+    expect(stateEntries()).toEqual(['lock']);
     await lock.release();
+  });
+
+  it('an unreadable takeover guard is cleared once it is old, then the stale lock is taken over', async () => {
+    writeForeignLock(deadPid);
+    const guard = `${lockPath}.takeover`;
+    writeFileSync(guard, 'garbage');
+    const old = (Date.now() - 60_000) / 1000;
+    utimesSync(guard, old, old);
+    const lock = await acquireLock(fs, lockPath, 'once', 0o700);
+    expect(existsSync(guard)).toBe(false);
+    expect(readLock().pid).toBe(process.pid);
+    await lock.release();
+  });
+
+  it('a takeover guard of a live foreign run is left alone', async () => {
+    writeForeignLock(deadPid);
+    const guard = `${lockPath}.takeover`;
+    writeFileSync(guard, JSON.stringify({ pid: process.ppid, startedAt: 'x', command: 'once' }));
+    const err = await rejection(acquireLock(fs, lockPath, 'once', 0o700));
+    expect(err).toBeInstanceOf(TryAgainError);
+    expect(existsSync(guard)).toBe(true);
+    expect(readLock().pid).toBe(deadPid);
   });
 
   it('a fresh takeover guard (another run taking over right now) is left alone', async () => {

@@ -1,0 +1,209 @@
+/**
+ * Promise 6, clock trouble: the source mtime is in the future, moves
+ * backwards, or repeats (same second) with different content. Each case
+ * archives or reports clearly; a final name is never overwritten; retention
+ * never deletes the newest real snapshot because of a skewed timestamp.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { setupArchive, writeSnapshot, type ArchiveEnv, type RuleSpec } from '../helpers/snapshots.js';
+import { CLI_JS, Figures, runNode, stackTraceLines, type ProcResult } from './common.js';
+
+const figures = new Figures('clock', 'Clock trouble: future, backwards and repeated timestamps');
+afterAll(() => figures.write());
+
+interface OnceJson {
+  status: string;
+  snapshot: { ts: string; sha256: string } | null;
+  error?: { kind: string; message: string };
+}
+
+async function once(env: ArchiveEnv, ...extra: string[]): Promise<ProcResult & { json: OnceJson }> {
+  const r = await runNode(CLI_JS, ['once', '--json', ...extra, '-c', env.config]);
+  figures.trial();
+  figures.outcome(`exit ${r.code}`);
+  expect(stackTraceLines(r.stderr)).toEqual([]);
+  return { ...r, json: JSON.parse(r.stdout) as OnceJson };
+}
+
+/** A folder for the source on a filesystem that stores any 64-bit mtime (tmpfs; ext4 stops at 2446). */
+function wideTimeDir(): string | undefined {
+  try {
+    const dir = mkdtempSync('/dev/shm/rdb-archiver-rel-clock-');
+    made.push(dir);
+    const probe = join(dir, 'probe');
+    writeFileSync(probe, '');
+    utimesSync(probe, new Date('+010000-01-01T00:00:00Z'), new Date('+010000-01-01T00:00:00Z'));
+    return statSync(probe).mtime.getUTCFullYear() === 10000 ? dir : undefined;
+  } catch {
+    return undefined;
+  }
+}
+const made: string[] = [];
+afterAll(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Moves the source of `env` to a wide-time filesystem when the mtime needs it; false when none is available. */
+function sourceFor(env: ArchiveEnv, mtime: Date): boolean {
+  if (mtime.getUTCFullYear() <= 2400) return true;
+  const dir = wideTimeDir();
+  if (!dir) return false;
+  (env as { source: string }).source = join(dir, 'dump.rdb');
+  env.writeConfig({});
+  return true;
+}
+
+const rdbs = (env: ArchiveEnv, rule: string) => (existsSync(join(env.archive, rule)) ? readdirSync(join(env.archive, rule)).filter((n) => n.endsWith('.rdb')).sort() : []);
+const identity = (path: string) => {
+  const s = statSync(path);
+  return { ino: s.ino, size: s.size, mtimeMs: s.mtimeMs, sha: readFileSync(path).toString('base64').length + ':' + readFileSync(path).subarray(0, 64).toString('hex') };
+};
+
+describe('clock trouble', () => {
+  it('a source mtime far in the future is archived under that timestamp; later normal snapshots are archived and never pruned because of it', async () => {
+    const rules: RuleSpec[] = [{ name: 'last', count: 1 }, { name: 'hourly', every: 'hour', count: 1 }, { name: 'daily', every: 'day', count: 2 }];
+    const env = setupArchive({ rules });
+    figures.input('mtime in the future (2099)');
+    writeSnapshot(env.source, { seed: 'future', mtime: new Date('2099-01-01T00:00:00Z') });
+    const a = await once(env);
+    expect(a.code, a.stdout).toBe(0);
+    expect(a.json.snapshot?.ts).toBe('2099-01-01T00-00-00');
+
+    // The clock is fixed: the next snapshots have today's mtime, older than the future event.
+    const now = writeSnapshot(env.source, { seed: 'now', mtime: new Date('2025-06-01T12:00:00Z') });
+    const b = await once(env);
+    expect(b.code, b.stdout).toBe(0);
+    expect(b.json.snapshot?.ts).toBe('2025-06-01T12-00-00');
+    for (const rule of rules) expect(rdbs(env, rule.name), rule.name).toContain('dump-2025-06-01T12-00-00.rdb');
+
+    // Nothing changed: a later once and a prune must not delete the snapshot that is the source's current content.
+    const c = await once(env);
+    expect(c.code).toBe(0);
+    expect(c.json.status).toBe('unchanged');
+    const p = await runNode(CLI_JS, ['prune', '-c', env.config]);
+    figures.trial();
+    expect(p.code, p.stdout + p.stderr).toBe(0);
+    for (const rule of rules) {
+      expect(rdbs(env, rule.name), `${rule.name}: the current snapshot was pruned because of the future event`).toContain('dump-2025-06-01T12-00-00.rdb');
+      expect(readFileSync(join(env.archive, rule.name, 'dump-2025-06-01T12-00-00.rdb')).equals(now.bytes)).toBe(true);
+    }
+
+    // A newer real snapshot: the previous one may now go, the newest real one stays.
+    writeSnapshot(env.source, { seed: 'later', mtime: new Date('2025-06-01T13:00:00Z') });
+    const d = await once(env);
+    expect(d.code).toBe(0);
+    await runNode(CLI_JS, ['prune', '-c', env.config]);
+    for (const rule of rules) expect(rdbs(env, rule.name)).toContain('dump-2025-06-01T13-00-00.rdb');
+  });
+
+  it('an mtime moving backwards is archived (changed, not newer), including a step back into an hour that already has an event', async () => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 5 }, { name: 'hourly', every: 'hour', count: 5 }] });
+    figures.input('mtime moving backwards');
+    writeSnapshot(env.source, { seed: 'a', mtime: new Date('2025-06-01T12:30:00Z') });
+    expect((await once(env)).code).toBe(0);
+    writeSnapshot(env.source, { seed: 'b', mtime: new Date('2025-06-01T11:00:00Z') });
+    const back = await once(env);
+    expect(back.code, back.stdout).toBe(0);
+    expect(back.json.snapshot?.ts).toBe('2025-06-01T11-00-00');
+    writeSnapshot(env.source, { seed: 'c', mtime: new Date('2025-06-01T12:10:00Z') });
+    const again = await once(env);
+    expect(again.code, again.stdout).toBe(0);
+    expect(again.json.snapshot?.ts).toBe('2025-06-01T12-10-00');
+    expect(rdbs(env, 'last')).toEqual(['dump-2025-06-01T11-00-00.rdb', 'dump-2025-06-01T12-10-00.rdb', 'dump-2025-06-01T12-30-00.rdb']);
+    // The hourly rule keeps the newest by name in 12:00 (12:30), and the snapshot this run archived.
+    expect(rdbs(env, 'hourly')).toContain('dump-2025-06-01T12-30-00.rdb');
+    expect(rdbs(env, 'hourly')).toContain('dump-2025-06-01T12-10-00.rdb');
+  });
+
+  it('the same second with different content: exit 73, the existing event kept byte for byte, nothing else written; a later second archives', async () => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 5 }, { name: 'daily', every: 'day', count: 5 }] });
+    figures.input('same second, different content');
+    const first = writeSnapshot(env.source, { seed: 'first', mtime: new Date('2025-06-01T12:00:00.100Z') });
+    expect((await once(env)).code).toBe(0);
+    const before = ['last', 'daily'].map((r) => identity(join(env.archive, r, 'dump-2025-06-01T12-00-00.rdb')));
+    const sidecar = readFileSync(join(env.archive, 'last', 'dump-2025-06-01T12-00-00.sha256'), 'utf8');
+
+    writeSnapshot(env.source, { seed: 'second', mtime: new Date('2025-06-01T12:00:00.900Z') });
+    for (let i = 0; i < 2; i += 1) {
+      // Reported on every run until the source changes again; never overwritten.
+      const r = await once(env);
+      expect(r.code, r.stdout).toBe(73);
+      expect(r.json.error?.message).toMatch(/exists with different content.*kept the existing event/);
+      expect(['last', 'daily'].map((rule) => identity(join(env.archive, rule, 'dump-2025-06-01T12-00-00.rdb')))).toEqual(before);
+      expect(readFileSync(join(env.archive, 'last', 'dump-2025-06-01T12-00-00.sha256'), 'utf8')).toBe(sidecar);
+      expect(readFileSync(join(env.archive, 'last', 'dump-2025-06-01T12-00-00.rdb')).equals(first.bytes)).toBe(true);
+      for (const rule of ['last', 'daily']) expect(readdirSync(join(env.archive, rule)).filter((n) => n.startsWith('.tmp'))).toEqual([]);
+    }
+    writeSnapshot(env.source, { seed: 'third', mtime: new Date('2025-06-01T12:00:01Z') });
+    const ok = await once(env);
+    expect(ok.code, ok.stdout).toBe(0);
+    expect(ok.json.snapshot?.ts).toBe('2025-06-01T12-00-01');
+  });
+
+  it('a final name taken by a different file in another rule folder is never overwritten: exit 73 and no folder is written', async () => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 5 }, { name: 'daily', every: 'day', count: 5 }] });
+    figures.input('final name taken by a different file');
+    writeSnapshot(env.source, { seed: 'mine', mtime: new Date('2025-06-01T12:00:00Z') });
+    mkdirSync(join(env.archive, 'daily'), { recursive: true, mode: 0o700 });
+    const squatter = join(env.archive, 'daily', 'dump-2025-06-01T12-00-00.rdb');
+    writeFileSync(squatter, 'somebody else\'s file', { mode: 0o600 });
+    const before = identity(squatter);
+    const r = await once(env);
+    expect(r.code, r.stdout).toBe(73);
+    expect(r.json.error?.message).toContain(squatter);
+    expect(identity(squatter)).toEqual(before);
+    expect(readdirSync(join(env.archive, 'last'))).toEqual([]);
+  });
+
+  it('--force on an already archived source rewrites nothing (same inode, same bytes)', async () => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 5 }] });
+    figures.input('forced re-run of an archived source');
+    writeSnapshot(env.source, { seed: 'x', mtime: new Date('2025-06-01T12:00:00Z') });
+    expect((await once(env)).code).toBe(0);
+    const before = identity(join(env.archive, 'last', 'dump-2025-06-01T12-00-00.rdb'));
+    const r = await once(env, '--force');
+    expect(r.code).toBe(0);
+    expect(identity(join(env.archive, 'last', 'dump-2025-06-01T12-00-00.rdb'))).toEqual(before);
+  });
+
+  it.for([
+    ['the epoch', new Date(0), '1970-01-01T00-00-00'],
+    ['before the epoch', new Date('1969-07-20T20:17:40Z'), '1969-07-20T20-17-40'],
+    ['the last second of year 9999', new Date('9999-12-31T23:59:59Z'), '9999-12-31T23-59-59'],
+  ] as const)('an mtime at %s is archived under a name retention understands', async ([label, mtime, ts], ctx) => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 1 }] });
+    if (!sourceFor(env, mtime)) {
+      figures.note(`mtime at ${label}: skipped (no filesystem here stores it)`);
+      return ctx.skip();
+    }
+    figures.input(`mtime at ${label}`);
+    writeSnapshot(env.source, { seed: 'edge', mtime });
+    const r = await once(env);
+    expect(r.code, r.stdout).toBe(0);
+    expect(r.json.snapshot?.ts).toBe(ts);
+    // A later normal snapshot: the edge event is an ordinary event to retention (pruned by count 1).
+    writeSnapshot(env.source, { seed: 'normal', mtime: new Date('2025-06-01T12:00:00Z') });
+    expect((await once(env)).code).toBe(0);
+    const left = rdbs(env, 'last');
+    if (ts < '2025') expect(left).toEqual(['dump-2025-06-01T12-00-00.rdb']);
+    else expect(left).toEqual(['dump-2025-06-01T12-00-00.rdb', `dump-${ts}.rdb`]);
+  });
+
+  it('an mtime beyond year 9999 is refused with a clear error, not archived under a name nothing can read back', async (ctx) => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 1 }] });
+    const mtime = new Date('+010000-01-01T00:00:00Z');
+    if (!sourceFor(env, mtime)) {
+      figures.note('mtime beyond year 9999: skipped (no filesystem here stores it)');
+      return ctx.skip();
+    }
+    figures.input('mtime beyond year 9999');
+    writeSnapshot(env.source, { seed: 'far', mtime });
+    const r = await once(env);
+    expect(r.code, r.stdout).not.toBe(0);
+    expect(r.code).not.toBe(70);
+    expect(r.json.error?.message).toContain(env.source);
+    expect(rdbs(env, 'last')).toEqual([]);
+  });
+});

@@ -1,0 +1,194 @@
+/**
+ * Promise 4, concurrency: 32 `once` runs start at the same instant, mixed
+ * with `prune` runs (real CLI processes, released together by a barrier after
+ * loading). Afterwards there is exactly one new event, every exit code is 0
+ * or 75, and no process printed a stack trace. A stale lock left by a killed
+ * run is taken over, also when the takeover itself is killed half-way.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TryAgainError } from '../../src/errors.js';
+import { OSFS, TEMP_PREFIX } from '../../src/fs.js';
+import { acquireLock } from '../../src/lock.js';
+import type { FsCall } from '../helpers/faulty-fs.js';
+import { setupArchive, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
+import {
+  CLI_JS, CRASH_CHILD, FULL, Figures, REPO, assertBuilt, faultyFsModule, lanes, pool, reproduce, runNode, spread, stackTraceLines,
+} from './common.js';
+
+const figures = new Figures('concurrency', 'Concurrency: simultaneous runs and stale locks');
+const BARRIER = join(REPO, 'test/reliability/barrier.mjs');
+const RULES = [{ name: 'last', count: 5 }, { name: 'hourly', every: 'hour', count: 48 }];
+let faultyFs: string;
+/** The call number of the first write of the temp copy, in a run without a stale lock. */
+let firstTempWrite = 0;
+
+beforeAll(async () => {
+  assertBuilt();
+  faultyFs = faultyFsModule();
+  const probe = setupArchive({ rules: RULES });
+  writeSnapshot(probe.source, { seed: 'probe', mtime: new Date('2025-06-01T10:00:00Z'), size: 9 * 1024 * 1024 });
+  const logFile = join(probe.root, 'ops.json');
+  const r = await runNode(CRASH_CHILD, ['once', '-c', probe.config], { env: { RELIABILITY_FAULTY_FS: faultyFs, FAULT_LOG: logFile } });
+  expect(r.code, r.stderr).toBe(0);
+  const calls = (JSON.parse(readFileSync(logFile, 'utf8')) as { calls: FsCall[] }).calls;
+  firstTempWrite = calls.find((c) => c.op === 'write' && c.path.includes(TEMP_PREFIX) && c.path.endsWith('.rdb'))!.n;
+});
+afterAll(() => figures.write());
+
+/** Spawn options that hold a CLI process after loading until all `n` processes of the batch are loaded. */
+function barrier(n: number) {
+  const dir = mkdtempSync(join(tmpdir(), 'rdb-archiver-barrier-'));
+  return { nodeArgs: ['--import', BARRIER], env: { BARRIER_DIR: dir, BARRIER_N: String(n) }, timeoutMs: 300_000 };
+}
+
+const events = (env: ArchiveEnv, rule: string) => readdirSync(join(env.archive, rule)).filter((n) => n.endsWith('.rdb')).sort();
+const leftovers = (env: ArchiveEnv) => [
+  ...RULES.flatMap((r) => readdirSync(join(env.archive, r.name)).filter((n) => n.startsWith(TEMP_PREFIX)).map((n) => `${r.name}/${n}`)),
+  ...readdirSync(join(env.archive, '.rdb-archiver')).filter((n) => n !== 'state.json').map((n) => `.rdb-archiver/${n}`),
+];
+
+describe('simultaneous runs', () => {
+  it('32 once + 8 prune released at the same instant: exactly one new event, exit codes 0 or 75, no stack traces', async () => {
+    const rounds = FULL ? 3 : 1;
+    const failures: string[] = [];
+    const env = setupArchive({ rules: RULES });
+    writeSnapshot(env.source, { seed: 'before', mtime: new Date('2025-06-01T09:00:00Z'), size: 1024 * 1024 });
+    expect((await runNode(CLI_JS, ['once', '-c', env.config])).code).toBe(0);
+    for (let round = 0; round < rounds; round += 1) {
+      const snap = writeSnapshot(env.source, { seed: `round-${round}`, mtime: new Date(Date.UTC(2025, 5, 1, 10 + round)), size: 24 * 1024 * 1024 });
+      const before = RULES.map((r) => events(env, r.name));
+      // 32 once and 8 prune, interleaved.
+      const commands = Array.from({ length: 40 }, (_, i) => (i % 5 === 4 ? ['prune', '--json'] : ['once', '--json']));
+      const gate = barrier(commands.length);
+      const results = await Promise.all(commands.map((cmd) => runNode(CLI_JS, [...cmd, '-c', env.config], gate)));
+      rmSync(gate.env.BARRIER_DIR, { recursive: true, force: true });
+      figures.trial(results.length);
+      const released = results.map((r) => Number(/released at (\d+)/.exec(r.stderr)?.[1] ?? NaN));
+      const allReady = results.filter((r) => new RegExp(`barrier: ${commands.length} of ${commands.length} ready`).test(r.stderr)).length;
+      figures.note(`round ${round + 1}: ${allReady} of ${results.length} processes saw all ${commands.length} loaded and waiting at the barrier; they were released within ${Math.max(...released) - Math.min(...released)} ms of each other`);
+      const problems: string[] = [];
+      results.forEach((r, i) => {
+        const cmd = commands[i]![0]!;
+        figures.outcome(`${cmd} exit ${r.code}`);
+        if (r.code !== 0 && r.code !== 75) problems.push(`${cmd} #${i} exited ${r.code} ${r.signal ?? ''}: ${r.stdout.slice(0, 200)} ${r.stderr.slice(0, 300)}`);
+        const traces = stackTraceLines(r.stderr + r.stdout);
+        if (traces.length > 0) problems.push(`${cmd} #${i} printed a stack trace: ${traces[0]}`);
+        if (r.code === 75) {
+          const out = JSON.parse(r.stdout) as { error?: { kind?: string; message?: string } } | { errors?: Array<{ kind?: string }> };
+          const kind = 'error' in out ? out.error?.kind : (out as { errors?: Array<{ kind?: string }> }).errors?.[0]?.kind;
+          if (kind !== 'locked') problems.push(`${cmd} #${i} exited 75 for another reason: ${r.stdout.slice(0, 200)}`);
+        }
+      });
+      const archived = results.filter((r, i) => commands[i]![0] === 'once' && r.code === 0 && (JSON.parse(r.stdout) as { status: string }).status === 'archived');
+      if (archived.length !== 1) problems.push(`${archived.length} runs archived, expected exactly 1`);
+      RULES.forEach((r, i) => {
+        const added = events(env, r.name).filter((n) => !before[i]!.includes(n));
+        if (added.length !== 1) problems.push(`${r.name}: ${added.length} new events (${added.join(', ')}), expected exactly 1`);
+        for (const name of added) {
+          const bytes = readFileSync(join(env.archive, r.name, name));
+          if (!bytes.equals(snap.bytes)) problems.push(`${r.name}/${name} differs from the source`);
+        }
+      });
+      if (leftovers(env).length > 0) problems.push(`left over: ${leftovers(env).join(', ')}`);
+      figures.check(`round ${round + 1}`, problems);
+      failures.push(...problems.map((p) => `round ${round + 1}: ${p}`));
+    }
+    expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
+  }, 600_000);
+});
+
+describe('once and prune', () => {
+  it('a once that finds a prune holding the lock waits for it and then runs; a once that finds a once gives up at once (75)', async () => {
+    const env = setupArchive({ rules: RULES });
+    const lockPath = join(env.archive, '.rdb-archiver', 'lock');
+    const fs = new OSFS();
+    const prune = await acquireLock(fs, lockPath, 'prune', 0o700);
+    const started = Date.now();
+    const waiting = acquireLock(fs, lockPath, 'once', 0o700, { waitFor: ['prune'], waitMs: 10_000 });
+    setTimeout(() => void prune.release(), 300);
+    const held = await waiting;
+    figures.trial();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    const blocked = await acquireLock(fs, lockPath, 'once', 0o700, { waitFor: ['prune'], waitMs: 10_000 }).then(() => 'acquired', (err: Error) => err);
+    figures.trial();
+    expect(blocked).toBeInstanceOf(TryAgainError);
+    await held.release();
+  });
+});
+
+describe('stale locks', () => {
+  /** Starts `once` on a big source and SIGKILLs it once its temp copy exists: a lock and a temp are left behind. */
+  async function killedMidCopy(env: ArchiveEnv): Promise<void> {
+    // Deterministic: the crash child kills itself at its first write of the temp copy.
+    const r = await runNode(CRASH_CHILD, ['once', '-c', env.config], { env: { RELIABILITY_FAULTY_FS: faultyFs, FAULT_KILL_AT: String(firstTempWrite) } });
+    expect(r.signal).toBe('SIGKILL');
+    expect(existsSync(join(env.archive, '.rdb-archiver', 'lock'))).toBe(true);
+  }
+
+  it('a lock left by a killed run is taken over by the next run, which archives and cleans up', async () => {
+    const env = setupArchive({ rules: RULES });
+    const snap = writeSnapshot(env.source, { seed: 'x', mtime: new Date('2025-06-01T10:00:00Z'), size: 9 * 1024 * 1024 });
+    await killedMidCopy(env);
+    const r = await runNode(CLI_JS, ['once', '--json', '-c', env.config]);
+    figures.trial();
+    figures.input('stale lock of a killed run');
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { status: string }).status).toBe('archived');
+    for (const rule of RULES) expect(readFileSync(join(env.archive, rule.name, 'dump-2025-06-01T10-00-00.rdb')).equals(snap.bytes)).toBe(true);
+    expect(leftovers(env)).toEqual([]);
+  }, 120_000);
+
+  it('16 runs racing for the same stale lock: one takes it over, the rest exit 0 or 75, no stack traces', async () => {
+    const env = setupArchive({ rules: RULES });
+    writeSnapshot(env.source, { seed: 'y', mtime: new Date('2025-06-01T10:00:00Z'), size: 9 * 1024 * 1024 });
+    await killedMidCopy(env);
+    const gate = barrier(16);
+    const results = await Promise.all(Array.from({ length: 16 }, () => runNode(CLI_JS, ['once', '--json', '-c', env.config], gate)));
+    rmSync(gate.env.BARRIER_DIR, { recursive: true, force: true });
+    figures.trial(results.length);
+    for (const r of results) {
+      figures.outcome(`once exit ${r.code} (stale-lock race)`);
+      expect([0, 75], r.stdout + r.stderr).toContain(r.code);
+      expect(stackTraceLines(r.stderr)).toEqual([]);
+    }
+    const archived = results.filter((r) => r.code === 0 && (JSON.parse(r.stdout) as { status: string }).status === 'archived');
+    expect(archived).toHaveLength(1);
+    for (const rule of RULES) expect(events(env, rule.name)).toEqual(['dump-2025-06-01T10-00-00.rdb']);
+    expect(leftovers(env)).toEqual([]);
+  }, 180_000);
+
+  it('a run killed at any call of its own stale-lock takeover still leaves the next run able to finish (exit 0)', async () => {
+    // Count the calls of a takeover run, on a copy of the same situation.
+    const probe = setupArchive({ rules: RULES });
+    writeSnapshot(probe.source, { seed: 'z', mtime: new Date('2025-06-01T10:00:00Z'), size: 1024 * 1024 });
+    await killedMidCopy(probe);
+    const logFile = join(probe.root, 'takeover.json');
+    const counted = await runNode(CRASH_CHILD, ['once', '-c', probe.config], { env: { RELIABILITY_FAULTY_FS: faultyFs, FAULT_LOG: logFile } });
+    expect(counted.code, counted.stderr).toBe(0);
+    const calls = (JSON.parse(readFileSync(logFile, 'utf8')) as { calls: FsCall[] }).calls;
+    const lockCalls = calls.slice(0, calls.findIndex((c) => c.path.endsWith('state.json'))).map((c) => c.n);
+    figures.note(`a stale-lock takeover makes ${lockCalls.length} filesystem calls before the state is read; a run was killed before each of them`);
+    const failures: string[] = [];
+    await pool(FULL ? lockCalls : spread(lockCalls, 6), lanes(), async (n) => {
+      const e = setupArchive({ rules: RULES });
+      const snap = writeSnapshot(e.source, { seed: 'z', mtime: new Date('2025-06-01T10:00:00Z'), size: 1024 * 1024 });
+      await killedMidCopy(e);
+      const killed = await runNode(CRASH_CHILD, ['once', '-c', e.config], { env: { RELIABILITY_FAULTY_FS: faultyFs, FAULT_KILL_AT: String(n) } });
+      figures.trial();
+      figures.fault('SIGKILL');
+      figures.phase('during a stale-lock takeover');
+      const next = await runNode(CLI_JS, ['once', '-c', e.config]);
+      const problems: string[] = [];
+      if (killed.signal !== 'SIGKILL') problems.push(`not killed at call ${n} (exit ${killed.code})`);
+      if (next.code !== 0) problems.push(`the next run exited ${next.code}: ${next.stdout.trim()}`);
+      else if (!readFileSync(join(e.archive, 'last', 'dump-2025-06-01T10-00-00.rdb')).equals(snap.bytes)) problems.push('the event is not complete');
+      if (leftovers(e).length > 0) problems.push(`left over: ${leftovers(e).join(', ')}`);
+      figures.check(`kill at call ${n} of a takeover (${calls[n - 1]?.op} ${calls[n - 1]?.path})`, problems);
+      if (problems.length) failures.push(`kill at call ${n} (${calls[n - 1]?.op} ${calls[n - 1]?.path}): ${problems.join('; ')}`);
+    });
+    expect(failures, failures.join('\n')).toEqual([]);
+  }, 300_000);
+});
