@@ -16,7 +16,7 @@ import { ruleDir } from './config.js';
 import { contextFor, formatBytes, printResults } from './context.js';
 import { errorReport, type ErrorReport } from './cycle.js';
 import { ArchiverError, ConfigError, ExitCode, InvalidSnapshotError, type ExitCodeValue } from './errors.js';
-import { errorCode, type FileInfo, type FileSystem } from './fs.js';
+import { errorCode, readFromStart, type FileInfo, type FileSystem } from './fs.js';
 import type { Log } from './log.js';
 import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo } from './rdb.js';
 import { scanFolder, type FolderEvent } from './retention.js';
@@ -207,15 +207,9 @@ export class FileChecker {
           return { bytes: info.size, ioError: (err as Error).message };
         }
       }
-      const data = Buffer.alloc(info.size);
-      let offset = 0;
-      while (offset < data.length) {
-        const n = await handle.read(data, offset, data.length - offset, offset);
-        if (n === 0) break;
-        offset += n;
-      }
-      this.bytesRead += offset;
-      return { bytes: offset, sha256: createHash('sha256').update(data.subarray(0, offset)).digest('hex') };
+      const data = await readFromStart(handle, info.size);
+      this.bytesRead += data.length;
+      return { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
     } catch (err) {
       return { bytes: 0, ioError: (err as Error).message };
     } finally {

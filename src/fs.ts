@@ -305,6 +305,28 @@ export function errorCode(err: unknown): string | undefined {
   return typeof e?.code === 'string' ? e.code : undefined;
 }
 
+/** lstat, or undefined when the path does not exist. */
+export async function lstatIfExists(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
+  try {
+    return await fs.lstat(path);
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** Reads up to `size` bytes from the start of an open file; the result is shorter if the file is. */
+export async function readFromStart(handle: Handle, size: number): Promise<Buffer> {
+  const data = Buffer.alloc(size);
+  let offset = 0;
+  while (offset < data.length) {
+    const n = await handle.read(data, offset, data.length - offset, offset);
+    if (n === 0) break;
+    offset += n;
+  }
+  return data.subarray(0, offset);
+}
+
 export async function exists(fs: FileSystem, path: string): Promise<boolean> {
   try {
     await fs.lstat(path);

@@ -31,7 +31,7 @@ import type { InstanceConfig } from './config.js';
 import { contextFor, formatBytes, printResults } from './context.js';
 import { errorReport, type ErrorReport } from './cycle.js';
 import { ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from './errors.js';
-import { errorCode, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from './fs.js';
+import { errorCode, lstatIfExists, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from './fs.js';
 import type { Log } from './log.js';
 import type { RdbInfo } from './rdb.js';
 import { eventFileName, type Timestamp } from './timestamp.js';
@@ -144,10 +144,10 @@ interface Target {
 /** Resolves --to / --nodes-to: an existing folder gets `defaultName` inside it; the folder must exist. */
 async function resolveTarget(fs: FileSystem, option: string, text: string, defaultName: string, force: boolean): Promise<Target> {
   let path = resolve(text);
-  let info = await lstatOrUndefined(fs, path);
+  let info = await lstatIfExists(fs, path);
   if (info?.kind === 'dir') {
     path = join(path, defaultName);
-    info = await lstatOrUndefined(fs, path);
+    info = await lstatIfExists(fs, path);
   }
   const dir = dirname(path);
   const dirInfo = await statOrUndefined(fs, dir);
@@ -161,14 +161,6 @@ async function resolveTarget(fs: FileSystem, option: string, text: string, defau
   return { path, dir, exists: info !== undefined };
 }
 
-async function lstatOrUndefined(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
-  try {
-    return await fs.lstat(path);
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return undefined;
-    throw err;
-  }
-}
 
 async function statOrUndefined(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
   try {
@@ -333,7 +325,7 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
     let used: EventLocation | undefined;
     for (const loc of locations) {
       const rdbPath = join(loc.dir, eventFileName('rdb', loc.ts));
-      const info = await lstatOrUndefined(fs, rdbPath);
+      const info = await lstatIfExists(fs, rdbPath);
       if (!info) continue; // pruned since the scan
       const key = `${info.dev}:${info.ino}`;
       if (seen.has(key)) continue;

@@ -15,7 +15,7 @@ import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
 import { ConflictError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
 import type { FileInfo, FileSystem, Handle } from './fs.js';
-import { closeAfter, ensureDir, errorCode, publishNew, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
+import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
 import type { Log } from './log.js';
 import { RdbValidator, type RdbInfo } from './rdb.js';
 import type { SourceIdentity } from './state.js';
@@ -172,14 +172,6 @@ export function sidecarText(ts: Timestamp, rdbSha: string, nodesSha?: string): s
   return text;
 }
 
-async function lstatOrUndefined(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
-  try {
-    return await fs.lstat(path);
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return undefined;
-    throw err;
-  }
-}
 
 async function openSource(fs: FileSystem, path: string): Promise<{ handle: Handle; info: FileInfo }> {
   let handle: Handle;
@@ -241,19 +233,13 @@ async function readNodes(
   return closeAfter(handle, async () => {
     const info = await handle.stat();
     if (info.kind !== 'file') throw new SourceUnavailableError(path, describeSourceKind(info)!);
-    const data = Buffer.alloc(info.size);
-    let offset = 0;
-    while (offset < data.length) {
-      const n = await handle.read(data, offset, data.length - offset, offset);
-      if (n === 0) break;
-      offset += n;
-    }
-    if (offset !== info.size || !/\nvars |^vars /.test(data.toString('utf8'))) {
+    const data = await readFromStart(handle, info.size);
+    if (data.length !== info.size || !/\nvars |^vars /.test(data.toString('utf8'))) {
       const w = `nodes.conf ${path} looks incomplete (no "vars" line or short read); archived as found`;
       warnings.push(w);
-      log.warn({ path, bytes: offset }, w);
+      log.warn({ path, bytes: data.length }, w);
     }
-    return { data: data.subarray(0, offset), info };
+    return { data, info };
   });
 }
 
@@ -286,7 +272,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
     // the rename, a same-second save): then hash instead of copying.
     let existingRdb: string | undefined;
     for (const { dir } of dirs) {
-      const info = await lstatOrUndefined(fs, finalOf(dir, 'rdb'));
+      const info = await lstatIfExists(fs, finalOf(dir, 'rdb'));
       if (info) {
         if (info.kind !== 'file') throw new ConflictError(finalOf(dir, 'rdb'), 'exists and is not a regular file; refusing to touch it');
         existingRdb ??= finalOf(dir, 'rdb');
@@ -355,7 +341,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
     for (const { dir } of dirs) {
       for (const kind of ['nodes', 'sha256', 'rdb'] as const) {
         const path = finalOf(dir, kind);
-        const info = await lstatOrUndefined(fs, path);
+        const info = await lstatIfExists(fs, path);
         if (!info) {
           missing.add(path);
           continue;
