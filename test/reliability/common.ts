@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import ts from 'typescript';
 import { afterEach } from 'vitest';
+import { prng } from '../helpers/rdb-builder.js';
 import { spawn } from 'node:child_process';
 
 /** `npm run test:reliability` sets this: the full-size figure run. `npm test` runs a deterministic subset. */
@@ -24,16 +25,9 @@ function parseSeed(text: string | undefined): number | undefined {
 /** The suite's seed: RELIABILITY_SEED, else a fixed default so every run tries the same cases. */
 export const SEED = parseSeed(process.env.RELIABILITY_SEED) ?? 20250601;
 
-/** Deterministic PRNG (mulberry32): floats in [0, 1). Each suite derives its own stream from SEED. */
+/** Deterministic PRNG (the builder's mulberry32): floats in [0, 1). Each suite derives its own stream from SEED. */
 export function rng(seed: number, stream: string): () => number {
-  let a = (seed ^ Number.parseInt(createHash('sha256').update(stream).digest('hex').slice(0, 8), 16)) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return prng((seed ^ Number.parseInt(createHash('sha256').update(stream).digest('hex').slice(0, 8), 16)) >>> 0);
 }
 
 // Every failed test of the suite prints the seed that reproduces it.
