@@ -164,8 +164,8 @@ export async function runOnce(
       recordFailure(state, err);
     }
     // Hooks run under the lock, after archive and retention; they never change the report.
-    if (!options.dryRun) await runCycleHooks({ log, signal: deps.signal }, instance, state, report);
     if (!options.dryRun) {
+      await runCycleHooks({ log, signal: deps.signal }, instance, state, report);
       state.lastRun = {
         at: new Date(started).toISOString(),
         result: report.status,

@@ -8,24 +8,10 @@ import { describe, expect, it } from 'vitest';
 import { jsonOf, logLines, runCli } from '../helpers/cli.js';
 import { NODES_CONF, writeEvent } from '../helpers/events.js';
 import { setupArchive, writeSnapshot } from '../helpers/snapshots.js';
+import type { RestoreReport } from '../../src/restore.js';
 
-interface RestoreJson {
-  status: string;
-  ts: string | null;
-  rule: string | null;
-  from: string | null;
-  to: string | null;
-  bytes: number;
-  sha256: string | null;
-  redisVersion: string | null;
-  ctime: string | null;
-  nodes: { from: string; to: string | null } | null;
-  replaced: string[];
-  warnings: string[];
-  steps: string[];
-  error?: { kind: string; message: string; exitCode: number };
-  exitCode: number;
-}
+/** What `restore --json` prints: the report without its instance name. */
+type RestoreJson = Omit<RestoreReport, 'instance'>;
 
 describe('rdb-archiver restore', () => {
   it('restores latest: verified, mode 0600, no temp file left, and prints the steps to load it into Redis', async () => {
