@@ -1,33 +1,69 @@
 // `npm run build`: type-check and emit dist/ with tsc (the modules tests and
-// scripts import), then bundle the CLI entry into dist/cli.js with esbuild.
+// scripts import), then bundle the CLI into dist/cli.bundle.cjs with esbuild,
+// install the loader as dist/cli.js and save V8's code cache of the bundle.
 //
 // Why a bundle: a cron run that finds nothing to do is mostly Node start-up,
 // and resolving + reading ~100 module files of commander, yaml and zod costs
-// more than the work itself. One file (plus lazily loaded chunks, e.g. croner
-// for `daemon`) starts in a fraction of the time. pino stays external: it is
+// more than the work itself. One file starts in a fraction of the time.
+//
+// Why CommonJS and a code cache: Node 20 has no compile cache for modules,
+// but node:vm compiles a script from a V8 code cache, and compiling the
+// bundle from source was the largest part of what was left (see
+// scripts/cli-loader.mjs). A script cannot contain `import`, hence CommonJS;
+// croner (only for `daemon`) is bundled in, pino stays external: it is
 // required on the first log line only (src/log.ts).
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { copyFileSync, chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
 
-rmSync('dist', { recursive: true, force: true });
+const DIST = resolve('dist');
+rmSync(DIST, { recursive: true, force: true });
 execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json'], { stdio: 'inherit' });
 
+const buildId = `// rdb-archiver build ${randomUUID()}`;
 await build({
-  entryPoints: { cli: 'src/cli.ts' },
-  outdir: 'dist',
+  entryPoints: ['src/cli.ts'],
+  outfile: join(DIST, 'cli.bundle.cjs'),
   bundle: true,
-  splitting: true,
-  format: 'esm',
+  format: 'cjs',
   platform: 'node',
   target: 'node20',
-  chunkNames: 'chunks/[name]-[hash]',
   external: ['pino'],
   minifyWhitespace: true,
   minifySyntax: true,
   sourcemap: true,
   legalComments: 'linked',
-  // Bundled CommonJS packages (commander, yaml) call require() for Node built-ins.
-  banner: { js: "import { createRequire as __rdbCreateRequire } from 'node:module'; const require = __rdbCreateRequire(import.meta.url);" },
+  // The loader checks the first line against the cache's header.
+  banner: { js: `${buildId}\nvar __rdbImportMetaUrl = require('node:url').pathToFileURL(__filename).href;` },
+  define: { 'import.meta.url': '__rdbImportMetaUrl' },
+  // import() in a vm.Script needs a loader hook that Node 20.0-20.11 lacks:
+  // let esbuild turn the lazy imports (node:readline, croner) into require().
+  supported: { 'dynamic-import': false },
   logLevel: 'warning',
 });
+const bundle = readFileSync(join(DIST, 'cli.bundle.cjs'), 'utf8');
+if (!bundle.startsWith(`${buildId}\n`)) throw new Error('build: the bundle does not start with its build id');
+if (/\bimport\(/.test(bundle)) throw new Error('build: the bundle contains a dynamic import(), which a vm.Script cannot run');
+
+// dist/cli.js (tsc's output of src/cli.ts) becomes the loader.
+copyFileSync('scripts/cli-loader.mjs', join(DIST, 'cli.js'));
+chmodSync(join(DIST, 'cli.js'), 0o755);
+
+// Save the code cache after a real run of the no-change path, the one cron
+// repeats every minute: first archive the demo dump, then run again.
+const scratch = mkdtempSync(join(tmpdir(), 'rdb-archiver-build-'));
+try {
+  copyFileSync('examples/data/dump.rdb', join(scratch, 'dump.rdb'));
+  const rules = ['hour', 'day', 'week', 'month'].map((every) => `  - { name: ${every}ly, every: ${every}, count: 2 }`).join('\n');
+  writeFileSync(join(scratch, 'config.yaml'), `source:\n  rdb: ${join(scratch, 'dump.rdb')}\narchive:\n  dir: ${join(scratch, 'archive')}\nstate: ${join(scratch, 'state.json')}\nrules:\n${rules}\n`);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RDB_ARCHIVER_')));
+  const once = (extra = {}) => execFileSync(process.execPath, [join(DIST, 'cli.js'), 'once', '-c', join(scratch, 'config.yaml')], { env: { ...env, ...extra }, stdio: 'ignore' });
+  once();
+  once({ RDB_ARCHIVER_WRITE_CODE_CACHE: join(DIST, 'cli.bundle.cache') });
+  if (statSync(join(DIST, 'cli.bundle.cache')).size < 1024) throw new Error('build: the code cache is empty');
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}

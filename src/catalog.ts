@@ -8,7 +8,6 @@
  *    per file (copyPass: sha256 and the RDB CRC together), and reads each
  *    inode once: hard-linked copies in several rule folders cost one read.
  */
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { InstanceConfig, Rule } from './config.js';
@@ -20,6 +19,7 @@ import { errorCode, readFromStart, type FileInfo, type FileSystem } from './fs.j
 import type { Log } from './log.js';
 import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo } from './rdb.js';
 import { scanFolder, type FolderEvent } from './retention.js';
+import { sha256Hex } from './sha256.js';
 import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from './timestamp.js';
 import { copyPass } from './worker.js';
 
@@ -209,7 +209,7 @@ export class FileChecker {
       }
       const data = await readFromStart(handle, info.size);
       this.bytesRead += data.length;
-      return { bytes: data.length, sha256: createHash('sha256').update(data).digest('hex') };
+      return { bytes: data.length, sha256: sha256Hex(data) };
     } catch (err) {
       return { bytes: 0, ioError: (err as Error).message };
     } finally {

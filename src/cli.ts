@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * The command line: parses arguments, loads the config, runs a command, and
  * turns its report into stdout (human summary or one JSON object), pino logs
@@ -152,5 +151,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const code = await main(process.argv);
-process.exitCode = code;
+// Not a top-level await: the published CLI is a CommonJS bundle (see scripts/build.mjs).
+void main(process.argv).then((code) => {
+  process.exitCode = code;
+});

@@ -20,7 +20,6 @@
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
@@ -97,13 +96,15 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 /** Runs one hook to completion (or until its timeout). Never throws. */
-export function runHook(
+export async function runHook(
   deps: HookDeps,
   instance: InstanceConfig,
   hook: HookName,
   argv: string[],
   vars: HookVars,
 ): Promise<HookResult> {
+  // Loaded here, not at start-up: most runs have no hooks.
+  const { createInterface } = await import('node:readline');
   const log = deps.log.child({ hook });
   const started = Date.now();
   const timeoutMs = instance.hooks.timeoutMs;

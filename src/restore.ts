@@ -12,7 +12,6 @@
  * event is bad and another rule folder holds an independent copy (another
  * inode), that copy is used instead, with a warning.
  */
-import { createHash } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import {
@@ -34,6 +33,7 @@ import { ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSn
 import { errorCode, lstatIfExists, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from './fs.js';
 import type { Log } from './log.js';
 import type { RdbInfo } from './rdb.js';
+import { sha256Hex } from './sha256.js';
 import { eventFileName, type Timestamp } from './timestamp.js';
 import { copyPass } from './worker.js';
 
@@ -228,7 +228,7 @@ async function stageCopy(
       if (errorCode(err) !== 'ENOENT') throw err;
       throw new InvalidSnapshotError(rdbPath, `missing companion ${nodesName}: it disappeared`);
     }
-    const sha = createHash('sha256').update(data).digest('hex');
+    const sha = sha256Hex(data);
     if (sha !== expected.get(nodesName)) {
       throw new InvalidSnapshotError(rdbPath, `sha256 mismatch: ${nodesName}: ${sidecarName} says ${expected.get(nodesName)}, the file has ${sha}`);
     }

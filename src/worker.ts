@@ -9,7 +9,6 @@
  * A final name therefore only ever names a complete, verified file, and the
  * .rdb (which makes an event count) appears after its companions.
  */
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
@@ -18,6 +17,7 @@ import type { FileInfo, FileSystem, Handle } from './fs.js';
 import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
 import type { Log } from './log.js';
 import { RdbValidator, type RdbInfo } from './rdb.js';
+import { createSha256, sha256Hex } from './sha256.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
 import { type EventFileKind, type Timestamp, eventFileName, parseTimestamp, timestampFromMs } from './timestamp.js';
@@ -77,7 +77,7 @@ export async function copyPass(
   out: Handle | undefined,
   signal?: AbortSignal,
 ): Promise<PassResult> {
-  const hash = createHash('sha256');
+  const hash = createSha256();
   const validator = new RdbValidator(sourcePath);
   const buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
   let position = 0;
@@ -146,7 +146,7 @@ async function writeAll(out: Handle, chunk: Uint8Array): Promise<void> {
 
 async function hashFile(fs: FileSystem, path: string): Promise<string> {
   return closeAfter(await fs.open(path, 'read-nofollow'), async (handle) => {
-    const hash = createHash('sha256');
+    const hash = createSha256();
     const buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
     for (let position = 0; ; ) {
       const n = await handle.read(buffer, 0, buffer.length, position);
@@ -324,7 +324,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
     }
 
     const nodes = instance.sourceNodes ? await readNodes(fs, instance.sourceNodes, log, warnings) : undefined;
-    const nodesSha = nodes ? createHash('sha256').update(nodes.data).digest('hex') : undefined;
+    const nodesSha = nodes ? sha256Hex(nodes.data) : undefined;
     const companions: Companion[] = [];
     if (nodes) companions.push({ kind: 'nodes', data: nodes.data });
     companions.push({ kind: 'sha256', data: Buffer.from(sidecarText(ts, pass.sha256, nodesSha)) });
