@@ -19,7 +19,7 @@
  */
 
 import { open, type FileHandle } from 'node:fs/promises';
-import { Crc64 } from './crc64.js';
+import { borrowPassBuffers, Crc64, type PassBuffers } from './crc64.js';
 import { InvalidSnapshotError, fsError } from './errors.js';
 
 export interface RdbAux {
@@ -597,6 +597,7 @@ export async function validateRdbFile(path: string): Promise<RdbInfo> {
     throw fsError('open', path, err);
   }
   let reading: Promise<number> | undefined;
+  let lent: PassBuffers | undefined;
   try {
     let size = READ_CHUNK;
     try {
@@ -605,7 +606,8 @@ export async function validateRdbFile(path: string): Promise<RdbInfo> {
       throw fsError('fstat', path, err);
     }
     const length = Math.max(1, Math.min(READ_CHUNK, size + 1));
-    const buffers = [Buffer.allocUnsafe(length), Buffer.allocUnsafe(length)];
+    lent = borrowPassBuffers(2, length);
+    const buffers = lent.buffers;
     const v = new RdbValidator(path);
     let position = 0;
     let which = 0;
@@ -633,7 +635,8 @@ export async function validateRdbFile(path: string): Promise<RdbInfo> {
     }
     return v.finish();
   } finally {
-    if (reading) await reading.catch(() => undefined); // no read racing the close
+    if (reading) await reading.catch(() => undefined); // no read racing the close or the release
+    lent?.release();
     await fh.close().catch(() => undefined);
   }
 }

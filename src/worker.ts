@@ -16,6 +16,7 @@ import { ConflictError, FsError, InsufficientSpaceError, InvalidSnapshotError, S
 import type { FileInfo, FileSystem, Handle } from './fs.js';
 import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
 import type { Log } from './log.js';
+import { borrowPassBuffers } from './crc64.js';
 import { RdbValidator, type RdbInfo } from './rdb.js';
 import { createSha256, sha256Hex } from './sha256.js';
 import type { SourceIdentity } from './state.js';
@@ -77,9 +78,25 @@ export async function copyPass(
   out: Handle | undefined,
   signal?: AbortSignal,
 ): Promise<PassResult> {
+  // Page-aligned buffers the CRC runs over in place (see borrowPassBuffers);
+  // given back only when no read or write into them is left in flight.
+  const lent = borrowPassBuffers(2, COPY_CHUNK_BYTES);
+  try {
+    return await passThrough(source, sourcePath, out, lent.buffers, signal);
+  } finally {
+    lent.release();
+  }
+}
+
+async function passThrough(
+  source: Handle,
+  sourcePath: string,
+  out: Handle | undefined,
+  buffers: Buffer[],
+  signal?: AbortSignal,
+): Promise<PassResult> {
   const hash = createSha256();
   const validator = new RdbValidator(sourcePath);
-  const buffers = [Buffer.allocUnsafe(COPY_CHUNK_BYTES), Buffer.allocUnsafe(COPY_CHUNK_BYTES)];
   let position = 0;
   let which = 0;
   // The read in flight is awaited later: mark its rejection handled now, or a read
@@ -107,35 +124,33 @@ export async function copyPass(
       },
     );
   };
-  for (;;) {
-    const n = await reading;
-    if (n === 0) break;
-    if (signal?.aborted) await flushing;
-    signal?.throwIfAborted();
-    const chunk = buffers[which]!.subarray(0, n);
-    position += n;
-    which ^= 1;
-    reading = issueRead();
-    const writing = out ? writeAll(out, chunk) : undefined;
-    writing?.catch(() => undefined); // awaited below; same reason as the reads
-    hash.update(chunk);
-    validator.update(chunk);
-    const early = validator.earlyError;
-    if (early) {
-      await Promise.allSettled([reading, writing, flushing]);
-      throw early; // not an RDB at all: don't copy the rest of it
-    }
-    try {
+  let writing: Promise<void> | undefined;
+  try {
+    for (;;) {
+      const n = await reading;
+      if (n === 0) break;
+      if (signal?.aborted) await flushing;
+      signal?.throwIfAborted();
+      const chunk = buffers[which]!.subarray(0, n);
+      position += n;
+      which ^= 1;
+      reading = issueRead();
+      writing = out ? writeAll(out, chunk) : undefined;
+      writing?.catch(() => undefined); // awaited below; same reason as the reads
+      hash.update(chunk);
+      validator.update(chunk);
+      if (validator.earlyError) throw validator.earlyError; // not an RDB at all: don't copy the rest of it
       await writing;
       if (flushError) throw flushError.err;
-    } catch (err) {
-      await Promise.allSettled([reading, flushing]); // don't leave a read or an fsync racing the cleanup
-      throw err;
+      if (out && !flushing && position >= WRITEBACK_START_BYTES && position - flushedUpTo >= WRITEBACK_STEP_BYTES) startFlush(position);
     }
-    if (out && !flushing && position >= WRITEBACK_START_BYTES && position - flushedUpTo >= WRITEBACK_STEP_BYTES) startFlush(position);
+    await flushing;
+    if (flushError) throw flushError.err;
+  } catch (err) {
+    // Leave no read, write or fsync racing the cleanup, nor the next user of the buffers.
+    await Promise.allSettled([reading, writing, flushing]);
+    throw err;
   }
-  await flushing;
-  if (flushError) throw flushError.err;
   return { bytes: position, sha256: hash.digest('hex'), rdb: validator.finish() };
 }
 

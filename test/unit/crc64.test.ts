@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Crc64, buildCrc64WasmModule, crc64, crc64Kernel, crc64WithKernel } from '../../src/crc64.js';
+import { Crc64, borrowPassBuffers, buildCrc64WasmModule, crc64, crc64Kernel, crc64WithKernel } from '../../src/crc64.js';
 import { ascii, buildRdb, prng, referenceCrc64, tableCrc64 } from '../helpers/rdb-builder.js';
 
 const FIXTURE = resolve(import.meta.dirname, '../fixtures/redis-7.0-small.rdb');
@@ -164,5 +164,73 @@ describe('crc64', () => {
     const seconds = (performance.now() - t) / 1000;
     expect(c.digest()).toBe(crc64WithKernel('js-slice8', big));
     expect(big.length / 1e6 / seconds).toBeGreaterThan(50);
+  });
+});
+
+describe('pass buffers (borrowPassBuffers)', () => {
+  const MiB = 1024 * 1024;
+  const fill = (buf: Uint8Array, seed: number): void => buf.set(randomBytes(buf.length, seed));
+
+  it('a CRC over a lent buffer runs in place and equals the CRC of the same bytes anywhere else, for any range', () => {
+    const lent = borrowPassBuffers(2, MiB + 13);
+    try {
+      expect(lent.buffers).toHaveLength(2);
+      for (const [i, buf] of lent.buffers.entries()) {
+        expect(buf.length).toBe(MiB + 13);
+        fill(buf, 100 + i);
+        const copy = Uint8Array.from(buf);
+        for (const [start, end] of [[0, buf.length], [1, buf.length - 3], [7, 107], [65_530, 200_001], [MiB, MiB + 13], [5, 69]]) {
+          const inPlace = new Crc64().update(buf, start!, end!).digest();
+          expect(inPlace, `[${start}, ${end})`).toBe(new Crc64().update(copy, start!, end!).digest());
+          expect(new Crc64().update(buf.subarray(start!, end!)).digest()).toBe(inPlace);
+        }
+        expect(crc64(buf)).toBe(tableCrc64(copy));
+      }
+    } finally {
+      lent.release();
+    }
+  });
+
+  it('lends one set at a time: a second borrower gets ordinary buffers; after release the same memory is lent again', () => {
+    const first = borrowPassBuffers(2, 2 * MiB);
+    const second = borrowPassBuffers(2, 2 * MiB);
+    try {
+      expect(first.buffers[0]!.buffer).toBe(first.buffers[1]!.buffer); // both in the kernel's memory
+      expect(second.buffers[0]!.buffer).not.toBe(first.buffers[0]!.buffer);
+      expect(second.buffers[0]!.buffer).not.toBe(second.buffers[1]!.buffer);
+      // Both sets are usable at once and do not overlap.
+      fill(first.buffers[0]!, 1);
+      fill(second.buffers[0]!, 2);
+      fill(first.buffers[1]!, 3);
+      expect(crc64(first.buffers[0]!)).toBe(tableCrc64(randomBytes(2 * MiB, 1)));
+      expect(crc64(second.buffers[0]!)).toBe(tableCrc64(randomBytes(2 * MiB, 2)));
+    } finally {
+      first.release();
+      first.release(); // twice is harmless
+      second.release();
+    }
+    const again = borrowPassBuffers(2, 2 * MiB);
+    try {
+      expect(again.buffers[0]!.buffer).toBe(first.buffers[0]!.buffer);
+    } finally {
+      again.release();
+    }
+  });
+
+  it('growing the memory for bigger buffers keeps every CRC right (the kernel makes its views of the memory again)', () => {
+    const small = borrowPassBuffers(1, MiB);
+    small.release();
+    const ordinary = randomBytes(300_000, 77);
+    const expected = tableCrc64(ordinary);
+    const big = borrowPassBuffers(2, 24 * MiB); // more than any earlier test: the memory grows
+    try {
+      // What was lent before the growth is detached: why only one set is lent at a time.
+      expect(small.buffers[0]!.length).toBe(0);
+      expect(crc64(ordinary)).toBe(expected); // copied into the kernel's memory through the new views
+      fill(big.buffers[1]!.subarray(0, 300_000), 77);
+      expect(crc64(big.buffers[1]!.subarray(0, 300_000))).toBe(expected);
+    } finally {
+      big.release();
+    }
   });
 });

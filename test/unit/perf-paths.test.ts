@@ -5,18 +5,20 @@
  *  - zonedParts for UTC without Intl vs Intl, and periodKey's UTC labels;
  *  - OSFS.unlinkOwnedFiles (bulk lstat + unlink) vs the per-file check;
  *  - copyPass's background write-back: fsyncs during a long copy, and a
- *    failing one fails the pass.
+ *    failing one fails the pass;
+ *  - copyPass's lent buffers: given back only when no read or write into
+ *    them is in flight, also when the pass fails.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Crc64 } from '../../src/crc64.js';
+import { borrowPassBuffers, Crc64 } from '../../src/crc64.js';
 import { OSFS, type FileInfo, type Handle } from '../../src/fs.js';
 import { periodKey } from '../../src/retention.js';
 import { EVENT_FILE_PATTERN, parseEventFileName, parseTimestamp, timestampFromMs, timestampToMs, zonedParts } from '../../src/timestamp.js';
-import { copyPass, WRITEBACK_START_BYTES } from '../../src/worker.js';
+import { COPY_CHUNK_BYTES, copyPass, WRITEBACK_START_BYTES } from '../../src/worker.js';
 
 // ---------------------------------------------------------------------------
 // reference implementations (the code before the fast paths)
@@ -276,5 +278,72 @@ describe('copyPass write-back', () => {
   it('fails the pass when a background fsync fails', async () => {
     const v = virtualRdb(size);
     await expect(copyPass(fakeSource(v), 'virtual.rdb', fakeOut(1))).rejects.toMatchObject({ code: 'EIO' });
+  });
+});
+
+describe('copyPass and its lent buffers', () => {
+  const size = 5 * COPY_CHUNK_BYTES + 321;
+  const tick = () => new Promise((r) => setTimeout(r, 10));
+
+  /** A source and an output that count the calls in flight and remember which memory they were given. */
+  function tracked(v: ReturnType<typeof virtualRdb>, failReadAt?: number, failWriteAt?: number) {
+    const seen = new Set<ArrayBufferLike>();
+    const t = { reads: 0, writes: 0, inFlight: 0, seen };
+    const source: Handle = {
+      ...fakeSource(v),
+      read: async (buf, off, len, pos) => {
+        t.reads += 1;
+        seen.add(buf.buffer);
+        // The failing call fails at once, while its partner call is still in flight.
+        if (t.reads === failReadAt) throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+        t.inFlight += 1;
+        await tick();
+        t.inFlight -= 1;
+        return v.read(buf, off, len, pos);
+      },
+    };
+    const out: Handle = {
+      ...fakeOut(),
+      write: async (buf, _off, len) => {
+        t.writes += 1;
+        seen.add(buf.buffer);
+        if (t.writes === failWriteAt) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        t.inFlight += 1;
+        await tick();
+        t.inFlight -= 1;
+        return len;
+      },
+    };
+    return { t, source, out };
+  }
+
+  const lendsTheSameMemory = (memory: ArrayBufferLike): void => {
+    const next = borrowPassBuffers(2, COPY_CHUNK_BYTES);
+    try {
+      expect(next.buffers[0]!.buffer).toBe(memory);
+    } finally {
+      next.release();
+    }
+  };
+
+  it('reads and writes through the two lent buffers, and gives them back after the pass', async () => {
+    const v = virtualRdb(size);
+    const { t, source, out } = tracked(v);
+    const pass = await copyPass(source, 'virtual.rdb', out);
+    expect(pass.sha256).toBe(v.sha256);
+    expect(pass.rdb.checksum).toBe('verified');
+    expect(t.seen.size).toBe(1); // one memory: the kernel's
+    lendsTheSameMemory([...t.seen][0]!);
+  });
+
+  it.each([
+    ['a read fails while a write is in flight', 3, undefined],
+    ['a write fails while a read is in flight', undefined, 2],
+  ])('%s: the pass fails only when nothing is left in flight, then gives the buffers back', async (_what, failReadAt, failWriteAt) => {
+    const v = virtualRdb(size);
+    const { t, source, out } = tracked(v, failReadAt, failWriteAt);
+    await expect(copyPass(source, 'virtual.rdb', out)).rejects.toMatchObject({ code: failReadAt ? 'EIO' : 'ENOSPC' });
+    expect(t.inFlight).toBe(0);
+    lendsTheSameMemory([...t.seen][0]!);
   });
 });
