@@ -289,31 +289,17 @@ describe('copyPass and its lent buffers', () => {
   function tracked(v: ReturnType<typeof virtualRdb>, failReadAt?: number, failWriteAt?: number) {
     const seen = new Set<ArrayBufferLike>();
     const t = { reads: 0, writes: 0, inFlight: 0, seen };
-    const source: Handle = {
-      ...fakeSource(v),
-      read: async (buf, off, len, pos) => {
-        t.reads += 1;
-        seen.add(buf.buffer);
-        // The failing call fails at once, while its partner call is still in flight.
-        if (t.reads === failReadAt) throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
-        t.inFlight += 1;
-        await tick();
-        t.inFlight -= 1;
-        return v.read(buf, off, len, pos);
-      },
+    /** The failing call fails at once, while its partner call is still in flight; the others take a tick, counted. */
+    const call = async <T>(buf: Uint8Array, nth: number, failAt: number | undefined, code: string, done: () => T): Promise<T> => {
+      seen.add(buf.buffer);
+      if (nth === failAt) throw Object.assign(new Error(`${code}: injected fault`), { code });
+      t.inFlight += 1;
+      await tick();
+      t.inFlight -= 1;
+      return done();
     };
-    const out: Handle = {
-      ...fakeOut(),
-      write: async (buf, _off, len) => {
-        t.writes += 1;
-        seen.add(buf.buffer);
-        if (t.writes === failWriteAt) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-        t.inFlight += 1;
-        await tick();
-        t.inFlight -= 1;
-        return len;
-      },
-    };
+    const source: Handle = { ...fakeSource(v), read: (buf, off, len, pos) => call(buf, ++t.reads, failReadAt, 'EIO', () => v.read(buf, off, len, pos)) };
+    const out: Handle = { ...fakeOut(), write: (buf, _off, len) => call(buf, ++t.writes, failWriteAt, 'ENOSPC', () => len) };
     return { t, source, out };
   }
 
