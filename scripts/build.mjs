@@ -12,8 +12,7 @@
 // scripts/cli-loader.mjs). A script cannot contain `import`, hence CommonJS;
 // croner (only for `daemon`) is bundled in, pino stays external: it is
 // required on the first log line only (src/log.ts).
-import { execFileSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -23,7 +22,6 @@ const DIST = resolve('dist');
 rmSync(DIST, { recursive: true, force: true });
 execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json'], { stdio: 'inherit' });
 
-const buildId = `// rdb-archiver build ${randomUUID()}`;
 await build({
   entryPoints: ['src/cli.ts'],
   outfile: join(DIST, 'cli.bundle.cjs'),
@@ -36,8 +34,7 @@ await build({
   minifySyntax: true,
   sourcemap: true,
   legalComments: 'linked',
-  // The loader checks the first line against the cache's header.
-  banner: { js: `${buildId}\nvar __rdbImportMetaUrl = require('node:url').pathToFileURL(__filename).href;` },
+  banner: { js: "var __rdbImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
   define: { 'import.meta.url': '__rdbImportMetaUrl' },
   // import() in a vm.Script needs a loader hook that Node 20.0-20.11 lacks:
   // let esbuild turn the lazy imports (node:readline, croner) into require().
@@ -45,12 +42,13 @@ await build({
   logLevel: 'warning',
 });
 const bundle = readFileSync(join(DIST, 'cli.bundle.cjs'), 'utf8');
-if (!bundle.startsWith(`${buildId}\n`)) throw new Error('build: the bundle does not start with its build id');
 if (/\bimport\(/.test(bundle)) throw new Error('build: the bundle contains a dynamic import(), which a vm.Script cannot run');
 
-// dist/cli.js (tsc's output of src/cli.ts) becomes the loader.
+// dist/cli.js (tsc's output of src/cli.ts) becomes the loader; tsc's map and
+// declarations of it no longer describe it.
 copyFileSync('scripts/cli-loader.mjs', join(DIST, 'cli.js'));
 chmodSync(join(DIST, 'cli.js'), 0o755);
+for (const stale of ['cli.js.map', 'cli.d.ts', 'cli.d.ts.map']) rmSync(join(DIST, stale), { force: true });
 
 // Save the code cache after a real run of the no-change path, the one cron
 // repeats every minute: first archive the demo dump, then run again.
@@ -58,9 +56,15 @@ const scratch = mkdtempSync(join(tmpdir(), 'rdb-archiver-build-'));
 try {
   copyFileSync('examples/data/dump.rdb', join(scratch, 'dump.rdb'));
   const rules = ['hour', 'day', 'week', 'month'].map((every) => `  - { name: ${every}ly, every: ${every}, count: 2 }`).join('\n');
-  writeFileSync(join(scratch, 'config.yaml'), `source:\n  rdb: ${join(scratch, 'dump.rdb')}\narchive:\n  dir: ${join(scratch, 'archive')}\nstate: ${join(scratch, 'state.json')}\nrules:\n${rules}\n`);
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RDB_ARCHIVER_')));
-  const once = (extra = {}) => execFileSync(process.execPath, [join(DIST, 'cli.js'), 'once', '-c', join(scratch, 'config.yaml')], { env: { ...env, ...extra }, stdio: 'ignore' });
+  const q = JSON.stringify; // a temp path may hold YAML's special characters
+  writeFileSync(join(scratch, 'config.yaml'), `source:\n  rdb: ${q(join(scratch, 'dump.rdb'))}\narchive:\n  dir: ${q(join(scratch, 'archive'))}\nstate: ${q(join(scratch, 'state.json'))}\nrules:\n${rules}\n`);
+  // No RDB_ARCHIVER_* settings of the caller, and no NODE_OPTIONS: V8 flags
+  // are part of the cache's identity, and the CLI runs without them.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RDB_ARCHIVER_') && k !== 'NODE_OPTIONS'));
+  const once = (extra = {}) => {
+    const r = spawnSync(process.execPath, [join(DIST, 'cli.js'), 'once', '-c', join(scratch, 'config.yaml')], { env: { ...env, ...extra }, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`build: the run that makes the code cache failed (exit ${r.status ?? r.signal}):\n${r.stderr}`);
+  };
   once();
   once({ RDB_ARCHIVER_WRITE_CODE_CACHE: join(DIST, 'cli.bundle.cache') });
   if (statSync(join(DIST, 'cli.bundle.cache')).size < 1024) throw new Error('build: the code cache is empty');

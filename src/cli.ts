@@ -152,6 +152,16 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 // Not a top-level await: the published CLI is a CommonJS bundle (see scripts/build.mjs).
+let finished = false;
 void main(process.argv).then((code) => {
+  finished = true;
   process.exitCode = code;
+});
+// What a top-level await gave for free: if nothing is left to run and main()
+// has not finished, it never will (a promise nobody settles). Exit non-zero,
+// so that cron, systemd's Restart=on-failure and monitoring see it.
+process.once('beforeExit', () => {
+  if (finished) return;
+  process.stderr.write('rdb-archiver: internal error: the command stopped before it finished\n');
+  process.exitCode = ExitCode.INTERNAL;
 });

@@ -265,9 +265,9 @@ export class OSFS implements FileSystem {
       }
       return skipped;
     }
-    // Date.now(), not performance.now(): the first use of `performance` loads
-    // perf_hooks, a cost every run would pay for a 20 ms time slice.
-    let sliceStart = Date.now();
+    // Not performance.now(): the first use of `performance` loads perf_hooks,
+    // a cost every run would pay; and not Date.now(), which can jump back.
+    let sliceStart = monotonicMs();
     for (let i = 0; i < paths.length; i++) {
       const path = paths[i]!;
       let info: import('node:fs').Stats | undefined;
@@ -286,9 +286,9 @@ export class OSFS implements FileSystem {
       } catch (err) {
         if (!isErrno(err, 'ENOENT')) throw fsError('unlink', path, err);
       }
-      if ((i & 63) === 63 && Date.now() - sliceStart > UNLINK_SLICE_MS) {
+      if ((i & 63) === 63 && monotonicMs() - sliceStart > UNLINK_SLICE_MS) {
         await new Promise<void>((resolve) => setImmediate(resolve));
-        sliceStart = Date.now();
+        sliceStart = monotonicMs();
       }
     }
     return skipped;
@@ -297,6 +297,7 @@ export class OSFS implements FileSystem {
 
 /** Longest stretch OSFS.unlinkOwnedFiles blocks the event loop. */
 const UNLINK_SLICE_MS = 20;
+const monotonicMs = (): number => Number(process.hrtime.bigint() / 1_000_000n);
 
 // ---------------------------------------------------------------------------
 // Small helpers built only on the interface, shared by every writer.

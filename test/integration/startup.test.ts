@@ -2,7 +2,7 @@
  * The published CLI: dist/cli.js loads the CommonJS bundle from the V8 code
  * cache that `npm run build` saved (scripts/cli-loader.mjs). The cache only
  * makes start-up faster: a missing, damaged or foreign cache must not change
- * what the CLI does.
+ * what the CLI does, and a cache made for another bundle must never run.
  */
 import { copyFileSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -13,18 +13,19 @@ import { setupArchive, writeSnapshot } from '../helpers/snapshots.js';
 const ROOT = resolve(import.meta.dirname, '../..');
 const DIST = join(ROOT, 'dist');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const DEBUG = { RDB_ARCHIVER_DEBUG_CODE_CACHE: '1' };
+const HEADER = /^rdb-archiver code cache [0-9a-f]{8}\n/;
 
-const firstLine = (path: string): string => {
-  const text = readFileSync(path, 'utf8');
-  return text.slice(0, text.indexOf('\n'));
-};
+const realCache = (): Buffer => readFileSync(join(DIST, 'cli.bundle.cache'));
+const headerLength = (cache: Buffer): number => cache.indexOf(0x0a) + 1;
+const cacheState = (stderr: string): string | undefined => /rdb-archiver: code cache (.*)/.exec(stderr)?.[1];
 
-/** A copy of the built CLI in its own folder, with the cache given (or none). */
-function cliCopy(cache: Buffer | undefined): string {
+/** A copy of the built CLI in its own folder, with the cache given (or none) and the bundle as given. */
+function cliCopy(cache: Buffer | undefined, bundle: Buffer = readFileSync(join(DIST, 'cli.bundle.cjs'))): string {
   const root = tempDir('rdb-archiver-cli-copy-');
   mkdirSync(join(root, 'dist'));
   copyFileSync(join(DIST, 'cli.js'), join(root, 'dist', 'cli.js'));
-  copyFileSync(join(DIST, 'cli.bundle.cjs'), join(root, 'dist', 'cli.bundle.cjs'));
+  writeFileSync(join(root, 'dist', 'cli.bundle.cjs'), bundle);
   if (cache) writeFileSync(join(root, 'dist', 'cli.bundle.cache'), cache);
   copyFileSync(join(ROOT, 'package.json'), join(root, 'package.json'));
   symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules')); // pino is required at run time
@@ -32,32 +33,38 @@ function cliCopy(cache: Buffer | undefined): string {
 }
 
 describe('the built CLI and its code cache', () => {
-  it('the build saved a code cache made for this very bundle', () => {
-    const id = firstLine(join(DIST, 'cli.bundle.cjs'));
-    expect(id).toMatch(/^\/\/ rdb-archiver build [0-9a-f-]{36}$/);
-    const cache = readFileSync(join(DIST, 'cli.bundle.cache'));
-    expect(cache.subarray(0, id.length + 10).toString()).toMatch(new RegExp(`^${id}\\n[0-9a-f]{8}\\n$`));
+  it('the build saved a code cache that V8 accepts for this bundle', async () => {
+    const cache = realCache();
+    expect(cache.subarray(0, headerLength(cache)).toString()).toMatch(HEADER);
     expect(cache.length).toBeGreaterThan(64 * 1024); // the functions of a real run, not only the top level
+    const r = await runCli(['--version'], { env: DEBUG });
+    expect(r.code, r.stderr).toBe(0);
+    expect(cacheState(r.stderr)).toBe('used');
   });
 
-  const real = (): Buffer => readFileSync(join(DIST, 'cli.bundle.cache'));
-  const headerLength = (): number => firstLine(join(DIST, 'cli.bundle.cjs')).length + 10; // id, checksum, two newlines
-  const caches: Array<[string, () => Buffer | undefined]> = [
-    ['no cache', () => undefined],
-    ['a cache with the right header and a damaged body', () => {
-      const c = Buffer.from(real());
-      for (let i = headerLength() + 64; i < c.length; i += 97) c[i] = c[i]! ^ 0x5a;
+  const caches: Array<[string, () => Buffer | undefined, string]> = [
+    ['no cache', () => undefined, 'not used: no cache file'],
+    ['a cache whose data is damaged', () => {
+      const c = Buffer.from(realCache());
+      const dataStart = headerLength(c) + readFileSync(join(DIST, 'cli.bundle.cjs')).length;
+      for (let i = dataStart + 64; i < c.length; i += 97) c[i] = c[i]! ^ 0x5a;
       return c;
-    }],
-    ['a cache of another build', () => Buffer.concat([Buffer.from('// rdb-archiver build 00000000-0000-4000-8000-000000000000\n'), real().subarray(firstLine(join(DIST, 'cli.bundle.cjs')).length + 1)])],
-    ['an empty cache file', () => Buffer.alloc(0)],
+    }, 'not used: made for another bundle, or damaged'],
+    ['a cache whose header is damaged', () => {
+      const c = Buffer.from(realCache());
+      c.write('00000000', headerLength(c) - 9); // another checksum in the header
+      return c;
+    }, 'not used: made for another bundle, or damaged'],
+    ['a cache cut short', () => realCache().subarray(0, headerLength(realCache()) + 1000), 'not used: made for another bundle, or damaged'],
+    ['an empty cache file', () => Buffer.alloc(0), 'not used: made for another bundle, or damaged'],
   ];
 
-  it.each(caches)('with %s it runs exactly the same: --version, archive, unchanged', async (_what, makeCache) => {
+  it.each(caches)('with %s it runs exactly the same: --version, archive, unchanged', async (_what, makeCache, state) => {
     const cli = cliCopy(makeCache());
-    const version = await runCli(['--version'], { cli });
+    const version = await runCli(['--version'], { cli, env: DEBUG });
     expect(version.code, version.stderr).toBe(0);
     expect(version.stdout.trim()).toBe(VERSION);
+    expect(cacheState(version.stderr)).toBe(state);
 
     const env = setupArchive();
     const snap = writeSnapshot(env.source, { seed: 'cache', mtime: new Date('2025-05-01T08:00:00Z') });
@@ -67,5 +74,26 @@ describe('the built CLI and its code cache', () => {
     const second = await runCli(['once', '--json', '-c', env.config], { cli });
     expect(second.code, second.stderr).toBe(0);
     expect(jsonOf(second)).toMatchObject({ status: 'unchanged' });
+  });
+
+  it('a cache made with other V8 flags is refused by V8, and the CLI runs the same', async () => {
+    const r = await runCli(['--version'], { env: { ...DEBUG, NODE_OPTIONS: '--max-old-space-size=200' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(VERSION);
+    expect(cacheState(r.stderr)).toMatch(/^rejected by V8/);
+  });
+
+  it('never runs the cached code of another bundle of the same length (V8 only compares lengths)', async () => {
+    const original = readFileSync(join(DIST, 'cli.bundle.cjs'));
+    const text = original.toString('latin1');
+    const from = 'Archive Redis/Valkey dump.rdb';
+    expect(text).toContain(from);
+    const edited = Buffer.from(text.replace(from, 'ARCHIVE Redis/Valkey dump.rdb'), 'latin1');
+    expect(edited.length).toBe(original.length);
+    const cli = cliCopy(realCache(), edited);
+    const help = await runCli(['--help'], { cli, env: DEBUG });
+    expect(help.code, help.stderr).toBe(0);
+    expect(help.stdout).toContain('ARCHIVE Redis/Valkey dump.rdb');
+    expect(cacheState(help.stderr)).toBe('not used: made for another bundle, or damaged');
   });
 });
