@@ -572,7 +572,8 @@ export function registerCatalogCommands(program: Command): void {
       for (const instance of ctx.config.instances) {
         results.push({ instance: instance.name, report: await listInstance(ctx.fs, ctx.log, instance, opts.rule) });
       }
-      printResults(ctx, results, (r: ListReport) => r.rules, listText);
+      // One instance: keyed by rule. Several: the rules go under "rules", since a rule may be named "instance".
+      printResults(ctx, results, (r: ListReport) => r.rules, listText, (r) => ({ rules: r.rules }));
     });
 
   program

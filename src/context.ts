@@ -61,13 +61,15 @@ export function printResults<R extends { exitCode: number }>(
   results: Array<{ instance: string; report: R }>,
   toJson: (report: R) => object,
   toText: (report: R) => string,
+  /** The JSON of one entry of "instances", where toJson's keys could clash with "instance" (default: toJson). */
+  toInstanceJson: (report: R) => object = toJson,
 ): void {
   const exitCode = worstExitCode(results.map((r) => r.report.exitCode));
   if (results.length === 1) {
     const only = results[0]!.report;
     print(ctx.json ? JSON.stringify(toJson(only)) : toText(only));
   } else if (ctx.json) {
-    print(JSON.stringify({ instances: results.map((r) => ({ instance: r.instance, ...toJson(r.report) })), exitCode }));
+    print(JSON.stringify({ instances: results.map((r) => ({ instance: r.instance, ...toInstanceJson(r.report) })), exitCode }));
   } else {
     print(results.map((r) => `[${r.instance}]\n${toText(r.report)}`).join('\n\n'));
   }

@@ -28,6 +28,25 @@ function setupInstances(names: string[], extra: string[] = []): { root: string; 
 }
 
 describe('several instances', () => {
+  it('list --json nests each instance\'s rules under "rules", so a rule named "instance" keeps its events', async () => {
+    const s = setupInstances(['a', 'b'], ['  - name: instance', '    count: 3']);
+    writeSnapshot(s.source('a'), { seed: 'a', mtime: new Date(Date.now() - 60_000) });
+    writeSnapshot(s.source('b'), { seed: 'b', mtime: new Date(Date.now() - 90_000) });
+    expect((await runCli(['once', '-c', s.config])).code).toBe(0);
+    const r = await runCli(['list', '--json', '-c', s.config]);
+    expect(r.code, r.stderr).toBe(0);
+    const list = jsonOf<Multi<{ rules: Record<string, Array<{ ts: string }>> }>>(r);
+    expect(list.instances.map((i) => i.instance)).toEqual(['a', 'b']);
+    for (const entry of list.instances) {
+      expect(Object.keys(entry.rules).sort()).toEqual(['instance', 'last']);
+      expect(entry.rules['instance']).toHaveLength(1);
+      expect(entry.rules['instance']![0]!.ts).toBe(entry.rules['last']![0]!.ts);
+    }
+    // One instance keeps the single-instance shape, keyed by rule.
+    const one = jsonOf<Record<string, Array<{ ts: string }>>>(await runCli(['list', '--json', '--instance', 'a', '-c', s.config]));
+    expect(Object.keys(one).sort()).toEqual(['instance', 'last']);
+  });
+
   it('once, prune, status and check process every instance; one failing stops none; exit code and --json per instance', async () => {
     const s = setupInstances(['a', 'b', 'c']);
     writeSnapshot(s.source('a'), { seed: 'a', mtime: new Date(Date.now() - 60_000) });
