@@ -7,10 +7,11 @@
  *
  *  - `wasm`: slicing-by-16 over 64-bit table entries, in a small
  *    WebAssembly module that is assembled below from named opcodes (no
- *    toolchain, no binary blob). Input is copied into the module's memory
- *    in 64 KiB blocks. About 1.5 GB/s on a 256 MiB buffer on the
- *    development machine (the kernel alone about 2 GB/s; the copy into the
- *    module's memory is the rest).
+ *    toolchain, no binary blob). Input outside the module's memory is
+ *    copied in, 64 KiB at a time; lent pass buffers (below) are used in
+ *    place. About 1.5 GB/s on a 256 MiB buffer on the development machine
+ *    (the kernel alone about 2 GB/s; the copy into the module's memory is
+ *    the rest).
  *  - `js`: slicing-by-8 in plain JavaScript, with the CRC state kept as two
  *    unsigned 32-bit halves and aligned 32-bit loads. About 0.8 GB/s once
  *    optimised. Used only where WebAssembly is unavailable (e.g.

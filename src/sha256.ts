@@ -7,12 +7,12 @@
 import type { Hash } from 'node:crypto';
 import { createRequire } from 'node:module';
 
-let crypto: typeof import('node:crypto') | undefined;
+let nodeCrypto: typeof import('node:crypto') | undefined; // not `crypto`: that is the Web Crypto global
 
 /** A streaming sha256: update() it chunk by chunk, then digest('hex'). */
 export function createSha256(): Hash {
-  crypto ??= createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
-  return crypto.createHash('sha256');
+  nodeCrypto ??= createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+  return nodeCrypto.createHash('sha256');
 }
 
 /** The sha256 of a buffer, as lowercase hex (the sidecar format). */
