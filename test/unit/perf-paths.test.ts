@@ -19,6 +19,7 @@ import { OSFS, type FileInfo, type Handle } from '../../src/fs.js';
 import { periodKey } from '../../src/retention.js';
 import { EVENT_FILE_PATTERN, parseEventFileName, parseTimestamp, timestampFromMs, timestampToMs, zonedParts } from '../../src/timestamp.js';
 import { COPY_CHUNK_BYTES, copyPass, WRITEBACK_START_BYTES } from '../../src/worker.js';
+import { prng } from '../helpers/rdb-builder.js';
 
 // ---------------------------------------------------------------------------
 // reference implementations (the code before the fast paths)
@@ -44,16 +45,10 @@ function refParseEventFileName(name: string): { kind: string; ts: string } | und
   return kind && ts ? { kind, ts } : undefined;
 }
 
-/** A small deterministic PRNG, so that a failure is reproducible. */
-function prng(seed: number): (n: number) => number {
-  let a = seed >>> 0;
-  return (n) => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-  };
+/** Random integers below n from the tests' PRNG, so that a failure is reproducible. */
+function prngInt(seed: number): (n: number) => number {
+  const next = prng(seed);
+  return (n) => Math.floor(next() * n);
 }
 
 describe('timestamp fast paths', () => {
@@ -81,7 +76,7 @@ describe('timestamp fast paths', () => {
       'dump-0099-01-01T00-00-00.rdb', 'dump-2024-01-01T00-00-00.rdb\n', 'xdump-2024-01-01T00-00-00.rdb',
     ];
     const alphabet = '0123456789-T.:dumpnoesrbcfigha256 Z\n٣';
-    const rnd = prng(6);
+    const rnd = prngInt(6);
     for (let i = 0; i < 100_000; i++) {
       let name = seeds[rnd(seeds.length)]!;
       for (let k = rnd(4); k > 0; k--) {
@@ -96,7 +91,7 @@ describe('timestamp fast paths', () => {
 
   it('zonedParts for UTC (and Etc/UTC) matches Intl', () => {
     const intl = new Intl.DateTimeFormat('en-US', { timeZone: 'UTC', hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric' });
-    const rnd = prng(7);
+    const rnd = prngInt(7);
     for (let i = 0; i < 20_000; i++) {
       const ms = Date.UTC(1970, 0, 1) + rnd(2 ** 30) * 4096 + rnd(4096);
       const parts: Record<string, number> = {};
@@ -112,7 +107,7 @@ describe('timestamp fast paths', () => {
   it('periodKey in UTC (labels cut from the name) matches the Intl path of a zone that is UTC+0 without DST', () => {
     // Africa/Abidjan has been UTC+0, without DST, since 1912: same wall clock, but not resolved to "UTC".
     const units = ['hour', 'day', 'week', 'month', 'year'] as const;
-    const rnd = prng(8);
+    const rnd = prngInt(8);
     for (let i = 0; i < 20_000; i++) {
       const ms = Date.UTC(1913, 0, 1) + rnd(2 ** 30) * 4096 + rnd(4096) * 1000;
       const ts = timestampFromMs(ms);

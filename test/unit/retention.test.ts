@@ -9,6 +9,7 @@ import { FsError } from '../../src/errors.js';
 import { OSFS } from '../../src/fs.js';
 import { applyPlan, periodKey, planRetention, scanFolder, type FolderEvent, type RetentionPlan } from '../../src/retention.js';
 import { eventFileName, parseTimestamp, timestampFromMs, type EventFileKind, type Timestamp } from '../../src/timestamp.js';
+import { prng } from '../helpers/rdb-builder.js';
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -32,18 +33,6 @@ const rule = (every: Every, count: number): Pick<Rule, 'every' | 'count'> => ({ 
 const keptTs = (plan: RetentionPlan) => plan.keep.map((d) => d.ts).sort();
 const deletedTs = (plan: RetentionPlan) => plan.delete.map((d) => d.ts).sort();
 const isoSorted = (...isos: string[]) => isos.map(t).sort();
-
-/** A small deterministic PRNG (mulberry32), so property tests are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffle<T>(items: readonly T[], rand: () => number): T[] {
   const out = [...items];
