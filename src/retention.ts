@@ -221,15 +221,28 @@ async function deleteOwnedFile(fs: FileSystem, path: string, uid: number | undef
   }
 }
 
-async function runPool<T>(items: readonly T[], width: number, work: (item: T) => Promise<void>): Promise<void> {
+/**
+ * Runs `work` over items, at most `width` at a time. After a failure no new
+ * item is started, and the first error is thrown only once every started item
+ * has settled: the caller releases the lock next, and a delete still running
+ * after that would race the next run (seen as ENOENT in a test).
+ */
+export async function runPool<T>(items: readonly T[], width: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  const workers = Array.from({ length: Math.min(width, items.length) }, async () => {
-    while (next < items.length) {
+  let failure: { err: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (failure === undefined && next < items.length) {
       const item = items[next++]!;
-      await work(item);
+      try {
+        await work(item);
+      } catch (err) {
+        failure ??= { err };
+      }
     }
-  });
-  await Promise.all(workers);
+  };
+  // The workers never reject, so this waits for all of them.
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+  if (failure) throw failure.err;
 }
 
 /**

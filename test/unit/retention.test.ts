@@ -775,3 +775,77 @@ describe('applyPlan (real temp dir)', () => {
     expect(fs.unlinked).toEqual([]);
   });
 });
+
+// ---------------------------------------------------------------------------
+// applyPlan's parallel deletes: a failure is reported only once every started delete has settled
+
+/**
+ * The per-file path (no bulk unlinkOwnedFiles): the first unlink fails at once,
+ * the others take a while. Counts the lstat/unlink calls still in flight.
+ */
+class SlowFailingFS extends OSFS {
+  inFlight = 0;
+  unlinks = 0;
+  constructor(private readonly delayMs: number) {
+    super();
+    Object.defineProperty(this, 'unlinkOwnedFiles', { value: undefined });
+  }
+  private async tracked<T>(body: () => Promise<T>): Promise<T> {
+    this.inFlight += 1;
+    try {
+      return await body();
+    } finally {
+      this.inFlight -= 1;
+    }
+  }
+  override lstat(path: string) {
+    return this.tracked(() => super.lstat(path));
+  }
+  override unlink(path: string): Promise<void> {
+    return this.tracked(async () => {
+      this.unlinks += 1;
+      if (this.unlinks === 1) throw new FsError('unlink', path, 'EIO', 'input/output error');
+      await new Promise((r) => setTimeout(r, this.delayMs));
+      await super.unlink(path);
+    });
+  }
+}
+
+describe('applyPlan waits for every started delete before it reports a failure', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rdb-archiver-pool-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function settledWhenRejected(fs: SlowFailingFS, run: () => Promise<unknown>): Promise<number> {
+    let inFlightAtRejection = -1;
+    await expect(run().catch((err: unknown) => {
+      inFlightAtRejection = fs.inFlight;
+      throw err;
+    })).rejects.toMatchObject({ code: 'EIO' });
+    return inFlightAtRejection;
+  }
+
+  it('events: the first delete fails, the slow ones settle before applyPlan rejects with that first error', async () => {
+    for (let i = 0; i < 6; i += 1) writeFileSync(join(dir, eventFileName('rdb', timestampFromMs(Date.UTC(2025, 0, 1, i)))), 'x');
+    const fs = new SlowFailingFS(150);
+    const scan = await scanFolder(fs, dir);
+    const plan = planRetention(scan.events, rule(snapshot, 1), 'UTC');
+    expect(plan.delete).toHaveLength(5);
+    expect(await settledWhenRejected(fs, () => applyPlan(fs, scan, plan))).toBe(0);
+    expect(fs.unlinks, 'the other deletes had been started in parallel').toBeGreaterThan(1);
+  });
+
+  it('temp files: the same for the cleanup of a dead run\'s temps', async () => {
+    writeFileSync(join(dir, eventFileName('rdb', timestampFromMs(Date.UTC(2025, 0, 1)))), 'x');
+    for (let i = 0; i < 5; i += 1) writeFileSync(join(dir, `.tmp-rdb-archiver-${deadPid}-${i}-dump-x.rdb`), 'partial');
+    const fs = new SlowFailingFS(150);
+    const scan = await scanFolder(fs, dir);
+    expect(scan.temps).toHaveLength(5);
+    expect(await settledWhenRejected(fs, () => applyPlan(fs, scan, planRetention(scan.events, rule(snapshot, 1), 'UTC')))).toBe(0);
+    expect(fs.unlinks).toBeGreaterThan(1);
+  });
+});
