@@ -27,6 +27,7 @@ import {
   type EventLocation,
 } from './catalog.js';
 import type { InstanceConfig } from './config.js';
+import { ruleDir } from './config.js';
 import { contextFor, formatBytes, printResults } from './context.js';
 import { errorReport, type ErrorReport } from './cycle.js';
 import { ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from './errors.js';
@@ -139,13 +140,65 @@ interface Target {
   path: string;
   dir: string;
   exists: boolean;
+  /** The folder's device:inode and the name: equal for every spelling of one directory entry. */
+  entry: string;
+  /** The existing file's device:inode. */
+  file?: string;
 }
 
-/** Resolves --to / --nodes-to: an existing folder gets `defaultName` inside it; the folder must exist. */
-async function resolveTarget(fs: FileSystem, option: string, text: string, defaultName: string, force: boolean): Promise<Target> {
+const identity = (info: FileInfo) => `${info.dev}:${info.ino}`;
+
+/**
+ * The device:inode of every folder restore must never write into: the archive
+ * root, its rule folders and the state folder. Compared by identity, not by
+ * path, so a symlink or a bind mount cannot spell its way in.
+ */
+async function archiveIdentities(fs: FileSystem, instance: InstanceConfig): Promise<Set<string>> {
+  const folders = [instance.archiveDir, dirname(instance.statePath), ...instance.rules.map((rule) => ruleDir(instance, rule))];
+  const ids = new Set<string>();
+  for (const folder of folders) {
+    const info = await statOrUndefined(fs, folder);
+    if (info) ids.add(identity(info));
+  }
+  return ids;
+}
+
+/**
+ * Whether `dir` is one of `folders` or below one. Walks up through `..`,
+ * which the kernel resolves from the real directory (after symlinks), so the
+ * walk follows the physical tree whatever the spelling of `dir`.
+ */
+async function insideAny(fs: FileSystem, dir: string, folders: ReadonlySet<string>): Promise<boolean> {
+  let path = dir;
+  let info = await fs.stat(path);
+  for (let depth = 0; depth < 4096; depth += 1) {
+    if (folders.has(identity(info))) return true;
+    path = `${path === '/' ? '' : path}/..`; // not join(): that would resolve ".." lexically
+    const parent = await fs.stat(path);
+    if (identity(parent) === identity(info)) return false; // the root is its own parent
+    info = parent;
+  }
+  return false;
+}
+
+/**
+ * Resolves --to / --nodes-to: an existing folder (or a symlink to one) gets
+ * `defaultName` inside it; the folder must exist and must not be inside the
+ * archive however it is spelled. A target that is itself a symlink is
+ * refused: replacing it would replace the link, not what it points to, and
+ * what it points to may be an archived file.
+ */
+async function resolveTarget(
+  fs: FileSystem,
+  option: string,
+  text: string,
+  defaultName: string,
+  force: boolean,
+  archive: { dir: string; ids: ReadonlySet<string> },
+): Promise<Target> {
   let path = resolve(text);
   let info = await lstatIfExists(fs, path);
-  if (info?.kind === 'dir') {
+  if (info?.kind === 'dir' || (info?.kind === 'symlink' && (await statOrUndefined(fs, path))?.kind === 'dir')) {
     path = join(path, defaultName);
     info = await lstatIfExists(fs, path);
   }
@@ -154,13 +207,23 @@ async function resolveTarget(fs: FileSystem, option: string, text: string, defau
   if (!dirInfo || dirInfo.kind !== 'dir') {
     throw new ConfigError(undefined, option, `folder ${dir} does not exist: create it first (restore writes ${basename(path)} into it)`);
   }
+  if (await insideAny(fs, dir, archive.ids)) {
+    throw new ConfigError(undefined, option, `${path} is inside the archive (${archive.dir}), through its real path: restore somewhere else`);
+  }
+  if (info?.kind === 'symlink') {
+    throw new ConfigError(undefined, option, `${path} is a symlink: restore never writes through one (it could point into the archive); give the real path`);
+  }
   if (info) {
     if (info.kind === 'dir') throw new ConflictError(path, 'is a directory; refusing to replace it');
     if (!force) throw new ConflictError(path, `exists; refusing to overwrite it (add --force to replace it atomically)`);
   }
-  return { path, dir, exists: info !== undefined };
+  return { path, dir, exists: info !== undefined, entry: `${identity(dirInfo)}/${basename(path)}`, file: info ? identity(info) : undefined };
 }
 
+/** Two targets naming one file, by folder identity and name, or (existing) by inode. */
+function sameFile(a: Target, b: Target): boolean {
+  return a.entry === b.entry || (a.file !== undefined && a.file === b.file);
+}
 
 async function statOrUndefined(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
   try {
@@ -169,10 +232,6 @@ async function statOrUndefined(fs: FileSystem, path: string): Promise<FileInfo |
     if (errorCode(err) === 'ENOENT' || errorCode(err) === 'ENOTDIR') return undefined;
     throw err;
   }
-}
-
-function inside(path: string, dir: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
 }
 
 interface Staged {
@@ -301,19 +360,16 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
     const ts = locations[0]!.ts;
     const hasNodes = locations.some((l) => l.kinds.includes('nodes'));
 
-    const rdbTarget = await resolveTarget(fs, '--to', options.to, DEFAULT_RDB_NAME, options.force);
-    if (inside(rdbTarget.path, instance.archiveDir)) {
-      throw new ConfigError(undefined, '--to', `${rdbTarget.path} is inside the archive (${instance.archiveDir}): restore somewhere else`);
-    }
+    const archive = { dir: instance.archiveDir, ids: await archiveIdentities(fs, instance) };
+    const rdbTarget = await resolveTarget(fs, '--to', options.to, DEFAULT_RDB_NAME, options.force, archive);
     let nodesTarget: Target | undefined;
     if (options.nodesTo !== undefined) {
       if (!hasNodes) {
         warn(`event ${ts} has no nodes.conf: --nodes-to ${options.nodesTo} ignored`, { ts });
       } else {
-        nodesTarget = await resolveTarget(fs, '--nodes-to', options.nodesTo, DEFAULT_NODES_NAME, options.force);
-        if (nodesTarget.path === rdbTarget.path) throw new ConfigError(undefined, '--nodes-to', 'must differ from --to');
-        if (inside(nodesTarget.path, instance.archiveDir)) {
-          throw new ConfigError(undefined, '--nodes-to', `${nodesTarget.path} is inside the archive (${instance.archiveDir}): restore somewhere else`);
+        nodesTarget = await resolveTarget(fs, '--nodes-to', options.nodesTo, DEFAULT_NODES_NAME, options.force, archive);
+        if (sameFile(nodesTarget, rdbTarget)) {
+          throw new ConfigError(undefined, '--nodes-to', `${nodesTarget.path} is the same file as --to (${rdbTarget.path}): give each its own path`);
         }
       }
     }

@@ -2,7 +2,7 @@
  * `restore` through the real CLI: finds the event, verifies it, writes it
  * atomically, never overwrites without --force, and says how to load it.
  */
-import { mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { jsonOf, logLines, runCli } from '../helpers/cli.js';
@@ -159,5 +159,82 @@ describe('rdb-archiver restore', () => {
     const refused = await runCli(['restore', 'latest', '--to', clash, '--nodes-to', clash, '-c', env.config]);
     expect(refused.code).toBe(73);
     expect(readdirSync(clash)).toEqual(['nodes.conf']);
+  });
+
+  describe('targets are compared by what they are, not by how they are spelled (symlinks)', () => {
+    /** Two events in rule folder `all`; returns the archive listing to compare against. */
+    function twoEvents() {
+      const env = setupArchive({ rules: [{ name: 'all', count: 5 }] });
+      const older = writeEvent(env.archive, ['all'], '2025-01-01T00-00-00', { seed: 'older', nodes: NODES_CONF });
+      const newer = writeEvent(env.archive, ['all'], '2025-01-02T00-00-00', { seed: 'newer', nodes: NODES_CONF });
+      return { env, older, newer };
+    }
+    const archivedFiles = (archive: string) => readdirSync(join(archive, 'all')).sort();
+
+    it('--force through a symlinked folder onto an archived event: refused (2), the event is untouched, no temp left in the archive', async () => {
+      const { env, newer } = twoEvents();
+      const before = archivedFiles(env.archive);
+      const alias = join(env.root, 'alias');
+      symlinkSync(join(env.archive, 'all'), alias);
+      const r = await runCli(['restore', '2025-01-01T00-00-00', '--to', join(alias, 'dump-2025-01-02T00-00-00.rdb'), '--force', '--json', '-c', env.config]);
+      expect(r.code, r.stdout + r.stderr).toBe(2);
+      expect(jsonOf<RestoreJson>(r).error!.message).toMatch(/--to: .* is inside the archive/);
+      expect(readFileSync(newer.files.all!.rdb).equals(newer.rdb)).toBe(true);
+      expect(archivedFiles(env.archive)).toEqual(before);
+
+      // A symlink to the archive root, and a new name in a rule folder: refused too.
+      const rootAlias = join(env.root, 'root-alias');
+      symlinkSync(env.archive, rootAlias);
+      const intoRoot = await runCli(['restore', 'latest', '--to', join(rootAlias, 'all', 'restored.rdb'), '-c', env.config]);
+      expect(intoRoot.code).toBe(2);
+      const intoState = await runCli(['restore', 'latest', '--to', join(rootAlias, 'restored.rdb'), '-c', env.config]);
+      expect(intoState.code).toBe(2);
+      expect(archivedFiles(env.archive)).toEqual(before);
+      expect(readdirSync(env.archive).sort()).toEqual(['all']);
+    });
+
+    it('--to that is a symlink onto an archived file: refused (2) with or without --force', async () => {
+      const { env, newer } = twoEvents();
+      const out = join(env.root, 'out');
+      mkdirSync(out);
+      symlinkSync(newer.files.all!.rdb, join(out, 'dump.rdb'));
+      for (const extra of [[], ['--force']]) {
+        const r = await runCli(['restore', '2025-01-01T00-00-00', '--to', join(out, 'dump.rdb'), ...extra, '--json', '-c', env.config]);
+        expect(r.code, r.stdout + r.stderr).toBe(2);
+        expect(jsonOf<RestoreJson>(r).error!.message).toMatch(/is a symlink/);
+      }
+      expect(readFileSync(newer.files.all!.rdb).equals(newer.rdb)).toBe(true);
+      expect(lstatSync(join(out, 'dump.rdb')).isSymbolicLink()).toBe(true);
+    });
+
+    it('--nodes-to aliasing --to through a symlinked folder: refused (2) before anything is written', async () => {
+      const { env } = twoEvents();
+      const out = join(env.root, 'out');
+      mkdirSync(out);
+      const alias = join(env.root, 'out-alias');
+      symlinkSync(out, alias);
+      const r = await runCli(['restore', 'latest', '--to', join(out, 'dump.rdb'), '--nodes-to', join(alias, 'dump.rdb'), '--json', '-c', env.config]);
+      expect(r.code, r.stdout + r.stderr).toBe(2);
+      expect(jsonOf<RestoreJson>(r).error!.message).toMatch(/--nodes-to: .* is the same file as --to/);
+      expect(readdirSync(out)).toEqual([]);
+
+      // Existing files that alias each other (with --force): refused, both untouched.
+      writeFileSync(join(out, 'dump.rdb'), 'precious');
+      const forced = await runCli(['restore', 'latest', '--to', join(alias, 'dump.rdb'), '--nodes-to', join(out, 'dump.rdb'), '--force', '-c', env.config]);
+      expect(forced.code).toBe(2);
+      expect(readFileSync(join(out, 'dump.rdb'), 'utf8')).toBe('precious');
+    });
+
+    it('--to a symlink to a folder outside the archive writes dump.rdb into that folder', async () => {
+      const { env, newer } = twoEvents();
+      const real = join(env.root, 'real');
+      mkdirSync(real);
+      const link = join(env.root, 'link');
+      symlinkSync(real, link);
+      const r = await runCli(['restore', 'latest', '--to', link, '--json', '-c', env.config]);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(readFileSync(join(real, 'dump.rdb')).equals(newer.rdb)).toBe(true);
+      expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    });
   });
 });
