@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { contextFor, formatBytes, print, printResults } from './context.js';
+import { contextFor, formatBytes, print, printResults, tolerateClosedStdout } from './context.js';
 import { runOnce, runPrune, type PruneReport, type RuleReport, type RunReport } from './cycle.js';
 import { ArchiverError, ExitCode, exitCodeOf } from './errors.js';
 import { registerCatalogCommands } from './catalog.js';
@@ -151,6 +151,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+tolerateClosedStdout();
 // Not a top-level await: the published CLI is a CommonJS bundle (see scripts/build.mjs).
 let finished = false;
 void main(process.argv).then((code) => {

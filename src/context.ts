@@ -26,7 +26,32 @@ export function contextFor(cmd: Command): CommandContext {
   return { config, log: createLog(config.logLevel), fs: new OSFS(), json: opts.json === true };
 }
 
+/** Set once stdout failed (EPIPE: `rdb-archiver list | head -1`): later output is dropped. */
+let stdoutGone = false;
+
+/**
+ * A reader that goes away (`| head -1`, a closed terminal) must not crash a
+ * run: without a listener, the EPIPE of the next write is an unhandled
+ * 'error' event, a stack trace and exit 1, and the run dies before its state
+ * and metrics writes. With this, the rest of the output is discarded and the
+ * command finishes; its exit code is its own. Called once, at start-up.
+ */
+export function tolerateClosedStdout(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (!stdoutGone && err.code !== 'EPIPE') {
+      // Anything but a reader that left (EIO, ENOSPC on a redirect) is worth one line; EPIPE is normal use.
+      try {
+        process.stderr.write(`rdb-archiver: stdout failed (${err.code ?? err.message}); the rest of the output is discarded, the command goes on\n`);
+      } catch {
+        // stderr is gone too: nothing left to tell
+      }
+    }
+    stdoutGone = true;
+  });
+}
+
 export function print(text: string): void {
+  if (stdoutGone || process.stdout.destroyed) return;
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
