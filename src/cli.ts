@@ -100,7 +100,7 @@ export function buildProgram(): Command {
     .option('--force', 'archive even if the source looks unchanged (an identical event is still not rewritten)')
     .option('--json', 'print one JSON object on stdout')
     .action(async (opts: { dryRun?: boolean; force?: boolean }, cmd: Command) => {
-      const ctx = contextFor(cmd);
+      const ctx = contextFor(cmd, { runsHooks: true });
       const results = [];
       for (const instance of ctx.config.instances) {
         // One instance's failure never stops the others.
@@ -116,7 +116,7 @@ export function buildProgram(): Command {
     .option('--dry-run', 'print what would be deleted and why; delete nothing')
     .option('--json', 'print one JSON object on stdout')
     .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
-      const ctx = contextFor(cmd);
+      const ctx = contextFor(cmd, { runsHooks: true });
       const results = [];
       for (const instance of ctx.config.instances) {
         results.push({ instance: instance.name, report: await runPrune({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true }) });

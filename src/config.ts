@@ -2,12 +2,13 @@
  * Config: YAML file + command-line overrides -> one validated, resolved
  * Config. Every problem becomes a ConfigError naming the file and key path.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import * as z from 'zod/mini';
 import { ConfigError } from './errors.js';
 import { isValidTimeZone } from './timestamp.js';
+import { effectiveUid, untrustedPathReason } from './trust.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/rdb-archiver/config.yaml';
 export const RULE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]*$/;
@@ -296,15 +297,61 @@ function substituteEnv(value: unknown, file: string | undefined, path: PropertyK
   return value;
 }
 
-function readYaml(file: string, env: NodeJS.ProcessEnv): unknown {
-  let bytes: Buffer;
+/** A config file larger than this is refused: a config is a few KiB; /dev/zero must not run us out of memory. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+function describeNonRegular(s: Stats): string {
+  if (s.isDirectory()) return 'a directory';
+  if (s.isFIFO()) return 'a FIFO (named pipe)';
+  if (s.isCharacterDevice()) return 'a character device';
+  if (s.isBlockDevice()) return 'a block device';
+  if (s.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/**
+ * Reads the config file: a regular file (never a FIFO, which would block, or a
+ * device such as /dev/zero, which never ends) of at most MAX_CONFIG_BYTES, that
+ * passes the StrictModes check (src/trust.ts) on the very file descriptor read.
+ */
+function readConfigBytes(file: string): Buffer {
+  let fd: number;
   try {
-    bytes = readFileSync(file);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat below refuses it.
+    fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'config file not found' : code === 'EACCES' ? 'permission denied' : String(err);
     throw new ConfigError(file, undefined, `${why} (give --config FILE, or --source and --archive)`);
   }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) throw new ConfigError(file, undefined, `is ${describeNonRegular(info)}: the config must be a regular file`);
+    if (info.size > MAX_CONFIG_BYTES) {
+      throw new ConfigError(file, undefined, `is ${info.size} bytes: a config file must not be larger than ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    }
+    const untrusted = untrustedPathReason(file, 'the config file', effectiveUid(), info);
+    if (untrusted) throw new ConfigError(file, undefined, `refused: ${untrusted}`);
+    // One byte more than the limit tells a file that grew since the fstat.
+    const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const n = readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+      if (length > MAX_CONFIG_BYTES) throw new ConfigError(file, undefined, `is larger than ${MAX_CONFIG_BYTES} bytes (1 MiB): refused`);
+    }
+    return buffer.subarray(0, length);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(file, undefined, `cannot read: ${(err as Error).message}`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readYaml(file: string, env: NodeJS.ProcessEnv): unknown {
+  const bytes = readConfigBytes(file);
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);

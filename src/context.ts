@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { loadConfig, type Config, type ConfigOverrides } from './config.js';
 import { ExitCode } from './errors.js';
+import { checkHookExecutables } from './hooks.js';
 import { OSFS } from './fs.js';
 import { createLog, type Log } from './log.js';
 
@@ -20,9 +21,15 @@ export interface CommandContext {
   json: boolean;
 }
 
-export function contextFor(cmd: Command): CommandContext {
+export interface ContextOptions {
+  /** The command runs hooks (once, prune, daemon): their executables must pass the StrictModes check first. */
+  runsHooks?: boolean;
+}
+
+export function contextFor(cmd: Command, options: ContextOptions = {}): CommandContext {
   const opts = cmd.optsWithGlobals<GlobalOptions>();
   const config = loadConfig(opts);
+  if (options.runsHooks) checkHookExecutables(config);
   return { config, log: createLog(config.logLevel), fs: new OSFS(), json: opts.json === true };
 }
 

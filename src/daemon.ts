@@ -189,7 +189,7 @@ export function registerDaemonCommand(program: Command): void {
     .description('run the `once` cycle for every instance on a cron schedule (croner; seconds supported) until SIGTERM/SIGINT')
     .option('--schedule <cron>', 'cron expression, 5 fields or 6 with seconds (overrides schedule; default every minute)')
     .action(async (opts: { schedule?: string }, cmd: Command) => {
-      const ctx = contextFor(cmd);
+      const ctx = contextFor(cmd, { runsHooks: true });
       process.exitCode = await runDaemon(cmd, ctx, opts);
     });
 }

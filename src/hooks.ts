@@ -19,10 +19,13 @@
  * rdb_archiver_hook_failures_total); it never changes the run's exit code.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import { join } from 'node:path';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { InstanceConfig } from './config.js';
+import type { Config, InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
+import { ConfigError } from './errors.js';
+import { effectiveUid, untrustedPathReason } from './trust.js';
 import type { PruneReport, RunReport } from './cycle.js';
 import type { FileSystem } from './fs.js';
 import type { Log } from './log.js';
@@ -95,6 +98,47 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+/** The file spawn() would run for argv[0]: a path as given, a bare name searched in PATH; undefined when none is found. */
+export function hookExecutable(command: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (command.includes('/')) return isAbsolute(command) ? command : resolve(command);
+  for (const dir of (env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    const candidate = join(dir, command);
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Why a hook's executable must not be run (StrictModes, src/trust.ts): it, or
+ * a folder above it, can be changed by another user. Only argv[0] is checked:
+ * a script handed to an interpreter (["/bin/sh", "ship.sh"]) is the
+ * operator's to protect. A missing executable is not refused here; running it
+ * fails and is counted like any hook failure.
+ */
+export function untrustedHookReason(argv: readonly string[]): string | undefined {
+  const executable = hookExecutable(argv[0]!);
+  return executable === undefined ? undefined : untrustedPathReason(executable, 'the hook executable', effectiveUid());
+}
+
+const HOOK_KEYS = { afterArchive: 'after_archive', afterPrune: 'after_prune', onFailure: 'on_failure' } as const;
+
+/** Refuses (exit 2) a config whose hook executables another user could change; commands that run hooks call it first. */
+export function checkHookExecutables(config: Config): void {
+  for (const instance of config.instances) {
+    for (const [field, key] of Object.entries(HOOK_KEYS) as Array<[keyof typeof HOOK_KEYS, string]>) {
+      const argv = instance.hooks[field];
+      const reason = argv ? untrustedHookReason(argv) : undefined;
+      if (reason) throw new ConfigError(config.file, `hooks.${key}`, `refused: ${reason}`);
+    }
+  }
+}
+
 /** Runs one hook to completion (or until its timeout). Never throws. */
 export async function runHook(
   deps: HookDeps,
@@ -113,6 +157,14 @@ export async function runHook(
     if (deps.signal?.aborted) {
       log.warn({ argv }, 'hook not started: shutting down');
       resolve({ ...result, skipped: true, error: 'not started: shutting down' });
+      return;
+    }
+    // Checked again right before each run: a daemon runs for weeks, and the file can change after start-up.
+    const untrusted = untrustedHookReason(argv);
+    if (untrusted) {
+      result.error = `refused to run: ${untrusted}`;
+      log.error({ argv, err: result.error }, 'hook failed');
+      resolve(result);
       return;
     }
     log.info({ argv, status: vars.status, ts: vars.ts }, 'running hook');
