@@ -50,6 +50,22 @@ export interface SourceFacts {
   error?: ErrorReport;
 }
 
+/**
+ * A folder in the archive root that holds event files but is no configured
+ * rule: a renamed or removed rule's folder. Nothing prunes it any more, and
+ * it is never deleted automatically; status and check report it.
+ */
+export interface OrphanFolder {
+  folder: string;
+  dir: string;
+  /** Complete events (with their .rdb). */
+  events: number;
+  /** Bytes of its event files, each inode once. */
+  bytes: number;
+  newest?: Timestamp;
+  oldest?: Timestamp;
+}
+
 export interface InstanceFacts {
   instance: string;
   archiveDir: string;
@@ -68,6 +84,10 @@ export interface InstanceFacts {
   archiveBytes: number;
   space?: { available: number; total: number };
   spaceError?: string;
+  /** Orphan rule folders in the archive root, by name. */
+  orphans: OrphanFolder[];
+  /** The archive root could not be listed to look for orphans. */
+  orphansError?: string;
 }
 
 async function statSize(fs: FileSystem, path: string): Promise<{ key: string; size: number } | undefined> {
@@ -100,6 +120,7 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     rules: [],
     snapshots: 0,
     archiveBytes: 0,
+    orphans: [],
   };
 
   try {
@@ -173,11 +194,57 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   }
 
   try {
+    facts.orphans = await findOrphans(fs, instance);
+  } catch (err) {
+    facts.orphansError = `cannot list ${instance.archiveDir} to look for orphan rule folders: ${errorReport(err).message}`;
+  }
+
+  try {
     facts.space = await archiveSpace(fs, instance.archiveDir);
   } catch (err) {
     facts.spaceError = errorReport(err).message;
   }
   return facts;
+}
+
+/**
+ * Folders of the archive root that hold event files but are not a configured
+ * rule. Hidden folders (the state folder .rdb-archiver, anything dotted) are
+ * never rule folders: a rule name cannot start with a dot. Symlinks are not
+ * followed; a folder that cannot be read is skipped (it may not be ours).
+ */
+async function findOrphans(fs: FileSystem, instance: InstanceConfig): Promise<OrphanFolder[]> {
+  let entries;
+  try {
+    entries = await fs.readdir(instance.archiveDir);
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return []; // nothing archived yet
+    throw err;
+  }
+  const rules = new Set(instance.rules.map((r) => r.name));
+  const orphans: OrphanFolder[] = [];
+  for (const entry of entries) {
+    if (entry.kind !== 'dir' || entry.name.startsWith('.') || rules.has(entry.name)) continue;
+    const dir = join(instance.archiveDir, entry.name);
+    const scan = await scanFolder(fs, dir).catch(() => undefined);
+    if (!scan || scan.events.length === 0) continue;
+    const orphan: OrphanFolder = { folder: entry.name, dir, events: 0, bytes: 0 };
+    const inodes = new Map<string, number>();
+    for (const event of scan.events) {
+      if (event.kinds.includes('rdb')) {
+        orphan.events += 1;
+        orphan.newest ??= event.ts; // newest first
+        orphan.oldest = event.ts;
+      }
+      for (const kind of event.kinds) {
+        const file = await statSize(fs, join(dir, eventFileName(kind, event.ts))).catch(() => undefined);
+        if (file) inodes.set(file.key, file.size);
+      }
+    }
+    for (const size of inodes.values()) orphan.bytes += size;
+    orphans.push(orphan);
+  }
+  return orphans.sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
 }
 
 /** Seconds since a snapshot timestamp (its source mtime), never negative. */

@@ -79,6 +79,8 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const invalid = family('rdb_archiver_source_invalid', 'gauge', '1 if the current source file failed validation in the last run, else 0.');
   const unarchived = family('rdb_archiver_source_unarchived', 'gauge', '1 if the current source file is not archived yet (or is missing), else 0.');
   const hookFailures = family('rdb_archiver_hook_failures_total', 'counter', 'Hook runs that failed (non-zero exit, killed, timed out or could not start).');
+  const orphanBytes = family('rdb_archiver_orphan_folder_bytes', 'gauge', 'Bytes of event files in a folder of the archive root that no configured rule names (a renamed or removed rule): never pruned.');
+  const orphanEvents = family('rdb_archiver_orphan_folder_events', 'gauge', 'Complete snapshot events in an orphan rule folder.');
 
   for (const facts of all) {
     const instance = facts.instance;
@@ -103,6 +105,10 @@ export function renderMetrics(all: InstanceFacts[]): string {
     unarchived.samples.push({ labels: { instance }, value: !facts.source.exists || facts.source.unarchived ? 1 : 0 });
     for (const hook of HOOK_NAMES) {
       hookFailures.samples.push({ labels: { instance, hook }, value: counters[`hook_failures_${hook}`] ?? 0 });
+    }
+    for (const orphan of facts.orphans) {
+      orphanBytes.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.bytes });
+      orphanEvents.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.events });
     }
   }
 

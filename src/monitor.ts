@@ -48,6 +48,9 @@ export interface InstanceCheck {
   events: number;
   archiveBytes: number;
   freeBytes: number | null;
+  /** Orphan rule folders (see inspect.ts findOrphans) and their bytes. */
+  orphans: number;
+  orphanBytes: number;
 }
 
 /** The check's verdict for one instance: a pure function of what inspect found, the thresholds and the clock. */
@@ -83,6 +86,16 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
     add(Nagios.WARNING, `newest snapshot ${formatAge(age)} ago (> ${formatDuration(thresholds.warnAgeMs)})`);
   }
 
+  // A renamed or removed rule's folder: nothing prunes it, nothing counts it in a rule. Never
+  // deleted automatically (it may be the only copy of old data), so a person must decide.
+  if (facts.orphans.length > 0) {
+    const list = facts.orphans.map((o) => `${o.folder} (${o.events} event${o.events === 1 ? '' : 's'}, ${formatBytes(o.bytes)})`).join(', ');
+    add(Nagios.WARNING, facts.orphans.length === 1
+      ? `orphan rule folder ${list} is in no rule: never pruned; delete it or add the rule back`
+      : `orphan rule folders ${list} are in no rule: never pruned; delete them or add the rules back`);
+  }
+  if (facts.orphansError && !facts.rules.some((r) => r.error)) add(Nagios.UNKNOWN, facts.orphansError);
+
   const state = worstState(problems.map((p) => p.state));
   const parts = [age === null ? 'no snapshot' : `newest snapshot ${formatAge(age)} ago`];
   if (src.exists && src.unarchived) parts.push('source changed since, not archived yet');
@@ -99,6 +112,8 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
     events: facts.snapshots,
     archiveBytes: facts.archiveBytes,
     freeBytes: facts.space?.available ?? null,
+    orphans: facts.orphans.length,
+    orphanBytes: facts.orphans.reduce((sum, o) => sum + o.bytes, 0),
   };
 }
 
@@ -109,6 +124,8 @@ function perfData(c: InstanceCheck, prefix: string): string[] {
     `${prefix}events=${c.events};;;0`,
     `${prefix}archive=${c.archiveBytes}B;;;0`,
     ...(c.freeBytes === null ? [] : [`${prefix}free=${c.freeBytes}B;;;0`]),
+    `${prefix}orphans=${c.orphans};;;0`,
+    `${prefix}orphan_bytes=${c.orphanBytes}B;;;0`,
   ];
 }
 
@@ -180,7 +197,7 @@ async function runCheck(cmd: Command, flags: { warnAge?: string; critAge?: strin
     } catch (err) {
       checks.push({
         instance: instance.name, state: Nagios.UNKNOWN, status: 'UNKNOWN', problems: [{ state: Nagios.UNKNOWN, text: `internal error: ${String(err)}` }],
-        summary: '', ageSeconds: null, warnAgeSeconds: 0, critAgeSeconds: 0, events: 0, archiveBytes: 0, freeBytes: null,
+        summary: '', ageSeconds: null, warnAgeSeconds: 0, critAgeSeconds: 0, events: 0, archiveBytes: 0, freeBytes: null, orphans: 0, orphanBytes: 0,
       });
     }
   }
@@ -210,6 +227,8 @@ export interface StatusReport {
   rules: Record<string, { dir: string; events: number; bytes: number; newest: string | null; oldest: string | null; incomplete: number; error: string | null }>;
   archive: { dir: string; bytes: number; freeBytes: number | null; totalBytes: number | null; error: string | null };
   state: { path: string; error: string | null };
+  /** Folders of the archive root with event files that no rule names (never pruned, never deleted by us). */
+  orphans: Array<{ folder: string; dir: string; events: number; bytes: number; newest: string | null; oldest: string | null }>;
   exitCode: number;
 }
 
@@ -238,6 +257,7 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
     }])),
     archive: { dir: facts.archiveDir, bytes: facts.archiveBytes, freeBytes: facts.space?.available ?? null, totalBytes: facts.space?.total ?? null, error: facts.spaceError ?? null },
     state: { path: facts.statePath, error: facts.stateError ?? null },
+    orphans: facts.orphans.map((o) => ({ folder: o.folder, dir: o.dir, events: o.events, bytes: o.bytes, newest: o.newest ?? null, oldest: o.oldest ?? null })),
     // status only reports; an unreadable rule folder is the one thing it could not report.
     exitCode: ruleErrors.length > 0 ? ruleErrors[0]!.error!.exitCode : ExitCode.OK,
   };
@@ -269,6 +289,10 @@ export function statusText(r: StatusReport): string {
   }
   const a = r.archive;
   lines.push(`archive:        ${a.dir}: ${formatBytes(a.bytes)} on disk (hard links counted once)${a.freeBytes !== null ? `, ${formatBytes(a.freeBytes)} free` : `, free space unknown (${a.error})`}`);
+  r.orphans.forEach((o, i) => {
+    const range = o.newest ? `, newest ${o.newest}, oldest ${o.oldest}` : '';
+    lines.push(`${i === 0 ? 'orphans:' : ''}`.padEnd(16) + `${o.folder}: ${o.events} event${o.events === 1 ? '' : 's'}, ${formatBytes(o.bytes)}${range}; not in the config: never pruned (delete it or add the rule back)`);
+  });
   if (r.state.error) lines.push(`state:          ${r.state.error}`);
   return lines.join('\n');
 }
@@ -278,7 +302,7 @@ export function statusText(r: StatusReport): string {
 export function registerMonitorCommands(program: Command): void {
   program
     .command('status')
-    .description('show, per instance, the last run, the last snapshot, the source, events and bytes per rule, and free space')
+    .description('show, per instance, the last run, the last snapshot, the source, events and bytes per rule, free space, and orphan rule folders (a renamed rule\'s old folder)')
     .option('--json', 'print one JSON object on stdout')
     .action(async (_opts: object, cmd: Command) => {
       const ctx = contextFor(cmd);
