@@ -15,7 +15,7 @@ import { runCycleHooks, runPruneHooks } from './hooks.js';
 import { bumpCounter, loadState, saveState, type State } from './state.js';
 import { type Timestamp, parseTimestamp, timestampFromMs } from './timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
-import { archiveSnapshot, type SnapshotResult } from './worker.js';
+import { archiveSnapshot, type NodesChange, type SnapshotResult } from './worker.js';
 
 export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
 
@@ -33,7 +33,7 @@ export interface ErrorReport {
 export interface RunReport {
   instance: string;
   status: RunStatus;
-  snapshot: { ts: string; bytes: number; sha256: string; rules: string[]; nodes: boolean; outcome: SnapshotResult['outcome'] } | null;
+  snapshot: { ts: string; bytes: number; sha256: string; rules: string[]; nodes: boolean; nodesChanged?: NodesChange; outcome: SnapshotResult['outcome'] } | null;
   retention: Record<string, RuleReport>;
   warnings: string[];
   error?: ErrorReport;
@@ -223,10 +223,14 @@ export async function runOnce(
         sha256: result.sha256,
         rules: Object.keys(result.files),
         nodes: result.nodes !== undefined,
+        ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
         outcome: result.outcome,
       };
       // The state advances only now: the event is durable in every rule folder.
-      state.archived = { identity: result.identity, ts: result.ts, sha256: result.sha256, bytes: result.bytes, at: new Date().toISOString() };
+      state.archived = {
+        identity: result.identity, ts: result.ts, sha256: result.sha256, bytes: result.bytes, at: new Date().toISOString(),
+        ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
+      };
       delete state.rejected;
       protect = result.ts;
       log.info({ ts: result.ts, bytes: result.bytes, sha256: result.sha256, outcome: result.outcome, durationMs: result.durationMs, rdbVersion: result.rdb.version }, 'snapshot archived');

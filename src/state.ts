@@ -6,6 +6,7 @@
 import { dirname } from 'node:path';
 import type { FileInfo, FileSystem } from './fs.js';
 import { ensureDir, errorCode, replaceFileAtomic } from './fs.js';
+import type { NodesChange } from './worker.js';
 
 /** What makes a source file "the same file": any difference means a new snapshot. */
 export interface SourceIdentity {
@@ -21,6 +22,8 @@ export interface ArchivedRecord {
   sha256: string;
   bytes: number;
   at: string;
+  /** nodes.conf differed before and after the RDB copy: which version was kept (see worker.pairNodes). */
+  nodesChanged?: NodesChange;
 }
 
 export interface RejectedRecord {

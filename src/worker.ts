@@ -44,7 +44,8 @@ export interface SnapshotResult {
   bytes: number;
   sha256: string;
   rdb: RdbInfo;
-  nodes?: { bytes: number; sha256: string; mtimeMs: number };
+  /** The nodes.conf archived with the RDB; `changed` when it differed before and after the copy. */
+  nodes?: { bytes: number; sha256: string; mtimeMs: number; changed?: NodesChange };
   /** Final file paths per rule. */
   files: Record<string, string[]>;
   /** 'already-archived' when every file of the event existed, identical. */
@@ -227,35 +228,67 @@ interface Companion {
   data: Uint8Array;
 }
 
-async function readNodes(
-  fs: FileSystem,
-  path: string,
-  log: Log,
-  warnings: string[],
-): Promise<{ data: Buffer; info: FileInfo } | undefined> {
+/** One read of nodes.conf: its bytes, when it was written, and whether it looks whole. */
+export interface NodesRead {
+  data: Buffer;
+  sha256: string;
+  mtimeMs: number;
+  /** A "vars" line and as many bytes as fstat said: not torn by an in-place rewrite (Redis < 7.2). */
+  complete: boolean;
+}
+
+/** What was seen when nodes.conf differed between the reads before and after the RDB copy. */
+export interface NodesChange {
+  kept: 'before' | 'after';
+  before: { sha256: string; mtime: string; bytes: number } | null;
+  after: { sha256: string; mtime: string; bytes: number } | null;
+}
+
+async function readNodesFile(fs: FileSystem, path: string): Promise<NodesRead | undefined> {
   let handle: Handle;
   try {
     handle = await fs.open(path, 'read-nofollow');
   } catch (err) {
-    if (errorCode(err) === 'ENOENT') {
-      const w = `nodes.conf ${path} is configured but missing: archiving the RDB alone`;
-      warnings.push(w);
-      log.warn({ path }, w);
-      return undefined;
-    }
+    if (errorCode(err) === 'ENOENT') return undefined;
     throw err;
   }
   return closeAfter(handle, async () => {
     const info = await handle.stat();
     if (info.kind !== 'file') throw new SourceUnavailableError(path, describeSourceKind(info)!);
     const data = await readFromStart(handle, info.size);
-    if (data.length !== info.size || !/\nvars |^vars /.test(data.toString('utf8'))) {
-      const w = `nodes.conf ${path} looks incomplete (no "vars" line or short read); archived as found`;
-      warnings.push(w);
-      log.warn({ path, bytes: data.length }, w);
-    }
-    return { data, info };
+    const complete = data.length === info.size && /\nvars |^vars /.test(data.toString('utf8'));
+    return { data, sha256: sha256Hex(data), mtimeMs: info.mtimeMs, complete };
   });
+}
+
+const describeRead = (r: NodesRead | undefined) => (r ? { sha256: r.sha256, mtime: new Date(r.mtimeMs).toISOString(), bytes: r.data.length } : null);
+
+/**
+ * Which nodes.conf goes with the RDB, from the reads made right before and
+ * right after the copy (both after the RDB was saved: its descriptor was
+ * already open). The one read before is nearest to the RDB's save: it was in
+ * effect when the copy began, and the one read after was written later still.
+ * So it is kept, unless it is missing or torn and the later one is whole.
+ */
+export function pairNodes(path: string, before: NodesRead | undefined, after: NodesRead | undefined): { kept?: NodesRead; change?: NodesChange; warnings: string[] } {
+  const warnings: string[] = [];
+  if (!before && !after) return { warnings: [`nodes.conf ${path} is configured but missing: archiving the RDB alone`] };
+  let kept = before;
+  let change: NodesChange | undefined;
+  if (!before || !after || before.sha256 !== after.sha256) {
+    const useAfter = !before || (!before.complete && !!after?.complete);
+    kept = useAfter ? after : before;
+    change = { kept: useAfter ? 'after' : 'before', before: describeRead(before), after: describeRead(after) };
+    if (!before) {
+      warnings.push(`nodes.conf ${path} appeared during the copy of the RDB: archived it, although it was written after the RDB's save`);
+    } else if (!after) {
+      warnings.push(`nodes.conf ${path} disappeared during the copy of the RDB: archived the version read before the copy`);
+    } else {
+      warnings.push(`nodes.conf ${path} changed during the copy of the RDB: archived the version read ${useAfter ? 'after the copy (the one before was torn)' : 'before the copy (nearest to the RDB\'s save)'}; before: mtime ${change.before!.mtime}, sha256 ${before.sha256.slice(0, 16)}…; after: mtime ${change.after!.mtime}, sha256 ${after.sha256.slice(0, 16)}…`);
+    }
+  }
+  if (kept && !kept.complete) warnings.push(`nodes.conf ${path} looks incomplete (no "vars" line or short read); archived as found`);
+  return { kept, change, warnings };
 }
 
 /**
@@ -276,6 +309,8 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
   const { handle: source, info: before } = await openSource(fs, job.sourceRdb);
   const temps: string[] = [];
   try {
+    // nodes.conf is read before and after the copy (see pairNodes): both reads follow the RDB's save.
+    const nodesBefore = instance.sourceNodes ? await readNodesFile(fs, instance.sourceNodes) : undefined;
     // The worker names the event, from the descriptor it actually copies.
     const ts = timestampFromMs(before.mtimeMs);
     if (parseTimestamp(ts) === undefined) {
@@ -338,8 +373,18 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
       log.warn({ path: job.sourceRdb }, w);
     }
 
-    const nodes = instance.sourceNodes ? await readNodes(fs, instance.sourceNodes, log, warnings) : undefined;
-    const nodesSha = nodes ? sha256Hex(nodes.data) : undefined;
+    let nodes: NodesRead | undefined;
+    let nodesChange: NodesChange | undefined;
+    if (instance.sourceNodes) {
+      const paired = pairNodes(instance.sourceNodes, nodesBefore, await readNodesFile(fs, instance.sourceNodes));
+      nodes = paired.kept;
+      nodesChange = paired.change;
+      for (const w of paired.warnings) {
+        warnings.push(w);
+        log.warn({ path: instance.sourceNodes, ...(nodesChange ? { nodesChange } : {}) }, w);
+      }
+    }
+    const nodesSha = nodes?.sha256;
     const companions: Companion[] = [];
     if (nodes) companions.push({ kind: 'nodes', data: nodes.data });
     companions.push({ kind: 'sha256', data: Buffer.from(sidecarText(ts, pass.sha256, nodesSha)) });
@@ -406,7 +451,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
       bytes: pass.bytes,
       sha256: pass.sha256,
       rdb: pass.rdb,
-      nodes: nodes && nodesSha ? { bytes: nodes.data.length, sha256: nodesSha, mtimeMs: nodes.info.mtimeMs } : undefined,
+      nodes: nodes ? { bytes: nodes.data.length, sha256: nodes.sha256, mtimeMs: nodes.mtimeMs, ...(nodesChange ? { changed: nodesChange } : {}) } : undefined,
       files,
       outcome: created === 0 ? 'already-archived' : 'archived',
       identity: identityOf(before),

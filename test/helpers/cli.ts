@@ -3,7 +3,7 @@
  * systemd would, and gives tests temp folders that are removed afterwards.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach } from 'vitest';
@@ -23,6 +23,8 @@ export interface CliOptions {
   timeoutMs?: number;
   /** Another copy of the built CLI (default: dist/cli.js). */
   cli?: string;
+  /** Options for node itself, before the script (e.g. --import a preload). */
+  nodeArgs?: string[];
 }
 
 export function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
@@ -31,7 +33,7 @@ export function runCli(args: string[], options: CliOptions = {}): Promise<CliRes
     for (const [k, v] of Object.entries({ ...process.env, RDB_ARCHIVER_CONFIG: undefined, ...options.env })) {
       if (v !== undefined) env[k] = v;
     }
-    const child = spawn(process.execPath, [options.cli ?? CLI, ...args], { cwd: options.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), options.cli ?? CLI, ...args], { cwd: options.cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -72,4 +74,33 @@ export function tempDir(prefix = 'rdb-archiver-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   made.push(dir);
   return dir;
+}
+
+export const PAUSE_PRELOAD = resolve(import.meta.dirname, 'pause-preload.mjs');
+
+/**
+ * Runs the CLI paused at one call (see pause-preload.mjs): `during` runs while
+ * it is paused, then it resumes. Fails the test if the pause was never reached.
+ */
+export async function runCliPausedAt(
+  args: string[],
+  at: { op: 'read' | 'open'; path: string; nth?: number },
+  during: () => void | Promise<void>,
+  options: CliOptions = {},
+): Promise<CliResult & { paused: boolean }> {
+  const dir = tempDir('rdb-archiver-pause-');
+  const running = runCli(args, {
+    ...options,
+    nodeArgs: ['--import', PAUSE_PRELOAD, ...(options.nodeArgs ?? [])],
+    env: { ...options.env, PAUSE_OP: at.op, PAUSE_PATH: at.path, PAUSE_NTH: String(at.nth ?? 1), PAUSE_DIR: dir },
+  });
+  let done = false;
+  void running.finally(() => (done = true));
+  while (!done && !existsSync(join(dir, 'paused'))) await new Promise((r) => setTimeout(r, 5));
+  const paused = existsSync(join(dir, 'paused'));
+  if (paused) {
+    await during();
+    writeFileSync(join(dir, 'resume'), '');
+  }
+  return { ...(await running), paused };
 }
