@@ -11,7 +11,6 @@ import { setupArchive, writeSnapshot, type ArchiveEnv, type RuleSpec } from '../
 import { CLI_JS, Figures, runNode, stackTraceLines, type ProcResult } from './common.js';
 
 const figures = new Figures('clock', 'Clock trouble: future, backwards and repeated timestamps');
-afterAll(() => figures.write());
 
 interface OnceJson {
   status: string;
@@ -21,7 +20,6 @@ interface OnceJson {
 
 async function once(env: ArchiveEnv, ...extra: string[]): Promise<ProcResult & { json: OnceJson }> {
   const r = await runNode(CLI_JS, ['once', '--json', ...extra, '-c', env.config]);
-  figures.trial();
   figures.outcome(`exit ${r.code}`);
   expect(stackTraceLines(r.stderr)).toEqual([]);
   return { ...r, json: JSON.parse(r.stdout) as OnceJson };
@@ -83,7 +81,6 @@ describe('clock trouble', () => {
     expect(c.code).toBe(0);
     expect(c.json.status).toBe('unchanged');
     const p = await runNode(CLI_JS, ['prune', '-c', env.config]);
-    figures.trial();
     expect(p.code, p.stdout + p.stderr).toBe(0);
     for (const rule of rules) {
       expect(rdbs(env, rule.name), `${rule.name}: the current snapshot was pruned because of the future event`).toContain('dump-2025-06-01T12-00-00.rdb');

@@ -8,7 +8,7 @@ import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import ts from 'typescript';
-import { afterEach } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { prng } from '../helpers/rdb-builder.js';
 import { spawn } from 'node:child_process';
 
@@ -80,46 +80,214 @@ export function fsTypeOf(path: string): string {
 
 // ---------------------------------------------------------------------------
 // Figures: each suite writes what it measured; test/reliability/run.mjs merges
-// them into RELIABILITY.md.
+// them into RELIABILITY.md (test/reliability/figures.mjs holds the arithmetic).
+//
+// The unit is the trial: one scenario, with one fault or condition, and one
+// verdict. What the counts mean (README of the figures, in RELIABILITY.md):
+//   planned  trials the suite set out to run (fixed by the seed and the size)
+//   landed   trials whose fault or condition actually took effect
+//   missed   planned trials whose fault never took effect (a kill that came
+//            after the run had ended, a fault at a call the run never made),
+//            and nothing failed: they prove nothing and count neither way
+//   notRun   planned trials never run (cut short by an error, or a setup failure)
+//   passed   landed trials that held every invariant
+//   failed   landed trials that broke one, plus each failed setup step
+// A missed fault never hides a failure: a trial whose fault did not land but
+// whose run failed anyway is landed and failed.
+//
+// Two kinds of test case: an "explicit" one announces its trials with plan()
+// and gives each a verdict with result()/check(); any other test case is one
+// trial by itself, whose verdict is the test case's own (pass or fail), or
+// missed when it called missed().
 
 export interface SuiteFigures {
   suite: string;
   title: string;
+  /** The test file (set once the suite starts). */
+  file?: string;
   seed: number;
   full: boolean;
   startedAt: string;
   durationMs: number;
-  trials: number;
-  /** Faults injected, by errno code (or kind, e.g. SIGKILL). */
+  planned: number;
+  landed: number;
+  missed: number;
+  notRun: number;
+  passed: number;
+  /** Failed trials plus failed setup steps (setupFailures.length of them). */
+  failed: number;
+  /** Test cases skipped (not trials: the reason is in the notes). */
+  skipped: number;
+  /** Why planned trials missed, by reason. */
+  missedBy: Record<string, number>;
+  /** A beforeAll/afterAll that failed, or a test case that failed outside its trials. */
+  setupFailures: string[];
+  /** Faults that landed, by errno code (or kind, e.g. SIGKILL). */
   faults: Record<string, number>;
-  /** Crash points covered, by pipeline phase. */
+  /** Crash points covered (landed kills), by pipeline phase. */
   phases: Record<string, number>;
   /** Inputs tried (configs, sources, archive contents...). */
   inputs: Record<string, number>;
   /** Outcomes seen (exit codes...). */
   outcomes: Record<string, number>;
-  failures: number;
   failureDetails: string[];
   notes: string[];
+  /** What the seed does not reproduce (timing-dependent parts), in words. */
+  random: string[];
+}
+
+interface TaskLike {
+  name: string;
+  type?: string;
+  mode?: string;
+  filepath?: string;
+  tasks?: TaskLike[];
+  result?: { state?: string; errors?: Array<{ message?: string }>; note?: string };
+}
+
+interface CurrentTest {
+  name: string;
+  explicit: boolean;
+  missed?: string;
+  violations: string[];
+  /** Trial failures recorded by result()/check() in this test case. */
+  failures: number;
 }
 
 export class Figures {
   readonly data: SuiteFigures;
   private readonly started = Date.now();
+  private current?: CurrentTest;
 
-  constructor(suite: string, title: string) {
+  /**
+   * `hooks: false` for a unit test of the counting itself; otherwise the
+   * constructor registers the file-level hooks that turn test cases into
+   * trials and write the figures at the end (it must be called at the top
+   * level of the test file).
+   */
+  constructor(suite: string, title: string, options: { hooks?: boolean } = {}) {
     this.data = {
-      suite, title, seed: SEED, full: FULL, startedAt: new Date().toISOString(), durationMs: 0, trials: 0,
-      faults: {}, phases: {}, inputs: {}, outcomes: {}, failures: 0, failureDetails: [], notes: [],
+      suite, title, seed: SEED, full: FULL, startedAt: new Date().toISOString(), durationMs: 0,
+      planned: 0, landed: 0, missed: 0, notRun: 0, passed: 0, failed: 0, skipped: 0, missedBy: {}, setupFailures: [],
+      faults: {}, phases: {}, inputs: {}, outcomes: {}, failureDetails: [], notes: [], random: [],
     };
+    if (options.hooks === false) return;
+    beforeAll(({}, file) => {
+      this.data.file = (file as unknown as TaskLike).filepath;
+    });
+    beforeEach((ctx) => this.startTest(ctx.task.name));
+    afterEach((ctx) => {
+      const result = ctx.task.result as TaskLike['result'];
+      this.endTest(result?.state ?? 'fail', result?.errors?.[0]?.message ?? '', result?.note);
+    });
+    // Registered first, so it runs after every other afterAll of the file (vitest runs them as a stack).
+    afterAll(({}, file) => {
+      this.collectSetupFailures(file as unknown as TaskLike);
+      this.write();
+    });
   }
 
   private static bump(map: Record<string, number>, key: string, by = 1): void {
     map[key] = (map[key] ?? 0) + by;
   }
-  trial(n = 1): void {
-    this.data.trials += n;
+
+  /** A test case starts: one trial by itself, unless it calls plan(). */
+  startTest(name: string): void {
+    this.current = { name, explicit: false, violations: [], failures: 0 };
+    this.data.planned += 1;
   }
+
+  /** A test case ended with vitest's state ('pass', 'fail', 'skip'...): gives its own trial a verdict. */
+  endTest(state: string, error = '', note?: string): void {
+    const t = this.current;
+    this.current = undefined;
+    if (!t) return;
+    const firstLine = error.split('\n')[0]!.slice(0, 300);
+    if (t.explicit) {
+      // Its trials have their verdicts; a failure outside them (an exception, a broken harness) is a failure too.
+      if (state === 'fail' && t.failures === 0) this.setupFailed(`test case "${t.name}" failed outside its trials: ${firstLine}`);
+      return;
+    }
+    if (state === 'skip' || state === 'todo') {
+      this.data.planned -= 1;
+      this.data.skipped += 1;
+      this.note(`skipped: "${t.name}"${note ? ` (${note})` : ''}`);
+      return;
+    }
+    if (t.missed !== undefined && t.violations.length === 0) {
+      this.data.missed += 1;
+      Figures.bump(this.data.missedBy, t.missed);
+      // A case built to land that did not: the suite lost coverage, which is a failure of the harness.
+      if (state === 'fail') this.setupFailed(`test case "${t.name}" failed: its fault never landed (${t.missed}): ${firstLine}`);
+      return;
+    }
+    this.data.landed += 1;
+    if (state === 'pass' && t.violations.length === 0) {
+      this.data.passed += 1;
+    } else {
+      this.data.failed += 1;
+      this.detail(`${t.name}: ${[...t.violations, ...(state === 'fail' ? [firstLine] : [])].join('; ')}`);
+    }
+  }
+
+  /** This test case runs `n` trials of its own (each gets result() or check()). */
+  plan(n = 1): void {
+    if (this.current && !this.current.explicit) {
+      this.current.explicit = true;
+      this.data.planned -= 1; // the test case is no longer a trial by itself
+    }
+    this.data.planned += n;
+  }
+
+  /** This test case checks the harness, not the archiver: no trial; its failure counts as a setup failure. */
+  harness(): void {
+    this.plan(0);
+  }
+
+  /**
+   * The verdict of one planned trial. `missed`: why its fault never took
+   * effect (counted as missed only when nothing failed). Returns the violations.
+   */
+  result(label: string, outcome: { missed?: string; violations?: string[] }): string[] {
+    const violations = outcome.violations ?? [];
+    if (outcome.missed !== undefined && violations.length === 0) {
+      this.data.missed += 1;
+      Figures.bump(this.data.missedBy, outcome.missed);
+      return violations;
+    }
+    if (this.current && !this.current.explicit) {
+      // Inside a one-trial test case: the violations decide that trial's verdict.
+      this.current.violations.push(...violations.map((v) => `${label}: ${v}`));
+      return violations;
+    }
+    this.data.landed += 1;
+    if (violations.length === 0) {
+      this.data.passed += 1;
+    } else {
+      this.data.failed += 1;
+      if (this.current) this.current.failures += 1;
+      this.detail(`${label}${outcome.missed !== undefined ? ` (its fault did not land: ${outcome.missed})` : ''}: ${violations.join('; ')}`);
+    }
+    return violations;
+  }
+
+  /** The verdict of one landed trial. */
+  check(label: string, violations: string[]): string[] {
+    return this.result(label, { violations });
+  }
+
+  /** In a one-trial test case: its fault or condition never took effect. */
+  missed(reason: string): void {
+    if (this.current && !this.current.explicit) this.current.missed = reason;
+    else this.result('missed', { missed: reason });
+  }
+
+  /** A setup step (or a test case outside its trials) failed: it counts as a failure. */
+  setupFailed(text: string): void {
+    this.data.failed += 1;
+    this.data.setupFailures.push(text);
+  }
+
   fault(code: string, n = 1): void {
     Figures.bump(this.data.faults, code, n);
   }
@@ -135,22 +303,62 @@ export class Figures {
   note(text: string): void {
     if (!this.data.notes.includes(text)) this.data.notes.push(text);
   }
-  /** Records a trial's violations (if any) and returns them. */
-  check(label: string, violations: string[]): string[] {
-    if (violations.length > 0) {
-      this.data.failures += 1;
-      if (this.data.failureDetails.length < 50) this.data.failureDetails.push(`${label}: ${violations.join('; ')}`);
-    }
-    return violations;
+  /** Says what part of this suite the seed does not reproduce (timing). */
+  random(text: string): void {
+    if (!this.data.random.includes(text)) this.data.random.push(text);
   }
+
+  private detail(text: string): void {
+    if (this.data.failureDetails.length < 50) this.data.failureDetails.push(text);
+  }
+
+  /** Hooks that failed (beforeAll, afterAll), anywhere in the file; the test cases they kept from running are not run. */
+  collectSetupFailures(file: TaskLike): void {
+    const walk = (task: TaskLike, path: string) => {
+      const where = path || 'the test file';
+      if (task.type !== 'test' && task.result?.state === 'fail' && task.result.errors?.length) {
+        for (const e of task.result.errors) this.setupFailed(`setup of ${where} failed: ${(e.message ?? String(e)).split('\n')[0]!.slice(0, 300)}`);
+        const tests = (t: TaskLike): number => (t.type === 'test' ? (t.result?.state === 'skip' || !t.result ? 1 : 0) : (t.tasks ?? []).reduce((n, c) => n + tests(c), 0));
+        const unrun = tests(task);
+        this.data.planned += unrun; // each test case it kept from running was at least one trial
+      }
+      for (const child of task.tasks ?? []) if (child.type !== 'test') walk(child, path ? `${path} > ${child.name}` : child.name);
+    };
+    walk(file, '');
+  }
+
   /** Writes the figures where run.mjs collects them (only when RELIABILITY_FIGURES_DIR is set). */
   write(): void {
     this.data.durationMs = Date.now() - this.started;
+    this.data.notRun = this.data.planned - this.data.landed - this.data.missed;
     const dir = process.env.RELIABILITY_FIGURES_DIR;
     if (!dir) return;
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, `${this.data.suite}.json`), JSON.stringify(this.data, null, 2) + '\n');
   }
+}
+
+/** The CLI's `--json` result line is on stdout: the run had finished its work when it printed it. */
+export function printedResult(stdout: string): boolean {
+  return stdout.split('\n').some((line) => {
+    try {
+      return typeof (JSON.parse(line) as { exitCode?: unknown }).exitCode === 'number';
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Whether a SIGKILL sent at a wall-clock instant landed: only if the run was
+ * still running. A process that had exited, or had finished its run (its
+ * result was out, the archive complete) and was only exiting, was not killed
+ * in any sense that tests crash safety: that trial is missed.
+ */
+export function killLanded(r: Pick<ProcResult, 'code' | 'signal' | 'killedByUs'>, finished: boolean): { landed: true } | { landed: false; why: string } {
+  if (!r.killedByUs) return { landed: false, why: r.code === null ? 'the process was not killed by the test' : 'the process had exited before the kill' };
+  if (finished) return { landed: false, why: 'the run had finished (result written) before the kill' };
+  return { landed: true };
 }
 
 // ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TEMP_PREFIX } from '../../src/fs.js';
 import type { FsCall } from '../helpers/faulty-fs.js';
 import {
-  CLI_JS, CRASH_CHILD, FULL, Figures, assertBuilt, faultyFsModule, fsTypeOf, lanes, pool, removeTree, reproduce, rng, runNode,
+  CLI_JS, CRASH_CHILD, FULL, Figures, assertBuilt, faultyFsModule, fsTypeOf, killLanded, lanes, printedResult, pool, removeTree, reproduce, rng, runNode,
   scratchRoot, SEED, spread, stackTraceLines, type ProcResult,
 } from './common.js';
 import {
@@ -56,8 +56,9 @@ export function classifyCalls(calls: FsCall[], ctx: { source: string; primary: s
 }
 
 /** Where a random kill landed, inferred from what it left behind. */
+export const COMPLETED = 'run had completed before the kill';
 function inferPhase(scn: Scenario, trial: Trial, result: ProcResult): string {
-  if (!result.killedByUs) return result.code === 0 ? 'run had completed before the kill' : `run ended with ${result.code}`;
+  if (!result.killedByUs) return result.code === 0 ? COMPLETED : `run ended with ${result.code}`;
   const dirs = TRIAL_RULES.map((r) => join(trial.archive, r.name));
   const names = dirs.map((d) => readdirSync(d));
   const newRdb = names.map((ns) => ns.includes(fileName('rdb', NEW_TS)));
@@ -70,7 +71,7 @@ function inferPhase(scn: Scenario, trial: Trial, result: ProcResult): string {
     const present = new Set(names[i]!.map((n) => finalName(n)?.ts).filter(Boolean));
     return [...present].sort().join(',') === scn.ref!.after[r.name]!.join(',');
   });
-  if (stateNew) return lock ? 'lock release' : 'run had completed before the kill';
+  if (stateNew) return lock ? 'lock release' : COMPLETED;
   if (newRdb.every(Boolean)) return retentionDone ? 'during the state write' : 'during retention (scans and deletes)';
   if (newRdb.some(Boolean)) return 'between the rule links (first folder published, others linking)';
   if (newCompanion) return 'after the fsync, before the .rdb link (companions published)';
@@ -89,13 +90,14 @@ let calls: FsCall[] = [];
 let callPhases: string[] = [];
 let cleanRunMs = 0;
 
-async function recoverAndCheck(scn: Scenario, trial: Trial, label: string, violations: string[]): Promise<void> {
+/** The next real `once` completes the event; then the trial's verdict (missed only when its kill never landed and nothing failed). */
+async function recoverAndCheck(scn: Scenario, trial: Trial, label: string, violations: string[], missed?: string): Promise<void> {
   const rec = await runNode(CLI_JS, ['once', '--json', '-c', trial.config]);
   if (rec.code !== 0) violations.push(`the next once exited ${rec.code} ${rec.signal ?? ''}: ${rec.stdout.slice(0, 300)} ${rec.stderr.slice(0, 300)}`);
   const traces = stackTraceLines(rec.stderr);
   if (traces.length > 0) violations.push(`the next once printed a stack trace: ${traces[0]}`);
   violations.push(...checkRecovered(scn, trial));
-  figures.check(label, violations);
+  figures.result(label, { missed, violations });
 }
 
 beforeAll(async () => {
@@ -140,13 +142,13 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(() => {
-  figures.write();
   if (fast) removeTree(fast.root);
   if (disk) removeTree(disk.root);
 });
 
 describe('crash consistency (SIGKILL)', () => {
   it('classifies every call of a run into the named phases, and every phase has calls', () => {
+    figures.harness();
     for (const p of PHASES) expect(callPhases.filter((x) => x === p).length, `phase "${p}" has no calls:\n${calls.map((c, i) => `${c.n} ${callPhases[i]} ${c.op} ${c.path}`).join('\n')}`).toBeGreaterThan(0);
     expect(calls.some((c, i) => callPhases[i] === PHASES[4] && c.op === 'unlink')).toBe(true);
   });
@@ -155,6 +157,7 @@ describe('crash consistency (SIGKILL)', () => {
     // Full run: every N of the call sequence. npm test: 3 points per phase (first, middle, last).
     const all = calls.map((c) => c.n);
     const chosen = FULL ? all : PHASES.flatMap((p) => spread(all.filter((n) => callPhases[n - 1] === p), 3));
+    figures.plan(chosen.length);
     const failures: string[] = [];
     await pool(chosen, lanes(), async (n) => {
       const phase = callPhases[n - 1]!;
@@ -165,17 +168,19 @@ describe('crash consistency (SIGKILL)', () => {
       const r = await runNode(CRASH_CHILD, ['once', '--json', '-c', trial.config], {
         env: { RELIABILITY_FAULTY_FS: faultyFs, FAULT_KILL_AT: String(n), FAULT_LOG: logFile },
       });
-      figures.trial();
-      figures.fault('SIGKILL');
-      if (r.signal !== 'SIGKILL') {
-        violations.push(`the child was not killed (exit ${r.code}): ${r.stderr.slice(0, 300)}`);
-      } else {
+      let missed: string | undefined;
+      if (r.signal === 'SIGKILL') {
         const killed = (JSON.parse(readFileSync(logFile, 'utf8')) as { killedAt?: FsCall }).killedAt;
+        figures.fault('SIGKILL');
         figures.phase(phase);
         if (killed && killed.op !== calls[n - 1]!.op) figures.note('the call sequence varies slightly between runs (retention deletes run in parallel)');
+      } else if (r.code === 0) {
+        missed = 'the run made fewer calls than the crash point (it ended before call N)';
+      } else {
+        violations.push(`the child was not killed but exited ${r.code}: ${r.stderr.slice(0, 300)}`);
       }
       violations.push(...checkArchive(fast.scn, trial, { allowTemps: true, allowLock: true }));
-      await recoverAndCheck(fast.scn, trial, label, violations);
+      await recoverAndCheck(fast.scn, trial, label, violations, missed);
       if (violations.length > 0) failures.push(`${label}:\n  ${violations.join('\n  ')}`);
       removeTree(trial.dir);
     });
@@ -185,20 +190,26 @@ describe('crash consistency (SIGKILL)', () => {
   it('kills the real CLI at seeded random instants, and every kill recovers', async () => {
     const random = rng(SEED, 'crash-random');
     const trials = FULL ? 130 : 8;
-    const delays = Array.from({ length: trials }, () => Math.round(cleanRunMs * (0.3 + 0.8 * random())));
+    // The seed fixes each kill's instant as a fraction of a clean run; the run's length in ms is measured here.
+    const fractions = Array.from({ length: trials }, () => 0.3 + 0.8 * random());
+    const delays = fractions.map((f) => Math.round(cleanRunMs * f));
+    figures.plan(trials);
+    figures.random(`random kills: the seed fixes ${trials} kill instants as fractions (0.3 to 1.1) of a clean run; the clean run is timed on this machine (${cleanRunMs} ms), so where each kill lands, and whether it lands before the run ends, depends on timing`);
     const failures: string[] = [];
     await pool(delays, lanes(), async (delay, i) => {
       const trial = makeTrial(disk.scn, join(disk.root, `random-${i}`));
       const r = await runNode(CLI_JS, ['once', '--json', '-c', trial.config], { killAfterMs: delay });
-      figures.trial();
-      if (r.killedByUs) figures.fault('SIGKILL');
       const phase = inferPhase(disk.scn, trial, r);
-      figures.phase(`${phase} (random kill, inferred)`);
-      const label = `random kill #${i} after ${delay} ms [${phase}]`;
+      const kill = killLanded(r, printedResult(r.stdout) || phase === COMPLETED);
+      if (kill.landed) {
+        figures.fault('SIGKILL');
+        figures.phase(`${phase} (random kill, inferred)`);
+      }
+      const label = `random kill #${i} after ${delay} ms [${kill.landed ? phase : kill.why}]`;
       const violations: string[] = [];
       if (!r.killedByUs && r.code !== 0) violations.push(`the run was not killed but exited ${r.code}: ${r.stderr.slice(0, 300)}`);
       violations.push(...checkArchive(disk.scn, trial, { allowTemps: true, allowLock: true }));
-      await recoverAndCheck(disk.scn, trial, label, violations);
+      await recoverAndCheck(disk.scn, trial, label, violations, kill.landed ? undefined : `random kill: ${kill.why}`);
       if (violations.length > 0) failures.push(`${label}:\n  ${violations.join('\n  ')}`);
       removeTree(trial.dir);
     });

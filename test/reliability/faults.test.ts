@@ -63,11 +63,12 @@ async function faultTrial(t: FaultTrial): Promise<string[]> {
   const report: RunReport = await runOnce({ fs: faulty, log: memoryLog() }, instanceOf(trial), { dryRun: false, force: false });
   const first = faulty.injected.find((f) => !f.cascade);
   const problems: string[] = [];
-  figures.trial();
   if (!first) {
-    figures.outcome('call N not reached (shorter run)');
+    // The run made fewer than N calls: nothing was injected, this is no fault trial. A run that failed anyway still fails.
+    if (report.exitCode !== 0) problems.push(`no fault was injected, yet the run exited ${report.exitCode}: ${report.error?.message}`);
+    figures.result(`${t.code} at call ${t.n} (never reached)`, { missed: 'the run made fewer calls than N: the fault was never hit', violations: problems });
     removeTree(trial.dir);
-    return problems;
+    return problems.map((p) => `${t.code} at call ${t.n} (not reached): ${p}`);
   }
   figures.fault(t.sticky ? `${t.code} (sticky ${t.sticky})` : t.code);
   figures.outcome(`exit ${report.exitCode}`);
@@ -117,7 +118,6 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(() => {
-  figures.write();
   if (root) removeTree(root);
 });
 
@@ -125,6 +125,7 @@ describe('every I/O fault', () => {
   it.each(CODES)('%s at every call of a run (one-shot)', async (code) => {
     // Full run: every N with every code. npm test: every N with one of the codes (N mod 4 picks it).
     const ns = Array.from({ length: callCount }, (_, i) => i + 1).filter((n) => FULL || n % CODES.length === CODES.indexOf(code));
+    figures.plan(ns.length);
     const failures: string[] = [];
     for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky: false })));
     expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
@@ -133,6 +134,7 @@ describe('every I/O fault', () => {
   it.each(STICKY)('%s from call N on (sticky: %s), for every N', async (code, sticky) => {
     const all = Array.from({ length: callCount }, (_, i) => i + 1);
     const ns = FULL ? all : spread(all, 12);
+    figures.plan(ns.length);
     const failures: string[] = [];
     for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky })));
     expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
@@ -155,15 +157,22 @@ describe('faults through the real CLI', () => {
 
   it('a system call failing inside the bundled CLI gives the documented exit code and one line naming operation and path; the next run recovers', async () => {
     const failures: string[] = [];
+    figures.plan(cases().length);
     for (const [label, op, path, nth, code, namedOp, namedPath] of cases()) {
       const trial = makeTrial(scn, join(root, `cli-${op}-${code}`));
       const r = await runNode(CLI_JS, ['once', '-c', trial.config], {
         nodeArgs: ['--import', PRELOAD], env: { FAULT_OP: op, FAULT_PATH: path, FAULT_NTH: String(nth), FAULT_CODE: code },
       });
-      figures.trial();
-      figures.fault(`${code} (real CLI)`);
       const problems: string[] = [];
-      if (!/fault-preload: injected/.test(r.stderr)) problems.push(`the fault was not injected: ${r.stderr.slice(-200)}`);
+      if (!/fault-preload: injected/.test(r.stderr)) {
+        // The syscall was never made: no fault trial. The case is meant to land, so the test case fails too (lost coverage).
+        if (r.code !== 0) problems.push(`no fault was injected, yet the run exited ${r.code}: ${r.stdout.trim()}`);
+        figures.result(`real CLI, ${code} at the ${label}`, { missed: 'the faulted syscall was never made', violations: problems });
+        failures.push(`${code} at the ${label}: the fault never landed (no ${op} call matched ${path}): the case no longer covers it`);
+        removeTree(trial.dir);
+        continue;
+      }
+      figures.fault(`${code} (real CLI)`);
       if (r.code !== EXPECTED_EXIT[code]) problems.push(`exit ${r.code}, documented ${EXPECTED_EXIT[code]}`);
       const line = r.stdout.split('\n').find((l) => l.startsWith('failed:') || l.startsWith('error:')) ?? '';
       const opAt = line.indexOf(`failed: ${namedOp} `) >= 0 ? line.indexOf(`failed: ${namedOp} `) : line.indexOf(`error: ${namedOp} `);
@@ -185,9 +194,9 @@ describe('faults through the real CLI', () => {
     const r = await runNode(CLI_JS, ['once', '-c', trial.config], {
       nodeArgs: ['--import', PRELOAD], env: { FAULT_OP: 'link', FAULT_PATH: `/last/${fileName('rdb', NEW_TS)}`, FAULT_CODE: 'EXDEV' },
     });
-    figures.trial();
-    figures.fault('EXDEV (real CLI)');
+    if (!/fault-preload: injected/.test(r.stderr)) figures.missed('the faulted syscall was never made');
     expect(r.stderr).toMatch(/fault-preload: injected/);
+    figures.fault('EXDEV (real CLI)');
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/copied instead of hard-linking/);
     expect(checkRecovered(scn, trial)).toEqual([]);
@@ -234,7 +243,6 @@ describe('real faults (no injection): a full and a read-only filesystem', () => 
       const free = Number(execFileSync('stat', ['-f', '-c', '%a*%S', mnt]).toString().trim().split('*').reduce((a, b) => String(Number(a) * Number(b))));
       const big = writeSnapshot(source, { seed: "big", mtime: new Date("2025-06-01T11:00:00Z"), size: free - 4096 - 2048 });
       const r = await runNode(CLI_JS, ['once', '-c', config]);
-      figures.trial();
       figures.fault('ENOSPC (real, tmpfs full)');
       expect(r.code, r.stdout + r.stderr).toBe(1);
       expect(r.stdout).toContain('ENOSPC');
@@ -256,7 +264,6 @@ describe('real faults (no injection): a full and a read-only filesystem', () => 
       writeSnapshot(source, { seed: 'ro', mtime: new Date('2025-06-01T12:00:00Z'), size: 64 * 1024 });
       execFileSync('mount', ['-o', 'remount,ro', mnt]);
       const ro = await runNode(CLI_JS, ['once', '-c', config]);
-      figures.trial();
       figures.fault('EROFS (real, read-only mount)');
       expect(ro.code, ro.stdout + ro.stderr).toBe(77);
       expect(ro.stdout).toMatch(/EROFS|read-only/);

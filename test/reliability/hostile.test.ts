@@ -14,14 +14,13 @@
 import { execFileSync } from 'node:child_process';
 import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/cli.js';
 import { setupArchive, writeSnapshot } from '../helpers/snapshots.js';
 import { CLI_JS, Figures, pool, reproduce, runNode, stackTraceLines } from './common.js';
 import { sha256 } from './scenario.js';
 
 const figures = new Figures('hostile', 'Hostile config and archive contents');
-afterAll(() => figures.write());
 
 interface BadConfig {
   label: string;
@@ -129,13 +128,13 @@ describe('a corpus of bad configs, through the real CLI', () => {
   it(`rejects all ${BAD_CONFIGS.length} with exit 2 and a message naming the key or the file, creating nothing`, async () => {
     const dir = tempDir();
     const failures: string[] = [];
+    figures.plan(BAD_CONFIGS.length);
     await pool(BAD_CONFIGS, 4, async (bad, i) => {
       const sub = join(dir, String(i));
       mkdirSync(sub);
       const file = join(sub, 'config.yaml');
       writeFileSync(file, typeof bad.text === 'string' ? bad.text.replaceAll('{DIR}', sub) : Buffer.from(bad.text.toString('latin1').replaceAll('{DIR}', sub), 'latin1'));
       const r = await runNode(CLI_JS, ['once', '-c', file], { env: bad.env, timeoutMs: 30_000 });
-      figures.trial();
       figures.input('bad config');
       figures.outcome(`exit ${r.code}`);
       const problems: string[] = [];
@@ -218,11 +217,9 @@ describe('hostile archive contents', () => {
     for (let i = 0; i < 4; i += 1) {
       writeSnapshot(env.source, { seed: `s${i}`, mtime: new Date(Date.UTC(2025, 5, 1, 10 + i)) });
       const r = await runNode(CLI_JS, ['once', '-c', env.config], { timeoutMs: 30_000 });
-      figures.trial();
       expect(r.code, r.stdout + r.stderr).toBe(0);
       expect(stackTraceLines(r.stderr)).toEqual([]);
       const p = await runNode(CLI_JS, ['prune', '-c', env.config], { timeoutMs: 30_000 });
-      figures.trial();
       expect(p.code, p.stdout + p.stderr).toBe(0);
       expect(fingerprints.map((f) => f())).toEqual(before);
       // Our own events are pruned as usual: count 1 leaves the newest (and nothing of ours older).
@@ -249,7 +246,6 @@ describe('hostile archive contents', () => {
 
     writeSnapshot(env.source, { seed: 'b', mtime: new Date('2025-06-02T10:00:00Z') });
     const r = await runNode(CLI_JS, ['once', '-c', env.config]);
-    figures.trial();
     figures.input('rule folder symlinked out of the archive');
     expect(r.code, r.stdout + r.stderr).not.toBe(0);
     expect(r.code).not.toBe(70);
@@ -257,7 +253,6 @@ describe('hostile archive contents', () => {
     expect(r.stdout).toContain(join(env.archive, 'daily'));
     expect(stackTraceLines(r.stderr)).toEqual([]);
     const p = await runNode(CLI_JS, ['prune', '-c', env.config]);
-    figures.trial();
     expect(p.code, p.stdout + p.stderr).not.toBe(0);
     expect(p.code).not.toBe(70);
     expect(p.stdout).toMatch(/symlink/);

@@ -8,12 +8,11 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { setupArchive, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
 import { CLI_JS, Figures } from './common.js';
 
 const figures = new Figures('permissions', 'Permissions of archived files and folders');
-afterAll(() => figures.write());
 
 const NOBODY = { uid: 65534, gid: 65534 };
 const isRoot = process.getuid?.() === 0;
@@ -53,7 +52,6 @@ describe('permissions', () => {
     writeSnapshot(env.source, { seed: 'p', mtime: new Date('2025-06-01T10:00:00Z') });
     writeFileSync(env.nodes!, 'abc 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-16383\nvars currentEpoch 1 lastVoteEpoch 0\n');
     const r = onceWithUmask(env, umask);
-    figures.trial();
     figures.input(`umask ${umask}, default modes`);
     expect(r.status, r.out).toBe(0);
     const { dirs, files } = created(env, ['hourly', 'daily']);
@@ -69,7 +67,6 @@ describe('permissions', () => {
       writeFileSync(env.config, text);
       writeSnapshot(env.source, { seed: 'q', mtime: new Date('2025-06-01T10:00:00Z') });
       const r = onceWithUmask(env, umask);
-      figures.trial();
       figures.input(`file_mode ${fileMode}, dir_mode ${dirMode}, umask ${umask}`);
       expect(r.status, r.out).toBe(0);
       for (const d of [env.archive, join(env.archive, 'last')]) expect(mode(d).toString(8).padStart(4, '0'), d).toBe(dirMode);
@@ -94,7 +91,6 @@ describe('permissions', () => {
     expect(readAsNobody(control).status, 'the control file must be readable by nobody').toBe(0);
 
     const rdb = join(env.archive, 'last', 'dump-2025-06-01T10-00-00.rdb');
-    figures.trial(4);
     figures.input('read by another user');
     const asNobody = readAsNobody(rdb);
     expect(asNobody.status).not.toBe(0);

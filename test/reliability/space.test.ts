@@ -7,7 +7,7 @@
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { runOnce } from '../../src/cycle.js';
 import { fsError } from '../../src/errors.js';
@@ -18,7 +18,6 @@ import { listTree, setupArchive, writeSnapshot } from '../helpers/snapshots.js';
 import { CLI_JS, Figures, reproduce, runNode, stackTraceLines } from './common.js';
 
 const figures = new Figures('space', 'Disk space: the free-space check before copying');
-afterAll(() => figures.write());
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -78,7 +77,6 @@ describe('the free-space check', () => {
     const short = new FaultyFS(new OSFS(), { wrapError: fsError });
     short.spaceOverride = () => ({ available: needed - 1, total });
     const refused = await runOnce({ fs: short, log: memoryLog() }, instance, { dryRun: false, force: false });
-    figures.trial();
     figures.input(`min_free ${minFree ?? '(default)'}`);
     figures.outcome(`exit ${refused.exitCode} (refused)`);
     const problems: string[] = [];
@@ -96,7 +94,6 @@ describe('the free-space check', () => {
     const exact = new FaultyFS(new OSFS(), { wrapError: fsError });
     exact.spaceOverride = () => ({ available: needed, total });
     const ok = await runOnce({ fs: exact, log: memoryLog() }, instance, { dryRun: false, force: false });
-    figures.trial();
     figures.outcome(`exit ${ok.exitCode} (enough space)`);
     if (ok.exitCode !== 0 || ok.status !== 'archived') problems.push(`with exactly enough space: exit ${ok.exitCode} ${ok.status} ${ok.error?.message ?? ''}`);
     figures.check(`min_free ${minFree ?? '(default)'} total ${total}`, problems);
@@ -107,7 +104,6 @@ describe('the free-space check', () => {
     const { env } = await prepared('100TiB');
     const before = listTree(env.archive).filter((l) => !l.startsWith('.rdb-archiver/'));
     const r = await runNode(CLI_JS, ['once', '-c', env.config]);
-    figures.trial();
     figures.input('min_free 100TiB (real statfs)');
     expect(r.code, r.stdout + r.stderr).toBe(1);
     expect(r.stdout).toMatch(/^failed: .*\/last: not enough free space: need \d+ bytes \(snapshot \+ reserve\), \d+ available; nothing was written$/m);
@@ -117,7 +113,6 @@ describe('the free-space check', () => {
 
     writeFileSync(env.config, readFileSync(env.config, 'utf8').replace('"100TiB"', '"1MiB"'));
     const again = await runNode(CLI_JS, ['once', '-c', env.config]);
-    figures.trial();
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(readdirSync(join(env.archive, 'last'))).toContain('dump-2025-06-01T11-00-00.rdb');
   });
@@ -130,7 +125,6 @@ describe('the free-space check', () => {
     const first = await runOnce({ fs: new OSFS(), log: memoryLog() }, instance, { dryRun: false, force: false });
     expect(first.exitCode).toBe(0);
     const again = await runOnce({ fs: faulty, log: memoryLog() }, instance, { dryRun: false, force: true });
-    figures.trial();
     expect(again.exitCode, again.error?.message).toBe(0);
     expect(again.snapshot?.outcome).toBe('already-archived');
   });
