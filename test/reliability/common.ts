@@ -327,10 +327,15 @@ export class Figures {
     walk(file, '');
   }
 
-  /** Writes the figures where run.mjs collects them (only when RELIABILITY_FIGURES_DIR is set). */
-  write(): void {
+  /** Closes the counts (duration, not run). */
+  finish(): void {
     this.data.durationMs = Date.now() - this.started;
     this.data.notRun = this.data.planned - this.data.landed - this.data.missed;
+  }
+
+  /** Writes the figures where run.mjs collects them (only when RELIABILITY_FIGURES_DIR is set). */
+  write(): void {
+    this.finish();
     const dir = process.env.RELIABILITY_FIGURES_DIR;
     if (!dir) return;
     mkdirSync(dir, { recursive: true });

@@ -102,7 +102,7 @@ describe('Figures: the verdict of each trial', () => {
     f.startTest('violations recorded by check() fail it');
     f.check('step', ['an invariant broke']);
     f.endTest('pass');
-    f.write();
+    f.finish();
     expect(f.data).toMatchObject({ planned: 4, landed: 3, missed: 1, notRun: 0, passed: 1, failed: 2, skipped: 1 });
     expect(f.data.failureDetails).toEqual(['fails: expected 1 to be 2', 'violations recorded by check() fail it: step: an invariant broke']);
   });
@@ -114,7 +114,7 @@ describe('Figures: the verdict of each trial', () => {
     f.check('a', []);
     f.result('b', { missed: 'kill after exit' });
     f.endTest('fail', 'TypeError: cannot read x');
-    f.write();
+    f.finish();
     expect(f.data).toMatchObject({ planned: 4, landed: 1, missed: 1, notRun: 2, passed: 1, failed: 1 });
     expect(f.data.setupFailures).toEqual(['test case "explicit" failed outside its trials: TypeError: cannot read x']);
   });
@@ -142,7 +142,7 @@ describe('a timed SIGKILL counts only if it reached a running run', () => {
     const running = await runNode('-e', ['setInterval(() => {}, 1000)'], { killAfterMs: 1000 });
     expect(verdict('running', running)).toEqual({ landed: true });
     f.endTest('pass');
-    f.write();
+    f.finish();
     expect(f.data).toMatchObject({ planned: 3, landed: 1, missed: 2, passed: 1, failed: 0, notRun: 0 });
     expect(f.data.missedBy).toEqual({ 'the process had exited before the kill': 1, 'the run had finished (result written) before the kill': 1 });
   }, 30_000);
