@@ -134,6 +134,12 @@ export interface SuiteFigures {
   notes: string[];
   /** What the seed does not reproduce (timing-dependent parts), in words. */
   random: string[];
+  /**
+   * sha256 (16 hex digits) of the sorted labels of every planned trial: two
+   * runs of the same code with the same seed and size plan the same trials
+   * exactly when their digests match.
+   */
+  planDigest: string;
 }
 
 interface TaskLike {
@@ -158,6 +164,7 @@ export class Figures {
   readonly data: SuiteFigures;
   private readonly started = Date.now();
   private current?: CurrentTest;
+  private readonly planLabels: string[] = [];
 
   /**
    * `hooks: false` for a unit test of the counting itself; otherwise the
@@ -169,7 +176,7 @@ export class Figures {
     this.data = {
       suite, title, seed: SEED, full: FULL, startedAt: new Date().toISOString(), durationMs: 0,
       planned: 0, landed: 0, missed: 0, notRun: 0, passed: 0, failed: 0, skipped: 0, missedBy: {}, setupFailures: [],
-      faults: {}, phases: {}, inputs: {}, outcomes: {}, failureDetails: [], notes: [], random: [],
+      faults: {}, phases: {}, inputs: {}, outcomes: {}, failureDetails: [], notes: [], random: [], planDigest: '',
     };
     if (options.hooks === false) return;
     beforeAll(({}, file) => {
@@ -195,6 +202,7 @@ export class Figures {
   startTest(name: string): void {
     this.current = { name, explicit: false, violations: [], failures: 0 };
     this.data.planned += 1;
+    this.planLabels.push(name);
   }
 
   /** A test case ended with vitest's state ('pass', 'fail', 'skip'...): gives its own trial a verdict. */
@@ -210,6 +218,7 @@ export class Figures {
     }
     if (state === 'skip' || state === 'todo') {
       this.data.planned -= 1;
+      this.planLabels.splice(this.planLabels.lastIndexOf(t.name), 1);
       this.data.skipped += 1;
       this.note(`skipped: "${t.name}"${note ? ` (${note})` : ''}`);
       return;
@@ -230,13 +239,21 @@ export class Figures {
     }
   }
 
-  /** This test case runs `n` trials of its own (each gets result() or check()). */
-  plan(n = 1): void {
-    if (this.current && !this.current.explicit) {
-      this.current.explicit = true;
+  /**
+   * This test case runs trials of its own (each gets result() or check()):
+   * their labels (what the seed chose: a call number, a kill instant...), or
+   * how many there are.
+   */
+  plan(trials: number | readonly string[] = 1): void {
+    const t = this.current;
+    if (t && !t.explicit) {
+      t.explicit = true;
       this.data.planned -= 1; // the test case is no longer a trial by itself
+      this.planLabels.splice(this.planLabels.lastIndexOf(t.name), 1);
     }
-    this.data.planned += n;
+    const labels = typeof trials === 'number' ? Array.from({ length: trials }, (_, i) => `${t?.name ?? ''} #${i + 1}`) : trials.map((l) => `${t?.name ?? ''}: ${l}`);
+    this.data.planned += labels.length;
+    this.planLabels.push(...labels);
   }
 
   /** This test case checks the harness, not the archiver: no trial; its failure counts as a setup failure. */
@@ -321,6 +338,7 @@ export class Figures {
         const tests = (t: TaskLike): number => (t.type === 'test' ? (t.result?.state === 'skip' || !t.result ? 1 : 0) : (t.tasks ?? []).reduce((n, c) => n + tests(c), 0));
         const unrun = tests(task);
         this.data.planned += unrun; // each test case it kept from running was at least one trial
+        this.planLabels.push(...Array.from({ length: unrun }, (_, i) => `${where}: not run #${i + 1}`));
       }
       for (const child of task.tasks ?? []) if (child.type !== 'test') walk(child, path ? `${path} > ${child.name}` : child.name);
     };
@@ -331,6 +349,7 @@ export class Figures {
   finish(): void {
     this.data.durationMs = Date.now() - this.started;
     this.data.notRun = this.data.planned - this.data.landed - this.data.missed;
+    this.data.planDigest = createHash('sha256').update([...this.planLabels].sort().join('\n')).digest('hex').slice(0, 16);
   }
 
   /** Writes the figures where run.mjs collects them (only when RELIABILITY_FIGURES_DIR is set). */

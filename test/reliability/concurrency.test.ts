@@ -171,7 +171,7 @@ describe('stale locks', () => {
     figures.note(`a stale-lock takeover makes ${lockCalls.length} filesystem calls before the state is read; a run was killed before each of them`);
     const failures: string[] = [];
     const chosen = FULL ? lockCalls : spread(lockCalls, 6);
-    figures.plan(chosen.length);
+    figures.plan(chosen.map((n) => `kill at call ${n} of a takeover`));
     await pool(chosen, lanes(), async (n) => {
       const e = setupArchive({ rules: RULES });
       const snap = writeSnapshot(e.source, { seed: 'z', mtime: new Date('2025-06-01T10:00:00Z'), size: 1024 * 1024 });

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Figures, REPO, killLanded, printedResult, runNode, type SuiteFigures } from './common.js';
+import { Figures, REPO, SEED, killLanded, printedResult, rng, runNode, type SuiteFigures } from './common.js';
 // @ts-expect-error: a plain .mjs module (run.mjs imports it), without type declarations
 import { aggregate, render, SUITES } from './figures.mjs';
 
@@ -117,6 +117,25 @@ describe('Figures: the verdict of each trial', () => {
     f.finish();
     expect(f.data).toMatchObject({ planned: 4, landed: 1, missed: 1, notRun: 2, passed: 1, failed: 1 });
     expect(f.data.setupFailures).toEqual(['test case "explicit" failed outside its trials: TypeError: cannot read x']);
+  });
+});
+
+describe('the seed reproduces the plan', () => {
+  const planned = (order: 'forward' | 'backward', seed: number) => {
+    const f = new Figures('unit', 'unit', { hooks: false });
+    const random = rng(seed, 'crash-random');
+    const fractions = Array.from({ length: 20 }, () => 0.3 + 0.8 * random());
+    f.startTest('kills');
+    f.plan((order === 'forward' ? fractions : [...fractions].reverse()).map((x) => `kill at ${x.toFixed(6)} of a clean run`));
+    f.endTest('pass');
+    f.finish();
+    return f.data.planDigest;
+  };
+
+  it('the same seed plans the same trials (whatever order they ran in); another seed plans others', () => {
+    expect(planned('forward', SEED)).toMatch(/^[0-9a-f]{16}$/);
+    expect(planned('backward', SEED)).toBe(planned('forward', SEED));
+    expect(planned('forward', SEED + 1)).not.toBe(planned('forward', SEED));
   });
 });
 

@@ -157,7 +157,7 @@ describe('crash consistency (SIGKILL)', () => {
     // Full run: every N of the call sequence. npm test: 3 points per phase (first, middle, last).
     const all = calls.map((c) => c.n);
     const chosen = FULL ? all : PHASES.flatMap((p) => spread(all.filter((n) => callPhases[n - 1] === p), 3));
-    figures.plan(chosen.length);
+    figures.plan(chosen.map((n) => `kill before call ${n}`));
     const failures: string[] = [];
     await pool(chosen, lanes(), async (n) => {
       const phase = callPhases[n - 1]!;
@@ -193,7 +193,7 @@ describe('crash consistency (SIGKILL)', () => {
     // The seed fixes each kill's instant as a fraction of a clean run; the run's length in ms is measured here.
     const fractions = Array.from({ length: trials }, () => 0.3 + 0.8 * random());
     const delays = fractions.map((f) => Math.round(cleanRunMs * f));
-    figures.plan(trials);
+    figures.plan(fractions.map((f) => `kill at ${f.toFixed(6)} of a clean run`));
     figures.random(`random kills: the seed fixes ${trials} kill instants as fractions (0.3 to 1.1) of a clean run; the clean run is timed on this machine (${cleanRunMs} ms), so where each kill lands, and whether it lands before the run ends, depends on timing`);
     const failures: string[] = [];
     await pool(delays, lanes(), async (delay, i) => {

@@ -125,7 +125,7 @@ describe('every I/O fault', () => {
   it.each(CODES)('%s at every call of a run (one-shot)', async (code) => {
     // Full run: every N with every code. npm test: every N with one of the codes (N mod 4 picks it).
     const ns = Array.from({ length: callCount }, (_, i) => i + 1).filter((n) => FULL || n % CODES.length === CODES.indexOf(code));
-    figures.plan(ns.length);
+    figures.plan(ns.map((n) => `${code} at call ${n}`));
     const failures: string[] = [];
     for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky: false })));
     expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
@@ -134,7 +134,7 @@ describe('every I/O fault', () => {
   it.each(STICKY)('%s from call N on (sticky: %s), for every N', async (code, sticky) => {
     const all = Array.from({ length: callCount }, (_, i) => i + 1);
     const ns = FULL ? all : spread(all, 12);
-    figures.plan(ns.length);
+    figures.plan(ns.map((n) => `${code} sticky ${sticky} from call ${n}`));
     const failures: string[] = [];
     for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky })));
     expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
@@ -157,7 +157,7 @@ describe('faults through the real CLI', () => {
 
   it('a system call failing inside the bundled CLI gives the documented exit code and one line naming operation and path; the next run recovers', async () => {
     const failures: string[] = [];
-    figures.plan(cases().length);
+    figures.plan(cases().map(([label, , , , code]) => `${code} at the ${label}`));
     for (const [label, op, path, nth, code, namedOp, namedPath] of cases()) {
       const trial = makeTrial(scn, join(root, `cli-${op}-${code}`));
       const r = await runNode(CLI_JS, ['once', '-c', trial.config], {

@@ -8,6 +8,7 @@
  * record and a test file vitest saw fail outside any trial into failures, and
  * gives the exit code; render() writes the markdown.
  */
+import { createHash } from 'node:crypto';
 
 /** Every suite of test/reliability, in the order of the report. */
 export const SUITES = ['crash', 'faults', 'space', 'concurrency', 'source', 'clock', 'hostile', 'permissions'];
@@ -33,7 +34,7 @@ const n0 = (v) => (Number.isFinite(v) ? v : 0);
 function missingSuite(name, why) {
   return {
     suite: name, title: `${name} (no figures)`, planned: 0, landed: 0, missed: 0, notRun: 0, passed: 0, failed: 1, skipped: 0,
-    missedBy: {}, setupFailures: [why], faults: {}, phases: {}, inputs: {}, outcomes: {}, failureDetails: [], notes: [], random: [],
+    missedBy: {}, setupFailures: [why], faults: {}, phases: {}, inputs: {}, outcomes: {}, failureDetails: [], notes: [], random: [], planDigest: 'none',
   };
 }
 
@@ -99,6 +100,11 @@ export function aggregate({ suites, expected = SUITES, vitest, vitestStatus }) {
   };
 }
 
+/** One digest over the suites' plan digests, in report order. */
+export function planDigest(rows) {
+  return createHash('sha256').update(rows.map((r) => `${r.suite}:${r.planDigest ?? '?'}`).join('\n')).digest('hex').slice(0, 16);
+}
+
 const fmt = (n) => Number(n).toLocaleString('en-US');
 const listOf = (map) => Object.entries(map ?? {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([k, v]) => `${k}: ${fmt(v)}`).join('; ') || 'none';
 const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
@@ -124,6 +130,7 @@ export function render(agg, run) {
   lines.push(`| kill points that landed, by phase | ${listOf(agg.phases)} |`);
   lines.push(`| test cases | ${run.tests ? `${fmt(run.tests.numPassedTests)} passed, ${fmt(run.tests.numFailedTests)} failed, ${fmt(run.tests.numPendingTests + run.tests.numTodoTests)} skipped, of ${fmt(run.tests.numTotalTests)}` : 'no vitest report'} |`);
   lines.push(`| seed | ${run.seed} (\`RELIABILITY_SEED=${run.seed} npm run test:reliability\` plans the same trials; see below for what timing decides) |`);
+  lines.push(`| plan digest | ${planDigest(rows)} (sha256 of every suite's planned trials: the same code, seed and size give the same digest) |`);
   lines.push(`| duration | ${seconds(run.wallMs)} wall clock |`);
   lines.push('');
   lines.push('## How trials are counted', '');
@@ -141,7 +148,7 @@ export function render(agg, run) {
   }
   for (const r of rows) {
     lines.push(`## ${r.title}`, '');
-    lines.push(`- planned ${fmt(r.planned)}, landed ${fmt(r.landed)}, missed ${fmt(r.missed)}, not run ${fmt(r.notRun)}, passed ${fmt(r.passed)}, failed ${fmt(r.failed)}${r.skipped ? `, test cases skipped ${fmt(r.skipped)}` : ''}${r.durationMs !== undefined ? `; duration ${seconds(r.durationMs)}` : ''}`);
+    lines.push(`- planned ${fmt(r.planned)} (plan digest ${r.planDigest ?? '?'}), landed ${fmt(r.landed)}, missed ${fmt(r.missed)}, not run ${fmt(r.notRun)}, passed ${fmt(r.passed)}, failed ${fmt(r.failed)}${r.skipped ? `, test cases skipped ${fmt(r.skipped)}` : ''}${r.durationMs !== undefined ? `; duration ${seconds(r.durationMs)}` : ''}`);
     if (Object.keys(r.missedBy).length) lines.push(`- missed: ${listOf(r.missedBy)}`);
     if (Object.keys(r.faults ?? {}).length) lines.push(`- faults that landed: ${listOf(r.faults)}`);
     if (Object.keys(r.phases ?? {}).length) lines.push(`- kill points that landed, by phase: ${listOf(r.phases)}`);
@@ -151,7 +158,7 @@ export function render(agg, run) {
     lines.push('');
   }
   lines.push('## What the seed reproduces, and what timing decides', '');
-  lines.push(`The seed (${run.seed}) fixes which trials are planned: every crash point and fault call N, the seeded kill instants (as fractions of a clean run), the bad configs, the scenarios. \`RELIABILITY_SEED=${run.seed}\` plans the same trials again. These parts depend on wall-clock timing, so the landed/missed split and a few phases may differ between two runs with the same seed:`, '');
+  lines.push(`The seed (${run.seed}) fixes which trials are planned: every crash point and fault call N, the seeded kill instants (as fractions of a clean run), the bad configs, the scenarios. \`RELIABILITY_SEED=${run.seed}\` plans the same trials again, on the same code: the plan digest above and each suite's say so (the number of filesystem calls of a run, and so the crash points and fault calls, change with the code). These parts depend on wall-clock timing, so the landed/missed split and a few phases may differ between two runs with the same seed:`, '');
   for (const r of [...agg.random, ...ALWAYS_RANDOM]) lines.push(`- ${r}`);
   lines.push('');
   lines.push('## What each suite proves', '');

@@ -128,7 +128,7 @@ describe('a corpus of bad configs, through the real CLI', () => {
   it(`rejects all ${BAD_CONFIGS.length} with exit 2 and a message naming the key or the file, creating nothing`, async () => {
     const dir = tempDir();
     const failures: string[] = [];
-    figures.plan(BAD_CONFIGS.length);
+    figures.plan(BAD_CONFIGS.map((b) => b.label));
     await pool(BAD_CONFIGS, 4, async (bad, i) => {
       const sub = join(dir, String(i));
       mkdirSync(sub);
