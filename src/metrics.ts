@@ -25,7 +25,16 @@ import { timestampToMs } from './timestamp.js';
 export const METRICS_FILE_MODE = 0o644;
 const METRICS_DIR_MODE = 0o755;
 
-type Labels = Record<string, string>;
+/**
+ * The exposition's name for the config instance's label. Not `instance`:
+ * Prometheus itself puts that label (the scrape target, node_exporter's
+ * host:port) on every series it scrapes, so ours would become
+ * `exported_instance`, or overwrite the target's label under honor_labels.
+ */
+export const INSTANCE_LABEL = 'redis_instance';
+
+/** Sample labels; the `instance` key (every series has it) is written as INSTANCE_LABEL. */
+type Labels = { instance: string } & Record<string, string>;
 
 interface Family {
   name: string;
@@ -117,7 +126,8 @@ export function renderMetrics(all: InstanceFacts[]): string {
     if (f.samples.length === 0) continue;
     lines.push(`# HELP ${f.name} ${escapeHelp(f.help)}`, `# TYPE ${f.name} ${f.type}`);
     for (const s of f.samples) {
-      const labels = Object.entries(s.labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',');
+      const { instance, ...rest } = s.labels;
+      const labels = Object.entries({ [INSTANCE_LABEL]: instance, ...rest }).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',');
       lines.push(`${f.name}{${labels}} ${formatValue(s.value)}`);
     }
   }

@@ -14,6 +14,8 @@
  * cannot be the only check.
  */
 
+import { spawnSync } from 'node:child_process';
+
 export type MetricType = 'counter' | 'gauge' | 'histogram' | 'summary' | 'untyped';
 
 export interface Sample {
@@ -182,4 +184,24 @@ export function sampleValue(families: Map<string, MetricFamily>, family: string,
   const matches = families.get(family)?.samples.filter((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v)) ?? [];
   if (matches.length > 1) throw new Error(`${family}${JSON.stringify(labels)} matches ${matches.length} samples`);
   return matches[0]?.value;
+}
+
+export const PROMTOOL = process.env.PROMTOOL ?? 'promtool';
+
+/**
+ * `promtool check metrics` (Debian's prometheus package; .ci/run installs it):
+ * the exposition format and Prometheus's naming lint (units, _total,
+ * reserved labels…). Undefined when promtool is not installed.
+ */
+export function promtoolCheck(text: string): { code: number; output: string } | undefined {
+  const r = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return undefined;
+  if (r.error) throw r.error;
+  return { code: r.status ?? -1, output: `${r.stdout}${r.stderr}` };
+}
+
+/** Why promtool tests are skipped here, or undefined when they run (under CI=true they always run, and fail without it). */
+export function promtoolSkipReason(): string | undefined {
+  if (process.env.CI === 'true') return undefined;
+  return spawnSync(PROMTOOL, ['--version']).error ? `${PROMTOOL} is not installed (apt-get install prometheus): promtool checks skipped` : undefined;
 }

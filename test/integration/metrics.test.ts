@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { describe, expect, it } from 'vitest';
 import { runCli, tempDir } from '../helpers/cli.js';
-import { parseExposition, sampleValue, type MetricFamily } from '../helpers/prom.js';
+import { parseExposition, promtoolCheck, promtoolSkipReason, sampleValue, type MetricFamily } from '../helpers/prom.js';
 import { setupArchive, writeSnapshot } from '../helpers/snapshots.js';
 
 const REQUIRED: Record<string, 'gauge' | 'counter'> = {
@@ -41,7 +41,9 @@ function readMetrics(path: string): Map<string, MetricFamily> {
     expect(f.type, name).not.toBe('untyped');
     if (f.type === 'counter') expect(name).toMatch(/_total$/);
     for (const s of f.samples) {
-      expect(s.labels.instance, `${name} has an instance label`).toBeTruthy();
+      expect(s.labels.redis_instance, `${name} has a redis_instance label`).toBeTruthy();
+      // Prometheus owns "instance" (the scrape target): ours would become exported_instance.
+      expect(s.labels, `${name} carries no instance label`).not.toHaveProperty('instance');
       expect(Number.isFinite(s.value)).toBe(true);
     }
   }
@@ -78,7 +80,7 @@ describe('metrics textfile', () => {
     expect((await runCli(['once', '-c', env.config])).code).toBe(0);
     expect(statSync(prom).mode & 0o777).toBe(0o644);
     let m = readMetrics(prom);
-    const i = { instance: 'default' };
+    const i = { redis_instance: 'default' };
     expect(sampleValue(m, 'rdb_archiver_runs_total', { ...i, result: 'ok' })).toBe(1);
     expect(sampleValue(m, 'rdb_archiver_runs_total', { ...i, result: 'failed' })).toBe(0);
     expect(sampleValue(m, 'rdb_archiver_last_snapshot_timestamp_seconds', i)).toBe(Date.parse('2025-08-01T10:00:00Z') / 1000);
@@ -142,15 +144,63 @@ describe('metrics textfile', () => {
     writeSnapshot(join(root, 'b', 'dump.rdb'), { seed: 'b', mtime: new Date('2025-08-02T11:00:00Z') });
     expect((await runCli(['once', '-c', join(root, 'config.yaml')])).code).toBe(0);
     let m = readMetrics(prom);
-    expect(sampleValue(m, 'rdb_archiver_hook_failures_total', { instance: 'a', hook: 'after_archive' })).toBe(1);
-    expect(sampleValue(m, 'rdb_archiver_hook_failures_total', { instance: 'b', hook: 'after_archive' })).toBe(0);
-    expect(sampleValue(m, 'rdb_archiver_last_snapshot_timestamp_seconds', { instance: 'b' })).toBe(Date.parse('2025-08-02T11:00:00Z') / 1000);
+    expect(sampleValue(m, 'rdb_archiver_hook_failures_total', { redis_instance: 'a', hook: 'after_archive' })).toBe(1);
+    expect(sampleValue(m, 'rdb_archiver_hook_failures_total', { redis_instance: 'b', hook: 'after_archive' })).toBe(0);
+    expect(sampleValue(m, 'rdb_archiver_last_snapshot_timestamp_seconds', { redis_instance: 'b' })).toBe(Date.parse('2025-08-02T11:00:00Z') / 1000);
 
     writeSnapshot(join(root, 'b', 'dump.rdb'), { seed: 'b2', mtime: new Date('2025-08-02T12:00:00Z') });
     expect((await runCli(['once', '--instance', 'b', '-c', join(root, 'config.yaml')])).code).toBe(0);
     m = readMetrics(prom);
-    expect(sampleValue(m, 'rdb_archiver_runs_total', { instance: 'a', result: 'ok' })).toBe(1);
-    expect(sampleValue(m, 'rdb_archiver_runs_total', { instance: 'b', result: 'ok' })).toBe(2);
-    expect(sampleValue(m, 'rdb_archiver_last_snapshot_timestamp_seconds', { instance: 'b' })).toBe(Date.parse('2025-08-02T12:00:00Z') / 1000);
+    expect(sampleValue(m, 'rdb_archiver_runs_total', { redis_instance: 'a', result: 'ok' })).toBe(1);
+    expect(sampleValue(m, 'rdb_archiver_runs_total', { redis_instance: 'b', result: 'ok' })).toBe(2);
+    expect(sampleValue(m, 'rdb_archiver_last_snapshot_timestamp_seconds', { redis_instance: 'b' })).toBe(Date.parse('2025-08-02T12:00:00Z') / 1000);
+  });
+
+  const promtoolSkip = promtoolSkipReason();
+  if (promtoolSkip) console.warn(`metrics.test.ts: ${promtoolSkip}`);
+  it.skipIf(promtoolSkip !== undefined)('passes promtool check metrics: every family, several instances, a failed run, failing hooks, an orphan folder', async () => {
+    // The control: promtool does fail a file with a lint problem (a counter without _total).
+    const bad = promtoolCheck('# HELP x_runs Runs.\n# TYPE x_runs counter\nx_runs{redis_instance="a"} 1\n');
+    expect(bad, 'promtool must be installed (CI=true: .ci/run installs Debian\'s prometheus package)').toBeDefined();
+    expect(bad!.code, bad!.output).not.toBe(0);
+
+    const root = tempDir();
+    const prom = join(root, 'metrics', 'rdb.prom');
+    for (const name of ['a', 'b']) mkdirSync(join(root, name));
+    const writeConfig = (rulesOfA: string) => writeFileSync(join(root, 'config.yaml'), [
+      'metrics:',
+      `  textfile: ${prom}`,
+      'instances:',
+      '  - name: a',
+      '    archive:',
+      `      dir: ${join(root, 'archive', 'a')}`,
+      '    source:',
+      `      rdb: ${join(root, 'a', 'dump.rdb')}`,
+      `    rules: [${rulesOfA}]`,
+      '    hooks:',
+      '      after_archive: ["false"]',
+      '  - name: b',
+      '    archive:',
+      `      dir: ${join(root, 'archive', 'b')}`,
+      '    source:',
+      `      rdb: ${join(root, 'b', 'dump.rdb')}`,
+    ].join('\n') + '\n');
+    // a archives into "old", then the rule is renamed: "old" is an orphan folder.
+    writeConfig('{ name: old, count: 3 }');
+    writeSnapshot(join(root, 'a', 'dump.rdb'), { seed: 'a', mtime: new Date('2025-08-02T10:00:00Z') });
+    writeFileSync(join(root, 'b', 'dump.rdb'), 'not an rdb');
+    expect((await runCli(['once', '-c', join(root, 'config.yaml')])).code).toBe(65);
+    writeConfig('{ name: new, count: 3 }');
+    writeSnapshot(join(root, 'a', 'dump.rdb'), { seed: 'a2', mtime: new Date('2025-08-02T11:00:00Z') });
+    expect((await runCli(['once', '-c', join(root, 'config.yaml')])).code).toBe(65);
+    const text = readFileSync(prom, 'utf8');
+    const families = readMetrics(prom);
+    expect(families.size).toBeGreaterThanOrEqual(Object.keys(REQUIRED).length);
+    expect(text).toMatch(/^rdb_archiver_source_invalid\{redis_instance="b"\} 1$/m);
+    expect(text).toMatch(/^rdb_archiver_orphan_folder_events\{redis_instance="a",folder="old"\} 1$/m);
+    expect(text).toMatch(/^rdb_archiver_hook_failures_total\{redis_instance="a",hook="after_archive"\} 2$/m);
+    const checked = promtoolCheck(text)!;
+    expect(checked.code, `promtool check metrics:\n${checked.output}\n${text}`).toBe(0);
   });
 });
+

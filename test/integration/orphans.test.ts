@@ -62,8 +62,8 @@ describe('orphan rule folders', () => {
     env.writeConfig({ rules: [{ name: 'recent', count: 1 }], extra: `metrics:\n  textfile: ${join(env.root, 'rdb.prom')}` });
     expect((await runCli(['prune', '-c', env.config])).code).toBe(0);
     const prom = readFileSync(join(env.root, 'rdb.prom'), 'utf8');
-    expect(prom).toMatch(/^rdb_archiver_orphan_folder_events\{instance="default",folder="hourly"\} 2$/m);
-    expect(prom).toMatch(/^rdb_archiver_orphan_folder_bytes\{instance="default",folder="hourly"\} [1-9]\d*$/m);
+    expect(prom).toMatch(/^rdb_archiver_orphan_folder_events\{redis_instance="default",folder="hourly"\} 2$/m);
+    expect(prom).toMatch(/^rdb_archiver_orphan_folder_bytes\{redis_instance="default",folder="hourly"\} [1-9]\d*$/m);
     expect(prom).not.toMatch(/folder="notes"/);
 
     // Re-adding the rule makes it a rule folder again: OK.

@@ -86,7 +86,7 @@ describe('a closed stdout', () => {
     expect(state.archived.ts).toBe('2025-06-01T11-00-00');
     expect(state.lastRun.exitCode).toBe(0);
     expect(existsSync(join(env.archive, 'last', 'dump-2025-06-01T11-00-00.rdb'))).toBe(true);
-    expect(readFileSync(prom, 'utf8')).toMatch(/^rdb_archiver_last_snapshot_timestamp_seconds\{instance="default"\} 1748775600$/m);
+    expect(readFileSync(prom, 'utf8')).toMatch(/^rdb_archiver_last_snapshot_timestamp_seconds\{redis_instance="default"\} 1748775600$/m);
   });
 
   it('once keeps the failed run\'s own exit code (65 for an invalid source)', async () => {
