@@ -33,6 +33,11 @@ export interface MonitorConfig {
   warnAgeMs: number;
   /** `check` is critical when the newest archived snapshot is older than this. */
   critAgeMs: number;
+  /**
+   * Where a failed run records itself when its state folder cannot take the
+   * record (failure-record.ts); undefined: /var/tmp/rdb-archiver-<uid>.
+   */
+  failureDir?: string;
 }
 
 export interface HooksConfig {
@@ -211,7 +216,7 @@ const argvValue = z
   .array(z.string({ error: 'must be a list of strings (an argv array)' }), { error: 'must be a command as a list of strings, e.g. ["/usr/local/bin/ship", "--to", "s3://bucket"]' })
   .check(z.minLength(1, { error: 'must not be empty' }));
 
-const monitorSchema = z.strictObject({ warn_age: z.optional(durationValue), crit_age: z.optional(durationValue) });
+const monitorSchema = z.strictObject({ warn_age: z.optional(durationValue), crit_age: z.optional(durationValue), failure_dir: z.optional(pathString) });
 const hooksSchema = z.strictObject({
   after_archive: z.optional(argvValue),
   after_prune: z.optional(argvValue),
@@ -437,7 +442,7 @@ function resolveInstance(
     statePath,
     timezone: entry.timezone ?? defaults.timezone ?? 'UTC',
     rules: rules ? rules.map((r) => ({ name: r.name, count: r.count, every: r.every ?? { kind: 'snapshot' } })) : DEFAULT_RULES,
-    monitor: { warnAgeMs, critAgeMs },
+    monitor: { warnAgeMs, critAgeMs, ...(monitor.failure_dir ? { failureDir: resolveAgainst(base, monitor.failure_dir) } : {}) },
     hooks: {
       afterArchive: hooks.after_archive,
       afterPrune: hooks.after_prune,

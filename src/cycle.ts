@@ -13,6 +13,8 @@ import { JobQueue } from './queue.js';
 import { applyPlan, planRetention, scanFolder, type Decision, type FolderEvent } from './retention.js';
 import { runCycleHooks, runPruneHooks } from './hooks.js';
 import { bumpCounter, loadState, saveState, type State } from './state.js';
+import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
+import { userName } from './trust.js';
 import { type Timestamp, parseTimestamp, timestampFromMs } from './timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
 import { archiveSnapshot, type NodesChange, type SnapshotResult } from './worker.js';
@@ -52,6 +54,8 @@ export interface CycleDeps {
   fs: FileSystem;
   log: Log;
   signal?: AbortSignal;
+  /** What a failure record calls this run (the daemon says "daemon tick"); default: the command. */
+  command?: FailedCommand;
 }
 
 /** How long `once` waits for a running `prune` to finish before giving up with exit 75. */
@@ -150,6 +154,10 @@ export async function runOnce(
   const report: RunReport = { instance: instance.name, status: 'failed', snapshot: null, retention: {}, warnings: [], exitCode: ExitCode.OK };
   const started = Date.now();
   const log = deps.log.child({ instance: instance.name });
+  /** Whether this run's outcome reached the state file; when a failure did not, a failure record carries it. */
+  let stateSaved = false;
+  /** Failure records of earlier runs, taken into the state by this run. */
+  let absorbed: FoundRecord[] = [];
 
   const body = async () => {
     const loaded = await loadState(deps.fs, instance.statePath);
@@ -158,6 +166,9 @@ export async function runOnce(
       report.warnings.push(loaded.problem);
     }
     const state = loaded.state;
+    // Earlier runs that failed without reaching the state: their records join it now.
+    absorbed = await readOwnFailureRecords(deps.fs, instance);
+    absorbFailureRecords(state, absorbed);
     try {
       await cycleBody(state);
     } catch (err) {
@@ -174,9 +185,11 @@ export async function runOnce(
         ...(report.error ? { error: report.error.message } : {}),
       };
       if (report.exitCode === ExitCode.OK) state.lastSuccessAt = state.lastRun.at;
+      else state.lastFailure = { at: state.lastRun.at, command: deps.command ?? 'once', exitCode: report.exitCode, ...(report.error ? { error: report.error.message } : {}) };
       bumpCounter(state, `runs_${report.exitCode === ExitCode.OK ? 'ok' : 'failed'}`);
       try {
         await saveState(deps.fs, instance.statePath, state, instance.dirMode, { durable: report.status !== 'unchanged' });
+        stateSaved = true;
       } catch (err) {
         // The run already failed: report that first cause, not this consequence (a full disk fails both).
         if (report.exitCode === ExitCode.OK) throw err;
@@ -262,12 +275,47 @@ export async function runOnce(
     if (report.error.kind === 'locked') log.warn({ err: report.error.message }, 'run skipped: another run holds the lock');
     else log.error({ err: report.error.message, kind: report.error.kind }, 'run failed');
   }
+  if (!options.dryRun) {
+    if (stateSaved) await removeFailureRecords(deps.fs, absorbed);
+    else await recordUnsavedFailure(deps, log, instance, deps.command ?? 'once', started, report.exitCode, report.error);
+  }
   return report;
+}
+
+/**
+ * Makes a failure the state file does not hold visible anyway (see
+ * failure-record.ts). A run that only found the lock held is no failure:
+ * `check` reports a lock held too long by itself.
+ */
+async function recordUnsavedFailure(
+  deps: CycleDeps,
+  log: Log,
+  instance: InstanceConfig,
+  command: FailedCommand,
+  started: number,
+  exitCode: number,
+  error: ErrorReport | undefined,
+): Promise<void> {
+  if (exitCode === ExitCode.OK || error?.kind === 'locked') return;
+  const uid = typeof process.geteuid === 'function' ? process.geteuid() : 0;
+  await writeFailureRecord(deps.fs, log, instance, {
+    version: 1,
+    instance: instance.name,
+    statePath: instance.statePath,
+    command,
+    at: new Date(started).toISOString(),
+    exitCode,
+    kind: error?.kind ?? 'internal',
+    error: error?.message ?? 'failed',
+    user: userName(uid),
+    pid: process.pid,
+  });
 }
 
 /** The `prune` command: retention alone, under the same lock. */
 export async function runPrune(deps: CycleDeps, instance: InstanceConfig, options: { dryRun: boolean }): Promise<PruneReport> {
   const log = deps.log.child({ instance: instance.name });
+  const started = Date.now();
   const report: PruneReport = { instance: instance.name, dryRun: options.dryRun, retention: {}, errors: [], exitCode: ExitCode.OK };
   const body = async () => {
     const { state } = await loadState(deps.fs, instance.statePath);
@@ -275,6 +323,9 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
     report.retention = pruned.retention;
     report.errors = pruned.errors;
     if (!options.dryRun) await runPruneHooks({ fs: deps.fs, log, signal: deps.signal }, instance, report);
+    if (!options.dryRun && report.errors.length === 0) {
+      await absorbPruneFailures(deps.fs, instance).catch((err) => log.warn({ err: errorReport(err).message }, 'could not take earlier failure records into the state'));
+    }
   };
   try {
     if (options.dryRun) await body();
@@ -284,5 +335,21 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
     log.error({ err: String((err as Error).message ?? err) }, 'prune failed');
   }
   if (report.errors.length > 0) report.exitCode = report.errors[0]!.exitCode as ExitCodeValue;
+  // prune keeps no run record in the state: its failures always go to a failure record.
+  if (!options.dryRun) await recordUnsavedFailure(deps, log, instance, 'prune', started, report.exitCode, report.errors[0]);
   return report;
+}
+
+/**
+ * A good prune (under the lock) takes the records of failed prunes into the
+ * state and removes them; a failed `once`'s record waits for a good `once`,
+ * the run that proves the archive can be written again.
+ */
+async function absorbPruneFailures(fs: FileSystem, instance: InstanceConfig): Promise<void> {
+  const found = (await readOwnFailureRecords(fs, instance)).filter((f) => f.record.command === 'prune');
+  if (found.length === 0) return;
+  const { state } = await loadState(fs, instance.statePath);
+  absorbFailureRecords(state, found);
+  await saveState(fs, instance.statePath, state, instance.dirMode);
+  await removeFailureRecords(fs, found);
 }

@@ -9,7 +9,9 @@
  *   finds the lock held skips that instance (logged, not counted as a failure).
  * - Instances run one after the other inside a tick; one failing never stops
  *   the others, and a failed tick never stops the daemon (it is logged and
- *   counted in state.counters.runs_failed).
+ *   counted in state.counters.runs_failed). A failed tick is recorded
+ *   exactly as a failed `once` is (state, or a failure record when the state
+ *   cannot be written: failure-record.ts), so `check` and the metrics see it.
  * - SIGTERM/SIGINT: no new tick starts; the running instance's cycle finishes
  *   (copy, publish, retention, hooks), the remaining instances of that tick
  *   are skipped, and the process exits 0. If the cycle takes longer than
@@ -102,7 +104,7 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
           log.info({ instance: instance.name, tick: tickNo }, 'shutting down: instance skipped in this tick');
           continue;
         }
-        const report = await runOnce({ fs, log, signal: controller.signal }, instance, { dryRun: false, force: false });
+        const report = await runOnce({ fs, log, signal: controller.signal, command: 'daemon tick' }, instance, { dryRun: false, force: false });
         if (report.error?.kind === 'locked') {
           log.warn({ instance: instance.name, tick: tickNo }, 'tick skipped for this instance: another run holds the lock');
         } else if (report.exitCode !== ExitCode.OK) {

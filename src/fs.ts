@@ -59,6 +59,8 @@ export interface FileSystem {
   syncDir(path: string): Promise<void>;
   /** Space on the filesystem holding path: bytes available to an unprivileged user, and its total size. */
   space(path: string): Promise<{ available: number; total: number }>;
+  /** access(W_OK): throws EROFS on a read-only filesystem (for any user), EACCES when this user may not write. */
+  accessWrite(path: string): Promise<void>;
   /**
    * Optional bulk form of what retention does per file: in order, lstat each
    * path and unlink it only if it is a regular file owned by `uid` (any owner
@@ -228,6 +230,13 @@ export class OSFS implements FileSystem {
       throw fsError('fsync-dir', path, err);
     } finally {
       await fh?.close().catch(() => undefined);
+    }
+  }
+  async accessWrite(path: string): Promise<void> {
+    try {
+      await fsp.access(path, fsp.constants.W_OK);
+    } catch (err) {
+      throw fsError('access', path, err);
     }
   }
   async space(path: string): Promise<{ available: number; total: number }> {

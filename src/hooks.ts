@@ -17,6 +17,8 @@
  * files they are given cannot be pruned under them. A failing hook is logged
  * at error level and counted (state counter hook_failures_<hook>, metric
  * rdb_archiver_hook_failures_total); it never changes the run's exit code.
+ * Each hook's last failure and last success are kept in the state: `check`
+ * is WARNING while a hook's last run failed, until that hook next succeeds.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
@@ -29,7 +31,7 @@ import { effectiveUid, untrustedPathReason } from './trust.js';
 import type { PruneReport, RunReport } from './cycle.js';
 import type { FileSystem } from './fs.js';
 import type { Log } from './log.js';
-import { bumpCounter, loadState, saveState, type State } from './state.js';
+import { bumpCounter, hookFailing, loadState, saveState, type State } from './state.js';
 import { type Timestamp, eventFileName } from './timestamp.js';
 
 export type HookName = 'after_archive' | 'after_prune' | 'on_failure';
@@ -284,16 +286,50 @@ export async function runHook(
   });
 }
 
-async function runAndCount(deps: HookDeps, instance: InstanceConfig, hook: HookName, argv: string[] | undefined, vars: HookVars, failures: HookName[]): Promise<void> {
+/** What the hooks of one run did, for the state: failures are counted, and each outcome is the hook's latest. */
+interface HookOutcomes {
+  failures: HookName[];
+  outcomes: Array<{ hook: HookName; at: string; ok: boolean; error?: string }>;
+}
+
+async function runAndCount(deps: HookDeps, instance: InstanceConfig, hook: HookName, argv: string[] | undefined, vars: HookVars, done: HookOutcomes): Promise<void> {
   if (!argv) return;
+  const at = new Date().toISOString();
   try {
     const result = await runHook(deps, instance, hook, argv, vars);
-    if (!result.ok && !result.skipped) failures.push(hook);
+    if (result.skipped) return; // not started, or killed by a shutdown: no verdict on the hook
+    if (!result.ok) done.failures.push(hook);
+    done.outcomes.push({ hook, at, ok: result.ok, ...(result.error ? { error: result.error } : {}) });
   } catch (err) {
     // runHook does not throw; this keeps a bug in it from failing the run.
-    deps.log.error({ hook, err: err instanceof Error ? err.message : String(err) }, 'hook failed');
-    failures.push(hook);
+    const error = err instanceof Error ? err.message : String(err);
+    deps.log.error({ hook, err: error }, 'hook failed');
+    done.failures.push(hook);
+    done.outcomes.push({ hook, at, ok: false, error });
   }
+}
+
+/**
+ * Applies a run's hook outcomes to the state: counters, and each hook's last
+ * failure / last success (a failure keeps `check` at WARNING until the same
+ * hook next succeeds). True when the state changed.
+ */
+function recordHookOutcomes(state: State, done: HookOutcomes): boolean {
+  let changed = false;
+  for (const hook of done.failures) bumpCounter(state, `hook_failures_${hook}`);
+  for (const o of done.outcomes) {
+    const rec = ((state.hooks ??= {})[o.hook] ??= {});
+    if (o.ok) {
+      // A success only needs saving when it clears a failure (prune does not otherwise save the state).
+      if (hookFailing(rec)) changed = true;
+      rec.lastSuccessAt = o.at;
+    } else {
+      rec.lastFailureAt = o.at;
+      rec.lastError = o.error ?? 'failed';
+      changed = true;
+    }
+  }
+  return changed || done.failures.length > 0;
 }
 
 function deletedOf(retention: Record<string, { delete: Array<{ ts: string }> }>): string[] {
@@ -307,7 +343,7 @@ function deletedOf(retention: Record<string, { delete: Array<{ ts: string }> }>)
  */
 export async function runCycleHooks(deps: HookDeps, instance: InstanceConfig, state: State, report: RunReport): Promise<void> {
   const hooks = instance.hooks;
-  const failures: HookName[] = [];
+  const failures: HookOutcomes = { failures: [], outcomes: [] };
   const snap = report.snapshot;
   if (snap && report.status === 'archived' && snap.outcome === 'archived') {
     const dir = ruleDir(instance, instance.rules[0]!);
@@ -332,7 +368,7 @@ export async function runCycleHooks(deps: HookDeps, instance: InstanceConfig, st
       exitCode: report.exitCode,
     }, failures);
   }
-  for (const hook of failures) bumpCounter(state, `hook_failures_${hook}`);
+  recordHookOutcomes(state, failures);
 }
 
 /**
@@ -341,7 +377,7 @@ export async function runCycleHooks(deps: HookDeps, instance: InstanceConfig, st
  */
 export async function runPruneHooks(deps: HookDeps & { fs: FileSystem }, instance: InstanceConfig, report: PruneReport): Promise<void> {
   const hooks = instance.hooks;
-  const failures: HookName[] = [];
+  const failures: HookOutcomes = { failures: [], outcomes: [] };
   const deleted = deletedOf(report.retention);
   if (deleted.length > 0) {
     await runAndCount(deps, instance, 'after_prune', hooks.afterPrune, { status: 'pruned', deleted }, failures);
@@ -353,12 +389,11 @@ export async function runPruneHooks(deps: HookDeps & { fs: FileSystem }, instanc
       exitCode: report.errors[0]!.exitCode,
     }, failures);
   }
-  if (failures.length === 0) return;
+  if (failures.outcomes.length === 0) return;
   try {
     const { state } = await loadState(deps.fs, instance.statePath);
-    for (const hook of failures) bumpCounter(state, `hook_failures_${hook}`);
-    await saveState(deps.fs, instance.statePath, state, instance.dirMode);
+    if (recordHookOutcomes(state, failures)) await saveState(deps.fs, instance.statePath, state, instance.dirMode);
   } catch (err) {
-    deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not count the hook failure in the state file');
+    deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not record the hook outcome in the state file');
   }
 }

@@ -9,7 +9,9 @@
 import { dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
-import { errorReport, type ErrorReport } from './cycle.js';
+import { errorReport, lockPathFor, type ErrorReport } from './cycle.js';
+import { readFailureRecord, type FoundRecord } from './failure-record.js';
+import { effectiveUid, userName } from './trust.js';
 import type { FileSystem } from './fs.js';
 import { errorCode, exists } from './fs.js';
 import { scanFolder } from './retention.js';
@@ -88,6 +90,17 @@ export interface InstanceFacts {
   orphans: OrphanFolder[];
   /** The archive root could not be listed to look for orphans. */
   orphansError?: string;
+  /**
+   * The newest failure record (failure-record.ts): a failed run whose failure
+   * the state may not hold. It matters only when newer than state.lastRun.
+   */
+  failure?: FoundRecord;
+  /** The run lock, when some run holds it: since when (its recorded start, else its file's mtime). */
+  lock?: { path: string; sinceMs: number; pid?: number; command?: string };
+  /** Folders a run must write that cannot be written: not writable by their owner, or on a read-only filesystem. */
+  unwritable: Array<{ path: string; reason: string }>;
+  /** Who ran this inspection ("nagios (uid 1001)"); set when a permission error needs to say so. */
+  user?: string;
 }
 
 async function statSize(fs: FileSystem, path: string): Promise<{ key: string; size: number } | undefined> {
@@ -121,14 +134,17 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     snapshots: 0,
     archiveBytes: 0,
     orphans: [],
+    unwritable: [],
   };
+  const asUser = () => (facts.user ??= userName(effectiveUid()));
 
   try {
     const loaded = await loadState(fs, instance.statePath);
     if (loaded.problem) facts.stateError = loaded.problem;
     else if (await exists(fs, instance.statePath)) facts.state = loaded.state;
   } catch (err) {
-    facts.stateError = `state file ${instance.statePath} is unreadable: ${errorReport(err).message}`;
+    const report = errorReport(err);
+    facts.stateError = `state file ${instance.statePath} is unreadable${report.kind === 'permission' ? ` as user ${asUser()}` : ''}: ${report.message}`;
   }
 
   // Rule folders: events, bytes (inode-deduplicated per folder and across the archive), newest.
@@ -193,6 +209,12 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     facts.source = { path: instance.sourceRdb, exists: false, error: errorReport(err) };
   }
 
+  if (facts.source.error?.kind === 'permission' || facts.rules.some((r) => r.error?.kind === 'permission')) asUser();
+
+  const owners = await probeWritable(fs, instance, facts);
+  facts.failure = await readFailureRecord(fs, instance, [effectiveUid(), ...owners]).catch(() => undefined);
+  facts.lock = await readLock(fs, lockPathFor(instance));
+
   try {
     facts.orphans = await findOrphans(fs, instance);
   } catch (err) {
@@ -205,6 +227,65 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     facts.spaceError = errorReport(err).message;
   }
   return facts;
+}
+
+/**
+ * Can a run write where it must? For the state folder and each rule folder
+ * (or the archive root, when one of them is still to be made): a folder whose
+ * owner lacks the write bit cannot be written by that owner, the user every
+ * run must be; access(W_OK) says EROFS on a read-only mount whoever asks.
+ * (Root-owned folders are written by root whatever their mode.) Returns the
+ * owners' uids, whose fallback failure records are worth reading.
+ */
+async function probeWritable(fs: FileSystem, instance: InstanceConfig, facts: InstanceFacts): Promise<number[]> {
+  const owners: number[] = [];
+  const dirs = [dirname(instance.statePath), ...instance.rules.map((r) => ruleDir(instance, r))];
+  const probe = async (dir: string): Promise<boolean> => {
+    let info;
+    try {
+      info = await fs.lstat(dir);
+    } catch {
+      return false; // missing or unreachable: not this probe's to report
+    }
+    if (info.kind !== 'dir') return true; // the scan reports a rule folder that is not a folder
+    owners.push(info.uid);
+    const mode = info.mode & 0o7777;
+    if (info.uid !== 0 && (mode & 0o200) === 0) {
+      facts.unwritable.push({ path: dir, reason: `is not writable by its owner, ${userName(info.uid)}: mode 0${mode.toString(8).padStart(3, '0')}` });
+      return true;
+    }
+    try {
+      await fs.accessWrite(dir);
+    } catch (err) {
+      if (errorCode(err) === 'EROFS') facts.unwritable.push({ path: dir, reason: 'is on a read-only filesystem' });
+    }
+    return true;
+  };
+  let missing = false;
+  for (const dir of new Set(dirs)) if (!(await probe(dir))) missing = true;
+  if (missing) await probe(instance.archiveDir);
+  return owners;
+}
+
+/** The run lock's holder and age, when the lock file exists and can be read. */
+async function readLock(fs: FileSystem, path: string): Promise<InstanceFacts['lock']> {
+  try {
+    const info = await fs.lstat(path);
+    const lock: NonNullable<InstanceFacts['lock']> = { path, sinceMs: info.mtimeMs };
+    try {
+      const owner = JSON.parse((await fs.readFile(path)).toString('utf8')) as { pid?: unknown; startedAt?: unknown; command?: unknown };
+      const started = typeof owner.startedAt === 'string' ? Date.parse(owner.startedAt) : NaN;
+      // The recorded start, not the mtime: a lease refreshed by a stuck run keeps the file young.
+      if (Number.isFinite(started)) lock.sinceMs = started;
+      if (typeof owner.pid === 'number') lock.pid = owner.pid;
+      if (typeof owner.command === 'string') lock.command = owner.command;
+    } catch {
+      // unparsable: its mtime is all we know
+    }
+    return lock;
+  } catch {
+    return undefined; // no lock (or not readable by this user)
+  }
 }
 
 /**

@@ -21,6 +21,8 @@ import { ensureDir, replaceFileAtomic, tempPathFor } from './fs.js';
 import { inspectInstance, type InstanceFacts } from './inspect.js';
 import type { Log } from './log.js';
 import { timestampToMs } from './timestamp.js';
+import { lastFailureOf, unrecordedFailure } from './monitor.js';
+import { hookFailing as isHookFailing } from './state.js';
 
 export const METRICS_FILE_MODE = 0o644;
 const METRICS_DIR_MODE = 0o755;
@@ -88,19 +90,34 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const invalid = family('rdb_archiver_source_invalid', 'gauge', '1 if the current source file failed validation in the last run, else 0.');
   const unarchived = family('rdb_archiver_source_unarchived', 'gauge', '1 if the current source file is not archived yet (or is missing), else 0.');
   const hookFailures = family('rdb_archiver_hook_failures_total', 'counter', 'Hook runs that failed (non-zero exit, killed, timed out or could not start).');
+  const lastFailure = family('rdb_archiver_last_failure_timestamp_seconds', 'gauge', 'Unix time the last failed run (once, daemon tick or prune) started, including runs that could not write their state; 0 if none failed.');
+  const lastFailureCode = family('rdb_archiver_last_failure_exit_code', 'gauge', 'Exit code of the last failed run.');
+  const writable = family('rdb_archiver_archive_writable', 'gauge', '1 if the state folder and every rule folder can be written by their owner (not read-only, owner write bit set), else 0.');
+  const lockAge = family('rdb_archiver_lock_age_seconds', 'gauge', 'How long the run lock has been held (from the start its holder recorded); 0 when it is free.');
+  const hookFailing = family('rdb_archiver_hook_failing', 'gauge', '1 while the last run of the hook failed (until it next succeeds), else 0.');
+  const hookLastFailure = family('rdb_archiver_hook_last_failure_timestamp_seconds', 'gauge', 'Unix time the hook last failed; 0 if it never did.');
   const orphanBytes = family('rdb_archiver_orphan_folder_bytes', 'gauge', 'Bytes of event files in a folder of the archive root that no configured rule names (a renamed or removed rule): never pruned.');
   const orphanEvents = family('rdb_archiver_orphan_folder_events', 'gauge', 'Complete snapshot events in an orphan rule folder.');
 
+  const now = Date.now();
   for (const facts of all) {
     const instance = facts.instance;
     const state = facts.state;
     const counters = state?.counters ?? {};
-    lastRun.samples.push({ labels: { instance }, value: seconds(state?.lastRun?.at) });
+    // A failed run the state could not record is the last run.
+    const unrecorded = unrecordedFailure(facts)?.record;
+    const run = unrecorded ? { at: unrecorded.at, exitCode: unrecorded.exitCode, durationMs: 0 } : state?.lastRun;
+    lastRun.samples.push({ labels: { instance }, value: seconds(run?.at) });
     lastSuccess.samples.push({ labels: { instance }, value: seconds(state?.lastSuccessAt) });
     lastSnapshot.samples.push({ labels: { instance }, value: facts.newest ? timestampToMs(facts.newest.ts) / 1000 : 0 });
     lastSnapshotBytes.samples.push({ labels: { instance }, value: facts.newest?.bytes ?? 0 });
-    duration.samples.push({ labels: { instance }, value: (state?.lastRun?.durationMs ?? 0) / 1000 });
-    if (state?.lastRun) exitCode.samples.push({ labels: { instance }, value: state.lastRun.exitCode });
+    duration.samples.push({ labels: { instance }, value: (run?.durationMs ?? 0) / 1000 });
+    if (run) exitCode.samples.push({ labels: { instance }, value: run.exitCode });
+    const failure = lastFailureOf(facts);
+    lastFailure.samples.push({ labels: { instance }, value: seconds(failure?.at) });
+    if (failure) lastFailureCode.samples.push({ labels: { instance }, value: failure.exitCode });
+    writable.samples.push({ labels: { instance }, value: facts.unwritable.length === 0 ? 1 : 0 });
+    lockAge.samples.push({ labels: { instance }, value: facts.lock ? Math.max(0, Math.floor((now - facts.lock.sinceMs) / 1000)) : 0 });
     runs.samples.push({ labels: { instance, result: 'ok' }, value: counters.runs_ok ?? 0 });
     runs.samples.push({ labels: { instance, result: 'failed' }, value: counters.runs_failed ?? 0 });
     for (const rule of facts.rules) {
@@ -114,6 +131,9 @@ export function renderMetrics(all: InstanceFacts[]): string {
     unarchived.samples.push({ labels: { instance }, value: !facts.source.exists || facts.source.unarchived ? 1 : 0 });
     for (const hook of HOOK_NAMES) {
       hookFailures.samples.push({ labels: { instance, hook }, value: counters[`hook_failures_${hook}`] ?? 0 });
+      const rec = state?.hooks?.[hook];
+      hookFailing.samples.push({ labels: { instance, hook }, value: isHookFailing(rec) ? 1 : 0 });
+      hookLastFailure.samples.push({ labels: { instance, hook }, value: seconds(rec?.lastFailureAt) });
     }
     for (const orphan of facts.orphans) {
       orphanBytes.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.bytes });

@@ -11,6 +11,8 @@ import { contextFor, formatBytes, print, printResults } from './context.js';
 import { ArchiverError, ExitCode } from './errors.js';
 import { ageSeconds, formatAge, formatDuration, inspectInstance, type InstanceFacts } from './inspect.js';
 import { timestampToIso } from './timestamp.js';
+import type { FoundRecord } from './failure-record.js';
+import { hookFailing } from './state.js';
 
 // ---------------------------------------------------------------------------
 // check
@@ -51,6 +53,8 @@ export interface InstanceCheck {
   /** Orphan rule folders (see inspect.ts findOrphans) and their bytes. */
   orphans: number;
   orphanBytes: number;
+  /** Seconds the run lock has been held (0 when free). */
+  lockAgeSeconds: number;
 }
 
 /** The check's verdict for one instance: a pure function of what inspect found, the thresholds and the clock. */
@@ -59,20 +63,52 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   const add = (state: NagiosState, text: string) => problems.push({ state, text });
 
   if (facts.stateError) add(Nagios.UNKNOWN, facts.stateError);
+  // Lacking permission to look is "could not tell" (UNKNOWN), not a verdict on the archive; it names the user.
+  const as = facts.user ? ` as user ${facts.user}` : '';
   for (const rule of facts.rules) {
-    if (rule.error) add(Nagios.UNKNOWN, `rule folder ${rule.dir} is unreadable: ${rule.error.message}`);
+    if (rule.error) add(Nagios.UNKNOWN, `rule folder ${rule.dir} is unreadable${rule.error.kind === 'permission' ? as : ''}: ${rule.error.message}`);
   }
 
   const src = facts.source;
-  if (!src.exists) add(Nagios.CRITICAL, `source unavailable: ${src.error?.message ?? `${src.path} is missing`}`);
+  if (!src.exists && src.error?.kind === 'permission') add(Nagios.UNKNOWN, `cannot read the source ${src.path}${as}: permission denied (${src.error.message})`);
+  else if (!src.exists) add(Nagios.CRITICAL, `source unavailable: ${src.error?.message ?? `${src.path} is missing`}`);
   else if (src.rejected) add(Nagios.CRITICAL, `source ${src.path} failed validation: ${src.rejected.reason}`);
 
   const lastRun = facts.state?.lastRun;
-  if (lastRun && lastRun.exitCode === ExitCode.TEMPFAIL) {
+  const unrecorded = unrecordedFailure(facts);
+  if (unrecorded) {
+    // A failed run newer than the state's last run: the state could not record it (or it was a prune).
+    const r = unrecorded.record;
+    const why = r.command === 'prune' ? `recorded in ${unrecorded.path}` : `the state file could not record it (recorded in ${unrecorded.path})`;
+    add(r.exitCode === ExitCode.TEMPFAIL ? Nagios.WARNING : Nagios.CRITICAL, `last ${r.command} at ${r.at} failed (exit ${r.exitCode}: ${r.error}); ${why}`);
+  } else if (lastRun && lastRun.exitCode === ExitCode.TEMPFAIL) {
     add(Nagios.WARNING, `last run at ${lastRun.at} must be retried (exit 75${lastRun.error ? `: ${lastRun.error}` : ''})`);
   } else if (lastRun && lastRun.exitCode !== ExitCode.OK && !(src.rejected && lastRun.exitCode === ExitCode.INVALID_SOURCE)) {
     // (a run that failed because the current source is invalid is already reported above)
     add(Nagios.CRITICAL, `last run at ${lastRun.at} failed (exit ${lastRun.exitCode}${lastRun.error ? `: ${lastRun.error}` : ''})`);
+  }
+
+  // Checked here, not only by the next run: a run that cannot write fails before it can say so.
+  if (facts.unwritable.length > 0) {
+    add(Nagios.CRITICAL, `the archive cannot be written: ${facts.unwritable.map((u) => `${u.path} ${u.reason}`).join('; ')}`);
+  }
+
+  // A lock held longer than the snapshot-age thresholds blocks every run for that long:
+  // a stuck run, or a pid reused by another process (the lock never goes stale).
+  const lockAge = facts.lock ? Math.max(0, Math.floor((nowMs - facts.lock.sinceMs) / 1000)) : 0;
+  if (facts.lock) {
+    const lock = facts.lock;
+    const holder = lock.pid !== undefined ? ` by pid ${lock.pid}${lock.command ? ` (${lock.command})` : ''}` : '';
+    const over = lockAge * 1000 > thresholds.critAgeMs ? { state: Nagios.CRITICAL, limit: thresholds.critAgeMs }
+      : lockAge * 1000 > thresholds.warnAgeMs ? { state: Nagios.WARNING, limit: thresholds.warnAgeMs } : undefined;
+    if (over) {
+      add(over.state, `the lock ${lock.path} has been held for ${formatAge(lockAge)} (> ${formatDuration(over.limit)})${holder}: no run can archive while it is held; if that process is stuck or is not rdb-archiver, stop it or remove the lock`);
+    }
+  }
+
+  // A failing hook (shipping off-host, say) leaves the local archive fine but the job undone.
+  for (const [hook, rec] of Object.entries(facts.state?.hooks ?? {})) {
+    if (hookFailing(rec)) add(Nagios.WARNING, `hook ${hook} failed at ${rec.lastFailureAt} (${rec.lastError ?? 'failed'}); WARNING until it next succeeds`);
   }
 
   const age = facts.newest ? ageSeconds(facts.newest.ts, nowMs) : null;
@@ -114,7 +150,16 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
     freeBytes: facts.space?.available ?? null,
     orphans: facts.orphans.length,
     orphanBytes: facts.orphans.reduce((sum, o) => sum + o.bytes, 0),
+    lockAgeSeconds: lockAge,
   };
+}
+
+/** The failure record, when it is newer than the state's last run (else the state already tells). */
+export function unrecordedFailure(facts: InstanceFacts): FoundRecord | undefined {
+  const f = facts.failure;
+  if (!f) return undefined;
+  const lastRunAt = facts.state?.lastRun?.at;
+  return !lastRunAt || Date.parse(f.record.at) > Date.parse(lastRunAt) ? f : undefined;
 }
 
 /** Performance data in the plugin format: label=value[UOM];warn;crit;min;max. */
@@ -126,6 +171,7 @@ function perfData(c: InstanceCheck, prefix: string): string[] {
     ...(c.freeBytes === null ? [] : [`${prefix}free=${c.freeBytes}B;;;0`]),
     `${prefix}orphans=${c.orphans};;;0`,
     `${prefix}orphan_bytes=${c.orphanBytes}B;;;0`,
+    `${prefix}lock_age=${c.lockAgeSeconds}s;${c.warnAgeSeconds};${c.critAgeSeconds};0`,
   ];
 }
 
@@ -197,7 +243,7 @@ async function runCheck(cmd: Command, flags: { warnAge?: string; critAge?: strin
     } catch (err) {
       checks.push({
         instance: instance.name, state: Nagios.UNKNOWN, status: 'UNKNOWN', problems: [{ state: Nagios.UNKNOWN, text: `internal error: ${String(err)}` }],
-        summary: '', ageSeconds: null, warnAgeSeconds: 0, critAgeSeconds: 0, events: 0, archiveBytes: 0, freeBytes: null, orphans: 0, orphanBytes: 0,
+        summary: '', ageSeconds: null, warnAgeSeconds: 0, critAgeSeconds: 0, events: 0, archiveBytes: 0, freeBytes: null, orphans: 0, orphanBytes: 0, lockAgeSeconds: 0,
       });
     }
   }
@@ -229,7 +275,30 @@ export interface StatusReport {
   state: { path: string; error: string | null };
   /** Folders of the archive root with event files that no rule names (never pruned, never deleted by us). */
   orphans: Array<{ folder: string; dir: string; events: number; bytes: number; newest: string | null; oldest: string | null }>;
+  /**
+   * The newest failed run known: from a failure record (recordedIn: its file) when newer than the
+   * state's, else the state's lastFailure (recordedIn: the state file). Kept after later successes.
+   */
+  lastFailure: { at: string; command: string; exitCode: number; kind: string | null; error: string | null; user: string | null; recordedIn: string } | null;
+  /** Each hook's last failure and success; failing while the last run of the hook failed. */
+  hooks: Record<string, { failing: boolean; lastFailureAt: string | null; lastError: string | null; lastSuccessAt: string | null }>;
+  /** The run lock, when held. */
+  lock: { path: string; since: string; ageSeconds: number; pid: number | null; command: string | null } | null;
+  /** Folders a run must write that it cannot. */
+  unwritable: Array<{ path: string; reason: string }>;
   exitCode: number;
+}
+
+/** The newest known failure: the failure record or the state's lastFailure, whichever is newer. */
+export function lastFailureOf(facts: InstanceFacts): StatusReport['lastFailure'] {
+  const fromState = facts.state?.lastFailure;
+  const rec = facts.failure?.record;
+  if (rec && (!fromState || Date.parse(rec.at) > Date.parse(fromState.at))) {
+    return { at: rec.at, command: rec.command, exitCode: rec.exitCode, kind: rec.kind || null, error: rec.error || null, user: rec.user || null, recordedIn: facts.failure!.path };
+  }
+  return fromState
+    ? { at: fromState.at, command: fromState.command, exitCode: fromState.exitCode, kind: null, error: fromState.error ?? null, user: null, recordedIn: facts.statePath }
+    : null;
 }
 
 export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport {
@@ -258,6 +327,18 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
     archive: { dir: facts.archiveDir, bytes: facts.archiveBytes, freeBytes: facts.space?.available ?? null, totalBytes: facts.space?.total ?? null, error: facts.spaceError ?? null },
     state: { path: facts.statePath, error: facts.stateError ?? null },
     orphans: facts.orphans.map((o) => ({ folder: o.folder, dir: o.dir, events: o.events, bytes: o.bytes, newest: o.newest ?? null, oldest: o.oldest ?? null })),
+    lastFailure: lastFailureOf(facts),
+    hooks: Object.fromEntries(Object.entries(facts.state?.hooks ?? {}).map(([name, h]) => [name, {
+      failing: hookFailing(h), lastFailureAt: h.lastFailureAt ?? null, lastError: h.lastError ?? null, lastSuccessAt: h.lastSuccessAt ?? null,
+    }])),
+    lock: facts.lock ? {
+      path: facts.lock.path,
+      since: new Date(facts.lock.sinceMs).toISOString(),
+      ageSeconds: Math.max(0, Math.floor((nowMs - facts.lock.sinceMs) / 1000)),
+      pid: facts.lock.pid ?? null,
+      command: facts.lock.command ?? null,
+    } : null,
+    unwritable: facts.unwritable,
     // status only reports; an unreadable rule folder is the one thing it could not report.
     exitCode: ruleErrors.length > 0 ? ruleErrors[0]!.error!.exitCode : ExitCode.OK,
   };
@@ -268,6 +349,8 @@ export function statusText(r: StatusReport): string {
   const run = r.lastRun;
   lines.push(`last run:       ${run ? `${run.at} ${run.result} (exit ${run.exitCode}, ${(run.durationMs / 1000).toFixed(1)}s)${run.error ? `: ${run.error}` : ''}` : 'never'}`);
   lines.push(`last success:   ${r.lastSuccessAt ?? 'never'}`);
+  const f = r.lastFailure;
+  if (f) lines.push(`last failure:   ${f.at} ${f.command} (exit ${f.exitCode})${f.error ? `: ${f.error}` : ''}${f.user ? `, as ${f.user}` : ''} [${f.recordedIn}]`);
   const s = r.lastSnapshot;
   lines.push(`last snapshot:  ${s ? `${s.ts} (${formatAge(s.ageSeconds)} ago, ${formatBytes(s.bytes)}${s.sha256 ? `, sha256 ${s.sha256.slice(0, 16)}…` : ''})` : 'none'}`);
   const src = r.source;
@@ -293,6 +376,11 @@ export function statusText(r: StatusReport): string {
     const range = o.newest ? `, newest ${o.newest}, oldest ${o.oldest}` : '';
     lines.push(`${i === 0 ? 'orphans:' : ''}`.padEnd(16) + `${o.folder}: ${o.events} event${o.events === 1 ? '' : 's'}, ${formatBytes(o.bytes)}${range}; not in the config: never pruned (delete it or add the rule back)`);
   });
+  for (const [name, h] of Object.entries(r.hooks)) {
+    if (h.failing) lines.push(`hook ${name}:`.padEnd(16) + `FAILING since ${h.lastFailureAt}: ${h.lastError}${h.lastSuccessAt ? ` (last success ${h.lastSuccessAt})` : ' (never succeeded)'}`);
+  }
+  if (r.lock) lines.push(`lock:           held for ${formatAge(r.lock.ageSeconds)} (since ${r.lock.since}${r.lock.pid !== null ? `, pid ${r.lock.pid}` : ''}${r.lock.command ? `, ${r.lock.command}` : ''}): ${r.lock.path}`);
+  for (const u of r.unwritable) lines.push(`NOT WRITABLE:   ${u.path} ${u.reason}`);
   if (r.state.error) lines.push(`state:          ${r.state.error}`);
   return lines.join('\n');
 }
@@ -316,9 +404,12 @@ export function registerMonitorCommands(program: Command): void {
 
   const check = program
     .command('check')
-    .description('monitoring plugin (Nagios/Icinga/Sensu): one line with perf data; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN')
-    .option('--warn-age <duration>', 'WARNING when the newest snapshot is older than this (default: monitor.warn_age, 2h)')
-    .option('--crit-age <duration>', 'CRITICAL when the newest snapshot is older than this (default: monitor.crit_age, 6h)')
+    .description('monitoring plugin (Nagios/Icinga/Sensu): one line with perf data; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. ' +
+      'Besides snapshot age it reports failed runs (also those that could not write their state: failure records), ' +
+      'state or rule folders that cannot be written, a lock held past warn/crit age, failing hooks and orphan rule folders; ' +
+      'no permission to read the source or archive is UNKNOWN, naming the user')
+    .option('--warn-age <duration>', 'WARNING when the newest snapshot (or the held lock) is older than this (default: monitor.warn_age, 2h)')
+    .option('--crit-age <duration>', 'CRITICAL when the newest snapshot (or the held lock) is older than this (default: monitor.crit_age, 6h)')
     .option('--json', 'print one JSON object on stdout (the exit code still follows the plugin convention)')
     .action(async (opts: { warnAge?: string; critAge?: string; json?: boolean }, cmd: Command) => {
       try {

@@ -40,12 +40,29 @@ export interface RunRecord {
   error?: string;
 }
 
+/** The last failed run that this state recorded (kept after later successes: history for the metrics). */
+export interface FailureSummary {
+  at: string;
+  command: string;
+  exitCode: number;
+  error?: string;
+}
+
+/** The last outcome of each hook: a failure stays visible (check WARNING) until the hook next succeeds. */
+export interface HookRecord {
+  lastFailureAt?: string;
+  lastError?: string;
+  lastSuccessAt?: string;
+}
+
 export interface State {
   version: 1;
   archived?: ArchivedRecord;
   rejected?: RejectedRecord;
   lastRun?: RunRecord;
   lastSuccessAt?: string;
+  lastFailure?: FailureSummary;
+  hooks?: Record<string, HookRecord>;
   /** Monotonic counters (runs by result, hook failures...), kept across restarts for metrics. */
   counters: Record<string, number>;
 }
@@ -84,6 +101,20 @@ export function parseState(text: string): State | undefined {
   if (o.rejected && isIdentity(o.rejected.identity) && typeof o.rejected.reason === 'string') state.rejected = o.rejected;
   if (o.lastRun && typeof o.lastRun.at === 'string' && typeof o.lastRun.result === 'string') state.lastRun = o.lastRun;
   if (typeof o.lastSuccessAt === 'string') state.lastSuccessAt = o.lastSuccessAt;
+  const f = o.lastFailure;
+  if (f && typeof f.at === 'string' && typeof f.command === 'string' && typeof f.exitCode === 'number') {
+    state.lastFailure = { at: f.at, command: f.command, exitCode: f.exitCode, ...(typeof f.error === 'string' ? { error: f.error } : {}) };
+  }
+  if (o.hooks && typeof o.hooks === 'object') {
+    for (const [name, h] of Object.entries(o.hooks)) {
+      if (!h || typeof h !== 'object') continue;
+      const rec: HookRecord = {};
+      if (typeof h.lastFailureAt === 'string') rec.lastFailureAt = h.lastFailureAt;
+      if (typeof h.lastError === 'string') rec.lastError = h.lastError;
+      if (typeof h.lastSuccessAt === 'string') rec.lastSuccessAt = h.lastSuccessAt;
+      (state.hooks ??= {})[name] = rec;
+    }
+  }
   if (o.counters && typeof o.counters === 'object') {
     for (const [k, v] of Object.entries(o.counters)) if (typeof v === 'number' && Number.isFinite(v)) state.counters[k] = v;
   }
@@ -116,6 +147,11 @@ export async function loadState(fs: FileSystem, path: string): Promise<LoadedSta
 export async function saveState(fs: FileSystem, path: string, state: State, dirMode: number, options: { durable?: boolean } = {}): Promise<void> {
   await ensureDir(fs, dirname(path), dirMode);
   await replaceFileAtomic(fs, path, Buffer.from(JSON.stringify(state, null, 2) + '\n'), 0o600, options);
+}
+
+/** True while a hook's last run failed (a failure with no success since). */
+export function hookFailing(h: HookRecord | undefined): boolean {
+  return !!h?.lastFailureAt && (!h.lastSuccessAt || h.lastFailureAt > h.lastSuccessAt);
 }
 
 export function bumpCounter(state: State, name: string, by = 1): void {

@@ -20,7 +20,7 @@ import type { DirEntry, FileInfo, FileSystem, Handle, OpenMode } from '../../src
 /** The operation names OSFS puts in its error messages; handle calls use the handle's path. */
 export type FsOp =
   | 'open' | 'create' | 'stat' | 'lstat' | 'readdir' | 'readFile' | 'mkdir' | 'chmod' | 'rename' | 'link' | 'unlink'
-  | 'fsync-dir' | 'statfs' | 'read' | 'write' | 'fsync' | 'fstat' | 'fchmod' | 'close';
+  | 'fsync-dir' | 'statfs' | 'access' | 'read' | 'write' | 'fsync' | 'fstat' | 'fchmod' | 'close';
 
 export interface FsCall {
   /** 1-based position in this wrapper's call sequence. */
@@ -59,7 +59,7 @@ const ERRNO: Record<string, { errno: number; text: string }> = {
 /** The libuv syscall name Node puts in a system error for each operation. */
 const SYSCALL: Record<FsOp, string> = {
   open: 'open', create: 'open', stat: 'stat', lstat: 'lstat', readdir: 'scandir', readFile: 'open', mkdir: 'mkdir',
-  chmod: 'chmod', rename: 'rename', link: 'link', unlink: 'unlink', 'fsync-dir': 'fsync', statfs: 'statfs',
+  chmod: 'chmod', rename: 'rename', link: 'link', unlink: 'unlink', 'fsync-dir': 'fsync', statfs: 'statfs', access: 'access',
   read: 'read', write: 'write', fsync: 'fsync', fstat: 'fstat', fchmod: 'fchmod', close: 'close',
 };
 
@@ -210,6 +210,9 @@ export class FaultyFS implements FileSystem {
   }
   syncDir(path: string): Promise<void> {
     return this.call('fsync-dir', path, () => this.inner.syncDir(path));
+  }
+  accessWrite(path: string): Promise<void> {
+    return this.call('access', path, () => this.inner.accessWrite(path));
   }
   space(path: string): Promise<{ available: number; total: number }> {
     return this.call('statfs', path, async () => {

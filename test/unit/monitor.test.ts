@@ -6,6 +6,9 @@ import { describe, expect, it } from 'vitest';
 import type { InstanceFacts } from '../../src/inspect.js';
 import { Nagios, checkLine, evaluateInstance } from '../../src/monitor.js';
 import type { Timestamp } from '../../src/timestamp.js';
+import type { FailureRecord } from '../../src/failure-record.js';
+import { absorbFailureRecords, parseFailureRecord } from '../../src/failure-record.js';
+import { emptyState } from '../../src/state.js';
 
 const NOW = Date.parse('2025-06-01T12:00:00Z');
 const THRESHOLDS = { warnAgeMs: 2 * 3600_000, critAgeMs: 6 * 3600_000 };
@@ -23,6 +26,7 @@ function healthy(changes: Partial<InstanceFacts> = {}): InstanceFacts {
     snapshots: 1,
     archiveBytes: 100,
     orphans: [],
+    unwritable: [],
     ...changes,
   };
 }
@@ -43,11 +47,91 @@ describe('evaluateInstance', () => {
     }), THRESHOLDS, NOW);
     expect(c.state).toBe(Nagios.WARNING);
     expect(c.problems.map((p) => p.text)).toEqual(['orphan rule folders hourly (2 events, 2.0 KiB), old (1 event, 10 B) are in no rule: never pruned; delete them or add the rules back']);
-    expect(checkLine([c]).line).toMatch(/ orphans=2;;;0 orphan_bytes=2058B;;;0$/);
+    expect(checkLine([c]).line).toMatch(/ orphans=2;;;0 orphan_bytes=2058B;;;0 lock_age=0s;7200;21600;0$/);
   });
 
   it('an orphan never hides a CRITICAL', () => {
     const c = evaluateInstance(healthy({ orphans: [{ folder: 'x', dir: '/a/x', events: 1, bytes: 1 }], newest: undefined }), THRESHOLDS, NOW);
     expect(c.state).toBe(Nagios.CRITICAL);
+  });
+});
+
+const record = (changes: Partial<FailureRecord> = {}): FailureRecord => ({
+  version: 1, instance: 'default', statePath: '/a/.rdb-archiver/state.json', command: 'once', at: '2025-06-01T11:59:30.000Z',
+  exitCode: 77, kind: 'permission', error: 'create /a/.rdb-archiver/lock: EACCES: permission denied', user: 'redis (uid 107)', pid: 42, count: 1,
+  ...changes,
+});
+
+describe('evaluateInstance: failures the state does not hold', () => {
+  it('a failure record newer than the state\'s last run is CRITICAL (75: WARNING); an older one is history', () => {
+    const path = '/var/tmp/rdb-archiver-107/default-0123456789abcdef.json';
+    let c = evaluateInstance(healthy({ failure: { record: record(), path } }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.CRITICAL);
+    expect(c.problems[0]!.text).toBe(`last once at 2025-06-01T11:59:30.000Z failed (exit 77: create /a/.rdb-archiver/lock: EACCES: permission denied); the state file could not record it (recorded in ${path})`);
+    c = evaluateInstance(healthy({ failure: { record: record({ exitCode: 75, command: 'daemon tick' }), path } }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.WARNING);
+    c = evaluateInstance(healthy({ failure: { record: record({ at: '2025-06-01T11:00:00.000Z' }), path } }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.OK);
+    // Never ran successfully, and the first run could not even write its state.
+    c = evaluateInstance(healthy({ state: undefined, failure: { record: record({ command: 'prune' }), path } }), THRESHOLDS, NOW);
+    expect(c.problems.map((p) => p.text)).toContain(`last prune at 2025-06-01T11:59:30.000Z failed (exit 77: create /a/.rdb-archiver/lock: EACCES: permission denied); recorded in ${path}`);
+  });
+
+  it('folders a run cannot write are CRITICAL, named with the reason', () => {
+    const c = evaluateInstance(healthy({ unwritable: [{ path: '/a/last', reason: 'is on a read-only filesystem' }, { path: '/a/.rdb-archiver', reason: 'is not writable by its owner, redis (uid 107): mode 0555' }] }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.CRITICAL);
+    expect(c.problems[0]!.text).toBe('the archive cannot be written: /a/last is on a read-only filesystem; /a/.rdb-archiver is not writable by its owner, redis (uid 107): mode 0555');
+  });
+
+  it('a lock held past warn-age is WARNING, past crit-age CRITICAL; perf data has its age', () => {
+    const lock = (hoursAgo: number) => ({ path: '/a/.rdb-archiver/lock', sinceMs: NOW - hoursAgo * 3600_000, pid: 4711, command: 'once' });
+    expect(evaluateInstance(healthy({ lock: lock(1) }), THRESHOLDS, NOW).state).toBe(Nagios.OK);
+    const warn = evaluateInstance(healthy({ lock: lock(3) }), THRESHOLDS, NOW);
+    expect(warn.state).toBe(Nagios.WARNING);
+    expect(warn.problems[0]!.text).toMatch(/^the lock \/a\/.rdb-archiver\/lock has been held for 3h \(> 2h\) by pid 4711 \(once\): no run can archive/);
+    expect(checkLine([warn]).line).toMatch(/ lock_age=10800s;7200;21600;0$/);
+    expect(evaluateInstance(healthy({ lock: lock(7) }), THRESHOLDS, NOW).state).toBe(Nagios.CRITICAL);
+  });
+
+  it('a hook whose last run failed is WARNING until it succeeds again', () => {
+    const state = healthy().state!;
+    const failing = { ...state, hooks: { after_archive: { lastFailureAt: '2025-06-01T11:00:00.000Z', lastError: 'exited with status 3', lastSuccessAt: '2025-06-01T10:00:00.000Z' } } };
+    const c = evaluateInstance(healthy({ state: failing }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.WARNING);
+    expect(c.problems[0]!.text).toBe('hook after_archive failed at 2025-06-01T11:00:00.000Z (exited with status 3); WARNING until it next succeeds');
+    const recovered = { ...state, hooks: { after_archive: { ...failing.hooks.after_archive, lastSuccessAt: '2025-06-01T11:30:00.000Z' } } };
+    expect(evaluateInstance(healthy({ state: recovered }), THRESHOLDS, NOW).state).toBe(Nagios.OK);
+  });
+
+  it('no permission to read the source is UNKNOWN and names the user; a missing source stays CRITICAL', () => {
+    const denied = healthy({ user: 'nagios (uid 1001)', source: { path: '/d/dump.rdb', exists: false, error: { kind: 'permission', message: 'lstat /d/dump.rdb: EACCES: permission denied', exitCode: 77 } } });
+    const c = evaluateInstance(denied, THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.UNKNOWN);
+    expect(c.problems[0]!.text).toBe('cannot read the source /d/dump.rdb as user nagios (uid 1001): permission denied (lstat /d/dump.rdb: EACCES: permission denied)');
+    const missing = healthy({ source: { path: '/d/dump.rdb', exists: false, error: { kind: 'no-source', message: 'gone', exitCode: 66 } } });
+    expect(evaluateInstance(missing, THRESHOLDS, NOW).state).toBe(Nagios.CRITICAL);
+  });
+});
+
+describe('failure records', () => {
+  it('parse only records of the state file they name, and nothing malformed', () => {
+    const text = JSON.stringify(record({ count: 3 }));
+    expect(parseFailureRecord(text, '/a/.rdb-archiver/state.json')).toEqual(record({ count: 3 }));
+    expect(parseFailureRecord(text, '/other/state.json')).toBeUndefined();
+    expect(parseFailureRecord('{"version":1', '/a/.rdb-archiver/state.json')).toBeUndefined();
+    expect(parseFailureRecord(JSON.stringify({ ...record(), at: 'yesterday' }), '/a/.rdb-archiver/state.json')).toBeUndefined();
+    expect(parseFailureRecord(JSON.stringify({ ...record(), command: 'rm -rf' }), '/a/.rdb-archiver/state.json')).toBeUndefined();
+  });
+
+  it('absorbing: the newest becomes lastFailure, every failed run it stands for is counted', () => {
+    const state = emptyState();
+    state.lastFailure = { at: '2025-06-01T10:00:00.000Z', command: 'once', exitCode: 74 };
+    state.counters.runs_failed = 2;
+    absorbFailureRecords(state, [
+      { record: record({ count: 5 }), path: '/p' },
+      { record: record({ at: '2025-06-01T09:00:00.000Z', command: 'prune', exitCode: 1 }), path: '/q' },
+    ]);
+    expect(state.counters.runs_failed).toBe(8);
+    expect(state.lastFailure).toEqual({ at: '2025-06-01T11:59:30.000Z', command: 'once', exitCode: 77, error: record().error });
   });
 });
