@@ -163,10 +163,13 @@ describe('a run that fails before it can write its state', () => {
       while (Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 500));
         check = await runCli(['check', '-c', env.config]);
-        if (check.code === 2) break;
+        // (the writability probe makes it CRITICAL at once; wait for the tick's own record)
+        if (/last daemon tick at/.test(check.stdout)) break;
       }
       expect(check!.code, check!.stdout).toBe(2);
       expect(check!.stdout).toMatch(/last daemon tick at \S+ failed \(exit 77/);
+      // The tick writes the textfile after its cycle: wait for it.
+      while (Date.now() < deadline && metric(env.prom, 'rdb_archiver_last_failure_exit_code') !== 77) await new Promise((r) => setTimeout(r, 200));
       expect(metric(env.prom, 'rdb_archiver_last_failure_exit_code')).toBe(77);
     } finally {
       daemon.kill('SIGTERM');
