@@ -80,7 +80,7 @@ async function nobodyArchive(): Promise<ArchiveEnv & { prom: string }> {
   return { ...env, prom };
 }
 
-function metric(prom: string, name: string, labels = 'instance="default"'): number | undefined {
+function metric(prom: string, name: string, labels = 'redis_instance="default"'): number | undefined {
   const m = new RegExp(`^${name}\\{${labels.replace(/[{}]/g, '\\$&')}\\} (\\S+)$`, 'm').exec(readFileSync(prom, 'utf8'));
   return m ? Number(m[1]) : undefined;
 }
@@ -130,7 +130,7 @@ describe('a run that fails before it can write its state', () => {
     expect(metric(env.prom, 'rdb_archiver_last_run_exit_code')).toBe(0);
     // The good run took the record into the state: the last failure stays as history, and is counted.
     expect(metric(env.prom, 'rdb_archiver_last_failure_exit_code')).toBe(77);
-    expect(metric(env.prom, 'rdb_archiver_runs_total', 'instance="default",result="failed"')).toBe(1);
+    expect(metric(env.prom, 'rdb_archiver_runs_total', 'redis_instance="default",result="failed"')).toBe(1);
     expect(readJson<{ lastFailure: { exitCode: number; command: string } }>(env.state).lastFailure).toMatchObject({ exitCode: 77, command: 'once' });
   });
 
@@ -237,8 +237,8 @@ describe('failing hooks', () => {
     let check = await runCli(['check', '-c', env.config]);
     expect(check.code, check.stdout).toBe(1);
     expect(check.stdout).toMatch(/^RDB-ARCHIVER WARNING - default: hook after_archive failed at \S+ \(exited with status 3\); WARNING until it next succeeds/);
-    expect(metric(prom, 'rdb_archiver_hook_failing', 'instance="default",hook="after_archive"')).toBe(1);
-    expect(metric(prom, 'rdb_archiver_hook_last_failure_timestamp_seconds', 'instance="default",hook="after_archive"')).toBeGreaterThan(Date.now() / 1000 - 120);
+    expect(metric(prom, 'rdb_archiver_hook_failing', 'redis_instance="default",hook="after_archive"')).toBe(1);
+    expect(metric(prom, 'rdb_archiver_hook_last_failure_timestamp_seconds', 'redis_instance="default",hook="after_archive"')).toBeGreaterThan(Date.now() / 1000 - 120);
 
     // A run that does not run the hook (source unchanged) does not clear it.
     expect((await runCli(['once', '-c', env.config])).code).toBe(0);
@@ -254,7 +254,7 @@ describe('failing hooks', () => {
     await archive('ccc', 'ok');
     check = await runCli(['check', '-c', env.config]);
     expect(check.code, check.stdout).toBe(0);
-    expect(metric(prom, 'rdb_archiver_hook_failing', 'instance="default",hook="after_archive"')).toBe(0);
+    expect(metric(prom, 'rdb_archiver_hook_failing', 'redis_instance="default",hook="after_archive"')).toBe(0);
   });
 });
 
