@@ -10,7 +10,7 @@
  *   2. the fallback folder, outside the archive: `monitor.failure_dir` when
  *      set, else `/var/tmp/rdb-archiver-<uid>` (made 0755 by this user, and
  *      used only while it is a real folder owned by this user that nobody
- *      else can write), as `<instance>-<crc64 of the state path>.json`.
+ *      else can write), as `<instance>-<FNV-1a 64 of the state path>.json`.
  *
  * The file is 0644 in a 0755 folder so that a monitoring user can read it; it
  * holds what the state's lastRun holds (times, exit code, error message), no
@@ -23,7 +23,6 @@
  */
 import { dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
-import { crc64 } from './crc64.js';
 import type { FileSystem } from './fs.js';
 import { ensureDir, errorCode, replaceFileAtomic, unlinkIfExists } from './fs.js';
 import type { Log } from './log.js';
@@ -65,9 +64,20 @@ export function defaultFailureDir(uid: number): string {
   return `/var/tmp/rdb-archiver-${uid}`;
 }
 
+/**
+ * FNV-1a, 64 bits, as 16 hex digits: a name, not a checksum. (Not crc64.ts:
+ * every run computes this, and the CRC's first use sets up its WebAssembly
+ * kernel, a cost a run with nothing to do should not pay.)
+ */
+export function fnv1a64(text: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const byte of Buffer.from(text)) h = ((h ^ BigInt(byte)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  return h.toString(16).padStart(16, '0');
+}
+
 /** The record's file name in a fallback folder, unique per state file (instances never share one). */
 export function fallbackFileName(instance: Pick<InstanceConfig, 'name' | 'statePath'>): string {
-  return `${instance.name}-${crc64(Buffer.from(instance.statePath)).toString(16).padStart(16, '0')}.json`;
+  return `${instance.name}-${fnv1a64(instance.statePath)}.json`;
 }
 
 export function primaryRecordPath(instance: Pick<InstanceConfig, 'statePath'>): string {

@@ -135,3 +135,14 @@ describe('failure records', () => {
     expect(state.lastFailure).toEqual({ at: '2025-06-01T11:59:30.000Z', command: 'once', exitCode: 77, error: record().error });
   });
 });
+
+describe('fallback record names', () => {
+  it('FNV-1a 64 (published test vectors) names one file per state path', async () => {
+    const { fnv1a64, fallbackFileName } = await import('../../src/failure-record.js');
+    expect(fnv1a64('')).toBe('cbf29ce484222325');
+    expect(fnv1a64('a')).toBe('af63dc4c8601ec8c');
+    expect(fnv1a64('foobar')).toBe('85944171f73967e8');
+    expect(fallbackFileName({ name: 'cache', statePath: '/a/state.json' })).not.toBe(fallbackFileName({ name: 'cache', statePath: '/b/state.json' }));
+    expect(fallbackFileName({ name: 'cache', statePath: '/a/state.json' })).toMatch(/^cache-[0-9a-f]{16}\.json$/);
+  });
+});
