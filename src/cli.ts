@@ -90,6 +90,8 @@ export function buildProgram(): Command {
     .option('--state <file>', 'state file (overrides state)')
     .option('--instance <name>', 'only this instance of a multi-instance config')
     .addOption(new Option('--log-level <level>', 'log level (overrides log.level)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addHelpText('after', '\nA closed stdout (rdb-archiver list | head -1) is not an error: the rest of the output is dropped,\n' +
+      'the command runs to its end (state and metrics included) and exits with its own code.')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
