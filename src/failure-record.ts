@@ -199,10 +199,14 @@ export async function readOwnFailureRecords(fs: FileSystem, instance: InstanceCo
 /**
  * Pure: takes records into the state: the newest becomes lastFailure if it is
  * newer than the state's, and each failed run they stand for counts in
- * runs_failed. The caller saves the state, then removes the records.
+ * runs_failed (once: records no newer than the state's lastFailure are not
+ * counted again). The caller saves the state, then removes the records.
  */
 export function absorbFailureRecords(state: State, found: readonly FoundRecord[]): void {
+  // A record not newer than the state's last failure was taken in already (its removal failed): not counted twice.
+  const before = state.lastFailure ? Date.parse(state.lastFailure.at) : -Infinity;
   for (const { record } of found) {
+    if (!(Date.parse(record.at) > before)) continue;
     bumpCounter(state, 'runs_failed', record.count);
     if (!state.lastFailure || Date.parse(record.at) > Date.parse(state.lastFailure.at)) {
       state.lastFailure = { at: record.at, command: record.command, exitCode: record.exitCode, error: record.error };

@@ -123,16 +123,21 @@ describe('failure records', () => {
     expect(parseFailureRecord(JSON.stringify({ ...record(), command: 'rm -rf' }), '/a/.rdb-archiver/state.json')).toBeUndefined();
   });
 
-  it('absorbing: the newest becomes lastFailure, every failed run it stands for is counted', () => {
+  it('absorbing: the newest becomes lastFailure, every failed run it stands for is counted, once', () => {
     const state = emptyState();
     state.lastFailure = { at: '2025-06-01T10:00:00.000Z', command: 'once', exitCode: 74 };
     state.counters.runs_failed = 2;
-    absorbFailureRecords(state, [
+    const found = [
       { record: record({ count: 5 }), path: '/p' },
-      { record: record({ at: '2025-06-01T09:00:00.000Z', command: 'prune', exitCode: 1 }), path: '/q' },
-    ]);
+      { record: record({ at: '2025-06-01T10:30:00.000Z', command: 'prune', exitCode: 1 }), path: '/q' },
+      // older than the state's last failure: taken in before, its removal failed
+      { record: record({ at: '2025-06-01T09:00:00.000Z', command: 'prune', exitCode: 1 }), path: '/r' },
+    ];
+    absorbFailureRecords(state, found);
     expect(state.counters.runs_failed).toBe(8);
     expect(state.lastFailure).toEqual({ at: '2025-06-01T11:59:30.000Z', command: 'once', exitCode: 77, error: record().error });
+    absorbFailureRecords(state, found); // the same records again: nothing changes
+    expect(state.counters.runs_failed).toBe(8);
   });
 });
 
