@@ -12,6 +12,12 @@
 // scripts/cli-loader.mjs). A script cannot contain `import`, hence CommonJS;
 // croner (only for `daemon`) is bundled in, pino stays external: it is
 // required on the first log line only (src/log.ts).
+//
+// Packaging follows from this: what is bundled is a devDependency, what stays
+// external is a dependency (npm install -g and the .deb install only those),
+// and package.json "files" ships dist/cli.js, the bundle and its cache only:
+// a new file the CLI loads at run time must be added there
+// (test/integration/package.test.ts runs the installed tarball).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

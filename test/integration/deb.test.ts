@@ -1,0 +1,184 @@
+/**
+ * The Debian package, installed for real: `npm run package:deb` (here with
+ * --skip-build: `npm test` has just built dist/), `dpkg -i`, the files and
+ * the user it creates, the CLI as that user reading a redis-group dump, then
+ * `dpkg -r` and `dpkg --purge`.
+ *
+ * This changes the machine (a system user, /usr/lib, /etc, /lib/systemd), so
+ * it runs only as root and only when asked: CI=true (CI runs as root on a
+ * throwaway machine) or RDB_ARCHIVER_SYSTEM_TESTS=1. Otherwise it is skipped
+ * with the reason. It never runs over an installed rdb-archiver package or an
+ * existing rdb-archiver user, and purges what it installed even when a test
+ * fails.
+ */
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+const USER = 'rdb-archiver';
+const ARCHIVE_DEFAULT = '/var/backups/redis';
+
+function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, RDB_ARCHIVER_CONFIG: undefined, ...env } });
+  if (r.error) throw r.error;
+  return r;
+}
+const ok = (cmd: string, args: string[]) => {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return !r.error && r.status === 0;
+};
+const packageInstalled = () => /^(install|hold|deinstall) ok (installed|config-files|half)/m.test(spawnSync('dpkg-query', ['-W', '-f=${Status}\n', USER], { encoding: 'utf8' }).stdout ?? '');
+const userExists = (name: string) => ok('getent', ['passwd', name]);
+const groupExists = (name: string) => ok('getent', ['group', name]);
+
+function whyNot(): string | undefined {
+  if (process.platform !== 'linux') return 'not Linux';
+  if (process.getuid?.() !== 0) return 'needs root (it installs a package and creates a system user)';
+  if (process.env.CI !== 'true' && process.env.RDB_ARCHIVER_SYSTEM_TESTS !== '1') {
+    return 'changes the machine; runs only under CI=true or RDB_ARCHIVER_SYSTEM_TESTS=1';
+  }
+  if (!ok('dpkg-deb', ['--version'])) return 'dpkg-deb is not installed (not a Debian system)';
+  if (packageInstalled()) return `the ${USER} package is installed on this machine; not touching it`;
+  if (userExists(USER) || groupExists(USER)) return `a user or group named ${USER} already exists; not touching it`;
+  return undefined;
+}
+
+const reason = whyNot();
+if (reason) console.warn(`\n!! SKIPPING the Debian package test: ${reason}.\n`);
+
+describe.skipIf(reason !== undefined)('Debian package: npm run package:deb, dpkg -i, dpkg --purge', () => {
+  let work: string;
+  let deb: string;
+  const archiveExisted = existsSync(ARCHIVE_DEFAULT);
+  const redisGroupExisted = groupExists('redis');
+
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), 'rdb-archiver-deb-test-'));
+    const built = run(process.execPath, ['scripts/package-deb.mjs', '--skip-build', '--out', work]);
+    expect(built.status, built.stderr).toBe(0);
+    deb = built.stdout.trim();
+    expect(deb).toBe(join(work, `rdb-archiver_${pkg.version}_all.deb`));
+  }, 120_000);
+
+  // Whatever happened above: purge what we installed, and undo what postinst made.
+  afterAll(() => {
+    if (packageInstalled()) run('dpkg', ['--purge', USER]);
+    if (userExists(USER)) run('userdel', [USER]);
+    if (groupExists(USER)) run('groupdel', [USER]);
+    if (!redisGroupExisted && groupExists('redis')) run('groupdel', ['redis']);
+    // Only the empty folder postinst made; never an archive with content.
+    if (!archiveExisted && existsSync(ARCHIVE_DEFAULT) && readdirSync(ARCHIVE_DEFAULT).length === 0) rmdirSync(ARCHIVE_DEFAULT);
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('the package declares its dependency on nodejs and its conffile', () => {
+    const control = run('dpkg-deb', ['--field', deb, 'Package', 'Architecture', 'Depends']);
+    expect(control.stdout).toContain('Package: rdb-archiver');
+    expect(control.stdout).toContain('Architecture: all');
+    expect(control.stdout).toMatch(/Depends: .*nodejs \(>= 20\)/);
+    const listed = run('sh', ['-c', `dpkg-deb --ctrl-tarfile '${deb}' | tar -xOf - ./conffiles`]);
+    expect(listed.stdout.trim()).toBe('/etc/rdb-archiver/config.yaml');
+  });
+
+  it('dpkg -i installs it, creates the rdb-archiver user in the redis group, places the files with their modes', () => {
+    // Depends: nodejs (>= 20). Where Node was not installed by dpkg (a tarball, nvm), dpkg -i would
+    // refuse; the node that runs this test is the one the CLI will use, so the dependency is forced.
+    const nodeFromDpkg = ok('dpkg-query', ['-W', 'nodejs']);
+    if (!nodeFromDpkg) console.warn('!! nodejs is not a dpkg package here: dpkg -i --force-depends');
+    const install = run('dpkg', ['-i', ...(nodeFromDpkg ? [] : ['--force-depends']), deb]);
+    expect(install.status, install.stdout + install.stderr).toBe(0);
+
+    const passwd = run('getent', ['passwd', USER]).stdout.trim().split(':');
+    expect(passwd[5]).toBe('/nonexistent');
+    expect(passwd[6]).toBe('/usr/sbin/nologin');
+    expect(Number(passwd[2])).toBeLessThan(1000); // a system user
+    expect(run('id', ['-nG', USER]).stdout.trim().split(' ').sort()).toEqual(['rdb-archiver', 'redis']);
+    const gid = Number(passwd[3]);
+
+    const config = statSync('/etc/rdb-archiver/config.yaml');
+    expect(config.mode & 0o7777).toBe(0o640);
+    expect([config.uid, config.gid]).toEqual([0, gid]);
+    for (const unit of ['rdb-archiver.service', 'rdb-archiver.timer', 'rdb-archiver-daemon.service']) {
+      expect(statSync(`/lib/systemd/system/${unit}`).mode & 0o7777).toBe(0o644);
+    }
+    expect(lstatSync('/usr/bin/rdb-archiver').isSymbolicLink()).toBe(true);
+    expect(readlinkSync('/usr/bin/rdb-archiver')).toBe('../lib/rdb-archiver/dist/cli.js');
+    expect(statSync('/usr/lib/rdb-archiver/dist/cli.js').mode & 0o7777).toBe(0o755);
+    expect(existsSync('/usr/lib/rdb-archiver/node_modules/pino/package.json')).toBe(true);
+    expect(existsSync('/usr/share/doc/rdb-archiver/README.md')).toBe(true);
+    expect(existsSync('/usr/share/doc/rdb-archiver/copyright')).toBe(true);
+    if (!archiveExisted) {
+      const archive = statSync(ARCHIVE_DEFAULT);
+      expect(archive.mode & 0o7777).toBe(0o700);
+      expect(archive.uid).toBe(Number(passwd[2]));
+    }
+  });
+
+  it('systemd-analyze verify accepts the installed units (ExecStart finds /usr/bin/rdb-archiver)', () => {
+    if (!ok('systemd-analyze', ['--version'])) throw new Error('systemd-analyze is missing (.ci/run installs it)');
+    const r = run('systemd-analyze', ['verify', '/lib/systemd/system/rdb-archiver.service', '/lib/systemd/system/rdb-archiver.timer', '/lib/systemd/system/rdb-archiver-daemon.service']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+
+  it('/usr/bin/rdb-archiver runs, from its code cache', () => {
+    const r = run('/usr/bin/rdb-archiver', ['--version'], { RDB_ARCHIVER_DEBUG_CODE_CACHE: '1' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(pkg.version);
+    expect(r.stderr).toContain('code cache used');
+  });
+
+  it('as rdb-archiver it archives a dump it can read only through the redis group; redis cannot delete the archive', () => {
+    // Laid out as Debian's redis-server does: folder 0750 redis:redis, dump 0640 (UMask=0027) or 0660 (007).
+    const dir = join(work, 'redis');
+    mkdirSync(dir);
+    copyFileSync(join(ROOT, 'examples/data/dump.rdb'), join(dir, 'dump.rdb'));
+    run('chown', ['-R', 'redis:redis', dir]);
+    run('chmod', ['0750', dir]);
+    run('chmod', ['0640', join(dir, 'dump.rdb')]);
+    run('chmod', ['0755', work]);
+    const archive = join(work, 'archive');
+    mkdirSync(archive);
+    run('chown', [`${USER}:${USER}`, archive]);
+    run('chmod', ['0700', archive]);
+
+    const once = run('runuser', ['-u', USER, '--', '/usr/bin/rdb-archiver', 'once', '--source', join(dir, 'dump.rdb'), '--archive', archive, '--json']);
+    expect(once.status, once.stderr).toBe(0);
+    expect(JSON.parse(once.stdout)).toMatchObject({ status: 'archived' });
+    const [rule] = readdirSync(archive).filter((n) => !n.startsWith('.'));
+    const rdb = readdirSync(join(archive, rule!)).find((n) => n.endsWith('.rdb'))!;
+    const file = join(archive, rule!, rdb);
+    const st = statSync(file);
+    expect(st.mode & 0o777).toBe(0o600);
+    expect(run('id', ['-u', USER]).stdout.trim()).toBe(String(st.uid));
+
+    // The redis user (a compromised Redis) can neither delete nor overwrite it.
+    if (userExists('redis')) {
+      expect(run('runuser', ['-u', 'redis', '--', 'rm', '-f', file]).status).not.toBe(0);
+      expect(run('runuser', ['-u', 'redis', '--', 'sh', '-c', `: > '${file}'`]).status).not.toBe(0);
+      expect(statSync(file).size).toBe(st.size);
+    }
+  });
+
+  it('dpkg -r keeps the user and the config; dpkg --purge removes both, and keeps the archive and the redis group', () => {
+    expect(run('dpkg', ['-r', USER]).status).toBe(0);
+    expect(existsSync('/usr/bin/rdb-archiver')).toBe(false);
+    expect(existsSync('/usr/lib/rdb-archiver')).toBe(false);
+    expect(userExists(USER)).toBe(true);
+    expect(existsSync('/etc/rdb-archiver/config.yaml')).toBe(true);
+
+    const purge = run('dpkg', ['--purge', USER]);
+    expect(purge.status, purge.stdout + purge.stderr).toBe(0);
+    expect(userExists(USER)).toBe(false);
+    expect(groupExists(USER)).toBe(false);
+    expect(existsSync('/etc/rdb-archiver')).toBe(false);
+    expect(existsSync('/lib/systemd/system/rdb-archiver.service')).toBe(false);
+    expect(run('dpkg-statoverride', ['--list', '/etc/rdb-archiver/config.yaml']).status).not.toBe(0);
+    expect(groupExists('redis')).toBe(true);
+    expect(existsSync(ARCHIVE_DEFAULT)).toBe(true); // backups are never deleted by a purge
+  });
+});
