@@ -118,6 +118,14 @@ describe.skipIf(reason !== undefined)('Debian package: npm run package:deb, dpkg
     }
   });
 
+  it('as rdb-archiver it reads /etc/rdb-archiver/config.yaml (0640 root:rdb-archiver) and accepts it', () => {
+    const stateDir = statSync('/var/lib/rdb-archiver'); // monitor.failure_dir of the example config
+    expect([stateDir.mode & 0o7777, stateDir.uid]).toEqual([0o755, Number(run('id', ['-u', USER]).stdout.trim())]);
+    const r = run('runuser', ['-u', USER, '--', '/usr/bin/rdb-archiver', 'once', '--dry-run']);
+    // 0 if this machine's Redis has saved /var/lib/redis/dump.rdb, 66 if not; never 2 (config refused) or 77.
+    expect([0, 66], r.stderr).toContain(r.status);
+  });
+
   it('systemd-analyze verify accepts the installed units (ExecStart finds /usr/bin/rdb-archiver)', () => {
     if (!ok('systemd-analyze', ['--version'])) throw new Error('systemd-analyze is missing (.ci/run installs it)');
     const r = run('systemd-analyze', ['verify', '/lib/systemd/system/rdb-archiver.service', '/lib/systemd/system/rdb-archiver.timer', '/lib/systemd/system/rdb-archiver-daemon.service']);
@@ -176,6 +184,7 @@ describe.skipIf(reason !== undefined)('Debian package: npm run package:deb, dpkg
     expect(userExists(USER)).toBe(false);
     expect(groupExists(USER)).toBe(false);
     expect(existsSync('/etc/rdb-archiver')).toBe(false);
+    expect(existsSync('/var/lib/rdb-archiver')).toBe(false);
     expect(existsSync('/lib/systemd/system/rdb-archiver.service')).toBe(false);
     expect(run('dpkg-statoverride', ['--list', '/etc/rdb-archiver/config.yaml']).status).not.toBe(0);
     expect(groupExists('redis')).toBe(true);
