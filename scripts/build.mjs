@@ -14,7 +14,8 @@
 // required on the first log line only (src/log.ts).
 //
 // Packaging follows from this: what is bundled is a devDependency, what stays
-// external is a dependency (npm install -g and the .deb install only those),
+// external is a dependency (the tarball carries those, bundleDependencies,
+// and the .deb takes them from it),
 // and package.json "files" ships dist/cli.js, the bundle and its cache only:
 // a new file the CLI loads at run time must be added there
 // (test/integration/package.test.ts runs the installed tarball).

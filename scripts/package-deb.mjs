@@ -3,10 +3,10 @@
 //
 //   node scripts/package-deb.mjs [--skip-build] [--out DIR]
 //
-// What goes in is what `npm pack` ships (package.json "files": one list for
-// both artifacts), laid out the Debian way, plus the runtime dependencies
-// (package.json "dependencies" and theirs) copied from node_modules, so the
-// .deb holds the versions the tests ran against:
+// What goes in is what `npm pack` ships (package.json "files", and the
+// runtime dependencies from node_modules through "bundleDependencies": one
+// list for both artifacts, with the versions the tests ran against), laid
+// out the Debian way:
 //
 //   /usr/lib/rdb-archiver/       package.json, dist/ (loader, bundle, code cache), node_modules/
 //   /usr/bin/rdb-archiver        -> ../lib/rdb-archiver/dist/cli.js
@@ -23,7 +23,7 @@
 // --skip-build packs the dist/ that is there (npm pack --ignore-scripts);
 // without it `npm pack` runs the build first (prepack).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -70,16 +70,11 @@ try {
   symlinkSync(`../lib/${NAME}/dist/cli.js`, join(root, 'usr/bin', NAME));
   writeFileSync(join(doc, 'copyright'), copyright());
 
-  // 3. The runtime dependencies, as installed and tested here.
-  const deps = run('npm', ['ls', '--omit=dev', '--all', '--parseable']).split('\n').filter(Boolean).map((p) => relative(ROOT, p)).filter((p) => p.startsWith('node_modules/')).sort();
-  const copied = [];
-  for (const dep of deps) {
-    if (copied.some((c) => dep.startsWith(`${c}/`))) continue; // nested inside one already copied
-    cpSync(join(ROOT, dep), join(lib, dep), { recursive: true, dereference: false });
-    copied.push(dep);
-  }
+  // 3. The runtime dependencies: npm pack put them in the tarball
+  // (bundleDependencies), as installed and tested here.
+  renameSync(join(pkgDir, 'node_modules'), join(lib, 'node_modules'));
   for (const dep of Object.keys(pkg.dependencies ?? {})) {
-    if (!copied.includes(`node_modules/${dep}`)) throw new Error(`package:deb: dependency ${dep} is not installed (run npm ci)`);
+    if (!existsSync(join(lib, 'node_modules', dep, 'package.json'))) throw new Error(`package:deb: dependency ${dep} is not in the packed tarball (run npm ci)`);
   }
 
   // 4. Modes: root-owned (dpkg-deb --root-owner-group), 0755 folders and

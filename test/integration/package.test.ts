@@ -5,8 +5,9 @@
  *
  * `npm test` has just built dist/, so the pack runs with --ignore-scripts:
  * its prepack script would rebuild dist/ under the other test files running
- * in parallel. The install is --offline: the runtime dependencies come from
- * npm's cache, which `npm ci` filled.
+ * in parallel. The install is --offline with an empty npm cache: the runtime
+ * dependencies are inside the tarball (bundleDependencies), so it installs
+ * on a host without access to the registry.
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
@@ -43,7 +44,7 @@ describe('release tarball (npm pack), installed with npm install -g on a fresh p
     tarball = join(work, info!.filename);
     packed = info!.files.map((f) => f.path).sort();
     prefix = join(work, 'prefix');
-    const install = run('npm', ['install', '-g', '--prefix', prefix, '--offline', '--no-audit', '--no-fund', tarball]);
+    const install = run('npm', ['install', '-g', '--prefix', prefix, '--offline', '--cache', join(work, 'empty-npm-cache'), '--no-audit', '--no-fund', tarball]);
     expect(install.status, install.stdout + install.stderr).toBe(0);
     // npm warns about a package's install-time scripts (prepare) on a global install; we have none.
     expect(install.stderr).not.toMatch(/install-scripts/);
@@ -61,7 +62,8 @@ describe('release tarball (npm pack), installed with npm install -g on a fresh p
     expect(pkg.scripts.prepare).toBeUndefined();
   });
 
-  it('installs only the runtime dependencies (the rest is bundled into dist/cli.bundle.cjs)', () => {
+  it('carries its runtime dependencies, and only those (the rest is bundled into dist/cli.bundle.cjs)', () => {
+    for (const dep of Object.keys(pkg.dependencies)) expect(packed).toContain(`node_modules/${dep}/package.json`);
     const modules = join(prefix, 'lib/node_modules/rdb-archiver/node_modules');
     const top = readdirSync(modules).filter((n) => !n.startsWith('.'));
     for (const dep of Object.keys(pkg.dependencies)) expect(top).toContain(dep.split('/')[0]);
