@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { InstanceConfig, Rule } from './config.js';
 import { ruleDir } from './config.js';
-import { contextFor, formatBytes, printResults } from './context.js';
+import { contextFor, failureLine, formatBytes, printResults, type TextOptions } from './context.js';
 import { errorReport, type ErrorReport } from './cycle.js';
 import { ArchiverError, ConfigError, ExitCode, InvalidSnapshotError, type ExitCodeValue } from './errors.js';
 import { errorCode, readFromStart, type FileInfo, type FileSystem } from './fs.js';
@@ -533,7 +533,7 @@ export function verifyJson(report: VerifyReport): object {
   };
 }
 
-export function verifyText(report: VerifyReport): string {
+export function verifyText(report: VerifyReport, opts?: TextOptions): string {
   const lines: string[] = [];
   let total = 0;
   for (const [rule, events] of Object.entries(report.events)) {
@@ -544,7 +544,7 @@ export function verifyText(report: VerifyReport): string {
     }
   }
   for (const w of report.warnings) lines.push(`warning: ${w}`);
-  if (report.error) lines.push(`error: ${report.error.message}`);
+  if (report.error) lines.push(failureLine('error', report.error.message, report.exitCode, opts));
   lines.push(`verified ${total} event${total === 1 ? '' : 's'} (${report.filesRead} file${report.filesRead === 1 ? '' : 's'} read, ${formatBytes(report.bytesRead)}, ${(report.durationMs / 1000).toFixed(1)} s): ${total - report.bad.length} ok, ${report.bad.length} bad`);
   if (report.bad.length > 0) {
     lines.push('bad events:');

@@ -5,9 +5,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { contextFor, formatBytes, print, printResults, tolerateClosedStdout } from './context.js';
+import { contextFor, failureLine, formatBytes, print, printResults, tolerateClosedStdout, type TextOptions } from './context.js';
 import { runOnce, runPrune, type PruneReport, type RuleReport, type RunReport } from './cycle.js';
 import { ArchiverError, ExitCode, exitCodeOf } from './errors.js';
+import { chooseLogFormat, LOG_FORMATS, stderrFacts, stderrText, type LogFormat } from './log.js';
 import { registerCatalogCommands } from './catalog.js';
 import { registerRestoreCommand } from './restore.js';
 import { registerDaemonCommand } from './daemon.js';
@@ -31,7 +32,7 @@ function retentionLines(retention: Record<string, RuleReport>, dryRun: boolean, 
   return lines;
 }
 
-export function onceSummary(report: RunReport, dryRun: boolean): string {
+export function onceSummary(report: RunReport, dryRun: boolean, opts?: TextOptions): string {
   const lines: string[] = [];
   switch (report.status) {
     case 'archived': {
@@ -47,7 +48,7 @@ export function onceSummary(report: RunReport, dryRun: boolean): string {
       lines.push('would archive: the source changed since the last archived snapshot (dry run: nothing written)');
       break;
     case 'failed':
-      lines.push(`failed: ${report.error?.message ?? 'unknown error'}`);
+      lines.push(failureLine('failed', report.error?.message ?? 'unknown error', report.exitCode, opts));
       break;
   }
   for (const w of report.warnings) lines.push(`warning: ${w}`);
@@ -55,14 +56,18 @@ export function onceSummary(report: RunReport, dryRun: boolean): string {
     lines.push(dryRun ? 'retention plan:' : 'retention:');
     lines.push(...retentionLines(report.retention, dryRun, dryRun));
   }
-  if (report.status !== 'failed' && report.error) lines.push(`error: ${report.error.message}`);
+  if (report.status !== 'failed' && report.error) lines.push(failureLine('error', report.error.message, report.exitCode, opts));
   return lines.join('\n');
 }
 
-export function pruneSummary(report: PruneReport): string {
+export function pruneSummary(report: PruneReport, opts?: TextOptions): string {
   const lines = [report.dryRun ? 'retention plan (dry run: nothing deleted):' : 'retention:'];
   lines.push(...retentionLines(report.retention, report.dryRun, report.dryRun));
-  for (const e of report.errors) lines.push(`error: ${e.message}`);
+  if (opts?.errorsLogged && report.errors.length > 0) {
+    lines.push(`failed (exit ${report.exitCode}): ${report.errors.length === 1 ? 'see the error' : `see the ${report.errors.length} errors`} logged above`);
+  } else {
+    for (const e of report.errors) lines.push(`error: ${e.message}`);
+  }
   return lines.join('\n');
 }
 
@@ -90,9 +95,12 @@ export function buildProgram(): Command {
     .option('--state <file>', 'state file (overrides state)')
     .option('--instance <name>', 'only this instance of a multi-instance config')
     .addOption(new Option('--log-level <level>', 'log level (overrides log.level)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addOption(new Option('--log-format <format>', 'stderr log format (overrides log.format; default: pretty on a terminal, journal under systemd, else json)').choices(LOG_FORMATS))
     .addHelpText('after', '\nA closed stdout (rdb-archiver list | head -1) is not an error: the rest of the output is dropped,\n' +
       'the command runs to its end (state and metrics included) and exits with its own code.')
     .showHelpAfterError('(run with --help for usage)')
+    // commander's own errors (unknown option, missing argument) in the log's format: `<3>` under journald.
+    .configureOutput({ writeErr: (text) => process.stderr.write(stderrText(text, fatalFormat(program))) })
     .exitOverride();
 
   program
@@ -109,7 +117,7 @@ export function buildProgram(): Command {
         const report = await runOnce({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true, force: opts.force === true });
         results.push({ instance: instance.name, report });
       }
-      printResults(ctx, results, onceJson, (r) => onceSummary(r, opts.dryRun === true));
+      printResults(ctx, results, onceJson, (r, text) => onceSummary(r, opts.dryRun === true, text));
     });
 
   program
@@ -135,6 +143,11 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** The log format for errors that end the command before it logs: --log-format when parsed, else the default for this stderr. */
+function fatalFormat(program: Command): LogFormat {
+  return chooseLogFormat(program.opts<{ logFormat?: LogFormat }>().logFormat, stderrFacts());
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
@@ -148,7 +161,8 @@ export async function main(argv: string[]): Promise<number> {
     const wantsJson = argv.includes('--json');
     const message = err instanceof ArchiverError ? err.message : `internal error: ${(err as Error)?.stack ?? String(err)}`;
     if (wantsJson) print(JSON.stringify({ status: 'failed', error: { kind: err instanceof ArchiverError ? err.kind : 'internal', message, exitCode: exitCodeOf(err) } }));
-    process.stderr.write(`rdb-archiver: ${message}\n`);
+    // The one place this error is printed: nothing logged it (the command could not run).
+    process.stderr.write(stderrText(`rdb-archiver: ${message}\n`, fatalFormat(program)));
     return exitCodeOf(err);
   }
 }

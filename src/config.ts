@@ -7,6 +7,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import * as z from 'zod/mini';
 import { ConfigError } from './errors.js';
+import { LOG_FORMATS, type LogFormat } from './log.js';
 import { isValidTimeZone } from './timestamp.js';
 import { effectiveUid, untrustedPathReason } from './trust.js';
 
@@ -69,6 +70,8 @@ export interface Config {
   /** The file it was read from, or undefined when built from flags alone. */
   file?: string;
   logLevel: LogLevel;
+  /** log.format / --log-format; undefined: chosen from where stderr goes (src/log.ts chooseLogFormat). */
+  logFormat?: LogFormat;
   /** croner expression for `daemon` (5 or 6 fields; 6 = with seconds). */
   schedule: string;
   /** How long `daemon` lets a running job finish after SIGTERM/SIGINT. */
@@ -87,6 +90,7 @@ export interface ConfigOverrides {
   archive?: string;
   state?: string;
   logLevel?: string;
+  logFormat?: string;
   /** Restrict to one named instance. */
   instance?: string;
 }
@@ -246,6 +250,7 @@ const fileSchema = z.strictObject({
       level: z.optional(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
         error: 'must be one of fatal, error, warn, info, debug, trace, silent',
       })),
+      format: z.optional(z.enum(LOG_FORMATS, { error: `must be one of ${LOG_FORMATS.join(', ')}` })),
     }),
   ),
   schedule: z.optional(z.string({ error: 'must be a cron expression such as "*/30 * * * * *"' }).check(z.minLength(1))),
@@ -486,6 +491,11 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
     throw new ConfigError(undefined, '--log-level', `"${logLevel}" is not one of fatal, error, warn, info, debug, trace, silent`);
   }
 
+  const logFormat = overrides.logFormat ?? raw.log?.format;
+  if (logFormat !== undefined && !(LOG_FORMATS as readonly string[]).includes(logFormat)) {
+    throw new ConfigError(undefined, '--log-format', `"${logFormat}" is not one of ${LOG_FORMATS.join(', ')}`);
+  }
+
   const { instances: listed, log: _log, schedule, shutdown_timeout, metrics, ...defaults } = raw;
   let instances: InstanceConfig[];
   if (listed) {
@@ -519,6 +529,7 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
   return {
     file,
     logLevel: logLevel as LogLevel,
+    ...(logFormat ? { logFormat: logFormat as LogFormat } : {}),
     schedule: schedule ?? DEFAULT_SCHEDULE,
     shutdownTimeoutMs: shutdown_timeout ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
     timezone: defaults.timezone ?? 'UTC',

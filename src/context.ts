@@ -8,7 +8,7 @@ import { loadConfig, type Config, type ConfigOverrides } from './config.js';
 import { ExitCode } from './errors.js';
 import { checkHookExecutables } from './hooks.js';
 import { OSFS } from './fs.js';
-import { createLog, type Log } from './log.js';
+import { chooseLogFormat, createLog, descriptorId, levelValue, stderrFacts, wantsColor, type Log } from './log.js';
 
 interface GlobalOptions extends ConfigOverrides {
   json?: boolean;
@@ -21,6 +21,37 @@ export interface CommandContext {
   json: boolean;
 }
 
+/** How a command's human summary is written. */
+export interface TextOptions {
+  /**
+   * The log has already shown this run's errors where stdout goes: stdout and
+   * stderr are the same terminal, cron's mail or the journal, and the log
+   * level shows warnings (every error of a report is logged at warn or
+   * error). The summary then names the failure without repeating its
+   * message, so that each error is printed once. Where they go to different
+   * places (`2>/dev/null`, `> result.txt`), each is read alone and both carry it.
+   */
+  errorsLogged: boolean;
+}
+
+/** True when fds 1 and 2 are the same open file (a terminal, one pipe, one journal socket). */
+export function stdoutIsStderr(): boolean {
+  const out = descriptorId(1);
+  return out !== undefined && out === descriptorId(2);
+}
+
+export function textOptions(ctx: CommandContext): TextOptions {
+  return { errorsLogged: levelValue(ctx.config.logLevel) <= levelValue('warn') && stdoutIsStderr() };
+}
+
+/**
+ * The summary line of a failure: its message, or, when the log already
+ * showed it (TextOptions), a pointer to it. `what` is "failed" or "error".
+ */
+export function failureLine(what: string, message: string, exitCode: number, opts?: TextOptions): string {
+  return opts?.errorsLogged ? `${what} (exit ${exitCode}): see the error logged above` : `${what}: ${message}`;
+}
+
 export interface ContextOptions {
   /** The command runs hooks (once, prune, daemon): their executables must pass the StrictModes check first. */
   runsHooks?: boolean;
@@ -30,7 +61,8 @@ export function contextFor(cmd: Command, options: ContextOptions = {}): CommandC
   const opts = cmd.optsWithGlobals<GlobalOptions>();
   const config = loadConfig(opts);
   if (options.runsHooks) checkHookExecutables(config);
-  return { config, log: createLog(config.logLevel), fs: new OSFS(), json: opts.json === true };
+  const format = chooseLogFormat(config.logFormat, stderrFacts());
+  return { config, log: createLog(config.logLevel, { format, color: format === 'pretty' && wantsColor() }), fs: new OSFS(), json: opts.json === true };
 }
 
 /** Set once stdout failed (EPIPE: `rdb-archiver list | head -1`): later output is dropped. */
@@ -92,18 +124,19 @@ export function printResults<R extends { exitCode: number }>(
   ctx: CommandContext,
   results: Array<{ instance: string; report: R }>,
   toJson: (report: R) => object,
-  toText: (report: R) => string,
+  toText: (report: R, opts: TextOptions) => string,
   /** The JSON of one entry of "instances", where toJson's keys could clash with "instance" (default: toJson). */
   toInstanceJson: (report: R) => object = toJson,
 ): void {
   const exitCode = worstExitCode(results.map((r) => r.report.exitCode));
+  const opts = ctx.json ? { errorsLogged: false } : textOptions(ctx);
   if (results.length === 1) {
     const only = results[0]!.report;
-    print(ctx.json ? JSON.stringify(toJson(only)) : toText(only));
+    print(ctx.json ? JSON.stringify(toJson(only)) : toText(only, opts));
   } else if (ctx.json) {
     print(JSON.stringify({ instances: results.map((r) => ({ instance: r.instance, ...toInstanceJson(r.report) })), exitCode }));
   } else {
-    print(results.map((r) => `[${r.instance}]\n${toText(r.report)}`).join('\n\n'));
+    print(results.map((r) => `[${r.instance}]\n${toText(r.report, opts)}`).join('\n\n'));
   }
   process.exitCode = exitCode;
 }

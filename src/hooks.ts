@@ -189,11 +189,11 @@ export async function runHook(
 
     const terminate = (why: string) => {
       if (exited || child.pid === undefined) return;
-      log.warn({ pid: child.pid, why }, 'stopping hook: SIGTERM to its process group');
+      log.warn({ hookPid: child.pid, why }, 'stopping hook: SIGTERM to its process group');
       killGroup(child.pid, 'SIGTERM');
       killTimer ??= setTimeout(() => {
         if (child.pid !== undefined) {
-          log.warn({ pid: child.pid }, 'hook still running: SIGKILL to its process group');
+          log.warn({ hookPid: child.pid }, 'hook still running: SIGKILL to its process group');
           killGroup(child.pid, 'SIGKILL');
         }
       }, HOOK_KILL_GRACE_MS);
@@ -218,7 +218,7 @@ export async function runHook(
       } catch {
         return; // nothing left
       }
-      log.warn({ pid: child.pid }, 'hook left processes behind: SIGTERM to its process group');
+      log.warn({ hookPid: child.pid }, 'hook left processes behind: SIGTERM to its process group');
       killGroup(child.pid, 'SIGTERM');
     };
     const finish = () => {

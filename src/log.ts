@@ -1,11 +1,25 @@
 /**
- * Logging: pino JSON lines on stderr (stdout is for the command's result).
+ * Logging on stderr (stdout is for the command's result), in one of three
+ * formats:
+ *
+ *   json     pino JSON lines, for log shippers (the default when stderr is
+ *            neither a terminal nor the journal)
+ *   pretty   one readable line per entry: time, level word, message, key
+ *            fields; coloured on a terminal unless NO_COLOR is set
+ *   journal  the same line without time (journald stamps it), prefixed with
+ *            the syslog priority `<N>` that journald reads, so that
+ *            `journalctl -p err` finds the failures
+ *
  * Modules take the small Log interface, so tests can pass a recorder.
  *
- * pino is loaded on the first line actually written: a cron run that finds
- * nothing to do (and so logs nothing at info) never pays its start-up cost.
+ * pino is loaded on the first JSON line actually written: a cron run that
+ * finds nothing to do (and so logs nothing at info) never pays its start-up
+ * cost. pretty and journal never load it: they are a few lines below, not
+ * pino-pretty, which costs 50-100 ms more on the first line (BENCHMARKS.md).
  */
+import { fstatSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { isatty } from 'node:tty';
 import type { Logger } from 'pino';
 
 export interface Log {
@@ -16,33 +30,186 @@ export interface Log {
   child(bindings: Record<string, unknown>): Log;
 }
 
+export const LOG_FORMATS = ['json', 'pretty', 'journal'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
 type Method = 'debug' | 'info' | 'warn' | 'error';
 const LEVEL_VALUES: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
 
-export function createLog(level: string): Log {
-  const threshold = LEVEL_VALUES[level] ?? LEVEL_VALUES.info!;
+/** The numeric threshold of a level name (info when unknown). */
+export function levelValue(level: string): number {
+  return LEVEL_VALUES[level] ?? LEVEL_VALUES.info!;
+}
+
+/** syslog priorities (sd-daemon(3)): what journald files each line under. */
+const JOURNAL_PRIORITY: Record<string, number> = { trace: 7, debug: 7, info: 6, warn: 4, error: 3, fatal: 2 };
+
+/** What decides the default format; gathered by stderrFacts(), pure here so it is testable. */
+export interface StderrFacts {
+  isTTY: boolean;
+  /** $JOURNAL_STREAM: "device:inode" of the stream systemd connected to the journal. */
+  journalStream?: string;
+  /** "device:inode" of fd 2, undefined when fstat fails. */
+  stderrId?: string;
+}
+
+/**
+ * --log-format / log.format when given; otherwise pretty on a terminal, journal
+ * when stderr is the stream systemd connected to the journal (JOURNAL_STREAM
+ * names it by device and inode: a child that inherited the variable but whose
+ * stderr was redirected elsewhere must not get `<N>` prefixes), else JSON.
+ */
+export function chooseLogFormat(explicit: LogFormat | undefined, facts: StderrFacts): LogFormat {
+  if (explicit) return explicit;
+  if (facts.isTTY) return 'pretty';
+  if (facts.journalStream && facts.stderrId && facts.journalStream === facts.stderrId) return 'journal';
+  return 'json';
+}
+
+/** "device:inode" of an open descriptor, as systemd formats JOURNAL_STREAM. */
+export function descriptorId(fd: number): string | undefined {
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+export function stderrFacts(env: NodeJS.ProcessEnv = process.env): StderrFacts {
+  return {
+    isTTY: isatty(2),
+    journalStream: env.JOURNAL_STREAM,
+    stderrId: env.JOURNAL_STREAM ? descriptorId(2) : undefined,
+  };
+}
+
+/** Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org) or TERM is dumb. */
+export function wantsColor(env: NodeJS.ProcessEnv = process.env, isTTY = isatty(2)): boolean {
+  return isTTY && !env.NO_COLOR && env.TERM !== 'dumb';
+}
+
+export interface Entry {
+  level: string;
+  time: Date;
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+const COLORS: Record<string, string> = { trace: '90', debug: '34', info: '32', warn: '33', error: '31', fatal: '1;31' };
+const paint = (on: boolean, code: string, text: string): string => (on ? `\x1b[${code}m${text}\x1b[0m` : text);
+
+/** A field value on one line: bare when unambiguous, else JSON-quoted (which also escapes newlines). */
+function formatValue(value: unknown): string {
+  if (value instanceof Error) return JSON.stringify(value.message);
+  if (typeof value === 'string') return /^[^\s"=\\\x00-\x1f\x7f]+$/.test(value) ? value : JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (value === null) return 'null';
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return JSON.stringify(String(value));
+  }
+}
+
+/** One line, never more: a newline in the message would be a second journal entry without its priority. */
+function oneLine(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => JSON.stringify(c).slice(1, -1));
+}
+
+function clock(time: Date): string {
+  const two = (n: number) => String(n).padStart(2, '0');
+  return `${two(time.getHours())}:${two(time.getMinutes())}:${two(time.getSeconds())}.${String(time.getMilliseconds()).padStart(3, '0')}`;
+}
+
+/**
+ * The text of one pretty or journal entry (without the newline):
+ *   pretty:  `14:03:07.412 ERROR run failed instance=default err="…" kind=no-source`
+ *   journal: `<3>run failed instance=default err="…" kind=no-source`
+ */
+export function formatEntry(format: 'pretty' | 'journal', entry: Entry, colorWanted = false): string {
+  const color = colorWanted && format === 'pretty';
+  const fields = Object.entries(entry.fields)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${paint(color, '2', `${k}=`)}${formatValue(v)}`)
+    .join(' ');
+  const body = `${oneLine(entry.msg)}${fields ? ` ${fields}` : ''}`;
+  if (format === 'journal') return `<${JOURNAL_PRIORITY[entry.level] ?? 6}>${body}`;
+  const word = paint(color, COLORS[entry.level] ?? '0', entry.level.toUpperCase().padEnd(5));
+  return `${paint(color, '2', clock(entry.time))} ${word} ${body}`;
+}
+
+/**
+ * Text the CLI writes to stderr outside the log (a command that could not
+ * run: usage, config, internal error), in the log's format: under journal
+ * every line gets `<3>` (err) so `journalctl -p err` finds it too.
+ */
+export function stderrText(text: string, format: LogFormat): string {
+  if (format !== 'journal') return text;
+  return text.replace(/^(?=.)/gm, '<3>');
+}
+
+/** Writes one whole line to fd 2, synchronously: a cron job's last lines must not be lost on exit. */
+export function writeStderrLine(line: string): void {
+  let buf = Buffer.from(line.endsWith('\n') ? line : `${line}\n`);
+  for (let tries = 0; buf.length > 0 && tries < 1000; tries += 1) {
+    try {
+      buf = buf.subarray(writeSync(2, buf));
+    } catch (err) {
+      // A non-blocking pipe or socket that is full: wait a moment; anything else (EPIPE): stderr is gone.
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    }
+  }
+}
+
+export interface LogOptions {
+  format?: LogFormat;
+  color?: boolean;
+  /** Where pretty/journal lines go (default: fd 2). */
+  write?: (line: string) => void;
+  now?: () => Date;
+}
+
+export function createLog(level: string, options: LogOptions = {}): Log {
+  const threshold = levelValue(level);
+  const format = options.format ?? 'json';
+  const emit = format === 'json' ? jsonEmitter(level) : lineEmitter(format, options);
+  // Bindings and the entry's own fields are merged into one object, so a key is never written twice.
+  const make = (bindings: Record<string, unknown>): Log => {
+    const at = (method: Method) => (obj: object, msg: string) => {
+      if (LEVEL_VALUES[method]! < threshold) return;
+      emit(method, { ...bindings, ...obj }, msg);
+    };
+    return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: (more) => make({ ...bindings, ...more }) };
+  };
+  return make({});
+}
+
+type Emit = (method: Method, fields: Record<string, unknown>, msg: string) => void;
+
+function jsonEmitter(level: string): Emit {
   let root: Logger | undefined;
-  const rootLogger = (): Logger => {
+  return (method, fields, msg) => {
     if (!root) {
       const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino');
-      // Synchronous writes to fd 2: a cron job's last lines must not be lost on exit.
       root = pino(
         { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
         pino.destination({ fd: 2, sync: true }),
       );
     }
-    return root;
+    // pino's own keys win over a field of the same name, which is renamed rather than written twice.
+    const { pid, level: lv, time, msg: m, ...rest } = fields;
+    const clashes = Object.entries({ pid, level: lv, time, msg: m }).filter(([, v]) => v !== undefined);
+    root[method]({ ...rest, ...Object.fromEntries(clashes.map(([k, v]) => [`field_${k}`, v])) }, msg);
   };
-  const make = (chain: Array<Record<string, unknown>>): Log => {
-    let logger: Logger | undefined;
-    const at = (method: Method) => (obj: object, msg: string) => {
-      if (LEVEL_VALUES[method]! < threshold) return;
-      logger ??= chain.reduce((l, bindings) => l.child(bindings), rootLogger());
-      logger[method](obj, msg);
-    };
-    return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: (bindings) => make([...chain, bindings]) };
-  };
-  return make([]);
+}
+
+function lineEmitter(format: 'pretty' | 'journal', options: LogOptions): Emit {
+  const write = options.write ?? writeStderrLine;
+  const now = options.now ?? (() => new Date());
+  const color = format === 'pretty' && options.color === true;
+  return (method, fields, msg) => write(formatEntry(format, { level: method, time: now(), msg, fields }, color));
 }
 
 /** A Log that records entries in memory (for tests) or drops them. */

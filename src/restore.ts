@@ -28,7 +28,7 @@ import {
 } from './catalog.js';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
-import { contextFor, formatBytes, printResults } from './context.js';
+import { contextFor, failureLine, formatBytes, printResults, type TextOptions } from './context.js';
 import { errorReport, type ErrorReport } from './cycle.js';
 import { ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from './errors.js';
 import { errorCode, lstatIfExists, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from './fs.js';
@@ -451,9 +451,9 @@ export function restoreJson(report: RestoreReport): object {
   return rest;
 }
 
-export function restoreText(report: RestoreReport): string {
+export function restoreText(report: RestoreReport, opts?: TextOptions): string {
   if (report.status !== 'restored') {
-    return [`failed: ${report.error?.message ?? 'unknown error'}`, ...report.warnings.map((w) => `warning: ${w}`)].join('\n');
+    return [failureLine('failed', report.error?.message ?? 'unknown error', report.exitCode, opts), ...report.warnings.map((w) => `warning: ${w}`)].join('\n');
   }
   const lines = [
     `restored ${report.ts} from ${report.rule} (verified: sha256 and RDB CRC-64)`,

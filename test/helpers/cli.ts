@@ -104,3 +104,30 @@ export async function runCliPausedAt(
   }
   return { ...(await running), paused };
 }
+
+/**
+ * The top-level keys of a JSON object text that occur more than once.
+ * JSON.parse keeps the last of duplicate keys silently, so a log line with
+ * two "pid" keys parses fine; this scans the text itself.
+ */
+export function duplicateKeys(json: string): string[] {
+  const seen = new Set<string>();
+  const dups: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < json.length; i += 1) {
+    const c = json[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      const text = json.slice(i, j + 1);
+      i = j;
+      if (depth === 1 && /^\s*:/.test(json.slice(j + 1))) {
+        const key = JSON.parse(text) as string;
+        if (seen.has(key)) dups.push(key);
+        seen.add(key);
+      }
+    } else if (c === '{' || c === '[') depth += 1;
+    else if (c === '}' || c === ']') depth -= 1;
+  }
+  return dups;
+}

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { logLines, runCli } from '../helpers/cli.js';
+import { duplicateKeys, logLines, runCli } from '../helpers/cli.js';
 import { until } from '../helpers/daemon.js';
 import { readJson, setupArchive, writeSnapshot } from '../helpers/snapshots.js';
 
@@ -157,7 +157,12 @@ describe('hooks', () => {
     const r = await runCli(['once', '-c', env.config]);
     expect(r.code, r.stderr).toBe(0);
     expect(Date.now() - started).toBeLessThan(5000);
-    expect(logLines(r).some((l) => l.msg === 'hook left processes behind: SIGTERM to its process group')).toBe(true);
+    const line = r.stderr.split('\n').find((l) => l.includes('"hook left processes behind: SIGTERM to its process group"'));
+    expect(line, r.stderr).toBeDefined();
+    // The hook's pid is not pino's "pid" (the archiver's) a second time.
+    expect(duplicateKeys(line!)).toEqual([]);
+    expect(JSON.parse(line!)).toMatchObject({ pid: expect.any(Number), hookPid: expect.any(Number), hook: 'after_archive' });
+    for (const l of r.stderr.split('\n').filter((x) => x.startsWith('{'))) expect(duplicateKeys(l), l).toEqual([]);
     const left = Number(readFileSync(pidFile, 'utf8'));
     await until(() => isGone(left), 3000, `process ${left} left by the hook to be gone`);
   });

@@ -464,7 +464,8 @@ describe('loadConfig: errors name the file and the key path', () => {
 
   it('an unknown key under source and under log', () => {
     expectFileError('source:\n  rdb: /d\n  aof: /x\narchive:\n  dir: /a\n', 'source.aof', 'unknown key');
-    expectFileError(`${MINIMAL}log:\n  format: json\n`, 'log.format', 'unknown key');
+    expectFileError(`${MINIMAL}log:\n  colour: true\n`, 'log.colour', 'unknown key');
+    expectFileError(`${MINIMAL}log:\n  format: xml\n`, 'log.format', 'must be one of json, pretty, journal');
   });
 
   it('a typo of a real key is not silently ignored', () => {
