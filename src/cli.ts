@@ -14,6 +14,7 @@ import { registerRestoreCommand } from './restore.js';
 import { registerDaemonCommand } from './daemon.js';
 import { registerMonitorCommands } from './monitor.js';
 import { registerMetrics } from './metrics.js';
+import { addCommandHelp } from './help.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -99,6 +100,8 @@ export function buildProgram(): Command {
     .addHelpText('after', '\nA closed stdout (rdb-archiver list | head -1) is not an error: the rest of the output is dropped,\n' +
       'the command runs to its end (state and metrics included) and exits with its own code.')
     .showHelpAfterError('(run with --help for usage)')
+    // Inherited by every subcommand: its --help lists -c, --instance, --log-format… too.
+    .configureHelp({ showGlobalOptions: true })
     // commander's own errors (unknown option, missing argument) in the log's format: `<3>` under journald.
     .configureOutput({ writeErr: (text) => process.stderr.write(stderrText(text, fatalFormat(program))) })
     .exitOverride();
@@ -139,6 +142,7 @@ export function buildProgram(): Command {
   registerDaemonCommand(program);
   registerMonitorCommands(program);
   registerMetrics(program);
+  addCommandHelp(program);
 
   return program;
 }

@@ -27,6 +27,23 @@ export const ExitCode = {
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
+/**
+ * One line per exit code, as every command's --help lists them (src/help.ts).
+ * README's "Exit codes" table says the same at more length.
+ */
+export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
+  0: 'OK',
+  1: 'not enough disk space (the free-space check, ENOSPC, EDQUOT); nothing partial is left',
+  2: 'usage or configuration error (the message names the file and the key)',
+  65: 'the source is not a valid RDB snapshot; not archived',
+  66: 'the source is missing, or not a regular file',
+  70: 'internal error (a bug: please report it with the log)',
+  73: 'an archived event with the same timestamp but other content exists; it is kept',
+  74: 'I/O error; the message names the operation and the path',
+  75: 'try again later: another run holds the lock, or the source changed during the copy',
+  77: 'permission denied, or a read-only filesystem',
+};
+
 export abstract class ArchiverError extends Error {
   abstract readonly exitCode: ExitCodeValue;
   /** Short machine-readable kind, used in JSON output, state and metrics. */

@@ -1,0 +1,128 @@
+/**
+ * The end of every command's --help: one or two examples and the exit codes
+ * the command can return, from one table (COMMAND_HELP) keyed by the
+ * command's path ("once", "config check"). buildProgram() applies it to every
+ * registered command (addCommandHelp).
+ *
+ * Adding a command: add its entry here. test/integration/help.test.ts walks
+ * every command of the real CLI and fails for one without examples or exit
+ * codes, and for a README.md whose block for it differs from --help
+ * (`npm run readme:help` rewrites those blocks from the built CLI).
+ *
+ * Exit codes come from the one table in src/errors.ts (EXIT_CODE_MEANINGS):
+ * an entry lists codes, not meanings; only a meaning of the command's own
+ * (verify's 1, check's plugin codes) is spelled out here.
+ */
+import type { Command } from 'commander';
+import { EXIT_CODE_MEANINGS, ExitCode, type ExitCodeValue } from './errors.js';
+
+export interface CommandHelp {
+  /** [command line, what it does]: one or two. */
+  examples: ReadonlyArray<readonly [string, string]>;
+  /** Codes from the shared table, or [code, meaning] where the command gives a code a meaning of its own. */
+  exitCodes: ReadonlyArray<ExitCodeValue | readonly [number, string]>;
+  /** A line after the exit codes. */
+  note?: string;
+}
+
+/** The text withHelp() appends to a command's --help. */
+export function helpEpilogue(help: CommandHelp): string {
+  const lines = ['Examples:'];
+  for (const [line, what] of help.examples) lines.push(`  $ ${line}`, `      ${what}`);
+  lines.push('', 'Exit codes:');
+  for (const entry of help.exitCodes) {
+    const [code, meaning] = typeof entry === 'number' ? [entry, EXIT_CODE_MEANINGS[entry]] : entry;
+    lines.push(`  ${String(code).padEnd(3)} ${meaning}`);
+  }
+  if (help.note) lines.push(help.note);
+  return lines.join('\n');
+}
+
+const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION } = ExitCode;
+
+/** The examples and exit codes of the program itself ("") and of each command, by path. */
+export const COMMAND_HELP: Record<string, CommandHelp> = {
+  '': {
+    examples: [
+      ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed, then prune (what cron and the timer run)'],
+      ['rdb-archiver status', 'what is archived, and how the last run went'],
+    ],
+    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION],
+    note: 'Some commands give codes a meaning of their own (verify, restore, daemon; check follows the\nmonitoring-plugin convention): see `rdb-archiver <command> --help`.',
+  },
+  once: {
+    examples: [
+      ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed since the last run, then apply retention'],
+      ['rdb-archiver once --dry-run', 'show what would be archived and deleted; write nothing'],
+    ],
+    exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION],
+  },
+  prune: {
+    examples: [
+      ['rdb-archiver prune --dry-run', 'every keep and delete with its reason; delete nothing'],
+      ['rdb-archiver prune --instance cache', 'apply the retention rules of one instance'],
+    ],
+    exitCodes: [OK, NO_SPACE, CONFIG, INTERNAL, IO, [TEMPFAIL, 'try again later: another run holds the lock'], PERMISSION],
+  },
+  list: {
+    examples: [
+      ['rdb-archiver list', 'every archived event per rule, newest first'],
+      ['rdb-archiver list --rule daily --json', 'one rule folder, as JSON'],
+    ],
+    exitCodes: [OK, CONFIG, INTERNAL, IO, PERMISSION],
+  },
+  verify: {
+    examples: [
+      ['rdb-archiver verify', 're-check every archived event (sha256 sidecar and RDB CRC-64)'],
+      ['rdb-archiver verify 2025-02-24T23-59-00 --rule daily', 'one event in one rule folder'],
+    ],
+    exitCodes: [[OK, 'OK: every event checked is intact'], [1, 'an archived event is bad (they are listed)'], CONFIG, [NO_SOURCE, 'TS names no archived event'], INTERNAL, IO, PERMISSION],
+  },
+  restore: {
+    examples: [
+      ['rdb-archiver restore latest --to /var/tmp/restore/', 'verify the newest event and write it as /var/tmp/restore/dump.rdb'],
+      ['rdb-archiver restore 2025-02-24T23-59-00 --to /var/tmp/restore/ --nodes-to /var/tmp/restore/', 'one event of a Redis Cluster node, with its nodes.conf'],
+    ],
+    exitCodes: [[OK, 'OK: restored and verified'], NO_SPACE, CONFIG, [INVALID_SOURCE, 'the event fails verification; nothing is written'], [NO_SOURCE, 'no such event'], INTERNAL,
+      [CONFLICT, 'the target exists and --force was not given'], IO, PERMISSION],
+  },
+  daemon: {
+    examples: [
+      ['rdb-archiver daemon -c /etc/rdb-archiver/config.yaml', 'run the once cycle on the config\'s schedule (default: every minute)'],
+      ["rdb-archiver daemon --schedule '*/30 * * * * *'", 'every 30 seconds (6 fields: seconds first)'],
+    ],
+    exitCodes: [[OK, 'stopped by SIGTERM/SIGINT (a failed tick never stops the daemon)'], [1, 'an aborted job did not stop within 10 s of a second signal or the shutdown timeout'], CONFIG, INTERNAL],
+  },
+  status: {
+    examples: [
+      ['rdb-archiver status', 'last run, last snapshot, source, events and bytes per rule, free space'],
+      ['rdb-archiver status --json', 'the same as one JSON object'],
+    ],
+    exitCodes: [OK, CONFIG, INTERNAL, [IO, 'a rule folder could not be read (I/O error)'], [PERMISSION, 'a rule folder could not be read (permission denied)']],
+  },
+  check: {
+    examples: [
+      ['rdb-archiver check --warn-age 2h --crit-age 6h', 'one line with perf data for Nagios, Icinga, Sensu or monit'],
+      ['rdb-archiver check --json', 'the same as one JSON object; the exit code is the same'],
+    ],
+    exitCodes: [[0, 'OK'], [1, 'WARNING'], [2, 'CRITICAL'], [3, 'UNKNOWN (a config or usage error included)']],
+  },
+};
+
+/** The command's path below the program: "" for the program, "once", "config check". */
+export function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** Appends each command's examples and exit codes (COMMAND_HELP) to its --help, the program's and every subcommand's. */
+export function addCommandHelp(program: Command): void {
+  const visit = (cmd: Command) => {
+    const help = COMMAND_HELP[commandPath(cmd)];
+    // A function: the text is built only when --help is asked for, not on every run.
+    if (help) cmd.addHelpText('after', () => `\n${helpEpilogue(help)}`);
+    for (const sub of cmd.commands) visit(sub);
+  };
+  visit(program);
+}
