@@ -10,9 +10,16 @@
  * with the reason. It never runs over an installed rdb-archiver package or an
  * existing rdb-archiver user, and purges what it installed even when a test
  * fails.
+ *
+ * Then, where systemd-nspawn is installed, the same package in a container
+ * that boots systemd (this machine's own system, copy-on-write on a tmpfs
+ * overlay, private network): the timer starts the service, the daemon unit
+ * starts and stops, and a missing /var/lib/redis fails the run (exit 66), not
+ * the unit's namespace set-up. CI does not install systemd-nspawn: there this
+ * part is skipped with the reason.
  */
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -189,5 +196,124 @@ describe.skipIf(reason !== undefined)('Debian package: npm run package:deb, dpkg
     expect(run('dpkg-statoverride', ['--list', '/etc/rdb-archiver/config.yaml']).status).not.toBe(0);
     expect(groupExists('redis')).toBe(true);
     expect(existsSync(ARCHIVE_DEFAULT)).toBe(true); // backups are never deleted by a purge
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Under a running systemd: systemd-nspawn -b on a copy-on-write view of this machine.
+
+const nspawnReason = reason ?? (ok('systemd-nspawn', ['--version']) ? undefined : 'systemd-nspawn is not installed (apt-get install systemd-container)');
+if (!reason && nspawnReason) console.warn(`\n!! SKIPPING the units under a running systemd: ${nspawnReason}.\n`);
+
+describe.skipIf(nspawnReason !== undefined)('Debian package under a running systemd (systemd-nspawn)', () => {
+  let top: string;
+  let merged: string;
+  let nspawn: ChildProcess | undefined;
+  let leader = 0;
+  const mounts: string[] = [];
+
+  /** Runs a shell command inside the container. */
+  const inside = (script: string) => run('nsenter', ['-t', String(leader), '-a', 'sh', '-c', script]);
+
+  beforeAll(async () => {
+    top = mkdtempSync(join(tmpdir(), 'rdb-archiver-nspawn-'));
+    // The upper layer must be on a filesystem overlayfs accepts as upper: a tmpfs.
+    expect(run('mount', ['-t', 'tmpfs', '-o', 'size=1g', 'tmpfs', top]).status).toBe(0);
+    mounts.unshift(top);
+    for (const d of ['upper', 'work', 'merged']) mkdirSync(join(top, d));
+    merged = join(top, 'merged');
+    const overlay = run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=/,upperdir=${join(top, 'upper')},workdir=${join(top, 'work')}`, merged]);
+    expect(overlay.status, overlay.stderr).toBe(0);
+    mounts.unshift(merged);
+    const built = run(process.execPath, ['scripts/package-deb.mjs', '--skip-build', '--out', join(merged, 'root')]);
+    expect(built.status, built.stderr).toBe(0);
+
+    const log = openSync(join(top, 'nspawn.log'), 'w');
+    nspawn = spawn('systemd-nspawn', ['--register=no', '--keep-unit', '--private-network', `--machine=rdb-archiver-test-${process.pid}`, '-D', merged, '-b', 'systemd.unit=basic.target'], { stdio: ['ignore', log, log] });
+    // The container's init is nspawn's child; wait for it, then for the boot to finish.
+    const deadline = Date.now() + 90_000;
+    while (Date.now() < deadline && !leader) {
+      await new Promise((r) => setTimeout(r, 250));
+      const kids = spawnSync('pgrep', ['-P', String(nspawn.pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
+      if (kids.length && readFileSync(`/proc/${kids[0]}/comm`, 'utf8').trim() === 'systemd') leader = Number(kids[0]);
+    }
+    expect(leader, readFileSync(join(top, 'nspawn.log'), 'utf8')).toBeGreaterThan(0);
+    // Until systemd listens on its bus, systemctl says "Failed to connect to bus".
+    let state = '';
+    while (Date.now() < deadline && !['running', 'degraded'].includes(state)) {
+      await new Promise((r) => setTimeout(r, 500));
+      state = spawnSync('nsenter', ['-t', String(leader), '-a', 'systemctl', 'is-system-running'], { encoding: 'utf8' }).stdout.trim();
+    }
+    expect(['running', 'degraded'], `${state}\n${readFileSync(join(top, 'nspawn.log'), 'utf8')}`).toContain(state);
+  }, 240_000);
+
+  // Shut the container down even when a test failed: poweroff, else SIGKILL its
+  // init (that ends every process of its PID namespace; killing nspawn would not).
+  afterAll(async () => {
+    if (nspawn && nspawn.exitCode === null) {
+      const exited = new Promise((r) => nspawn!.once('exit', r));
+      const wait = (ms: number) => Promise.race([exited, new Promise((r) => setTimeout(r, ms))]);
+      if (leader) spawnSync('nsenter', ['-t', String(leader), '-a', 'systemctl', 'poweroff']);
+      await wait(30_000);
+      if (nspawn.exitCode === null && leader) spawnSync('kill', ['-KILL', String(leader)]);
+      await wait(10_000);
+      if (nspawn.exitCode === null) nspawn.kill('SIGKILL');
+    }
+    for (const m of mounts) if (run('umount', [m]).status !== 0) run('umount', ['-l', m]);
+    if (top) rmSync(top, { recursive: true, force: true });
+  }, 90_000);
+
+  it('dpkg -i in the container; the timer starts rdb-archiver.service, which archives what redis-server saved', () => {
+    const install = inside('dpkg -i /root/rdb-archiver_*.deb');
+    expect(install.status, install.stdout + install.stderr).toBe(0);
+    // Debian's redis-server (UMask=007) saves dump.rdb 0660 redis:redis; the archiver reads it through the group.
+    // (The container boots basic.target only: none of this machine's other services.)
+    const saved = inside('systemctl start redis-server && redis-cli set k v >/dev/null && redis-cli save >/dev/null && stat -c "%a %U:%G" /var/lib/redis/dump.rdb');
+    expect(saved.stdout.trim(), saved.stderr).toMatch(/^6[46]0 redis:redis$/);
+    // Only the schedule changes: fire once, now, instead of every 5 minutes.
+    const started = inside(
+      'mkdir -p /run/systemd/system/rdb-archiver.timer.d && ' +
+        'printf "[Timer]\\nOnCalendar=\\nOnActiveSec=1s\\nRandomizedDelaySec=0\\nAccuracySec=1s\\n" > /run/systemd/system/rdb-archiver.timer.d/now.conf && ' +
+        'systemctl daemon-reload && systemctl start rdb-archiver.timer && ' +
+        'for i in $(seq 1 60); do [ "$(systemctl show -P ExecMainExitTimestampMonotonic rdb-archiver.service)" != 0 ] && break; sleep 0.5; done; ' +
+        'systemctl show -p Result -p ExecMainStatus rdb-archiver.service',
+    );
+    expect(started.stdout, started.stderr).toContain('Result=success');
+    expect(started.stdout).toContain('ExecMainStatus=0');
+    const archived = inside('find /var/backups/redis -name "dump-*.rdb" -printf "%m %u %p\\n"');
+    expect(archived.stdout.trim().split('\n')).toHaveLength(3); // hourly, daily, weekly of the example config
+    for (const line of archived.stdout.trim().split('\n')) expect(line).toMatch(/^600 rdb-archiver \/var\/backups\/redis\//);
+  });
+
+  it('systemd-analyze security rates both installed units at most 3.0 (online, as loaded by systemd)', () => {
+    for (const unit of ['rdb-archiver.service', 'rdb-archiver-daemon.service']) {
+      const r = inside(`systemd-analyze security --threshold=30 ${unit} | tail -1`);
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+      const score = /exposure level for .*?: (\d+(?:\.\d+)?)/.exec(r.stdout);
+      expect(Number(score?.[1]), r.stdout).toBeLessThanOrEqual(3.0);
+    }
+  });
+
+  it('the daemon unit starts (stopping the timer), a manual run of the oneshot service leaves it running, SIGTERM stops it with success', () => {
+    const r = inside(
+      'systemctl start rdb-archiver-daemon.service && sleep 2 && ' +
+        'echo "daemon=$(systemctl is-active rdb-archiver-daemon.service) timer=$(systemctl is-active rdb-archiver.timer)" && ' +
+        'systemctl start rdb-archiver.service; echo "manual=$(systemctl show -P ExecMainStatus rdb-archiver.service)" && ' +
+        'echo "daemon-after=$(systemctl is-active rdb-archiver-daemon.service)" && ' +
+        'systemctl stop rdb-archiver-daemon.service && systemctl show -p Result rdb-archiver-daemon.service',
+    );
+    expect(r.stdout, r.stderr).toContain('daemon=active timer=inactive');
+    expect(r.stdout).toMatch(/manual=(0|75)\n/);
+    expect(r.stdout).toContain('daemon-after=active');
+    expect(r.stdout).toContain('Result=success');
+  });
+
+  it('without /var/lib/redis the unit still starts and the run fails with its own exit code (66), not 226/NAMESPACE', () => {
+    const r = inside(
+      'systemctl stop redis-server && mv /var/lib/redis /var/lib/redis.away && ' +
+        '{ systemctl start rdb-archiver.service; systemctl show -p Result -p ExecMainStatus rdb-archiver.service; mv /var/lib/redis.away /var/lib/redis; }',
+    );
+    expect(r.stdout, r.stderr).toContain('ExecMainStatus=66');
+    expect(r.stdout).toContain('Result=exit-code');
   });
 });
