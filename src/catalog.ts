@@ -539,7 +539,9 @@ export function verifyText(report: VerifyReport, opts?: TextOptions): string {
   for (const [rule, events] of Object.entries(report.events)) {
     for (const e of events) {
       total += 1;
-      lines.push(`${e.ok ? 'ok ' : 'BAD'}  ${rule}  ${e.ts}${e.ok ? '' : `: ${e.problems.join('; ')}`}`);
+      // A bad event's problems are also an error line of the log: shown once where both are read together.
+      const problems = opts?.errorsLogged ? 'see the error logged above' : e.problems.join('; ');
+      lines.push(`${e.ok ? 'ok ' : 'BAD'}  ${rule}  ${e.ts}${e.ok ? '' : `: ${problems}`}`);
       for (const w of e.warnings) lines.push(`     warning: ${w}`);
     }
   }
@@ -550,7 +552,7 @@ export function verifyText(report: VerifyReport, opts?: TextOptions): string {
     lines.push('bad events:');
     for (const b of report.bad) {
       lines.push(`  ${b.rule} ${b.ts}`);
-      for (const p of b.problems) lines.push(`    - ${p}`);
+      if (!opts?.errorsLogged) for (const p of b.problems) lines.push(`    - ${p}`);
     }
   }
   return lines.join('\n');

@@ -183,6 +183,6 @@ void main(process.argv).then((code) => {
 // so that cron, systemd's Restart=on-failure and monitoring see it.
 process.once('beforeExit', () => {
   if (finished) return;
-  process.stderr.write('rdb-archiver: internal error: the command stopped before it finished\n');
+  process.stderr.write(stderrText('rdb-archiver: internal error: the command stopped before it finished\n', chooseLogFormat(undefined, stderrFacts())));
   process.exitCode = ExitCode.INTERNAL;
 });

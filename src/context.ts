@@ -8,7 +8,7 @@ import { loadConfig, type Config, type ConfigOverrides } from './config.js';
 import { ExitCode } from './errors.js';
 import { checkHookExecutables } from './hooks.js';
 import { OSFS } from './fs.js';
-import { chooseLogFormat, createLog, descriptorId, levelValue, stderrFacts, wantsColor, type Log } from './log.js';
+import { chooseLogFormat, createLog, descriptorId, levelValue, stderrFacts, stderrText, wantsColor, type Log } from './log.js';
 
 interface GlobalOptions extends ConfigOverrides {
   json?: boolean;
@@ -80,7 +80,7 @@ export function tolerateClosedStdout(): void {
     if (!stdoutGone && err.code !== 'EPIPE') {
       // Anything but a reader that left (EIO, ENOSPC on a redirect) is worth one line; EPIPE is normal use.
       try {
-        process.stderr.write(`rdb-archiver: stdout failed (${err.code ?? err.message}); the rest of the output is discarded, the command goes on\n`);
+        process.stderr.write(stderrText(`rdb-archiver: stdout failed (${err.code ?? err.message}); the rest of the output is discarded, the command goes on\n`, chooseLogFormat(undefined, stderrFacts())));
       } catch {
         // stderr is gone too: nothing left to tell
       }

@@ -109,7 +109,8 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
           log.warn({ instance: instance.name, tick: tickNo }, 'tick skipped for this instance: another run holds the lock');
         } else if (report.exitCode !== ExitCode.OK) {
           counts.failed += 1;
-          log.error({ instance: instance.name, tick: tickNo, exitCode: report.exitCode, err: report.error?.message }, 'tick failed for this instance; the daemon keeps running');
+          // The cycle has logged the error itself ("run failed"): not repeated here.
+          log.error({ instance: instance.name, tick: tickNo, exitCode: report.exitCode, kind: report.error?.kind }, 'tick failed for this instance; the daemon keeps running');
         }
       }
       if (metricsPath && !controller.signal.aborted) await writeMetrics(fs, log, metricsPath, metricsFor);

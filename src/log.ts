@@ -15,7 +15,7 @@
  * pino is loaded on the first JSON line actually written: a cron run that
  * finds nothing to do (and so logs nothing at info) never pays its start-up
  * cost. pretty and journal never load it: they are a few lines below, not
- * pino-pretty, which costs 50-100 ms more on the first line (BENCHMARKS.md).
+ * pino-pretty, which cost 50-100 ms more on the first line when measured (README, Logs).
  */
 import { fstatSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';

@@ -44,6 +44,11 @@ describe('rdb-archiver daemon', () => {
     await d.waitForLog(msg('snapshot archived', { instance: 'a', ts: '2025-06-01T10-00-00' }), 10_000, 'first snapshot of a');
     // b has no source yet: each tick fails for b, is logged, and the daemon keeps ticking.
     await d.waitForLogs(msg('tick failed for this instance; the daemon keeps running', { instance: 'b' }), 2, 10_000, 'two failed ticks of b');
+    // Each error once: the cycle's "run failed" carries the message, the tick's line only says the daemon goes on.
+    const tickFailed = d.logs().find(msg('tick failed for this instance; the daemon keeps running', { instance: 'b' }))!;
+    expect(tickFailed).toMatchObject({ exitCode: 66, kind: 'no-source' });
+    expect(tickFailed).not.toHaveProperty('err');
+    expect(d.logs().some(msg('run failed', { instance: 'b', kind: 'no-source' }))).toBe(true);
 
     writeSnapshot(join(root, 'a', 'dump.rdb'), { seed: 'a2', mtime: new Date('2025-06-01T11:00:00Z') });
     writeSnapshot(join(root, 'b', 'dump.rdb'), { seed: 'b1', mtime: new Date('2025-06-01T12:00:00Z') });

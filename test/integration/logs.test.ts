@@ -147,6 +147,19 @@ describe('each error is printed once', () => {
     expect(count(prune.output, 'ENOTDIR: rule folder is not a directory'), prune.output).toBe(1);
     expect(prune.output).toMatch(/failed \(exit \d+\): see the error logged above/);
 
+    // A bad archived event: its problem is logged once, the table marks it BAD and points to the log.
+    const rdb = join(env.archive, 'last', 'dump-2025-06-01T10-00-00.rdb');
+    const bytes = readFileSync(rdb);
+    bytes[bytes.length >> 1]! ^= 0x10;
+    writeFileSync(rdb, bytes);
+    env.writeConfig({ rules: [{ name: 'last', count: 2 }] });
+    const bad = await runShared(['verify', '-c', env.config]);
+    expect(bad.code).toBe(1);
+    expect(count(bad.output, 'CRC mismatch'), bad.output).toBe(1);
+    expect(bad.output).toMatch(/^BAD {2}last {2}2025-06-01T10-00-00: see the error logged above$/m);
+    const apart = await runCli(['verify', '-c', env.config]);
+    expect(apart.stdout).toMatch(/^BAD {2}last {2}2025-06-01T10-00-00: .*CRC mismatch/m);
+
     const config = await runShared(['once', '-c', join(env.root, 'nope.yaml')]);
     expect(config.code).toBe(2);
     expect(count(config.output, 'config file not found'), config.output).toBe(1);
