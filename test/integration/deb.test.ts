@@ -316,4 +316,18 @@ describe.skipIf(nspawnReason !== undefined)('Debian package under a running syst
     expect(r.stdout, r.stderr).toContain('ExecMainStatus=66');
     expect(r.stdout).toContain('Result=exit-code');
   });
+
+  it('journald files each log line under its priority: journalctl -p err lists the failed run and nothing of the good ones', () => {
+    // Runs after the tests above: a successful run (timer), a manual run and the failed run without /var/lib/redis.
+    const err = inside('journalctl -u rdb-archiver.service -p err -o cat --no-pager');
+    expect(err.stdout, err.stderr).toMatch(/^run failed instance=default err=".*dump\.rdb: cannot archive: .*" kind=no-source$/m);
+    expect(err.stdout).not.toContain('snapshot archived');
+    const all = inside('journalctl -u rdb-archiver.service -o cat --no-pager');
+    expect(all.stdout, all.stderr).toMatch(/^snapshot archived instance=default ts=\S+ bytes=\d+ /m);
+    expect(all.stdout).not.toMatch(/^<\d>/m); // journald took the prefixes as priorities
+    expect(all.stdout).not.toContain('"level":'); // the journal format, chosen from JOURNAL_STREAM
+    // Each error once: the summary on stdout (the same journal stream) points to the logged line.
+    expect(all.stdout.split('cannot archive').length - 1).toBe(1);
+    expect(all.stdout).toContain('failed (exit 66): see the error logged above');
+  });
 });
