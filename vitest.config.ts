@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Removes the failure records tests leave in /var/tmp/rdb-archiver-<uid> (see the file).
+    globalSetup: ['test/helpers/global-teardown.ts'],
   },
 });

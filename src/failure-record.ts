@@ -180,7 +180,11 @@ export async function writeFailureRecord(fs: FileSystem, log: Log, instance: Ins
 /**
  * The records this user's runs left for the instance (state folder, own
  * fallback folder): what the next run that can write the state takes in.
- * Two lstats when there are none.
+ * Best effort: a record that cannot be read stays where it is (check reads
+ * it on its own) and must not stop a backup; in particular a folder of that
+ * name that another user made in /var/tmp can never make runs fail. In the
+ * default folder only a file owned by this user counts. Two lstats when
+ * there are none.
  */
 export async function readOwnFailureRecords(fs: FileSystem, instance: InstanceConfig): Promise<FoundRecord[]> {
   const uid = euid();
