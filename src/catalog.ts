@@ -18,10 +18,11 @@ import { ArchiverError, ConfigError, ExitCode, InvalidSnapshotError, type ExitCo
 import { errorCode, readFromStart, type FileInfo, type FileSystem } from './fs.js';
 import type { Log } from './log.js';
 import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo } from './rdb.js';
+import { latestArchived } from './event-order.js';
 import { scanFolder, type FolderEvent } from './retention.js';
 import { sha256Hex } from './sha256.js';
 import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from './timestamp.js';
-import { copyPass } from './worker.js';
+import { copyPass, parseArchiveRecord } from './worker.js';
 
 /** `verify` found at least one bad event. */
 export const VERIFY_FAILED = 1 as ExitCodeValue;
@@ -90,15 +91,14 @@ export interface EventLocation {
 
 /**
  * The complete events (with an .rdb) that match `which`: 'latest' is the
- * newest timestamp across the scanned rules. Returns every rule folder that
- * holds that event, in rule order; empty when there is none.
+ * event archived most recently across the scanned rules (event-order.ts),
+ * whatever the timestamp in its name. Returns every rule folder that holds
+ * that event, in rule order; empty when there is none.
  */
 export function findEvent(scanned: readonly RuleEvents[], which: Timestamp | 'latest'): EventLocation[] {
   let ts: Timestamp | undefined = which === 'latest' ? undefined : which;
   if (ts === undefined) {
-    for (const r of scanned) {
-      for (const e of r.events) if (e.kinds.includes('rdb') && (ts === undefined || e.ts > ts)) ts = e.ts;
-    }
+    ts = latestArchived(scanned.flatMap((r) => r.events.filter((e) => e.kinds.includes('rdb'))))?.ts;
     if (ts === undefined) return [];
   }
   const out: EventLocation[] = [];
@@ -310,6 +310,24 @@ export async function verifyEvent(fs: FileSystem, checker: FileChecker, dir: str
     if (event.kinds.includes('nodes') && !listed.has(nodesName)) problems.push(`${sidecarName} does not list ${nodesName}`);
   }
 
+  // The archive record: only its sha256 is checked (it orders events; the sidecar is the checksum of record).
+  for (const seq of event.seqs ?? []) {
+    const name = eventFileName('meta', ts, seq);
+    let record;
+    try {
+      record = parseArchiveRecord((await fs.readFile(join(dir, name))).toString('utf8'));
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') {
+        raced = true;
+        continue;
+      }
+      problems.push(`${name}: cannot read: ${(err as Error).message}`);
+      continue;
+    }
+    if (!record) problems.push(`${name}: not a valid archive record`);
+    else if (rdb?.sha256 !== undefined && record.sha256 !== rdb.sha256) problems.push(`sha256 mismatch: ${rdbName}: ${name} says ${record.sha256}, the file has ${rdb.sha256}`);
+  }
+
   return { ts, ok: problems.length === 0, problems, warnings, raced, rdb };
 }
 
@@ -318,6 +336,8 @@ export async function verifyEvent(fs: FileSystem, checker: FileChecker, dir: str
 
 export interface ListedEvent {
   ts: Timestamp;
+  /** The archive sequence number (archive order); null for an event archived before records existed. */
+  seq: number | null;
   bytes: number;
   nodes: boolean;
   redisVersion: string | null;
@@ -418,7 +438,7 @@ export async function listInstance(fs: FileSystem, log: Log, instance: InstanceC
         report.warnings.push(w);
         log.warn({ path }, w);
       }
-      listed.push({ ts: event.ts, bytes: read.bytes, nodes: event.kinds.includes('nodes'), redisVersion: versionOf(read.header), ctime: ctimeOf(read.header) });
+      listed.push({ ts: event.ts, seq: event.seq ?? null, bytes: read.bytes, nodes: event.kinds.includes('nodes'), redisVersion: versionOf(read.header), ctime: ctimeOf(read.header) });
     }
     report.rules[rule] = listed;
   }
@@ -564,9 +584,9 @@ export function verifyText(report: VerifyReport, opts?: TextOptions): string {
 export function registerCatalogCommands(program: Command): void {
   program
     .command('list')
-    .description('list archived events per rule, newest first: timestamp, size, nodes.conf, Redis/Valkey version and ctime from the RDB header')
+    .description('list archived events per rule, most recently archived first: timestamp, size, nodes.conf, Redis/Valkey version and ctime from the RDB header')
     .option('--rule <name>', 'only this rule folder')
-    .option('--json', 'print one JSON object on stdout: {"<rule>":[{"ts","bytes","nodes","redisVersion","ctime"}]}')
+    .option('--json', 'print one JSON object on stdout: {"<rule>":[{"ts","seq","bytes","nodes","redisVersion","ctime"}]}')
     .action(async (opts: { rule?: string }, cmd: Command) => {
       const ctx = contextFor(cmd);
       checkRuleExists(ctx.config.instances, opts.rule);

@@ -2,7 +2,7 @@
  * One cycle for one instance: lock -> state -> watcher -> queue -> worker ->
  * state -> retention. `once`, `prune` and each daemon tick call these.
  */
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
 import { ArchiverError, ExitCode, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
@@ -10,14 +10,17 @@ import type { FileSystem } from './fs.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import type { Log } from './log.js';
 import { JobQueue } from './queue.js';
-import { applyPlan, planRetention, scanFolder, type Decision, type FolderEvent } from './retention.js';
+import { eventsHoldingSource } from './current-content.js';
+import { FUTURE_TOLERANCE_MS, latestArchived } from './event-order.js';
+import { lstatIfExists } from './fs.js';
+import { applyPlan, planRetention, scanFolder, type Decision, type FolderEvent, type FolderScan } from './retention.js';
 import { runCycleHooks, runPruneHooks } from './hooks.js';
-import { bumpCounter, loadState, saveState, type State } from './state.js';
+import { bumpCounter, loadState, saveState, type ClockJump, type State } from './state.js';
 import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
 import { userName } from './trust.js';
-import { type Timestamp, parseTimestamp, timestampFromMs } from './timestamp.js';
+import { type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
-import { archiveSnapshot, type NodesChange, type SnapshotResult } from './worker.js';
+import { archiveSnapshot, type ArchiveTarget, type NodesChange, type SnapshotResult } from './worker.js';
 
 export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
 
@@ -46,6 +49,7 @@ export interface PruneReport {
   instance: string;
   dryRun: boolean;
   retention: Record<string, RuleReport>;
+  warnings: string[];
   errors: ErrorReport[];
   exitCode: ExitCodeValue;
 }
@@ -80,7 +84,7 @@ export function errorReport(err: unknown): ErrorReport {
 export async function pruneAll(
   deps: CycleDeps,
   instance: InstanceConfig,
-  options: { dryRun: boolean; protect?: Timestamp; pretend?: Timestamp },
+  options: { dryRun: boolean; protect: ReadonlyMap<Timestamp, string>; pretend?: Timestamp },
 ): Promise<{ retention: Record<string, RuleReport>; errors: ErrorReport[] }> {
   const retention: Record<string, RuleReport> = {};
   const errors: ErrorReport[] = [];
@@ -88,11 +92,11 @@ export async function pruneAll(
     const dir = ruleDir(instance, rule);
     try {
       const scan = await scanFolder(deps.fs, dir);
-      // A dry run of `once` shows the plan as it will be once the pending snapshot exists.
+      // A dry run of `once` shows the plan as it will be once the pending snapshot exists (archived last).
       const events: FolderEvent[] = options.pretend && !scan.events.some((e) => e.ts === options.pretend)
-        ? [{ ts: options.pretend, kinds: ['rdb'] }, ...scan.events]
+        ? [{ ts: options.pretend, kinds: ['rdb'], seq: Number.MAX_SAFE_INTEGER }, ...scan.events]
         : scan.events;
-      const plan = planRetention(events, rule, instance.timezone, options.protect ?? options.pretend);
+      const plan = planRetention(events, rule, instance.timezone, { protect: options.protect });
       retention[rule.name] = plan;
       if (options.dryRun) continue;
       const applied = await applyPlan(deps.fs, scan, plan);
@@ -140,9 +144,68 @@ async function withLock<T>(
   return result;
 }
 
-/** The timestamp of the event last archived (the source's current content, as far as the state knows). */
-function currentEvent(state: State): Timestamp | undefined {
-  return state.archived ? parseTimestamp(state.archived.ts) : undefined;
+const CURRENT_REASON = 'the source\'s current content (last archived), kept whatever its timestamp';
+
+/** What retention must keep whatever the timestamps: the event last archived (the source's current content, as far as the state knows). */
+function protectionFromState(state: State): Map<Timestamp, string> {
+  const ts = state.archived ? parseTimestamp(state.archived.ts) : undefined;
+  return new Map(ts ? [[ts, CURRENT_REASON]] : []);
+}
+
+/**
+ * The protection when the state cannot tell (missing, corrupt, or from before
+ * any archive): the events holding the source's current content, found in the
+ * archive itself. The most recently archived event of each folder is kept by
+ * the planner anyway.
+ */
+async function protectionFromArchive(deps: CycleDeps, instance: InstanceConfig, log: Log): Promise<Map<Timestamp, string>> {
+  const scans: FolderScan[] = [];
+  for (const rule of instance.rules) scans.push(await scanFolder(deps.fs, ruleDir(instance, rule)).catch(() => ({ dir: '', events: [], temps: [] })));
+  const held = await eventsHoldingSource(deps.fs, log, instance, scans);
+  return new Map(held.map((ts) => [ts, 'holds the source\'s current content (sha256 matches; found without the state file), kept whatever its timestamp']));
+}
+
+/** Scans every rule folder (a folder that does not exist yet has no events). */
+async function scanAll(deps: CycleDeps, instance: InstanceConfig): Promise<FolderScan[]> {
+  const scans: FolderScan[] = [];
+  for (const rule of instance.rules) scans.push(await scanFolder(deps.fs, ruleDir(instance, rule)));
+  return scans;
+}
+
+/**
+ * Item 14: the files of the event last archived are still there (a cheap
+ * lstat of its .rdb and sidecar in each folder, no hashing). The names of the
+ * folders and files that are gone; empty when all are present.
+ */
+async function missingArchivedFiles(deps: CycleDeps, instance: InstanceConfig, state: State): Promise<string[]> {
+  const ts = state.archived ? parseTimestamp(state.archived.ts) : undefined;
+  if (!ts) return [];
+  const gone: string[] = [];
+  for (const rule of instance.rules) {
+    for (const kind of ['rdb', 'sha256'] as const) {
+      const path = join(ruleDir(instance, rule), eventFileName(kind, ts));
+      const info = await lstatIfExists(deps.fs, path);
+      if (!info || info.kind !== 'file') gone.push(path);
+    }
+  }
+  return gone;
+}
+
+/** A source mtime that contradicts the archive order, or undefined. */
+export function detectClockJump(
+  archived: { ts: Timestamp; mtimeMs: number },
+  previous: { ts: Timestamp } | undefined,
+  nowMs: number,
+): ClockJump | undefined {
+  const at = new Date(nowMs).toISOString();
+  const sourceMtime = new Date(archived.mtimeMs).toISOString();
+  if (archived.mtimeMs > nowMs + FUTURE_TOLERANCE_MS) {
+    return { kind: 'future', ts: archived.ts, sourceMtime, at, offsetMs: archived.mtimeMs - nowMs };
+  }
+  if (previous && withOrdinal(archived.ts, 0) < withOrdinal(previous.ts, 0)) {
+    return { kind: 'backwards', ts: archived.ts, previousTs: previous.ts, sourceMtime, at, offsetMs: timestampToMs(previous.ts) - timestampToMs(archived.ts) };
+  }
+  return undefined;
 }
 
 /** The `once` cycle. Never throws: the outcome, including errors, is in the report. */
@@ -212,10 +275,22 @@ export async function runOnce(
 
   let pendingJob: SnapshotJob | undefined;
   const cycleBody = async (state: State) => {
-    const { detection, job } = await pollOnce(deps.fs, { rdb: instance.sourceRdb, nodes: instance.sourceNodes }, state.archived?.identity, options.force);
+    const polled = await pollOnce(deps.fs, { rdb: instance.sourceRdb, nodes: instance.sourceNodes }, state.archived?.identity, options.force);
+    const { detection } = polled;
+    let job = polled.job;
+    if (!job) {
+      // The event last archived must still exist: if it was deleted, archive the source again.
+      const gone = await missingArchivedFiles(deps, instance, state);
+      if (gone.length > 0) {
+        const w = `the event last archived (${state.archived!.ts}) is missing ${gone.join(', ')}: archiving the source again`;
+        report.warnings.push(w);
+        log.warn({ missing: gone }, w);
+        job = { sourceRdb: instance.sourceRdb, sourceNodes: instance.sourceNodes, identity: detection.identity, reason: 'event-missing' };
+      }
+    }
     // The event holding the source's current content is kept whatever its timestamp: an
     // event with a skewed (future) name must never push it out, in this run or a later one.
-    let protect = currentEvent(state);
+    const protect = protectionFromState(state);
     let pretend: Timestamp | undefined;
     if (!job) {
       report.status = 'unchanged';
@@ -223,10 +298,16 @@ export async function runOnce(
     } else if (options.dryRun) {
       report.status = 'would-archive';
       pretend = timestampFromMs(Number(BigInt(detection.identity.mtimeNs) / 1_000_000n));
-      protect = undefined; // the pending snapshot (pretend) is the one protected
+      protect.clear(); // the pending snapshot (archived last, so kept) will be the source's current content
     } else {
       pendingJob = job;
-      const queue = new JobQueue<SnapshotJob, SnapshotResult>((j) => archiveSnapshot({ fs: deps.fs, log, instance, signal: deps.signal }, j), jobKey);
+      // The archive order: the next sequence number, after the state's and every one in the folders' names
+      // (a lost or older state file must never hand out a number twice).
+      const scans = await scanAll(deps, instance);
+      const previous = latestArchived(scans.flatMap((scan) => scan.events.filter((e) => e.kinds.includes('rdb'))));
+      const highest = scans.reduce((max, scan) => scan.events.reduce((m, e) => Math.max(m, e.seq ?? 0), max), state.seq ?? 0);
+      const target: ArchiveTarget = { seq: highest + 1, scans };
+      const queue = new JobQueue<SnapshotJob, SnapshotResult>((j) => archiveSnapshot({ fs: deps.fs, log, instance, signal: deps.signal }, j, target), jobKey);
       const result = await queue.push(job);
       report.warnings.push(...result.warnings);
       report.status = 'archived';
@@ -241,11 +322,23 @@ export async function runOnce(
       };
       // The state advances only now: the event is durable in every rule folder.
       state.archived = {
-        identity: result.identity, ts: result.ts, sha256: result.sha256, bytes: result.bytes, at: new Date().toISOString(),
+        identity: result.identity, ts: result.ts, seq: result.seq, sha256: result.sha256, bytes: result.bytes, at: new Date().toISOString(),
         ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
       };
+      state.seq = Math.max(state.seq ?? 0, result.seq);
       delete state.rejected;
-      protect = result.ts;
+      protect.clear();
+      protect.set(result.ts, 'archived by this run (the source\'s current content), kept whatever its timestamp');
+      const jump = result.outcome === 'archived' && result.seq === target.seq
+        ? detectClockJump({ ts: result.ts, mtimeMs: Number(BigInt(result.identity.mtimeNs) / 1_000_000n) }, previous, Date.now())
+        : undefined;
+      if (jump) {
+        state.clock = jump;
+        bumpCounter(state, 'clock_jumps');
+        const w = clockJumpText(jump, instance.sourceRdb);
+        report.warnings.push(w);
+        log.warn({ clock: jump }, w);
+      }
       log.info({ ts: result.ts, bytes: result.bytes, sha256: result.sha256, outcome: result.outcome, durationMs: result.durationMs, rdbVersion: result.rdb.version }, 'snapshot archived');
     }
     // Retention runs only after a good cycle: never rotate good copies out because of a bad one.
@@ -316,10 +409,18 @@ async function recordUnsavedFailure(
 export async function runPrune(deps: CycleDeps, instance: InstanceConfig, options: { dryRun: boolean }): Promise<PruneReport> {
   const log = deps.log.child({ instance: instance.name });
   const started = Date.now();
-  const report: PruneReport = { instance: instance.name, dryRun: options.dryRun, retention: {}, errors: [], exitCode: ExitCode.OK };
+  const report: PruneReport = { instance: instance.name, dryRun: options.dryRun, retention: {}, warnings: [], errors: [], exitCode: ExitCode.OK };
   const body = async () => {
-    const { state } = await loadState(deps.fs, instance.statePath);
-    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect: currentEvent(state) });
+    const loaded = await loadState(deps.fs, instance.statePath);
+    let protect = protectionFromState(loaded.state);
+    if (loaded.problem || !loaded.state.archived) {
+      // Without a usable state, find the source's content in the archive itself (slower: reads files).
+      const w = `${loaded.problem ?? `state file ${instance.statePath} is missing or has no archived snapshot`}: retention keeps the event holding the source's current content (by sha256) and the most recently archived event of each folder`;
+      report.warnings.push(w);
+      log.warn({ path: instance.statePath }, w);
+      protect = await protectionFromArchive(deps, instance, log);
+    }
+    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect });
     report.retention = pruned.retention;
     report.errors = pruned.errors;
     if (!options.dryRun) await runPruneHooks({ fs: deps.fs, log, signal: deps.signal }, instance, report);
@@ -352,4 +453,12 @@ async function absorbPruneFailures(fs: FileSystem, instance: InstanceConfig): Pr
   absorbFailureRecords(state, found);
   await saveState(fs, instance.statePath, state, instance.dirMode);
   await removeFailureRecords(fs, found);
+}
+
+/** One line about a clock jump, for the log, `status` and `check`. */
+export function clockJumpText(jump: ClockJump, source: string): string {
+  const hours = (jump.offsetMs / 3_600_000).toFixed(1);
+  return jump.kind === 'future'
+    ? `source clock ahead: ${source} has the mtime ${jump.sourceMtime}, ${hours} h in the future (archived as ${jump.ts})`
+    : `source clock stepped back: snapshot ${jump.ts} (mtime ${jump.sourceMtime}) is stamped ${hours} h before ${jump.previousTs}, archived before it`;
 }

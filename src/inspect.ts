@@ -14,10 +14,12 @@ import { readFailureRecord, type FoundRecord } from './failure-record.js';
 import { effectiveUid, userName } from './trust.js';
 import type { FileSystem } from './fs.js';
 import { errorCode, exists } from './fs.js';
-import { scanFolder } from './retention.js';
+import { FUTURE_TOLERANCE_MS, newestArchivedFirst } from './event-order.js';
+import { eventFileNames, scanFolder } from './retention.js';
 import { loadState, sameIdentity, identityOf, type State } from './state.js';
-import { type Timestamp, eventFileName, timestampFromMs, timestampToMs } from './timestamp.js';
+import { type Timestamp, eventFileName, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
 import { statSource } from './watcher.js';
+import { parseArchiveRecord, type ArchiveRecord } from './worker.js';
 
 export interface RuleUsage {
   rule: string;
@@ -78,8 +80,18 @@ export interface InstanceFacts {
   stateError?: string;
   source: SourceFacts;
   rules: RuleUsage[];
-  /** The newest complete event in any rule folder. */
-  newest?: { ts: Timestamp; bytes: number; path: string; sha256?: string };
+  /**
+   * The complete event archived most recently in any rule folder (event-order.ts),
+   * whatever its name says; archivedAt from the state or its archive record.
+   */
+  newest?: { ts: Timestamp; bytes: number; path: string; sha256?: string; archivedAt?: string };
+  /** Complete events whose name lies in the future (a wrong source clock), newest name first. */
+  futureEvents: Timestamp[];
+  /**
+   * The newest archived event is stamped before an event archived earlier:
+   * the source clock stepped back (retention keeps extra events meanwhile).
+   */
+  steppedBack?: { latest: Timestamp; newerNamed: Timestamp };
   /** Distinct snapshot timestamps across all rule folders. */
   snapshots: number;
   /** Bytes on disk under the rule folders, every inode counted once (hard links shared between rules once). */
@@ -135,8 +147,10 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     archiveBytes: 0,
     orphans: [],
     unwritable: [],
+    futureEvents: [],
   };
   const asUser = () => (facts.user ??= userName(effectiveUid()));
+  const nowMs = Date.now();
 
   try {
     const loaded = await loadState(fs, instance.statePath);
@@ -150,7 +164,8 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   // Rule folders: events, bytes (inode-deduplicated per folder and across the archive), newest.
   const allInodes = new Map<string, number>();
   const allTs = new Set<Timestamp>();
-  let newest: { ts: Timestamp; path: string } | undefined;
+  let newest: { ts: Timestamp; seq?: number; path: string; dir: string; seqs?: number[] } | undefined;
+  let newestNamed: Timestamp | undefined;
   for (const rule of instance.rules) {
     const dir = ruleDir(instance, rule);
     const usage: RuleUsage = { rule: rule.name, dir, events: 0, bytes: 0, incomplete: 0 };
@@ -163,12 +178,14 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
         } else {
           usage.events += 1;
           allTs.add(event.ts);
-          usage.newest ??= event.ts; // scan.events is newest first
+          usage.newest ??= event.ts; // scan.events is most recently archived first
           usage.oldest = event.ts;
-          if (!newest || event.ts > newest.ts) newest = { ts: event.ts, path: join(dir, eventFileName('rdb', event.ts)) };
+          if (!newest || newestArchivedFirst(event, newest) < 0) newest = { ts: event.ts, seq: event.seq, seqs: event.seqs, dir, path: join(dir, eventFileName('rdb', event.ts)) };
+          if (newestNamed === undefined || event.ts > newestNamed) newestNamed = event.ts;
+          if (timestampToMs(event.ts) > nowMs + FUTURE_TOLERANCE_MS && !facts.futureEvents.includes(event.ts)) facts.futureEvents.push(event.ts);
         }
-        for (const kind of event.kinds) {
-          const file = await statSize(fs, join(dir, eventFileName(kind, event.ts)));
+        for (const name of eventFileNames(event)) {
+          const file = await statSize(fs, join(dir, name));
           if (!file) continue;
           inodes.set(file.key, file.size);
           allInodes.set(file.key, file.size);
@@ -182,10 +199,18 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   }
   for (const size of allInodes.values()) facts.archiveBytes += size;
   facts.snapshots = allTs.size;
+  facts.futureEvents.sort().reverse();
   if (newest) {
     const file = await statSize(fs, newest.path).catch(() => undefined);
-    const sha256 = facts.state?.archived?.ts === newest.ts ? facts.state.archived.sha256 : undefined;
-    facts.newest = { ts: newest.ts, path: newest.path, bytes: file?.size ?? 0, ...(sha256 ? { sha256 } : {}) };
+    const fromState = facts.state?.archived?.ts === newest.ts ? facts.state.archived : undefined;
+    // One small read at most: the record of the newest event, when the state does not know it.
+    const record = fromState || newest.seq === undefined ? undefined : await readArchiveRecord(fs, join(newest.dir, eventFileName('meta', newest.ts, newest.seq)));
+    const sha256 = fromState?.sha256 ?? record?.sha256;
+    const archivedAt = fromState?.at ?? record?.archivedAt;
+    facts.newest = { ts: newest.ts, path: newest.path, bytes: file?.size ?? 0, ...(sha256 ? { sha256 } : {}), ...(archivedAt ? { archivedAt } : {}) };
+    if (newestNamed !== undefined && withOrdinal(newestNamed, 0) > withOrdinal(newest.ts, 0) && !facts.futureEvents.includes(newestNamed)) {
+      facts.steppedBack = { latest: newest.ts, newerNamed: newestNamed };
+    }
   }
 
   // The source as it is now.
@@ -314,11 +339,11 @@ async function findOrphans(fs: FileSystem, instance: InstanceConfig): Promise<Or
     for (const event of scan.events) {
       if (event.kinds.includes('rdb')) {
         orphan.events += 1;
-        orphan.newest ??= event.ts; // newest first
+        orphan.newest ??= event.ts; // most recently archived first
         orphan.oldest = event.ts;
       }
-      for (const kind of event.kinds) {
-        const file = await statSize(fs, join(dir, eventFileName(kind, event.ts))).catch(() => undefined);
+      for (const name of eventFileNames(event)) {
+        const file = await statSize(fs, join(dir, name)).catch(() => undefined);
         if (file) inodes.set(file.key, file.size);
       }
     }
@@ -328,9 +353,23 @@ async function findOrphans(fs: FileSystem, instance: InstanceConfig): Promise<Or
   return orphans.sort((a, b) => (a.folder < b.folder ? -1 : a.folder > b.folder ? 1 : 0));
 }
 
-/** Seconds since a snapshot timestamp (its source mtime), never negative. */
-export function ageSeconds(ts: Timestamp, nowMs: number): number {
-  return Math.max(0, Math.floor((nowMs - timestampToMs(ts)) / 1000));
+/**
+ * Seconds since a snapshot was taken: since its source mtime, or since it was
+ * archived when that is earlier (a source mtime in the future says nothing
+ * about its age). Never negative.
+ */
+export function ageSeconds(ts: Timestamp, nowMs: number, archivedAt?: string): number {
+  const archivedMs = archivedAt === undefined ? NaN : Date.parse(archivedAt);
+  const takenMs = Number.isFinite(archivedMs) ? Math.min(timestampToMs(ts), archivedMs) : timestampToMs(ts);
+  return Math.max(0, Math.floor((nowMs - takenMs) / 1000));
+}
+
+async function readArchiveRecord(fs: FileSystem, path: string): Promise<ArchiveRecord | undefined> {
+  try {
+    return parseArchiveRecord((await fs.readFile(path)).toString('utf8'));
+  } catch {
+    return undefined; // pruned meanwhile, or unreadable: the age falls back to the name
+  }
 }
 
 /** "45s", "12m", "7h", "3d": coarse, for one-line summaries. */

@@ -78,7 +78,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
   };
   const lastRun = family('rdb_archiver_last_run_timestamp_seconds', 'gauge', 'Unix time the last run (once or daemon tick) started; 0 if it never ran.');
   const lastSuccess = family('rdb_archiver_last_success_timestamp_seconds', 'gauge', 'Unix time the last successful run started; 0 if none succeeded yet.');
-  const lastSnapshot = family('rdb_archiver_last_snapshot_timestamp_seconds', 'gauge', 'Timestamp (source mtime) of the newest archived snapshot in any rule folder; 0 if there is none.');
+  const lastSnapshot = family('rdb_archiver_last_snapshot_timestamp_seconds', 'gauge', 'Time the snapshot archived last was taken (its source mtime, or when it was archived if that is earlier); 0 if there is none.');
   const lastSnapshotBytes = family('rdb_archiver_last_snapshot_bytes', 'gauge', 'Size in bytes of the newest archived snapshot (.rdb).');
   const duration = family('rdb_archiver_run_duration_seconds', 'gauge', 'How long the last run took.');
   const exitCode = family('rdb_archiver_last_run_exit_code', 'gauge', 'Exit code of the last run (0 ok, 75 retry later, other values failed).');
@@ -89,6 +89,8 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const free = family('rdb_archiver_archive_free_bytes', 'gauge', 'Bytes available to the archiver in the archive filesystem.');
   const invalid = family('rdb_archiver_source_invalid', 'gauge', '1 if the current source file failed validation in the last run, else 0.');
   const unarchived = family('rdb_archiver_source_unarchived', 'gauge', '1 if the current source file is not archived yet (or is missing), else 0.');
+  const clockJumps = family('rdb_archiver_source_clock_jumps_total', 'counter', 'Snapshots archived with a source mtime in the future or before the previously archived snapshot (a wrong source clock).');
+  const futureEvents = family('rdb_archiver_future_events', 'gauge', 'Archived events whose timestamp (source mtime) lies in the future.');
   const hookFailures = family('rdb_archiver_hook_failures_total', 'counter', 'Hook runs that failed (non-zero exit, killed, timed out or could not start).');
   const lastFailure = family('rdb_archiver_last_failure_timestamp_seconds', 'gauge', 'Unix time the last failed run (once, daemon tick or prune) started, including runs that could not write their state; 0 if none failed.');
   const lastFailureCode = family('rdb_archiver_last_failure_exit_code', 'gauge', 'Exit code of the last failed run.');
@@ -109,7 +111,12 @@ export function renderMetrics(all: InstanceFacts[]): string {
     const run = unrecorded ? { at: unrecorded.at, exitCode: unrecorded.exitCode, durationMs: 0 } : state?.lastRun;
     lastRun.samples.push({ labels: { instance }, value: seconds(run?.at) });
     lastSuccess.samples.push({ labels: { instance }, value: seconds(state?.lastSuccessAt) });
-    lastSnapshot.samples.push({ labels: { instance }, value: facts.newest ? timestampToMs(facts.newest.ts) / 1000 : 0 });
+    // The snapshot archived last; a name in the future is capped by when it was archived.
+    const archivedMs = facts.newest?.archivedAt ? Date.parse(facts.newest.archivedAt) : NaN;
+    const takenMs = facts.newest ? Math.min(timestampToMs(facts.newest.ts), Number.isFinite(archivedMs) ? archivedMs : Infinity) : 0;
+    lastSnapshot.samples.push({ labels: { instance }, value: takenMs / 1000 });
+    clockJumps.samples.push({ labels: { instance }, value: counters.clock_jumps ?? 0 });
+    futureEvents.samples.push({ labels: { instance }, value: facts.futureEvents.length });
     lastSnapshotBytes.samples.push({ labels: { instance }, value: facts.newest?.bytes ?? 0 });
     duration.samples.push({ labels: { instance }, value: (run?.durationMs ?? 0) / 1000 });
     if (run) exitCode.samples.push({ labels: { instance }, value: run.exitCode });

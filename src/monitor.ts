@@ -9,7 +9,10 @@ import type { Command } from 'commander';
 import { parseDuration, type InstanceConfig, type MonitorConfig } from './config.js';
 import { contextFor, formatBytes, print, printResults } from './context.js';
 import { ArchiverError, ExitCode } from './errors.js';
+import { clockJumpText } from './cycle.js';
+import { FUTURE_TOLERANCE_MS, RECENT_PROTECTED } from './event-order.js';
 import { ageSeconds, formatAge, formatDuration, inspectInstance, type InstanceFacts } from './inspect.js';
+import type { ClockJump } from './state.js';
 import { timestampToIso } from './timestamp.js';
 import type { FoundRecord } from './failure-record.js';
 import { hookFailing } from './state.js';
@@ -111,7 +114,9 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
     if (hookFailing(rec)) add(Nagios.WARNING, `hook ${hook} failed at ${rec.lastFailureAt} (${rec.lastError ?? 'failed'}); WARNING until it next succeeds`);
   }
 
-  const age = facts.newest ? ageSeconds(facts.newest.ts, nowMs) : null;
+  for (const text of clockProblems(facts, nowMs)) add(Nagios.WARNING, text);
+
+  const age = facts.newest ? ageSeconds(facts.newest.ts, nowMs, facts.newest.archivedAt) : null;
   const warnS = Math.round(thresholds.warnAgeMs / 1000);
   const critS = Math.round(thresholds.critAgeMs / 1000);
   if (age === null) {
@@ -160,6 +165,26 @@ export function unrecordedFailure(facts: InstanceFacts): FoundRecord | undefined
   if (!f) return undefined;
   const lastRunAt = facts.state?.lastRun?.at;
   return !lastRunAt || Date.parse(f.record.at) > Date.parse(lastRunAt) ? f : undefined;
+}
+
+/**
+ * What the archive and the source say about the source's clock (issue 10,
+ * items 1 and 2): each is a WARNING in `check` and a line in `status`.
+ */
+export function clockProblems(facts: InstanceFacts, nowMs: number): string[] {
+  const out: string[] = [];
+  const src = facts.source;
+  if (src.exists && src.mtimeMs !== undefined && src.mtimeMs > nowMs + FUTURE_TOLERANCE_MS) {
+    out.push(`source ${src.path} has an mtime in the future (${new Date(src.mtimeMs).toISOString()}): the source clock is ahead`);
+  }
+  if (facts.futureEvents.length > 0) {
+    const shown = facts.futureEvents.slice(0, 3).join(', ') + (facts.futureEvents.length > 3 ? ` and ${facts.futureEvents.length - 3} more` : '');
+    out.push(`archived event${facts.futureEvents.length === 1 ? '' : 's'} stamped in the future: ${shown} (never "latest"; rotated out like the others)`);
+  }
+  if (facts.steppedBack) {
+    out.push(`source clock stepped back: the newest snapshot ${facts.steppedBack.latest} is stamped before ${facts.steppedBack.newerNamed}, archived earlier (retention keeps the ${RECENT_PROTECTED} most recently archived meanwhile)`);
+  }
+  return out;
 }
 
 /** Performance data in the plugin format: label=value[UOM];warn;crit;min;max. */
@@ -259,7 +284,9 @@ export interface StatusReport {
   instance: string;
   lastRun: { at: string; result: string; exitCode: number; durationMs: number; error: string | null } | null;
   lastSuccessAt: string | null;
-  lastSnapshot: { ts: string; time: string; ageSeconds: number; bytes: number; sha256: string | null; path: string } | null;
+  lastSnapshot: { ts: string; time: string; ageSeconds: number; bytes: number; sha256: string | null; archivedAt: string | null; path: string } | null;
+  /** The source clock: the last jump seen (state) and what the archive shows now. */
+  clock: { lastJump: (ClockJump & { text: string }) | null; problems: string[] };
   source: {
     path: string;
     exists: boolean;
@@ -309,8 +336,15 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
     lastRun: run ? { at: run.at, result: run.result, exitCode: run.exitCode, durationMs: run.durationMs, error: run.error ?? null } : null,
     lastSuccessAt: facts.state?.lastSuccessAt ?? null,
     lastSnapshot: facts.newest
-      ? { ts: facts.newest.ts, time: timestampToIso(facts.newest.ts), ageSeconds: ageSeconds(facts.newest.ts, nowMs), bytes: facts.newest.bytes, sha256: facts.newest.sha256 ?? null, path: facts.newest.path }
+      ? {
+        ts: facts.newest.ts, time: timestampToIso(facts.newest.ts), ageSeconds: ageSeconds(facts.newest.ts, nowMs, facts.newest.archivedAt),
+        bytes: facts.newest.bytes, sha256: facts.newest.sha256 ?? null, archivedAt: facts.newest.archivedAt ?? null, path: facts.newest.path,
+      }
       : null,
+    clock: {
+      lastJump: facts.state?.clock ? { ...facts.state.clock, text: clockJumpText(facts.state.clock, facts.source.path) } : null,
+      problems: clockProblems(facts, nowMs),
+    },
     source: {
       path: facts.source.path,
       exists: facts.source.exists,
@@ -353,6 +387,8 @@ export function statusText(r: StatusReport): string {
   if (f) lines.push(`last failure:   ${f.at} ${f.command} (exit ${f.exitCode})${f.error ? `: ${f.error}` : ''}${f.user ? `, as ${f.user}` : ''} [${f.recordedIn}]`);
   const s = r.lastSnapshot;
   lines.push(`last snapshot:  ${s ? `${s.ts} (${formatAge(s.ageSeconds)} ago, ${formatBytes(s.bytes)}${s.sha256 ? `, sha256 ${s.sha256.slice(0, 16)}…` : ''})` : 'none'}`);
+  for (const p of r.clock.problems) lines.push(`clock:          WARNING: ${p}`);
+  if (r.clock.lastJump) lines.push(`clock:          last jump seen ${r.clock.lastJump.at}: ${r.clock.lastJump.text}`);
   const src = r.source;
   const srcState = !src.exists ? `MISSING (${src.error ?? 'not found'})`
     : src.rejected ? `FAILED VALIDATION: ${src.rejected.reason}`

@@ -1,13 +1,23 @@
 /**
  * Retention, per rule folder.
  *
- *   scanFolder    one readdir -> events grouped by timestamp (stray names ignored)
- *   planRetention pure: (events, rule, timezone) -> keep/delete, a reason for each
+ *   scanFolder    one readdir -> events grouped by timestamp (stray names ignored),
+ *                 most recently archived first (event-order.ts)
+ *   planRetention pure: (events, rule, timezone, now) -> keep/delete, a reason for each
  *   applyPlan     deletes companions first and the .rdb last, never the newest event
  *
- * A rule keeps the newest event of each period, for its `count` most recent
- * periods that have events (restic/borg semantics; "snapshot" = each event is
- * its own period, i.e. keep the last N).
+ * A rule keeps the most recently archived event of each period, for its
+ * `count` most recent periods that have events (restic/borg semantics;
+ * "snapshot" = each event is its own period, i.e. keep the last N archived).
+ *
+ * The source's clock is not trusted:
+ *  - an event named in the future (beyond FUTURE_TOLERANCE_MS) is placed in
+ *    the period of the next event archived after it (or now, when it is the
+ *    newest): it rotates out like any other, never stays "the newest" forever;
+ *  - the RECENT_PROTECTED most recently archived events are never deleted
+ *    because their names rank below older content (a clock stepped back);
+ *  - the most recently archived event is always kept.
+ * The plan needs only file names: no file is read per event.
  */
 import { join } from 'node:path';
 import type { Every, Rule } from './config.js';
@@ -15,17 +25,33 @@ import { describeEvery } from './config.js';
 import { FsError } from './errors.js';
 import { TEMP_PREFIX, errorCode, tempOwnerPid, type FileSystem } from './fs.js';
 import { isProcessAlive } from './lock.js';
-import { type EventFileKind, type Timestamp, eventFileName, isUtc, parseEventFileName, timestampToMs, zonedParts } from './timestamp.js';
+import { FUTURE_TOLERANCE_MS, RECENT_PROTECTED, sortNewestArchivedFirst } from './event-order.js';
+import { type EventFileKind, type Timestamp, eventFileName, isUtc, parseEventFileName, timestampFromMs, timestampToMs, zonedParts } from './timestamp.js';
 
 export interface FolderEvent {
   ts: Timestamp;
   /** The kinds present in the folder; an event without 'rdb' is incomplete. */
   kinds: EventFileKind[];
+  /** The archive sequence number (the highest, if several records exist); undefined without a record. */
+  seq?: number;
+  /** Every archive record's sequence number in this folder (normally one). */
+  seqs?: number[];
+}
+
+/** The names of an event's files in a folder, in deletion order: companions first, the .rdb last. */
+export function eventFileNames(event: FolderEvent): string[] {
+  const names: string[] = [];
+  for (const kind of DELETE_ORDER) {
+    if (!event.kinds.includes(kind)) continue;
+    if (kind === 'meta') for (const seq of event.seqs ?? []) names.push(eventFileName('meta', event.ts, seq));
+    else names.push(eventFileName(kind, event.ts));
+  }
+  return names;
 }
 
 export interface FolderScan {
   dir: string;
-  /** Newest first. */
+  /** Most recently archived first (event-order.ts). */
   events: FolderEvent[];
   /** Our temp files from an interrupted run. */
   temps: string[];
@@ -43,8 +69,6 @@ export interface RetentionPlan {
 
 const pad = (n: number, w = 2) => String(n).padStart(w, '0');
 
-/** Timestamps sort lexically, so this orders events by the time in their names. */
-const newestFirst = (a: { ts: Timestamp }, b: { ts: Timestamp }) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0);
 
 function isoWeek(year: number, month: number, day: number): { isoYear: number; week: number } {
   const date = Date.UTC(year, month - 1, day);
@@ -104,51 +128,93 @@ export function periodKey(ts: Timestamp, every: Every, timeZone: string): string
   }
 }
 
+export interface PlanOptions {
+  /** Events kept whatever their timestamps, with the reason shown in the plan (the source's current content...). */
+  protect?: ReadonlyMap<Timestamp, string>;
+  /** Our clock, to tell an event named in the future; default Date.now(). */
+  nowMs?: number;
+}
+
 /**
- * The pure retention planner. `protect` names an event that must be kept
- * whatever its timestamp (the one this run just archived: a source mtime in
- * the past must not have it pruned at once).
+ * The time retention files an event under: its name, unless the name lies in
+ * the future; then the time of the next event archived after it (or now, for
+ * the newest). `events` are most recently archived first.
  */
+export function effectiveTimes(events: ReadonlyArray<{ ts: Timestamp }>, nowMs: number): Array<{ ms: number; moved: boolean }> {
+  const times: Array<{ ms: number; moved: boolean }> = [];
+  for (let i = 0; i < events.length; i++) {
+    const named = timestampToMs(events[i]!.ts);
+    if (named > nowMs + FUTURE_TOLERANCE_MS) times.push({ ms: Math.min(i === 0 ? nowMs : times[i - 1]!.ms, nowMs), moved: true });
+    else times.push({ ms: named, moved: false });
+  }
+  return times;
+}
+
+/** The pure retention planner: a decision with a reason for every event. */
 export function planRetention(
   events: ReadonlyArray<FolderEvent>,
   rule: Pick<Rule, 'every' | 'count'>,
   timeZone: string,
-  protect?: Timestamp,
+  options: PlanOptions = {},
 ): RetentionPlan {
   const plan: RetentionPlan = { keep: [], delete: [] };
-  const complete = events.filter((e) => e.kinds.includes('rdb')).sort(newestFirst);
+  const nowMs = options.nowMs ?? Date.now();
+  const complete = sortNewestArchivedFirst(events.filter((e) => e.kinds.includes('rdb')));
   const unit = describeEvery(rule.every);
-  const periodsKept = new Map<string, Timestamp>();
+  const times = effectiveTimes(complete, nowMs);
+
+  // Each period's event is the one archived last in it (the first met in archive order).
+  const periods = new Map<string, { index: number; ms: number }>();
+  const periodOf: string[] = [];
+  for (let index = 0; index < complete.length; index++) {
+    const event = complete[index]!;
+    const { ms, moved } = times[index]!;
+    // A snapshot rule's period is the event itself, wherever its name lies.
+    const period = periodKey(moved && rule.every.kind !== 'snapshot' ? timestampFromMs(ms) : event.ts, rule.every, timeZone);
+    periodOf.push(period);
+    if (!periods.has(period)) periods.set(period, { index, ms });
+  }
+  // The `count` most recent periods: by time for calendar rules, by archive order for "snapshot".
+  const ranked = [...periods.entries()];
+  if (rule.every.kind !== 'snapshot') ranked.sort((a, b) => b[1].ms - a[1].ms || a[1].index - b[1].index);
+  const rankOf = new Map<string, number>();
+  ranked.forEach(([period], rank) => rankOf.set(period, rank));
+
+  // The oldest-archived event kept for its period: a recent event deleted while it stays is lost to its timestamp.
+  let oldestKeptIndex = -1;
+  for (const [, p] of ranked.slice(0, rule.count)) oldestKeptIndex = Math.max(oldestKeptIndex, p.index);
 
   for (let index = 0; index < complete.length; index++) {
     const event = complete[index]!;
-    const period = periodKey(event.ts, rule.every, timeZone);
-    const keptForPeriod = periodsKept.get(period);
+    const period = periodOf[index]!;
+    const { index: keptIndex } = periods.get(period)!;
+    const rank = rankOf.get(period)!;
+    const shown = rule.every.kind === 'snapshot' ? `snapshot ${rank + 1} of ${rule.count}` : `${unit} ${period}, ${rank + 1} of ${rule.count}`;
     if (index === 0) {
-      periodsKept.set(period, event.ts);
-      plan.keep.push({ ts: event.ts, reason: `newest event in the folder (${unit} ${period}, 1 of ${rule.count})` });
-    } else if (keptForPeriod === undefined && periodsKept.size < rule.count) {
-      periodsKept.set(period, event.ts);
-      const label = rule.every.kind === 'snapshot' ? `snapshot ${periodsKept.size} of ${rule.count}` : `newest in ${unit} ${period} (${periodsKept.size} of ${rule.count})`;
-      plan.keep.push({ ts: event.ts, reason: label });
-    } else if (event.ts === protect) {
-      plan.keep.push({ ts: event.ts, reason: 'archived by this run (kept whatever its timestamp)' });
-    } else if (keptForPeriod !== undefined) {
-      plan.delete.push({ ts: event.ts, reason: `${unit} ${period} already kept its newest event ${keptForPeriod}` });
+      plan.keep.push({ ts: event.ts, reason: `most recently archived event in the folder (${shown})` });
+    } else if (keptIndex === index && rank < rule.count) {
+      plan.keep.push({ ts: event.ts, reason: rule.every.kind === 'snapshot' ? shown : `newest in ${shown}` });
+    } else if (options.protect?.has(event.ts)) {
+      plan.keep.push({ ts: event.ts, reason: options.protect.get(event.ts)! });
+    } else if (keptIndex !== index) {
+      plan.delete.push({ ts: event.ts, reason: `${unit} ${period} already kept ${complete[keptIndex]!.ts}, archived after it` });
+    } else if (index < RECENT_PROTECTED && index < oldestKeptIndex) {
+      plan.keep.push({
+        ts: event.ts,
+        reason: `one of the ${RECENT_PROTECTED} most recently archived events, kept whatever its timestamp (its name ranks below events archived before it: the source clock stepped back?)`,
+      });
     } else {
       plan.delete.push({
         ts: event.ts,
         reason: rule.every.kind === 'snapshot'
-          ? `older than the ${rule.count} newest snapshots`
+          ? `older than the ${rule.count} most recently archived snapshots`
           : `older than the ${rule.count} most recent ${unit} periods that have events`,
       });
     }
   }
-  const incomplete = events.filter((e) => !e.kinds.includes('rdb')).sort(newestFirst);
+  const incomplete = events.filter((e) => !e.kinds.includes('rdb')).sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
   for (const event of incomplete) {
-    {
-      plan.delete.push({ ts: event.ts, reason: `incomplete event (${event.kinds.join(', ')} without its .rdb): left by an interrupted run` });
-    }
+    plan.delete.push({ ts: event.ts, reason: `incomplete event (${event.kinds.join(', ')} without its .rdb): left by an interrupted run` });
   }
   return plan;
 }
@@ -169,7 +235,7 @@ export async function scanFolder(fs: FileSystem, dir: string): Promise<FolderSca
     if (errorCode(err) === 'ENOENT') return scan; // a rule that has never archived anything
     throw err;
   }
-  const byTs = new Map<Timestamp, EventFileKind[]>();
+  const byTs = new Map<Timestamp, FolderEvent>();
   for (const entry of entries) {
     if (entry.kind !== 'file') continue; // symlinks, folders, sockets: never ours
     if (entry.name.startsWith(TEMP_PREFIX)) {
@@ -181,17 +247,24 @@ export async function scanFolder(fs: FileSystem, dir: string): Promise<FolderSca
     }
     const parsed = parseEventFileName(entry.name);
     if (!parsed) continue;
-    const kinds = byTs.get(parsed.ts);
-    if (kinds) kinds.push(parsed.kind);
-    else byTs.set(parsed.ts, [parsed.kind]);
+    let event = byTs.get(parsed.ts);
+    if (!event) {
+      event = { ts: parsed.ts, kinds: [] };
+      byTs.set(parsed.ts, event);
+    }
+    if (!event.kinds.includes(parsed.kind)) event.kinds.push(parsed.kind);
+    if (parsed.seq !== undefined) {
+      (event.seqs ??= []).push(parsed.seq);
+      if (event.seq === undefined || parsed.seq > event.seq) event.seq = parsed.seq;
+    }
   }
-  // Newest first: timestamps sort lexically, and the default sort compares strings natively.
-  scan.events = [...byTs.keys()].sort().reverse().map((ts) => ({ ts, kinds: byTs.get(ts)! }));
+  // Names newest first (the default sort compares strings natively), then archive order.
+  scan.events = sortNewestArchivedFirst([...byTs.keys()].sort().reverse().map((ts) => byTs.get(ts)!));
   return scan;
 }
 
 /** Deletion order inside an event: companions first, the .rdb last, so a crash leaves an event that still counts. */
-const DELETE_ORDER: EventFileKind[] = ['nodes', 'sha256', 'rdb'];
+const DELETE_ORDER: EventFileKind[] = ['nodes', 'sha256', 'meta', 'rdb'];
 
 export interface ApplyResult {
   deleted: Timestamp[];
@@ -257,23 +330,21 @@ export async function applyPlan(fs: FileSystem, scan: FolderScan, plan: Retentio
   const uid = typeof process.getuid === 'function' ? process.getuid() : undefined;
   const result: ApplyResult = { deleted: [], skipped: [], tempsRemoved: [] };
   const deleting = new Set(plan.delete.map((d) => d.ts));
-  const kindsByTs = new Map<Timestamp, EventFileKind[]>();
-  for (const e of scan.events) if (deleting.has(e.ts)) kindsByTs.set(e.ts, e.kinds);
+  const eventsByTs = new Map<Timestamp, FolderEvent>();
+  for (const e of scan.events) if (deleting.has(e.ts)) eventsByTs.set(e.ts, e);
+  const namesOf = (ts: Timestamp) => {
+    const event = eventsByTs.get(ts);
+    return event ? eventFileNames(event) : [];
+  };
   if (fs.unlinkOwnedFiles) {
     // Bulk path (OSFS): the same per-file check, without a thread hand-off per call.
     const paths: string[] = [];
-    for (const decision of plan.delete) {
-      const kinds = kindsByTs.get(decision.ts) ?? [];
-      for (const kind of DELETE_ORDER) if (kinds.includes(kind)) paths.push(join(scan.dir, eventFileName(kind, decision.ts)));
-    }
+    for (const decision of plan.delete) for (const name of namesOf(decision.ts)) paths.push(join(scan.dir, name));
     for (const path of await fs.unlinkOwnedFiles(paths, uid)) result.skipped.push(path);
     for (const decision of plan.delete) result.deleted.push(decision.ts);
   } else {
     await runPool(plan.delete, 16, async (decision) => {
-      const kinds = kindsByTs.get(decision.ts) ?? [];
-      for (const kind of DELETE_ORDER) {
-        if (kinds.includes(kind)) await deleteOwnedFile(fs, join(scan.dir, eventFileName(kind, decision.ts)), uid, result.skipped);
-      }
+      for (const name of namesOf(decision.ts)) await deleteOwnedFile(fs, join(scan.dir, name), uid, result.skipped);
       result.deleted.push(decision.ts);
     });
   }

@@ -19,11 +19,28 @@ export interface SourceIdentity {
 export interface ArchivedRecord {
   identity: SourceIdentity;
   ts: string;
+  /** The event's archive sequence number (absent in a state written by an older version). */
+  seq?: number;
   sha256: string;
   bytes: number;
   at: string;
   /** nodes.conf differed before and after the RDB copy: which version was kept (see worker.pairNodes). */
   nodesChanged?: NodesChange;
+}
+
+/** A source mtime that contradicts the archive order: logged, kept here, shown by status and check. */
+export interface ClockJump {
+  kind: 'future' | 'backwards';
+  /** The event archived with the odd timestamp. */
+  ts: string;
+  /** For 'backwards': the previously archived event, stamped later. */
+  previousTs?: string;
+  /** The source mtime, ISO 8601. */
+  sourceMtime: string;
+  /** Our clock when it was seen. */
+  at: string;
+  /** How far the source mtime lies from what was expected (ahead of now, or behind the previous event), in ms. */
+  offsetMs: number;
 }
 
 export interface RejectedRecord {
@@ -58,6 +75,10 @@ export interface HookRecord {
 export interface State {
   version: 1;
   archived?: ArchivedRecord;
+  /** The last archive sequence number given to an event (the archive's file names are checked too). */
+  seq?: number;
+  /** The last clock jump seen in the source's mtimes. */
+  clock?: ClockJump;
   rejected?: RejectedRecord;
   lastRun?: RunRecord;
   lastSuccessAt?: string;
@@ -97,6 +118,10 @@ export function parseState(text: string): State | undefined {
   const state = emptyState();
   if (o.archived && isIdentity(o.archived.identity) && typeof o.archived.ts === 'string' && typeof o.archived.sha256 === 'string') {
     state.archived = o.archived;
+  }
+  if (typeof o.seq === 'number' && Number.isSafeInteger(o.seq) && o.seq >= 0) state.seq = o.seq;
+  if (o.clock && (o.clock.kind === 'future' || o.clock.kind === 'backwards') && typeof o.clock.ts === 'string' && typeof o.clock.at === 'string') {
+    state.clock = o.clock;
   }
   if (o.rejected && isIdentity(o.rejected.identity) && typeof o.rejected.reason === 'string') state.rejected = o.rejected;
   if (o.lastRun && typeof o.lastRun.at === 'string' && typeof o.lastRun.result === 'string') state.lastRun = o.lastRun;

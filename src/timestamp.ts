@@ -2,16 +2,31 @@
  * The only place that makes or parses snapshot timestamps and event file names.
  *
  * A timestamp is the source file's mtime in UTC, to the second, written so it
- * is safe in a file name and sorts lexically: 2025-02-24T23-59-00.
+ * is safe in a file name and sorts lexically: 2025-02-24T23-59-00. A second,
+ * different snapshot saved within the same second gets an ordinal suffix
+ * `_1` ... `_9` (2025-02-24T23-59-00_1): it sorts after the plain name, both
+ * as a timestamp and inside a file name ('_' sorts after '.'), and it names
+ * the same instant for every calendar purpose.
+ *
+ * The files of one event:
+ *   dump-<ts>.rdb              the snapshot (its presence makes the event complete)
+ *   dump-<ts>.sha256           sha256sum -c sidecar
+ *   nodes-<ts>.config          the cluster's nodes.conf (Redis Cluster only)
+ *   dump-<ts>.seq<N>.json      the archive record: N is the event's archive
+ *                              sequence number, in the name so that a readdir
+ *                              alone knows the archive order (no file reads)
  */
 
 export type Timestamp = string & { readonly __brand: 'Timestamp' };
 
-export type EventFileKind = 'rdb' | 'nodes' | 'sha256';
+export type EventFileKind = 'rdb' | 'nodes' | 'sha256' | 'meta';
 
-const TS_PATTERN = /^(\d{4})-(\d{2})-(\d{2})T(\d{2})-(\d{2})-(\d{2})$/;
+/** Highest same-second ordinal: a tenth different snapshot in one second is refused (exit 73). */
+export const MAX_ORDINAL = 9;
+
+const TS_PATTERN = /^(\d{4})-(\d{2})-(\d{2})T(\d{2})-(\d{2})-(\d{2})(?:_[1-9])?$/;
 /** The event file names (parseEventFileName matches them without a regex). */
-export const EVENT_FILE_PATTERN = /^(dump|nodes)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})\.(rdb|config|sha256)$/;
+export const EVENT_FILE_PATTERN = /^(dump|nodes)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:_[1-9])?)\.(rdb|config|sha256|seq[1-9]\d{0,14}\.json)$/;
 
 const pad = (n: number, width = 2) => String(n).padStart(width, '0');
 
@@ -25,10 +40,30 @@ export function timestampFromMs(ms: number): Timestamp {
 
 /** Parses a timestamp string; returns undefined when it is not one (or not a real date). */
 export function parseTimestamp(text: string): Timestamp | undefined {
-  return text.length === TS_LENGTH && validTimestampAt(text, 0) ? (text as Timestamp) : undefined;
+  return keyLengthAt(text, 0) === text.length && validTimestampAt(text, 0) ? (text as Timestamp) : undefined;
 }
 
 const TS_LENGTH = 19;
+const ORDINAL_LENGTH = 2;
+
+/** The length of the timestamp at text[at...]: 19, or 21 with a same-second ordinal `_1`..`_9` (shape not checked). */
+function keyLengthAt(text: string, at: number): number {
+  if (text.charCodeAt(at + TS_LENGTH) !== 95 /* _ */) return TS_LENGTH;
+  const d = text.charCodeAt(at + TS_LENGTH + 1);
+  return d >= 49 && d <= 57 ? TS_LENGTH + ORDINAL_LENGTH : -1;
+}
+
+/** The same-second ordinal of a timestamp: 0 for the plain name, 1-9 for `_1`..`_9`. */
+export function ordinalOf(ts: Timestamp): number {
+  return ts.length === TS_LENGTH ? 0 : ts.charCodeAt(TS_LENGTH + 1) - 48;
+}
+
+/** The timestamp of the same second with ordinal n (0 = the plain name). */
+export function withOrdinal(ts: Timestamp, n: number): Timestamp {
+  if (!Number.isInteger(n) || n < 0 || n > MAX_ORDINAL) throw new RangeError(`not a same-second ordinal: ${n}`);
+  const base = ts.slice(0, TS_LENGTH);
+  return (n === 0 ? base : `${base}_${n}`) as Timestamp;
+}
 /** Separator of each position of YYYY-MM-DDTHH-MM-SS; 0 = a digit. */
 const TS_SHAPE = [0, 0, 0, 0, 45, 0, 0, 45, 0, 0, 84, 0, 0, 45, 0, 0, 45, 0, 0];
 
@@ -61,6 +96,7 @@ function daysInMonth(year: number, month: number): number {
   return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
+/** The instant a timestamp names (its second; a same-second ordinal does not change it). */
 export function timestampToMs(ts: Timestamp): number {
   if (!TS_PATTERN.test(ts)) throw new RangeError(`not a timestamp: ${ts}`);
   return Date.UTC(digits4(ts, 0), digits2(ts, 5) - 1, digits2(ts, 8), digits2(ts, 11), digits2(ts, 14), digits2(ts, 17));
@@ -85,7 +121,13 @@ export function parseUserTimestamp(text: string): Timestamp | undefined {
   return Number.isNaN(ms) ? undefined : timestampFromMs(ms);
 }
 
-export function eventFileName(kind: EventFileKind, ts: Timestamp): string {
+/** A valid archive sequence number: a positive safe integer. */
+export function isSeq(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 1;
+}
+
+/** The file name of one kind of an event's files; the 'meta' record needs the event's sequence number. */
+export function eventFileName(kind: EventFileKind, ts: Timestamp, seq?: number): string {
   switch (kind) {
     case 'rdb':
       return `dump-${ts}.rdb`;
@@ -93,27 +135,60 @@ export function eventFileName(kind: EventFileKind, ts: Timestamp): string {
       return `nodes-${ts}.config`;
     case 'sha256':
       return `dump-${ts}.sha256`;
+    case 'meta':
+      if (seq === undefined || !isSeq(seq)) throw new RangeError(`an archive record needs a sequence number >= 1, not ${seq}`);
+      return `dump-${ts}.seq${seq}.json`;
   }
 }
 
+export interface ParsedEventFileName {
+  kind: EventFileKind;
+  ts: Timestamp;
+  /** For 'meta' only: the archive sequence number in the name. */
+  seq?: number;
+}
+
 /** Recognises our event file names; anything else (stray files) gives undefined. */
-export function parseEventFileName(name: string): { kind: EventFileKind; ts: Timestamp } | undefined {
+export function parseEventFileName(name: string): ParsedEventFileName | undefined {
   // The names of EVENT_FILE_PATTERN, matched by hand (no regex captures: a scan parses every name).
   let kind: EventFileKind;
   let at: number;
-  if (name.startsWith('dump-')) {
-    at = 5;
-    if (name.length === at + TS_LENGTH + 4 && name.endsWith('.rdb')) kind = 'rdb';
-    else if (name.length === at + TS_LENGTH + 7 && name.endsWith('.sha256')) kind = 'sha256';
+  let seq: number | undefined;
+  if (name.startsWith('dump-')) at = 5;
+  else if (name.startsWith('nodes-')) at = 6;
+  else return undefined;
+  const keyLength = keyLengthAt(name, at);
+  if (keyLength < 0) return undefined;
+  const rest = at + keyLength;
+  if (at === 6) {
+    if (name.length === rest + 7 && name.endsWith('.config')) kind = 'nodes';
     else return undefined;
-  } else if (name.startsWith('nodes-')) {
-    at = 6;
-    if (name.length === at + TS_LENGTH + 7 && name.endsWith('.config')) kind = 'nodes';
-    else return undefined;
+  } else if (name.length === rest + 4 && name.endsWith('.rdb')) {
+    kind = 'rdb';
+  } else if (name.length === rest + 7 && name.endsWith('.sha256')) {
+    kind = 'sha256';
   } else {
-    return undefined;
+    seq = seqAt(name, rest);
+    if (seq === undefined) return undefined;
+    kind = 'meta';
   }
-  return validTimestampAt(name, at) ? { kind, ts: name.slice(at, at + TS_LENGTH) as Timestamp } : undefined;
+  if (!validTimestampAt(name, at)) return undefined;
+  const ts = name.slice(at, rest) as Timestamp;
+  return seq === undefined ? { kind, ts } : { kind, ts, seq };
+}
+
+/** The N of ".seq<N>.json" at name[at...] to the end (no leading zero, at most 15 digits), or undefined. */
+function seqAt(name: string, at: number): number | undefined {
+  if (!name.startsWith('.seq', at) || !name.endsWith('.json')) return undefined;
+  const digits = name.length - 5 - (at + 4);
+  if (digits < 1 || digits > 15 || name.charCodeAt(at + 4) === 48) return undefined;
+  let n = 0;
+  for (let i = at + 4; i < name.length - 5; i++) {
+    const c = name.charCodeAt(i);
+    if (c < 48 || c > 57) return undefined;
+    n = n * 10 + (c - 48);
+  }
+  return n;
 }
 
 // ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import { errorCode } from './fs.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
 
-export type ChangeReason = 'first-snapshot' | 'changed' | 'forced';
+export type ChangeReason = 'first-snapshot' | 'changed' | 'forced' | 'event-missing';
 
 export type Detection =
   | { changed: false; identity: SourceIdentity }

@@ -9,7 +9,7 @@
  * A final name therefore only ever names a complete, verified file, and the
  * .rdb (which makes an event count) appears after its companions.
  */
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
 import { ConflictError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
@@ -21,7 +21,8 @@ import { RdbValidator, type RdbInfo } from './rdb.js';
 import { createSha256, sha256Hex } from './sha256.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
-import { type EventFileKind, type Timestamp, eventFileName, parseTimestamp, timestampFromMs } from './timestamp.js';
+import type { FolderEvent, FolderScan } from './retention.js';
+import { type EventFileKind, type Timestamp, MAX_ORDINAL, eventFileName, ordinalOf, parseTimestamp, timestampFromMs, withOrdinal } from './timestamp.js';
 import type { SnapshotJob } from './watcher.js';
 import { describeSourceKind } from './watcher.js';
 
@@ -40,7 +41,10 @@ const WRITEBACK_STEP_BYTES = 32 * 1024 * 1024;
 const DEFAULT_RESERVE_CAP = 1024 ** 3;
 
 export interface SnapshotResult {
+  /** The event's timestamp, with a same-second ordinal when another snapshot had the plain one. */
   ts: Timestamp;
+  /** The event's archive sequence number (an existing event keeps its own). */
+  seq: number;
   bytes: number;
   sha256: string;
   rdb: RdbInfo;
@@ -160,7 +164,7 @@ async function writeAll(out: Handle, chunk: Uint8Array): Promise<void> {
   while (offset < chunk.length) offset += await out.write(chunk, offset, chunk.length - offset);
 }
 
-async function hashFile(fs: FileSystem, path: string): Promise<string> {
+export async function hashFile(fs: FileSystem, path: string): Promise<string> {
   return closeAfter(await fs.open(path, 'read-nofollow'), async (handle) => {
     const hash = createSha256();
     const buffer = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
@@ -291,12 +295,176 @@ export function pairNodes(path: string, before: NodesRead | undefined, after: No
   return { kept, change, warnings };
 }
 
+/** Where the event goes, decided before anything is written (see chooseEvent). */
+export interface ArchiveTarget {
+  /** The archive sequence number a new archive record gets. */
+  seq: number;
+  /** A scan of each rule folder, in instance.rules order, taken under the lock before this run wrote anything. */
+  scans: ReadonlyArray<FolderScan>;
+}
+
+/** The chosen event: its timestamp (with a same-second ordinal when needed) and what to do with the files there. */
+export interface EventChoice {
+  ts: Timestamp;
+  /** The files of this event that already exist, per folder (index = rule order). */
+  existing: Array<FolderEvent | undefined>;
+  /** .rdb files of this event whose content is not the listed sha256 (corrupt): moved to the quarantine. */
+  corrupt: string[];
+  /** An intact .rdb of this event exists somewhere: no copy of the source is needed. */
+  intactRdb?: string;
+}
+
+/**
+ * Plans where the snapshot with this sha256 goes, among the events of its
+ * second (plain name, then `_1`..`_9`):
+ *  - an event with the same content (a lost state, --force, a re-run after a
+ *    crash) is completed in the folders that miss files, never rewritten;
+ *  - an event whose sidecar lists this sha256 but whose .rdb has another
+ *    content is corrupt: its .rdb goes to the quarantine and is replaced;
+ *  - anything else under that name (another snapshot of the same second, a
+ *    leftover) is left alone and the snapshot takes the next ordinal.
+ * Exit 73 only when all ordinals of the second are taken.
+ */
+export async function chooseEvent(
+  fs: FileSystem,
+  dirs: ReadonlyArray<{ dir: string }>,
+  scans: ReadonlyArray<FolderScan>,
+  second: Timestamp,
+  sha256: string,
+): Promise<EventChoice> {
+  const keys = new Set<Timestamp>();
+  for (const scan of scans) for (const e of scan.events) if (withOrdinal(e.ts, 0) === second) keys.add(e.ts);
+  let highest = -1;
+  for (const ts of [...keys].sort()) {
+    highest = Math.max(highest, ordinalOf(ts));
+    const existing = dirs.map((_, i) => scans[i]?.events.find((e) => e.ts === ts));
+    const listed = await listedSha(fs, dirs, existing, ts);
+    if (listed !== undefined && listed !== sha256) continue; // another snapshot of this second
+    const corrupt: string[] = [];
+    let intactRdb: string | undefined;
+    const hashes = new Map<string, string>();
+    for (const [i, { dir }] of dirs.entries()) {
+      if (!existing[i]?.kinds.includes('rdb')) continue;
+      const path = join(dir, eventFileName('rdb', ts));
+      const info = await lstatIfExists(fs, path);
+      if (!info) continue;
+      if (info.kind !== 'file') throw new ConflictError(path, 'exists and is not a regular file; refusing to touch it');
+      const inode = `${info.dev}:${info.ino}`;
+      let hash = hashes.get(inode);
+      if (hash === undefined) {
+        hash = await hashFile(fs, path);
+        hashes.set(inode, hash);
+      }
+      if (hash === sha256) intactRdb ??= path;
+      else corrupt.push(path);
+    }
+    // Without a sidecar saying what the event should hold, a different .rdb is another snapshot, not damage.
+    if (listed === undefined && intactRdb === undefined && corrupt.length > 0) continue;
+    if (listed === undefined && corrupt.length > 0) {
+      throw new ConflictError(corrupt[0]!, `event ${ts} has copies with different contents and no sidecar to tell the good one; kept as found, nothing archived`);
+    }
+    if (listed === undefined && !existing.some((e) => e?.kinds.includes('rdb'))) continue; // a leftover that says nothing
+    return { ts, existing, corrupt, ...(intactRdb ? { intactRdb } : {}) };
+  }
+  // A new name after every one of this second (so that names sort in archive order), free in every folder:
+  // something that is not a regular file under a name (which no scan lists) is skipped, never touched.
+  for (let n = highest + 1; n <= MAX_ORDINAL; n++) {
+    const ts = withOrdinal(second, n);
+    let taken = false;
+    for (const { dir } of dirs) if (await lstatIfExists(fs, join(dir, eventFileName('rdb', ts)))) taken = true;
+    if (!taken) return { ts, existing: dirs.map(() => undefined), corrupt: [] };
+  }
+  throw new ConflictError(join(dirs[0]!.dir, eventFileName('rdb', second)),
+    `${MAX_ORDINAL + 1} names exist for snapshots of the second ${second} (plain and _1 to _${MAX_ORDINAL}): no name left for another different snapshot in this second; nothing archived`);
+}
+
+/** The sha256 an event's sidecar lists for its .rdb (the first readable sidecar), or undefined. */
+export async function listedSha(fs: FileSystem, dirs: ReadonlyArray<{ dir: string }>, existing: Array<FolderEvent | undefined>, ts: Timestamp): Promise<string | undefined> {
+  const rdbName = eventFileName('rdb', ts);
+  for (const [i, { dir }] of dirs.entries()) {
+    if (!existing[i]?.kinds.includes('sha256')) continue;
+    let text: string;
+    try {
+      text = (await fs.readFile(join(dir, eventFileName('sha256', ts)))).toString('utf8');
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') continue;
+      throw err;
+    }
+    for (const line of text.split('\n')) {
+      const m = /^([0-9a-fA-F]{64}) [ *](.+)$/.exec(line);
+      if (m && m[2] === rdbName) return m[1]!.toLowerCase();
+    }
+  }
+  return undefined;
+}
+
+/** The archive record of an event, dump-<ts>.seq<N>.json: what `list`, `status` and `check` read about it. */
+export interface ArchiveRecord {
+  format: 1;
+  seq: number;
+  ts: string;
+  /** Our clock when the event was archived. */
+  archivedAt: string;
+  sha256: string;
+  bytes: number;
+  rdbVersion: number | null;
+  source: { path: string; mtime: string; mtimeNs: string; size: number; dev: string; ino: string };
+  nodes: { sha256: string; bytes: number } | null;
+}
+
+export function archiveRecordText(record: ArchiveRecord): string {
+  return JSON.stringify(record, null, 2) + '\n';
+}
+
+/** Parses an archive record defensively; undefined when it is not one. */
+export function parseArchiveRecord(text: string): ArchiveRecord | undefined {
+  try {
+    const o = JSON.parse(text) as Partial<ArchiveRecord> | null;
+    if (!o || o.format !== 1 || typeof o.seq !== 'number' || typeof o.archivedAt !== 'string' || typeof o.sha256 !== 'string') return undefined;
+    return o as ArchiveRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Moves files out of the rule folders into <archive>/.quarantine/<now>/<rule>/
+ * (mode 0700): kept for inspection, never deleted by us, never an event.
+ */
+export async function quarantineFiles(fs: FileSystem, log: Log, instance: InstanceConfig, paths: readonly string[], warnings: string[]): Promise<string[]> {
+  const moved: string[] = [];
+  if (paths.length === 0) return moved;
+  const batch = join(quarantineDir(instance), timestampFromMs(Date.now()));
+  for (const path of paths) {
+    const target = join(batch, basename(dirname(path)), basename(path));
+    await ensureDir(fs, dirname(target), QUARANTINE_DIR_MODE);
+    await fs.chmod(quarantineDir(instance), QUARANTINE_DIR_MODE);
+    if (await lstatIfExists(fs, target)) throw new ConflictError(target, 'exists already in the quarantine; nothing moved');
+    await fs.rename(path, target);
+    await fs.syncDir(dirname(path));
+    await fs.syncDir(dirname(target));
+    const w = `${path} did not match its sha256 sidecar: moved to ${target} (quarantine, never deleted) and replaced from the source`;
+    warnings.push(w);
+    log.warn({ path, quarantine: target }, w);
+    moved.push(target);
+  }
+  return moved;
+}
+
+export const QUARANTINE_DIR_MODE = 0o700;
+
+/** The quarantine folder: inside the archive, not a rule folder (rule names cannot start with "."). */
+export function quarantineDir(instance: InstanceConfig): string {
+  return join(instance.archiveDir, '.quarantine');
+}
+
 /**
  * Archives the job's source as one event in every rule folder. Idempotent: an
  * identical existing event is completed (missing files added), never rewritten;
- * a different one under the same timestamp is a ConflictError and is kept.
+ * a different one under the same timestamp is kept, and this snapshot takes the
+ * next same-second ordinal (see chooseEvent).
  */
-export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Promise<SnapshotResult> {
+export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, target: ArchiveTarget): Promise<SnapshotResult> {
   const { fs, log, instance } = ctx;
   const started = Date.now();
   const warnings: string[] = [];
@@ -312,21 +480,9 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
     // nodes.conf is read before and after the copy (see pairNodes): both reads follow the RDB's save.
     const nodesBefore = instance.sourceNodes ? await readNodesFile(fs, instance.sourceNodes) : undefined;
     // The worker names the event, from the descriptor it actually copies.
-    const ts = timestampFromMs(before.mtimeMs);
-    if (parseTimestamp(ts) === undefined) {
+    const second = timestampFromMs(before.mtimeMs);
+    if (parseTimestamp(second) === undefined) {
       throw new SourceUnavailableError(job.sourceRdb, `has the mtime ${new Date(before.mtimeMs).toISOString()}, outside the years 0000-9999 an archive name can hold; fix the clock, then touch the file`);
-    }
-    const finalOf = (dir: string, kind: EventFileKind) => join(dir, eventFileName(kind, ts));
-
-    // An event with this timestamp may exist already (lost state, a crash after
-    // the rename, a same-second save): then hash instead of copying.
-    let existingRdb: string | undefined;
-    for (const { dir } of dirs) {
-      const info = await lstatIfExists(fs, finalOf(dir, 'rdb'));
-      if (info) {
-        if (info.kind !== 'file') throw new ConflictError(finalOf(dir, 'rdb'), 'exists and is not a regular file; refusing to touch it');
-        existingRdb ??= finalOf(dir, 'rdb');
-      }
     }
 
     // A file rewritten in place mid-copy can look corrupt: that is "try again", not "invalid".
@@ -339,38 +495,50 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
       return new TryAgainError('source-changed', job.sourceRdb,
         `${job.sourceRdb} was modified in place during the copy (size ${before.size} -> ${after.size}${bytesRead === undefined ? '' : `, ${bytesRead} bytes read`}); nothing archived, the next run retries`);
     };
-    const pass1 = async (out: Handle | undefined): Promise<PassResult> => {
+    const pass = async (out: Handle | undefined): Promise<PassResult> => {
+      let result: PassResult;
       try {
-        return await copyPass(source, job.sourceRdb, out, ctx.signal);
+        result = await copyPass(source, job.sourceRdb, out, ctx.signal);
       } catch (err) {
         if (err instanceof InvalidSnapshotError) throw (await changedError()) ?? err;
         throw err;
       }
+      const changed = await changedError(result.bytes);
+      if (changed) throw changed;
+      return result;
     };
-
-    let pass: PassResult;
-    let rdbTemp: string | undefined;
-    if (existingRdb) {
-      pass = await pass1(undefined);
-    } else {
+    // Copies the source into a temp file next to its final name (after the space check).
+    const copyToTemp = async (ts: Timestamp): Promise<{ result: PassResult; temp: string }> => {
       const { available, total } = await fs.space(primary);
       const needed = before.size + reserveBytes(instance, total);
       if (available < needed) throw new InsufficientSpaceError(primary, needed, available);
-      rdbTemp = tempPathFor(finalOf(primary, 'rdb'));
-      temps.push(rdbTemp);
-      pass = await closeAfter(await fs.open(rdbTemp, 'create-exclusive', instance.fileMode), async (out) => {
+      const temp = tempPathFor(join(primary, eventFileName('rdb', ts)));
+      temps.push(temp);
+      const result = await closeAfter(await fs.open(temp, 'create-exclusive', instance.fileMode), async (out) => {
         await out.chmod(instance.fileMode);
-        const result = await pass1(out);
+        const r = await pass(out);
         await out.sync();
-        return result;
+        return r;
       });
-    }
+      return { result, temp };
+    };
 
-    const changed = await changedError(pass.bytes);
-    if (changed) throw changed;
-    for (const w of pass.rdb.warnings) {
+    // Events of this second exist (a lost state, --force, a same-second save): hash first, copy only if needed.
+    const secondTaken = target.scans.some((scan) => scan.events.some((e) => withOrdinal(e.ts, 0) === second));
+    let copied = secondTaken ? undefined : await copyToTemp(second);
+    let result = copied?.result ?? (await pass(undefined));
+    for (const w of result.rdb.warnings) {
       warnings.push(w);
       log.warn({ path: job.sourceRdb }, w);
+    }
+    // Check every folder before writing anything: a conflict must leave the archive as it was.
+    const choice = await chooseEvent(fs, dirs, target.scans, second, result.sha256);
+    if (!choice.intactRdb && !copied) {
+      copied = await copyToTemp(choice.ts);
+      if (copied.result.sha256 !== result.sha256) {
+        throw new TryAgainError('source-changed', job.sourceRdb, `${job.sourceRdb} changed between two reads; nothing archived, the next run retries`);
+      }
+      result = copied.result;
     }
 
     let nodes: NodesRead | undefined;
@@ -385,75 +553,40 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
       }
     }
     const nodesSha = nodes?.sha256;
+    const ts = choice.ts;
+    const seq = choice.existing.reduce<number | undefined>((max, e) => (e?.seq !== undefined && (max === undefined || e.seq > max) ? e.seq : max), undefined) ?? target.seq;
+    const record: ArchiveRecord = {
+      format: 1,
+      seq,
+      ts,
+      archivedAt: new Date().toISOString(),
+      sha256: result.sha256,
+      bytes: result.bytes,
+      rdbVersion: result.rdb.version ?? null,
+      source: {
+        path: job.sourceRdb, mtime: new Date(before.mtimeMs).toISOString(), mtimeNs: before.mtimeNs, size: before.size, dev: before.dev, ino: before.ino,
+      },
+      nodes: nodes ? { sha256: nodes.sha256, bytes: nodes.data.length } : null,
+    };
     const companions: Companion[] = [];
     if (nodes) companions.push({ kind: 'nodes', data: nodes.data });
-    companions.push({ kind: 'sha256', data: Buffer.from(sidecarText(ts, pass.sha256, nodesSha)) });
+    companions.push({ kind: 'sha256', data: Buffer.from(sidecarText(ts, result.sha256, nodesSha)) });
+    companions.push({ kind: 'meta', data: Buffer.from(archiveRecordText(record)) });
 
-    // Check every folder before writing anything: a conflict must leave the archive as it was.
-    const existingRdbSha = existingRdb ? await hashFile(fs, existingRdb) : undefined;
-    if (existingRdb && existingRdbSha !== pass.sha256) {
-      throw new ConflictError(existingRdb, `an event with timestamp ${ts} exists with different content (sha256 ${existingRdbSha}, source ${pass.sha256}); kept the existing event, nothing archived`);
-    }
-    // Files of this event that exist already are reused (a re-run completes an
-    // interrupted event); only the .rdb decides whether it is the same event.
-    const firstCopy = new Map<EventFileKind, string>();
-    const missing = new Set<string>();
-    for (const { dir } of dirs) {
-      for (const kind of ['nodes', 'sha256', 'rdb'] as const) {
-        const path = finalOf(dir, kind);
-        const info = await lstatIfExists(fs, path);
-        if (!info) {
-          missing.add(path);
-          continue;
-        }
-        if (info.kind !== 'file') throw new ConflictError(path, 'exists and is not a regular file; refusing to touch it');
-        if (kind === 'rdb' && path !== existingRdb && (await hashFile(fs, path)) !== pass.sha256) {
-          throw new ConflictError(path, `exists with different content for event ${ts}; kept the existing event, nothing archived`);
-        }
-        if (!firstCopy.has(kind)) firstCopy.set(kind, path);
-      }
-    }
-
-    // Publish: in every folder companions first, the .rdb last, then fsync the folder.
-    let created = 0;
-    for (const { dir } of dirs) {
-      for (const kind of ['nodes', 'sha256', 'rdb'] as const) {
-        const finalPath = finalOf(dir, kind);
-        if (!missing.has(finalPath)) continue;
-        const from = firstCopy.get(kind);
-        const companion = companions.find((c) => c.kind === kind);
-        if (from) {
-          await linkOrCopy(fs, log, from, finalPath, instance.fileMode, warnings);
-        } else if (kind === 'rdb') {
-          await publishNew(fs, rdbTemp!, finalPath);
-          temps.splice(temps.indexOf(rdbTemp!), 1); // published: nothing left to clean up
-        } else if (companion) {
-          const tmp = tempPathFor(finalPath);
-          temps.push(tmp);
-          await writeNewFile(fs, tmp, companion.data, instance.fileMode);
-          await publishNew(fs, tmp, finalPath);
-          temps.splice(temps.indexOf(tmp), 1);
-        } else {
-          continue; // no nodes.conf for this event
-        }
-        firstCopy.set(kind, finalPath);
-        created += 1;
-      }
-      await fs.syncDir(dir);
-    }
+    await quarantineFiles(fs, log, instance, choice.corrupt, warnings);
+    const created = await publishEvent(ctx, dirs, ts, seq, companions, copied?.temp, choice, temps, warnings);
 
     const files: Record<string, string[]> = {};
-    for (const { rule, dir } of dirs) {
-      files[rule] = (['nodes', 'sha256', 'rdb'] as const).filter((kind) => firstCopy.has(kind)).map((kind) => finalOf(dir, kind));
-    }
+    for (const { rule, dir } of dirs) files[rule] = created.kinds.map((kind) => join(dir, eventFileName(kind, ts, seq)));
     return {
       ts,
-      bytes: pass.bytes,
-      sha256: pass.sha256,
-      rdb: pass.rdb,
+      seq,
+      bytes: result.bytes,
+      sha256: result.sha256,
+      rdb: result.rdb,
       nodes: nodes ? { bytes: nodes.data.length, sha256: nodes.sha256, mtimeMs: nodes.mtimeMs, ...(nodesChange ? { changed: nodesChange } : {}) } : undefined,
       files,
-      outcome: created === 0 ? 'already-archived' : 'archived',
+      outcome: created.count === 0 ? 'already-archived' : 'archived',
       identity: identityOf(before),
       durationMs: Date.now() - started,
       warnings,
@@ -462,6 +595,74 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob): Pro
     await source.close().catch(() => undefined);
     for (const tmp of temps) await unlinkIfExists(fs, tmp).catch(() => undefined);
   }
+}
+
+const PUBLISH_ORDER = ['nodes', 'sha256', 'meta', 'rdb'] as const;
+
+/**
+ * Gives the event its final names in every folder: companions first, the .rdb
+ * last, each with a no-overwrite link; files that exist are reused (a re-run
+ * completes an interrupted event); each folder is fsynced.
+ */
+async function publishEvent(
+  ctx: WorkerContext,
+  dirs: ReadonlyArray<{ dir: string }>,
+  ts: Timestamp,
+  seq: number,
+  companions: Companion[],
+  rdbTemp: string | undefined,
+  choice: EventChoice,
+  temps: string[],
+  warnings: string[],
+): Promise<{ count: number; kinds: EventFileKind[] }> {
+  const { fs, log, instance } = ctx;
+  const finalOf = (dir: string, kind: EventFileKind) => join(dir, eventFileName(kind, ts, seq));
+  const firstCopy = new Map<EventFileKind, string>();
+  const missing = new Set<string>();
+  const quarantined = new Set(choice.corrupt);
+  for (const [i, { dir }] of dirs.entries()) {
+    const seqs = choice.existing[i]?.seqs ?? [];
+    for (const kind of PUBLISH_ORDER) {
+      const path = finalOf(dir, kind);
+      if (kind === 'meta' && seqs.length > 0 && !seqs.includes(seq)) continue; // a record of its own (a hand copy): left alone
+      const info = quarantined.has(path) ? undefined : await lstatIfExists(fs, path);
+      if (!info) {
+        missing.add(path);
+        continue;
+      }
+      if (info.kind !== 'file') throw new ConflictError(path, 'exists and is not a regular file; refusing to touch it');
+      // (an .rdb still here is intact: chooseEvent hashed every copy and listed the corrupt ones)
+      if (!firstCopy.has(kind)) firstCopy.set(kind, path);
+    }
+  }
+
+  let count = 0;
+  for (const { dir } of dirs) {
+    for (const kind of PUBLISH_ORDER) {
+      const finalPath = finalOf(dir, kind);
+      if (!missing.has(finalPath)) continue;
+      const from = firstCopy.get(kind);
+      const companion = companions.find((c) => c.kind === kind);
+      if (from) {
+        await linkOrCopy(fs, log, from, finalPath, instance.fileMode, warnings);
+      } else if (kind === 'rdb') {
+        await publishNew(fs, rdbTemp!, finalPath);
+        temps.splice(temps.indexOf(rdbTemp!), 1); // published: nothing left to clean up
+      } else if (companion) {
+        const tmp = tempPathFor(finalPath);
+        temps.push(tmp);
+        await writeNewFile(fs, tmp, companion.data, instance.fileMode);
+        await publishNew(fs, tmp, finalPath);
+        temps.splice(temps.indexOf(tmp), 1);
+      } else {
+        continue; // no nodes.conf for this event
+      }
+      firstCopy.set(kind, finalPath);
+      count += 1;
+    }
+    await fs.syncDir(dir);
+  }
+  return { count, kinds: PUBLISH_ORDER.filter((kind) => firstCopy.has(kind)) };
 }
 
 /** Hard-links an archived file into another folder; across filesystems (EXDEV) it copies instead. */

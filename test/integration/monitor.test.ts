@@ -2,7 +2,7 @@
  * `status` and `check` through the real CLI: every state `check` can be in
  * maps to its Nagios exit code and one summary line with perf data.
  */
-import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { jsonOf, runCli, tempDir } from '../helpers/cli.js';
@@ -91,12 +91,17 @@ describe('rdb-archiver check', () => {
     // One reason, not two: the failed run is this same invalid file.
     expect(pluginLine(r.stdout).text).toMatch(/^default: source \S+dump\.rdb failed validation: not an RDB file: bad magic/);
 
-    // A valid source whose run failed for another reason: same timestamp, other content (exit 73).
+    // A valid source whose run failed for another reason: every name of its second is taken (exit 73).
+    // (Since issue 10 item 15 a second snapshot of one second gets the name <ts>_1; only all ten names taken is a conflict.)
+    const taken = readdirSync(join(env.archive, 'last')).find((n) => n.endsWith('.rdb'))!.slice(5, 24);
+    for (const suffix of ['', '_1', '_2', '_3', '_4', '_5', '_6', '_7', '_8', '_9']) {
+      if (suffix !== '') mkdirSync(join(env.archive, 'last', `dump-${taken}${suffix}.rdb`));
+    }
     writeSnapshot(env.source, { seed: 'different', mtime: t, size: 4096 });
     expect((await runCli(['once', '-c', env.config])).code).toBe(73);
     r = await runCli(['check', '-c', env.config]);
     expect(r.code).toBe(2);
-    expect(pluginLine(r.stdout).text).toMatch(/^default: last run at \S+ failed \(exit 73: .*different content/);
+    expect(pluginLine(r.stdout).text).toMatch(/^default: last run at \S+ failed \(exit 73: .*no name left/);
   });
 
   it('CRITICAL when nothing was ever archived; WARNING when the last run must be retried', async () => {
@@ -169,7 +174,7 @@ describe('rdb-archiver status', () => {
     expect(s.rules.hourly).toMatchObject({ events: 2, newest: '2025-07-01T11-00-00', oldest: '2025-07-01T10-00-00', incomplete: 0 });
     expect(s.rules.daily).toMatchObject({ events: 1, newest: '2025-07-01T11-00-00' }); // newest per day
     expect(s.rules.hourly.bytes).toBeGreaterThan(first.length + second.length);
-    expect(s.rules.hourly.bytes).toBeLessThan(first.length + second.length + 1000); // + two small .sha256 sidecars
+    expect(s.rules.hourly.bytes).toBeLessThan(first.length + second.length + 2500); // + two small .sha256 sidecars and archive records
     // The archive total counts the snapshot hard-linked into both folders once.
     expect(s.archive.bytes).toBe(s.rules.hourly.bytes);
     expect(s.archive.freeBytes).toBeGreaterThan(0);

@@ -31,7 +31,7 @@ describe('rdb-archiver once', () => {
     const inodes = new Set<number>();
     for (const rule of ['hourly', 'daily', 'last']) {
       const dir = join(env.archive, rule);
-      expect(readdirSync(dir).sort()).toEqual(['dump-2025-02-24T23-59-00.rdb', 'dump-2025-02-24T23-59-00.sha256']);
+      expect(readdirSync(dir).sort()).toEqual(['dump-2025-02-24T23-59-00.rdb', 'dump-2025-02-24T23-59-00.seq1.json', 'dump-2025-02-24T23-59-00.sha256']);
       const rdb = statSync(join(dir, 'dump-2025-02-24T23-59-00.rdb'));
       inodes.add(rdb.ino);
       expect(rdb.mode & 0o777).toBe(0o600);
@@ -88,8 +88,10 @@ describe('rdb-archiver once', () => {
     expect(last).toEqual([
       ...strays.filter((s) => s.startsWith('dump-2')),
       'dump-2025-04-02T09-00-00.rdb',
+      'dump-2025-04-02T09-00-00.seq3.json',
       'dump-2025-04-02T09-00-00.sha256',
       'dump-2025-04-03T08-00-00.rdb',
+      'dump-2025-04-03T08-00-00.seq4.json',
       'dump-2025-04-03T08-00-00.sha256',
       'dump-latest.rdb',
       'nodes-2025-01-01.config',
@@ -138,16 +140,18 @@ describe('rdb-archiver once', () => {
     expect(JSON.parse(readFileSync(env.state, 'utf8')).archived.ts).toBe('2025-05-01T00-00-00');
   });
 
-  it('keeps an existing event with the same timestamp but other content, and exits 73', async () => {
+  it('keeps an existing event with the same timestamp but other content, and archives the new one under the next same-second name', async () => {
+    // (Issue 10, item 15: this exited 73 on every run until the source changed again; the newest data was never archived.)
     const env = setupArchive({ rules: [{ name: 'all', count: 10 }] });
     writeSnapshot(env.source, { seed: 'a', mtime: new Date('2025-05-01T00:00:00.100Z') });
     expect((await runCli(['once', '-c', env.config])).code).toBe(0);
     const first = readFileSync(join(env.archive, 'all', 'dump-2025-05-01T00-00-00.rdb'));
-    writeSnapshot(env.source, { seed: 'b', mtime: new Date('2025-05-01T00:00:00.900Z') });
+    const second = writeSnapshot(env.source, { seed: 'b', mtime: new Date('2025-05-01T00:00:00.900Z') });
     const r = await runCli(['once', '--json', '-c', env.config]);
-    expect(r.code).toBe(73);
-    expect(jsonOf<OnceJson>(r).error?.message).toMatch(/different content/);
+    expect(r.code, r.stdout).toBe(0);
+    expect(jsonOf<OnceJson>(r).snapshot?.ts).toBe('2025-05-01T00-00-00_1');
     expect(readFileSync(join(env.archive, 'all', 'dump-2025-05-01T00-00-00.rdb')).equals(first)).toBe(true);
+    expect(readFileSync(join(env.archive, 'all', 'dump-2025-05-01T00-00-00_1.rdb')).equals(second.bytes)).toBe(true);
     expect(readdirSync(join(env.archive, 'all')).filter((f) => f.startsWith('.tmp'))).toEqual([]);
   });
 
@@ -220,7 +224,7 @@ describe('rdb-archiver once', () => {
     }
     expect(runs.some((r) => r.code === 0)).toBe(true);
     for (const rule of ['a', 'b']) {
-      expect(readdirSync(join(env.archive, rule)).sort()).toEqual(['dump-2025-07-01T00-00-00.rdb', 'dump-2025-07-01T00-00-00.sha256']);
+      expect(readdirSync(join(env.archive, rule)).sort()).toEqual(['dump-2025-07-01T00-00-00.rdb', 'dump-2025-07-01T00-00-00.seq1.json', 'dump-2025-07-01T00-00-00.sha256']);
     }
   });
 });
@@ -250,7 +254,7 @@ describe('rdb-archiver prune', () => {
 
     const real = await runCli(['prune', '-c', env.config]);
     expect(real.code, real.stderr).toBe(0);
-    expect(readdirSync(join(env.archive, 'all')).sort()).toEqual(['dump-2025-01-03T00-00-00.rdb', 'dump-2025-01-03T00-00-00.sha256']);
+    expect(readdirSync(join(env.archive, 'all')).sort()).toEqual(['dump-2025-01-03T00-00-00.rdb', 'dump-2025-01-03T00-00-00.seq3.json', 'dump-2025-01-03T00-00-00.sha256']);
   });
 });
 

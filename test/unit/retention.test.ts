@@ -7,7 +7,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Every, Rule } from '../../src/config.js';
 import { FsError } from '../../src/errors.js';
 import { OSFS } from '../../src/fs.js';
-import { applyPlan, periodKey, planRetention, scanFolder, type FolderEvent, type RetentionPlan } from '../../src/retention.js';
+import { applyPlan, effectiveTimes, periodKey, planRetention, scanFolder, type FolderEvent, type RetentionPlan } from '../../src/retention.js';
 import { eventFileName, parseTimestamp, timestampFromMs, type EventFileKind, type Timestamp } from '../../src/timestamp.js';
 import { prng } from '../helpers/rdb-builder.js';
 
@@ -165,7 +165,7 @@ describe('planRetention: every: snapshot', () => {
 
   it('count 1 keeps only the newest', () => {
     const plan = planRetention(events, rule(snapshot, 1), 'UTC');
-    expect(plan.keep).toEqual([{ ts: t('2025-02-24T15:00:00Z'), reason: expect.stringContaining('newest') }]);
+    expect(plan.keep).toEqual([{ ts: t('2025-02-24T15:00:00Z'), reason: expect.stringContaining('most recently archived') }]);
     expect(plan.delete).toHaveLength(5);
   });
 
@@ -179,7 +179,7 @@ describe('planRetention: every: snapshot', () => {
     const plan = planRetention(events, rule(snapshot, 3), 'UTC');
     const byTs = new Map([...plan.keep, ...plan.delete].map((d) => [d.ts, d.reason]));
     expect(byTs.get(t('2025-02-24T14:00:00Z'))).toBe('snapshot 2 of 3');
-    expect(byTs.get(t('2025-02-24T12:00:00Z'))).toBe('older than the 3 newest snapshots');
+    expect(byTs.get(t('2025-02-24T12:00:00Z'))).toBe('older than the 3 most recently archived snapshots');
   });
 
   it('plans an empty folder as nothing', () => {
@@ -372,13 +372,13 @@ describe('planRetention: newest, protect, incomplete events', () => {
   it('the newest event is kept, with a reason saying so', () => {
     const events = [ev('2025-02-24T10:00:00Z'), ev('2025-02-24T10:30:00Z')];
     const plan = planRetention(events, rule(cal('hour'), 1), 'UTC');
-    expect(plan.keep).toEqual([{ ts: t('2025-02-24T10:30:00Z'), reason: expect.stringContaining('newest event in the folder') }]);
+    expect(plan.keep).toEqual([{ ts: t('2025-02-24T10:30:00Z'), reason: expect.stringContaining('most recently archived event in the folder') }]);
   });
 
   it('protect keeps an event that would otherwise be deleted, without using a count slot', () => {
     const events = [ev('2025-02-20T12:00:00Z'), ev('2025-02-21T12:00:00Z'), ev('2025-02-22T12:00:00Z'), ev('2025-02-23T12:00:00Z'), ev('2025-02-24T12:00:00Z')];
     const protect = t('2025-02-21T12:00:00Z');
-    const plan = planRetention(events, rule(snapshot, 2), 'UTC', protect);
+    const plan = planRetention(events, rule(snapshot, 2), 'UTC', { protect: new Map([[protect, 'archived by this run']]) });
     expect(keptTs(plan)).toEqual(isoSorted('2025-02-21T12:00:00Z', '2025-02-23T12:00:00Z', '2025-02-24T12:00:00Z'));
     expect(deletedTs(plan)).toEqual(isoSorted('2025-02-20T12:00:00Z', '2025-02-22T12:00:00Z'));
     expect(plan.keep.find((d) => d.ts === protect)!.reason).toContain('archived by this run');
@@ -387,7 +387,7 @@ describe('planRetention: newest, protect, incomplete events', () => {
 
   it('protect keeps an event whose period already kept a newer one', () => {
     const events = [ev('2025-02-24T10:05:00Z'), ev('2025-02-24T10:55:00Z')];
-    const plan = planRetention(events, rule(cal('hour'), 5), 'UTC', t('2025-02-24T10:05:00Z'));
+    const plan = planRetention(events, rule(cal('hour'), 5), 'UTC', { protect: new Map([[t('2025-02-24T10:05:00Z'), 'current']]) });
     expect(plan.keep).toHaveLength(2);
     expect(plan.delete).toEqual([]);
   });
@@ -395,7 +395,7 @@ describe('planRetention: newest, protect, incomplete events', () => {
   it('protect naming an event that is not there changes nothing', () => {
     const events = [ev('2025-02-23T12:00:00Z'), ev('2025-02-24T12:00:00Z')];
     const without = planRetention(events, rule(snapshot, 1), 'UTC');
-    const withMissing = planRetention(events, rule(snapshot, 1), 'UTC', t('2020-01-01T00:00:00Z'));
+    const withMissing = planRetention(events, rule(snapshot, 1), 'UTC', { protect: new Map([[t('2020-01-01T00:00:00Z'), 'gone']]) });
     expect(withMissing).toEqual(without);
   });
 
@@ -410,7 +410,7 @@ describe('planRetention: newest, protect, incomplete events', () => {
     const plan = planRetention(events, rule(snapshot, 2), 'UTC');
     expect(keptTs(plan)).toEqual(isoSorted('2025-02-24T14:00:00Z', '2025-02-24T12:00:00Z'));
     expect(deletedTs(plan)).toEqual(isoSorted('2025-02-24T15:00:00Z', '2025-02-24T13:00:00Z', '2025-02-24T11:00:00Z'));
-    expect(plan.keep.find((d) => d.ts === t('2025-02-24T14:00:00Z'))!.reason).toContain('newest event in the folder');
+    expect(plan.keep.find((d) => d.ts === t('2025-02-24T14:00:00Z'))!.reason).toContain('most recently archived event in the folder');
     for (const iso of ['2025-02-24T15:00:00Z', '2025-02-24T13:00:00Z']) {
       expect(plan.delete.find((d) => d.ts === t(iso))!.reason).toContain('incomplete');
     }
@@ -433,8 +433,73 @@ describe('planRetention: newest, protect, incomplete events', () => {
 
   it('a protected incomplete event is still deleted (it has no snapshot to keep)', () => {
     const events = [ev('2025-02-24T10:00:00Z', ['rdb']), ev('2025-02-24T09:00:00Z', ['nodes'])];
-    const plan = planRetention(events, rule(snapshot, 5), 'UTC', t('2025-02-24T09:00:00Z'));
+    const plan = planRetention(events, rule(snapshot, 5), 'UTC', { protect: new Map([[t('2025-02-24T09:00:00Z'), 'current']]) });
     expect(deletedTs(plan)).toEqual([t('2025-02-24T09:00:00Z')]);
+  });
+});
+
+describe('planRetention: archive order and a wrong source clock (issue 10)', () => {
+  const NOW = Date.parse('2025-06-01T12:00:00Z');
+  /** An event with an archive sequence number: archived as the seq-th event. */
+  const seqEv = (iso: string, seq: number): FolderEvent => ({ ts: t(iso), kinds: ['rdb', 'sha256', 'meta'], seq, seqs: [seq] });
+
+  it('"newest" is the most recently archived event, not the latest name', () => {
+    const events = [seqEv('2025-06-01T11:00:00Z', 1), seqEv('2030-01-01T00:00:00Z', 2), seqEv('2025-06-01T11:59:00Z', 3)];
+    const plan = planRetention(events, rule(snapshot, 1), 'UTC', { nowMs: NOW });
+    expect(plan.keep).toEqual([{ ts: t('2025-06-01T11:59:00Z'), reason: expect.stringContaining('most recently archived event') }]);
+    expect(deletedTs(plan)).toEqual(isoSorted('2025-06-01T11:00:00Z', '2030-01-01T00:00:00Z'));
+  });
+
+  it('a future-stamped event is filed in the period of the next event archived after it, and rotates out', () => {
+    const events = [seqEv('2025-06-01T10:00:00Z', 1), seqEv('2030-01-01T00:00:00Z', 2), seqEv('2025-06-01T11:30:00Z', 3)];
+    const plan = planRetention(events, rule(cal('hour'), 24), 'UTC', { nowMs: NOW });
+    expect(keptTs(plan)).toEqual(isoSorted('2025-06-01T10:00:00Z', '2025-06-01T11:30:00Z'));
+    expect(plan.delete).toEqual([{ ts: t('2030-01-01T00:00:00Z'), reason: expect.stringContaining('already kept 2025-06-01T11-30-00, archived after it') }]);
+  });
+
+  it('a future-stamped event that is the newest archived is kept, filed under now', () => {
+    const events = [seqEv('2025-06-01T10:00:00Z', 1), seqEv('2030-01-01T00:00:00Z', 2)];
+    const plan = planRetention(events, rule(cal('day'), 1), 'UTC', { nowMs: NOW });
+    expect(plan.keep).toEqual([{ ts: t('2030-01-01T00:00:00Z'), reason: expect.stringContaining('day 2025-06-01') }]);
+    expect(deletedTs(plan)).toEqual([t('2025-06-01T10:00:00Z')]);
+  });
+
+  it(`a clock stepped back: the ${3} most recently archived events are not deleted for their names`, () => {
+    const before = ['2025-06-01T09:00:00Z', '2025-06-01T10:00:00Z', '2025-06-01T11:00:00Z'].map((iso, i) => seqEv(iso, i + 1));
+    const after = ['2025-05-31T08:00:00Z', '2025-05-31T09:00:00Z', '2025-05-31T10:00:00Z', '2025-05-31T11:00:00Z'].map((iso, i) => seqEv(iso, i + 4));
+    const plan = planRetention([...before, ...after], rule(cal('hour'), 3), 'UTC', { nowMs: NOW });
+    // The three pre-jump hours are the 3 most recent periods; the 3 most recently archived stay too; the 4th goes.
+    expect(keptTs(plan)).toEqual(isoSorted('2025-06-01T09:00:00Z', '2025-06-01T10:00:00Z', '2025-06-01T11:00:00Z',
+      '2025-05-31T09:00:00Z', '2025-05-31T10:00:00Z', '2025-05-31T11:00:00Z'));
+    expect(deletedTs(plan)).toEqual([t('2025-05-31T08:00:00Z')]);
+    expect(plan.keep.find((d) => d.ts === t('2025-05-31T10:00:00Z'))!.reason).toContain('3 most recently archived');
+  });
+
+  it('steady state is unchanged: no extra events kept in the current period', () => {
+    const events = ['09:00', '09:20', '09:40', '10:00', '10:20', '10:40', '11:00', '11:20', '11:40'].map((hm, i) => seqEv(`2025-06-01T${hm}:00Z`, i + 1));
+    const plan = planRetention(events, rule(cal('hour'), 2), 'UTC', { nowMs: NOW });
+    expect(keptTs(plan)).toEqual(isoSorted('2025-06-01T10:40:00Z', '2025-06-01T11:40:00Z'));
+    const last = planRetention(events, rule(snapshot, 1), 'UTC', { nowMs: NOW });
+    expect(keptTs(last)).toEqual([t('2025-06-01T11:40:00Z')]);
+  });
+
+  it('events without an archive record (older versions) come before every event with one', () => {
+    const legacy = [ev('2025-06-01T11:50:00Z'), ev('2025-06-01T11:55:00Z')];
+    const plan = planRetention([...legacy, seqEv('2025-06-01T08:00:00Z', 1)], rule(snapshot, 2), 'UTC', { nowMs: NOW });
+    expect(keptTs(plan)).toEqual(isoSorted('2025-06-01T08:00:00Z', '2025-06-01T11:55:00Z'));
+  });
+
+  it('a same-second ordinal sorts after the plain name and is filed in the same period', () => {
+    const base = t('2025-06-01T11:00:00Z');
+    const events: FolderEvent[] = [{ ts: base, kinds: ['rdb'] }, { ts: `${base}_1` as Timestamp, kinds: ['rdb'] }];
+    const plan = planRetention(events, rule(cal('hour'), 5), 'UTC', { nowMs: NOW });
+    expect(plan.keep.map((d) => d.ts)).toEqual([`${base}_1`]);
+    expect(periodKey(`${base}_1` as Timestamp, cal('hour'), 'UTC')).toBe(periodKey(base, cal('hour'), 'UTC'));
+  });
+
+  it('effectiveTimes: names in the past are kept, future names take the next archived event\'s time or now', () => {
+    const events = [seqEv('2031-01-01T00:00:00Z', 4), seqEv('2025-06-01T11:00:00Z', 3), seqEv('2030-01-01T00:00:00Z', 2), seqEv('2025-06-01T10:00:00Z', 1)];
+    expect(effectiveTimes(events, NOW).map((e) => e.ms)).toEqual([NOW, Date.parse('2025-06-01T11:00:00Z'), Date.parse('2025-06-01T11:00:00Z'), Date.parse('2025-06-01T10:00:00Z')]);
   });
 });
 
@@ -684,6 +749,26 @@ describe('applyPlan (real temp dir)', () => {
     expect(readdirSync(dir).sort()).toEqual(
       [`dump-${TS1}.rdb.bak`, `dump-${TS1}.rdb.d`, `dump-${TS3}.rdb`, `dump-${TS3}.sha256`, 'notes.txt', `nodes-${TS3}.config`].sort(),
     );
+  });
+
+  it('scans archive records and same-second ordinals; deletes the record with its event, before the .rdb', async () => {
+    const x = parseTimestamp(TS1)!;
+    const x1 = `${TS1}_1` as Timestamp;
+    for (const name of [eventFileName('rdb', x), eventFileName('sha256', x), eventFileName('meta', x, 5), eventFileName('rdb', x1), eventFileName('meta', x1, 6)]) {
+      writeFileSync(join(dir, name), name);
+    }
+    makeEvent(TS3, ['rdb', 'sha256']); // named later, but from an older version (no record): archived before both
+    const fs = new RecordingFS();
+    const scan = await scanFolder(fs, dir);
+    expect(scan.events.map((e) => [e.ts, e.seq])).toEqual([[x1, 6], [x, 5], [TS3, undefined]]);
+    const plan = planRetention(scan.events, rule(snapshot, 1), 'UTC');
+    expect(plan.keep.map((d) => d.ts)).toEqual([x1]);
+    await applyPlan(fs, scan, plan);
+    expect(fs.unlinked.map((p) => p.slice(dir.length + 1))).toEqual([
+      eventFileName('sha256', x), eventFileName('meta', x, 5), eventFileName('rdb', x),
+      eventFileName('sha256', parseTimestamp(TS3)!), eventFileName('rdb', parseTimestamp(TS3)!),
+    ]);
+    expect(readdirSync(dir).sort()).toEqual([eventFileName('rdb', x1), eventFileName('meta', x1, 6)].sort());
   });
 
   it('deletes companions first and the .rdb last', async () => {

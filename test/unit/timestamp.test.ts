@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
+  MAX_ORDINAL,
   eventFileName,
+  ordinalOf,
+  withOrdinal,
   isValidTimeZone,
   parseEventFileName,
   parseTimestamp,
@@ -149,6 +152,53 @@ describe('eventFileName / parseEventFileName', () => {
     'dump-.rdb',
     '.dump-2025-02-24T23-59-00.rdb',
     'dump-2025-02-24T23-59-00',
+  ])('does not recognise the near-miss %j', (name) => {
+    expect(parseEventFileName(name)).toBeUndefined();
+  });
+});
+
+describe('same-second ordinals and archive records (issue 10)', () => {
+  const t = ts('2025-02-24T23-59-00');
+
+  it('an ordinal _1.._9 names the same instant and sorts after the plain name, as a timestamp and in file names', () => {
+    const one = withOrdinal(t, 1);
+    expect(one).toBe('2025-02-24T23-59-00_1');
+    expect(parseTimestamp(one)).toBe(one);
+    expect(ordinalOf(one)).toBe(1);
+    expect(ordinalOf(t)).toBe(0);
+    expect(withOrdinal(one, 0)).toBe(t);
+    expect(timestampToMs(one)).toBe(timestampToMs(t));
+    const names = [withOrdinal(t, 2), t, one, ts('2025-02-24T23-59-01')];
+    expect([...names].sort()).toEqual([t, one, withOrdinal(t, 2), '2025-02-24T23-59-01']);
+    for (const kind of ['rdb', 'sha256', 'nodes'] as const) {
+      expect(eventFileName(kind, t) < eventFileName(kind, one)).toBe(true);
+      expect(parseEventFileName(eventFileName(kind, one))).toEqual({ kind, ts: one });
+    }
+    expect(() => withOrdinal(t, MAX_ORDINAL + 1)).toThrow(RangeError);
+    expect(parseUserTimestamp('2025-02-24T23-59-00_3')).toBe('2025-02-24T23-59-00_3');
+  });
+
+  it('names and parses the archive record with its sequence number', () => {
+    expect(eventFileName('meta', t, 42)).toBe('dump-2025-02-24T23-59-00.seq42.json');
+    expect(parseEventFileName('dump-2025-02-24T23-59-00.seq42.json')).toEqual({ kind: 'meta', ts: t, seq: 42 });
+    expect(parseEventFileName('dump-2025-02-24T23-59-00_1.seq7.json')).toEqual({ kind: 'meta', ts: withOrdinal(t, 1), seq: 7 });
+    expect(() => eventFileName('meta', t)).toThrow(RangeError);
+    expect(() => eventFileName('meta', t, 0)).toThrow(RangeError);
+  });
+
+  it.each([
+    'dump-2025-02-24T23-59-00_0.rdb',
+    'dump-2025-02-24T23-59-00_10.rdb',
+    'dump-2025-02-24T23-59-00_.rdb',
+    'dump-2025-02-24T23-59-00-1.rdb',
+    'dump-2025-02-24T23-59-00.seq0.json',
+    'dump-2025-02-24T23-59-00.seq01.json',
+    'dump-2025-02-24T23-59-00.seq.json',
+    'dump-2025-02-24T23-59-00.seq1x.json',
+    'dump-2025-02-24T23-59-00.seq1234567890123456.json',
+    'dump-2025-02-24T23-59-00.json',
+    'nodes-2025-02-24T23-59-00.seq1.json',
+    'dump-2025-02-30T23-59-00.seq1.json',
   ])('does not recognise the near-miss %j', (name) => {
     expect(parseEventFileName(name)).toBeUndefined();
   });
