@@ -110,7 +110,7 @@ export function buildProgram(): Command {
     .command('once')
     .description('archive dump.rdb if it changed since the last run, then prune every rule folder')
     .option('--dry-run', 'show what would be archived and pruned; write nothing')
-    .option('--force', 'archive even if the source looks unchanged (an identical event is still not rewritten)')
+    .option('--force', 'archive even if the source looks unchanged (an identical event is still not rewritten; a corrupt one holding the same content is replaced, its .rdb moved to <archive>/.quarantine)')
     .option('--json', 'print one JSON object on stdout')
     .action(async (opts: { dryRun?: boolean; force?: boolean }, cmd: Command) => {
       const ctx = contextFor(cmd, { runsHooks: true });

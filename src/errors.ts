@@ -16,7 +16,10 @@ export const ExitCode = {
   NO_SOURCE: 66,
   /** An unexpected internal error: a bug (EX_SOFTWARE). */
   INTERNAL: 70,
-  /** An archived event with the same timestamp but other content exists (EX_CANTCREAT). */
+  /**
+   * A final name cannot be created: every name of the snapshot's second (<ts>, <ts>_1 .. _9) is
+   * taken by other content or by something that is not a regular file; or a restore target exists (EX_CANTCREAT).
+   */
   CONFLICT: 73,
   /** An I/O error other than space or permission (EX_IOERR). */
   IO: 74,

@@ -176,7 +176,9 @@ export function planRetention(
   }
   // The `count` most recent periods: by time for calendar rules, by archive order for "snapshot".
   const ranked = [...periods.entries()];
-  if (rule.every.kind !== 'snapshot') ranked.sort((a, b) => b[1].ms - a[1].ms || a[1].index - b[1].index);
+  const byTime = (a: (typeof ranked)[number], b: (typeof ranked)[number]) => b[1].ms - a[1].ms || a[1].index - b[1].index;
+  // Met in archive order, the periods are usually in time order already (a sane clock): check before sorting 100k.
+  if (rule.every.kind !== 'snapshot' && ranked.some((p, i) => i > 0 && byTime(ranked[i - 1]!, p) > 0)) ranked.sort(byTime);
   const rankOf = new Map<string, number>();
   ranked.forEach(([period], rank) => rankOf.set(period, rank));
 

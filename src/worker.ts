@@ -358,12 +358,12 @@ export async function chooseEvent(
       if (hash === sha256) intactRdb ??= path;
       else corrupt.push(path);
     }
-    // Without a sidecar saying what the event should hold, a different .rdb is another snapshot, not damage.
+    // Without a sidecar or record saying what the event should hold, a different .rdb is another snapshot, not damage.
     if (listed === undefined && intactRdb === undefined && corrupt.length > 0) continue;
     if (listed === undefined && corrupt.length > 0) {
       throw new ConflictError(corrupt[0]!, `event ${ts} has copies with different contents and no sidecar to tell the good one; kept as found, nothing archived`);
     }
-    if (listed === undefined && !existing.some((e) => e?.kinds.includes('rdb'))) continue; // a leftover that says nothing
+    // (an incomplete event that says nothing else is our own interrupted run: completed under its name)
     return { ts, existing, corrupt, ...(intactRdb ? { intactRdb } : {}) };
   }
   // A new name after every one of this second (so that names sort in archive order), free in every folder:
@@ -378,7 +378,7 @@ export async function chooseEvent(
     `${MAX_ORDINAL + 1} names exist for snapshots of the second ${second} (plain and _1 to _${MAX_ORDINAL}): no name left for another different snapshot in this second; nothing archived`);
 }
 
-/** The sha256 an event's sidecar lists for its .rdb (the first readable sidecar), or undefined. */
+/** The sha256 an event's sidecar lists for its .rdb (the first readable sidecar; else its archive record), or undefined. */
 export async function listedSha(fs: FileSystem, dirs: ReadonlyArray<{ dir: string }>, existing: Array<FolderEvent | undefined>, ts: Timestamp): Promise<string | undefined> {
   const rdbName = eventFileName('rdb', ts);
   for (const [i, { dir }] of dirs.entries()) {
@@ -393,6 +393,20 @@ export async function listedSha(fs: FileSystem, dirs: ReadonlyArray<{ dir: strin
     for (const line of text.split('\n')) {
       const m = /^([0-9a-fA-F]{64}) [ *](.+)$/.exec(line);
       if (m && m[2] === rdbName) return m[1]!.toLowerCase();
+    }
+  }
+  // No sidecar: the archive record, if any, says it too.
+  for (const [i, { dir }] of dirs.entries()) {
+    for (const seq of existing[i]?.seqs ?? []) {
+      let text: string;
+      try {
+        text = (await fs.readFile(join(dir, eventFileName('meta', ts, seq)))).toString('utf8');
+      } catch (err) {
+        if (errorCode(err) === 'ENOENT') continue;
+        throw err;
+      }
+      const record = parseArchiveRecord(text);
+      if (record) return record.sha256;
     }
   }
   return undefined;

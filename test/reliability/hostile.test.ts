@@ -199,7 +199,7 @@ describe('hostile archive contents', () => {
         if (info.isSymbolicLink()) out[name] = `symlink -> ${readlinkSync(path)} ino ${info.ino}`;
         else if (info.isDirectory()) out[name] = `dir ino ${info.ino}: ${readdirSync(path).join(',')}`;
         else if (info.isFIFO()) out[name] = `fifo ino ${info.ino}`;
-        else if (!/^(dump|nodes)-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.(rdb|sha256|config)$/.test(name) || info.uid !== 0) {
+        else if (!/^(dump|nodes)-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(_[1-9])?\.(rdb|sha256|config|seq[1-9]\d*\.json)$/.test(name) || info.uid !== 0) {
           out[name] = `file uid ${info.uid} ino ${info.ino} ${sha256(readFileSync(path))}`;
         }
       }

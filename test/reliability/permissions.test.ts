@@ -55,7 +55,7 @@ describe('permissions', () => {
     figures.input(`umask ${umask}, default modes`);
     expect(r.status, r.out).toBe(0);
     const { dirs, files } = created(env, ['hourly', 'daily']);
-    expect(files.length).toBe(7); // rdb + sha256 + nodes in two folders, and the state
+    expect(files.length).toBe(9); // rdb + sha256 + nodes + archive record in two folders, and the state
     for (const d of dirs) expect(mode(d).toString(8), d).toBe('700');
     for (const f of files) expect(mode(f).toString(8), f).toBe('600');
   });

@@ -18,20 +18,36 @@ import { OSFS, TEMP_PREFIX } from '../../src/fs.js';
 import { memoryLog } from '../../src/log.js';
 import { writeSnapshot } from '../helpers/snapshots.js';
 
-export type Kind = 'rdb' | 'nodes' | 'sha256';
-const KINDS: Kind[] = ['nodes', 'sha256', 'rdb'];
-const FINAL_NAME = /^(dump|nodes)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})\.(rdb|config|sha256)$/;
+export type Kind = 'rdb' | 'nodes' | 'sha256' | 'meta';
+const KINDS: Kind[] = ['nodes', 'sha256', 'meta', 'rdb'];
+const FINAL_NAME = /^(dump|nodes)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:_[1-9])?)\.(rdb|config|sha256|seq[1-9]\d*\.json)$/;
 
 /** The kind and timestamp of a final event file name (this suite's own parser, independent of src/). */
 export function finalName(name: string): { kind: Kind; ts: string } | undefined {
   const m = FINAL_NAME.exec(name);
   if (!m) return undefined;
-  const kind = m[1] === 'dump' && m[3] === 'rdb' ? 'rdb' : m[1] === 'nodes' && m[3] === 'config' ? 'nodes' : m[1] === 'dump' && m[3] === 'sha256' ? 'sha256' : undefined;
+  const kind = m[1] === 'dump' && m[3] === 'rdb' ? 'rdb' : m[1] === 'nodes' && m[3] === 'config' ? 'nodes' : m[1] === 'dump' && m[3] === 'sha256' ? 'sha256'
+    : m[1] === 'dump' && m[3]!.startsWith('seq') ? 'meta' : undefined;
   return kind ? { kind, ts: m[2]! } : undefined;
 }
 
+/** A file name for messages and the kinds with a fixed name (the archive record's name carries its sequence number). */
 export function fileName(kind: Kind, ts: string): string {
-  return kind === 'rdb' ? `dump-${ts}.rdb` : kind === 'nodes' ? `nodes-${ts}.config` : `dump-${ts}.sha256`;
+  return kind === 'rdb' ? `dump-${ts}.rdb` : kind === 'nodes' ? `nodes-${ts}.config` : kind === 'sha256' ? `dump-${ts}.sha256` : `dump-${ts}.seq*.json`;
+}
+
+/**
+ * What identifies a final file's content: its sha256; for an archive record (which
+ * holds the time it was written) the sequence number and sha256 it names.
+ */
+export function fingerprint(kind: Kind, path: string): string {
+  if (kind !== 'meta') return sha256File(path);
+  try {
+    const record = JSON.parse(readFileSync(path, 'utf8')) as { seq?: unknown; sha256?: unknown };
+    return `record seq ${String(record.seq)} sha256 ${String(record.sha256)}`;
+  } catch {
+    return 'record: not valid JSON (partial?)';
+  }
 }
 
 const hashCache = new Map<string, string>();
@@ -176,7 +192,7 @@ export async function buildScenario(root: string, sourceSize: number): Promise<S
     for (const name of readdirSync(dir)) {
       const f = finalName(name);
       if (!f) continue;
-      (pre[rule.name]![f.ts] ??= {})[f.kind] = sha256File(join(dir, name));
+      (pre[rule.name]![f.ts] ??= {})[f.kind] = fingerprint(f.kind, join(dir, name));
     }
     strays[rule.name] = {};
     for (const name of STRAYS) {
@@ -212,7 +228,7 @@ export function setReference(scn: Scenario, trial: Trial): string[] {
       const f = finalName(name);
       if (!f) continue;
       events.add(f.ts);
-      if (f.ts === NEW_TS) newFiles[f.kind] = sha256File(join(dir, name));
+      if (f.ts === NEW_TS) newFiles[f.kind] = fingerprint(f.kind, join(dir, name));
     }
     after[rule.name] = [...events].sort();
   }
@@ -281,7 +297,7 @@ function scanRule(scn: Scenario, trial: Trial, rule: string, problems: string[])
         continue;
       }
       const kinds = events.get(f.ts) ?? new Map<Kind, string>();
-      kinds.set(f.kind, sha256File(path));
+      kinds.set(f.kind, fingerprint(f.kind, path));
       events.set(f.ts, kinds);
     } else if (scn.strays[rule]?.[name] !== undefined) {
       strays.set(name, sha256File(path));
@@ -323,7 +339,7 @@ export function checkArchive(scn: Scenario, trial: Trial, options: CheckOptions)
       for (const [kind, sha] of kinds) {
         const expected = expectedOf(rule, ts, kind);
         if (expected === undefined) problems.push(`${rule}/${fileName(kind, ts)} exists but belongs to no known event`);
-        else if (sha !== expected) problems.push(`${rule}/${fileName(kind, ts)} is partial or differs (sha256 ${sha.slice(0, 12)}, expected ${expected.slice(0, 12)})`);
+        else if (sha !== expected) problems.push(`${rule}/${fileName(kind, ts)} is partial or differs (${kind === 'meta' ? `${sha}, expected ${expected}` : `sha256 ${sha.slice(0, 12)}, expected ${expected.slice(0, 12)}`})`);
       }
     }
     // 2. Events: the ones a clean run keeps are intact; the others may be partly deleted, companions first.
@@ -385,18 +401,18 @@ export function checkRecovered(scn: Scenario, trial: Trial, options: { allowOwnS
   const problems = checkArchive(scn, trial, { allowTemps: false, allowLock: false, allowOwnStateTemps: options.allowOwnStateTemps });
   for (const rule of TRIAL_RULES.map((r) => r.name)) {
     const dir = join(trial.archive, rule);
-    const present = new Set<string>();
+    const present = new Map<string, Set<Kind>>();
     for (const name of readdirSync(dir)) {
       const f = finalName(name);
-      if (f) present.add(f.ts);
+      if (f) present.set(f.ts, (present.get(f.ts) ?? new Set<Kind>()).add(f.kind));
     }
-    const got = [...present].sort().join(',');
+    const got = [...present.keys()].sort().join(',');
     const want = scn.ref!.after[rule]!.join(',');
     if (got !== want) problems.push(`${rule}/ holds events [${got}], a clean run leaves [${want}]`);
-    for (const ts of present) {
+    for (const [ts, kinds] of present) {
       for (const kind of KINDS) {
         const expected = ts === NEW_TS ? scn.ref!.newFiles[kind] : scn.pre[rule]![ts]![kind];
-        if (expected !== undefined && !existsSync(join(dir, fileName(kind, ts)))) problems.push(`${rule}/${fileName(kind, ts)} is missing after recovery`);
+        if (expected !== undefined && !kinds.has(kind)) problems.push(`${rule}/${fileName(kind, ts)} is missing after recovery`);
       }
     }
   }
