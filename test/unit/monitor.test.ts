@@ -27,9 +27,42 @@ function healthy(changes: Partial<InstanceFacts> = {}): InstanceFacts {
     archiveBytes: 100,
     orphans: [],
     unwritable: [],
+    futureEvents: [],
     ...changes,
   };
 }
+
+describe('evaluateInstance: the source clock (issue 10, items 1 and 2)', () => {
+  it('a source mtime in the future is WARNING naming the file, not OK at age 0', () => {
+    const c = evaluateInstance(healthy({ source: { path: '/d/dump.rdb', exists: true, mtimeMs: NOW + 3_600_000, unarchived: false } }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.WARNING);
+    expect(c.problems.map((p) => p.text).join()).toMatch(/\/d\/dump\.rdb has an mtime in the future/);
+  });
+
+  it('a few seconds ahead (within the tolerance) is fine', () => {
+    const c = evaluateInstance(healthy({ source: { path: '/d/dump.rdb', exists: true, mtimeMs: NOW + 30_000, unarchived: false } }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.OK);
+  });
+
+  it('archived events named in the future are WARNING, named', () => {
+    const c = evaluateInstance(healthy({ futureEvents: ['2030-01-01T00-00-00' as Timestamp] }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.WARNING);
+    expect(c.problems[0]!.text).toContain('2030-01-01T00-00-00');
+  });
+
+  it('a stepped-back clock is WARNING, naming both events', () => {
+    const c = evaluateInstance(healthy({ steppedBack: { latest: '2025-05-31T11-00-00' as Timestamp, newerNamed: '2025-06-01T11-00-00' as Timestamp } }), THRESHOLDS, NOW);
+    expect(c.state).toBe(Nagios.WARNING);
+    expect(c.problems[0]!.text).toMatch(/stepped back.*2025-05-31T11-00-00.*2025-06-01T11-00-00/);
+  });
+
+  it('the age of a future-named newest snapshot comes from when it was archived', () => {
+    const facts = healthy({ newest: { ts: '2030-01-01T00-00-00' as Timestamp, bytes: 1, path: '/a/last/x', archivedAt: new Date(NOW - 7 * 3_600_000).toISOString() } });
+    const c = evaluateInstance(facts, THRESHOLDS, NOW);
+    expect(c.ageSeconds).toBe(7 * 3600);
+    expect(c.state).toBe(Nagios.CRITICAL);
+  });
+});
 
 describe('evaluateInstance', () => {
   it('OK when healthy', () => {
