@@ -28,7 +28,7 @@ describe('orphan rule folders', () => {
     writeSnapshot(env.source, { seed: 'b', mtime: ago(2 * 60_000) });
     expect((await runCli(['once', '-c', env.config])).code).toBe(0);
     const before = readdirSync(join(env.archive, 'hourly')).sort();
-    expect(before).toHaveLength(4); // two events: .rdb + .sha256 each
+    expect(before).toHaveLength(6); // two events: .rdb + .sha256 + archive record each
 
     // The operator renames the rule: `hourly` becomes `recent`.
     env.writeConfig({ rules: [{ name: 'recent', count: 1 }] });
