@@ -469,11 +469,11 @@ export function restoreText(report: RestoreReport, opts?: TextOptions): string {
 export function registerRestoreCommand(program: Command): void {
   program
     .command('restore')
-    .argument('<ts>', 'the event to restore: a timestamp (2025-02-24T23-59-00 or ISO 8601) or "latest"')
+    .argument('<ts>', 'the event to restore: a timestamp (2025-02-24T23-59-00 or ISO 8601) or "latest" (the event archived most recently, whatever its timestamp)')
     .description('verify an archived event and write its RDB (and nodes.conf) atomically to --to, then print how to load it into Redis')
     .requiredOption('--to <path>', 'where to write the RDB (a file path, or an existing folder: writes dump.rdb in it)')
     .option('--nodes-to <path>', 'where to write the event\'s nodes.conf, if it has one (a file path, or an existing folder)')
-    .option('--rule <name>', 'look only in this rule folder (with latest: its newest event)')
+    .option('--rule <name>', 'look only in this rule folder (with latest: the event it archived most recently)')
     .option('--force', 'replace existing target files (atomically)')
     .option('--json', 'print one JSON object on stdout')
     .action(async (tsText: string, opts: { to: string; nodesTo?: string; rule?: string; force?: boolean }, cmd: Command) => {
