@@ -41,7 +41,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   65: 'the source is not a valid RDB snapshot; not archived',
   66: 'the source is missing, or not a regular file',
   70: 'internal error (a bug: please report it with the log)',
-  73: 'an archived event with the same timestamp but other content exists; it is kept',
+  73: 'no name left for the snapshot: all ten of its second (<ts>, <ts>_1 .. _9) are taken by other content; all kept',
   74: 'I/O error; the message names the operation and the path',
   75: 'try again later: another run holds the lock, or the source changed during the copy',
   77: 'permission denied, or a read-only filesystem',
