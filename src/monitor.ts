@@ -184,8 +184,17 @@ export function clockProblems(facts: InstanceFacts, nowMs: number): string[] {
   if (facts.steppedBack) {
     out.push(`source clock stepped back: the newest snapshot ${facts.steppedBack.latest} is stamped before ${facts.steppedBack.newerNamed}, archived earlier (retention keeps the ${RECENT_PROTECTED} most recently archived meanwhile)`);
   }
+  // The jump recorded when archiving, for a day: retention may already have removed what shows it above.
+  const jump = facts.state?.clock;
+  const seenMs = jump ? Date.parse(jump.at) : NaN;
+  if (jump && nowMs - seenMs < CLOCK_JUMP_WARN_MS && out.length === 0) {
+    out.push(`${clockJumpText(jump, src.path)}; seen ${jump.at}`);
+  }
   return out;
 }
+
+/** How long `check` reports a clock jump recorded in the state, when the archive no longer shows it. */
+export const CLOCK_JUMP_WARN_MS = 24 * 3_600_000;
 
 /** Performance data in the plugin format: label=value[UOM];warn;crit;min;max. */
 function perfData(c: InstanceCheck, prefix: string): string[] {

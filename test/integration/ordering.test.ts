@@ -121,6 +121,23 @@ describe('archive order: "latest" is the snapshot taken last, whatever its mtime
     expect(check.stdout).toMatch(/stepped back/);
   });
 
+  it('item 2: a step back that retention already evened out (count 1) is still a WARNING in check, and counted in the metrics', async () => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 1 }] });
+    const prom = join(env.root, 'metrics', 'rdb.prom');
+    env.writeConfig({ extra: `metrics:\n  textfile: ${prom}` });
+    writeSnapshot(env.source, { seed: 'a', mtime: ago(HOUR) });
+    expect((await once(env)).code).toBe(0);
+    writeSnapshot(env.source, { seed: 'b', mtime: ago(DAY) });
+    const r = await once(env);
+    expect(r.code, r.stdout).toBe(0);
+    expect(r.json.warnings.join()).toMatch(/stepped back/);
+    expect(rdbs(env, 'last')).toEqual([`dump-${r.json.snapshot!.ts}.rdb`]);
+    const check = await runCli(['check', '--warn-age', '2d', '--crit-age', '3d', '-c', env.config]);
+    expect(check.code, check.stdout).toBe(1);
+    expect(check.stdout).toMatch(/stepped back: snapshot \S+ .* before /);
+    expect(readFileSync(prom, 'utf8')).toMatch(/^rdb_archiver_source_clock_jumps_total\{[^}]*\} 1$/m);
+  });
+
   it('item 3: prune with a corrupt or missing state file keeps the current source content and the newest archived event', async () => {
     const env = setupArchive({ rules: [{ name: 'last', count: 2 }] });
     for (const h of [3, 2, 1]) {

@@ -56,6 +56,15 @@ describe('evaluateInstance: the source clock (issue 10, items 1 and 2)', () => {
     expect(c.problems[0]!.text).toMatch(/stepped back.*2025-05-31T11-00-00.*2025-06-01T11-00-00/);
   });
 
+  it('a clock jump recorded in the state is WARNING for a day, when the archive no longer shows it', () => {
+    const clock = { kind: 'backwards' as const, ts: '2025-05-31T11-00-00', previousTs: '2025-06-01T11-00-00', sourceMtime: '2025-05-31T11:00:00.000Z', at: new Date(NOW - 3_600_000).toISOString(), offsetMs: 86_400_000 };
+    const recent = evaluateInstance(healthy({ state: { ...healthy().state!, clock } }), THRESHOLDS, NOW);
+    expect(recent.state).toBe(Nagios.WARNING);
+    expect(recent.problems[0]!.text).toMatch(/stepped back: snapshot 2025-05-31T11-00-00 .* 24\.0 h before 2025-06-01T11-00-00/);
+    const old = evaluateInstance(healthy({ state: { ...healthy().state!, clock: { ...clock, at: new Date(NOW - 25 * 3_600_000).toISOString() } } }), THRESHOLDS, NOW);
+    expect(old.state).toBe(Nagios.OK);
+  });
+
   it('the age of a future-named newest snapshot comes from when it was archived', () => {
     const facts = healthy({ newest: { ts: '2030-01-01T00-00-00' as Timestamp, bytes: 1, path: '/a/last/x', archivedAt: new Date(NOW - 7 * 3_600_000).toISOString() } });
     const c = evaluateInstance(facts, THRESHOLDS, NOW);
