@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { setupArchive, writeSnapshot, type ArchiveEnv, type RuleSpec } from '../helpers/snapshots.js';
-import { CLI_JS, Figures, runNode, stackTraceLines, type ProcResult } from './common.js';
+import { CLI_JS, FULL, Figures, cli, family, latestEverywhere, onceJson, runNode, spread, stackTraceLines, type ProcResult } from './common.js';
 
 const figures = new Figures('clock', 'Clock trouble: future, backwards and repeated timestamps');
 
@@ -210,4 +210,125 @@ describe('clock trouble', () => {
     expect(r.json.error?.message).toContain(env.source);
     expect(rdbs(env, 'last')).toEqual([]);
   });
+});
+
+// ---------------------------------------------------------------------------
+// Issue 10, items 1, 2 and 15, as families of trials (test/integration/ordering.test.ts has one case of each):
+// "latest" is the snapshot taken last, whatever its mtime; a clock stepping back never costs the recent
+// snapshots; several saves in one second are all archived.
+
+const MIN = 60_000;
+const HOUR = 60 * MIN;
+const DAY = 24 * HOUR;
+const ago = (ms: number) => new Date(Date.now() - ms);
+/** Full run: every parameter of a family; npm test: the ones picked (a typical one, an edge). */
+const sizes = <T>(all: readonly T[], picked: readonly T[] = spread(all, 2)): T[] => (FULL ? [...all] : [...picked]);
+
+describe('clock trouble, as families of trials (issue 10 items 1, 2, 15)', () => {
+  const FUTURE: Array<[string, number]> = [
+    ['2 minutes', 2 * MIN], ['3 hours', 3 * HOUR], ['2 days', 2 * DAY], ['200 days', 200 * DAY], ['5 years', 5 * 365 * DAY],
+  ];
+  it(`a snapshot stamped in the future (${sizes(FUTURE, [FUTURE[1]!]).length} offsets) never becomes "latest" for restore, list or status; check warns naming it; it rotates out`, async () => {
+    await family(figures, sizes(FUTURE, [FUTURE[1]!]), ([label]) => `future by ${label}`, async ([label, offset], v) => {
+      figures.input(`source mtime in the future by ${label}`);
+      const rules = ['hourly', 'daily', 'last'];
+      const env = setupArchive({ rules: [{ name: 'hourly', every: 'hour', count: 24 }, { name: 'daily', every: 'day', count: 7 }, { name: 'last', count: 2 }] });
+      writeSnapshot(env.source, { seed: 'v1', mtime: ago(2 * HOUR) });
+      await onceJson(env, v);
+      writeSnapshot(env.source, { seed: 'v2', mtime: new Date(Date.now() + offset) });
+      const future = (await onceJson(env, v)).snapshot?.ts ?? '?';
+      // While the source itself is in the future: a WARNING naming it.
+      const checkSource = await cli(env, v, ['check', '--warn-age', '1d', '--crit-age', '2d'], [1]);
+      if (!/future/.test(checkSource.stdout) || !checkSource.stdout.includes(env.source)) v.push(`check does not name the source's future mtime: ${checkSource.stdout.trim()}`);
+      const v3 = writeSnapshot(env.source, { seed: 'v3', mtime: ago(MIN) });
+      const ts3 = (await onceJson(env, v)).snapshot?.ts ?? '?';
+      await latestEverywhere(env, v, rules, { ts: ts3, bytes: v3.bytes });
+      // The future-named event: a WARNING naming it, and the newest snapshot's age is its real one (a minute: critical past 2 s).
+      const checkEvent = await cli(env, v, ['check', '--warn-age', '1d', '--crit-age', '2d'], [1]);
+      if (!checkEvent.stdout.includes(future)) v.push(`check does not name the future-stamped event ${future}: ${checkEvent.stdout.trim()}`);
+      await cli(env, v, ['check', '--warn-age', '1s', '--crit-age', '2s'], [2]);
+      // The next snapshots push it out of every folder: it is not "the newest of its folder" for ever.
+      const v4 = writeSnapshot(env.source, { seed: 'v4', mtime: ago(30_000) });
+      const ts4 = (await onceJson(env, v)).snapshot?.ts ?? '?';
+      for (const rule of rules) if (rdbs(env, rule).includes(`dump-${future}.rdb`)) v.push(`${rule}: the future-stamped event ${future} was not rotated out`);
+      await latestEverywhere(env, v, rules, { ts: ts4, bytes: v4.bytes });
+      rmSync(env.root, { recursive: true, force: true });
+    });
+  }, 300_000);
+
+  const STEPS: Array<[string, number]> = [['90 minutes (into hours that hold events)', 90 * MIN], ['1 day', DAY], ['30 days', 30 * DAY], ['1 year', 365 * DAY]];
+  it(`after the source clock steps back (${sizes(STEPS, [STEPS[1]!]).length} sizes), none of the 3 most recently archived snapshots is deleted for its timestamp, in any folder, after any run; check says the clock stepped back`, async () => {
+    await family(figures, sizes(STEPS, [STEPS[1]!]), ([label]) => `clock stepped back by ${label}`, async ([label, step], v) => {
+      figures.input(`source clock stepped back by ${label}`);
+      const rules = ['hourly', 'daily', 'last'];
+      // The calendar period of an event (UTC, the default timezone); 'last' has none.
+      const period: Record<string, (ts: string) => string> = { hourly: (ts) => ts.slice(0, 13), daily: (ts) => ts.slice(0, 10), last: (ts) => ts };
+      const env = setupArchive({ rules: [{ name: 'hourly', every: 'hour', count: 3 }, { name: 'daily', every: 'day', count: 3 }, { name: 'last', count: 3 }] });
+      const archived: string[] = [];
+      let last: { ts: string; bytes: Buffer } | undefined;
+      const save = async (seed: string, mtime: Date) => {
+        const snap = writeSnapshot(env.source, { seed, mtime });
+        const ts = (await onceJson(env, v)).snapshot?.ts ?? '?';
+        archived.push(ts);
+        last = { ts, bytes: snap.bytes };
+        // After every run, in every folder: one of the 3 most recently archived events may be gone only if a
+        // snapshot archived after it holds its period (it was superseded, as any snapshot of an hour is by the
+        // hour's next one), never because older-archived content outranks it by name.
+        for (const rule of rules) {
+          const present = rdbs(env, rule).map((n) => n.slice(5, -4));
+          archived.slice(-3).forEach((recent) => {
+            if (present.includes(recent)) return;
+            const later = archived.slice(archived.lastIndexOf(recent) + 1);
+            if (!later.some((ts) => present.includes(ts) && period[rule]!(ts) === period[rule]!(recent))) {
+              v.push(`${rule}: ${recent}, one of the 3 most recently archived, was deleted although nothing archived after it holds its period (after ${archived.length} saves; left: ${present.join(', ')})`);
+            }
+          });
+        }
+      };
+      for (const h of [3, 2, 1]) await save(`before-${h}`, ago(h * HOUR));
+      for (const m of [30, 20, 10]) await save(`after-${m}`, ago(step + HOUR + m * MIN));
+      await latestEverywhere(env, v, rules, last!);
+      const check = await cli(env, v, ['check', '--warn-age', '1000d', '--crit-age', '2000d'], [1]);
+      if (!/stepped back/.test(check.stdout)) v.push(`check does not say the clock stepped back: ${check.stdout.trim()}`);
+      rmSync(env.root, { recursive: true, force: true });
+    });
+  }, 300_000);
+
+  const SAME_SECOND = [2, 3, 5, 10, 11];
+  it(`${sizes(SAME_SECOND, [3, 11]).join(', ')} saves within one second: each of the first ten is archived under its own name, the last is "latest", an idle server is fine; an eleventh is refused (73) and changes nothing`, async () => {
+    await family(figures, sizes(SAME_SECOND, [3, 11]), (k) => `${k} saves in one second`, async (k, v) => {
+      figures.input(`${k} saves in one second`);
+      const env = setupArchive({ rules: [{ name: 'last', count: 20 }, { name: 'hourly', every: 'hour', count: 5 }] });
+      const second = Math.floor((Date.now() - HOUR) / 1000) * 1000;
+      const kept: Array<{ ts: string; bytes: Buffer }> = [];
+      for (let i = 0; i < k; i += 1) {
+        const snap = writeSnapshot(env.source, { seed: `save-${i}`, mtime: new Date(second + 10 + Math.floor((i * 980) / k)) });
+        if (i < 10) {
+          const r = await onceJson(env, v);
+          kept.push({ ts: r.snapshot?.ts ?? '?', bytes: snap.bytes });
+        } else {
+          // All ten names of the second are taken: refused, and nothing changes.
+          const before = rdbs(env, 'last').join(',');
+          const r = await onceJson(env, v, [], [73]);
+          if (r.status !== 'failed') v.push(`the eleventh save: status ${r.status}, expected failed`);
+          if (rdbs(env, 'last').join(',') !== before) v.push('the eleventh save changed the archive');
+        }
+      }
+      const names = kept.map((e) => e.ts);
+      const base = names[0]!;
+      const expected = names.map((_, i) => (i === 0 ? base : `${base}_${i}`));
+      if (names.join(',') !== expected.join(',')) v.push(`names [${names.join(', ')}], expected [${expected.join(', ')}]`);
+      for (const rule of ['last', 'hourly']) {
+        for (const e of kept) {
+          const path = join(env.archive, rule, `dump-${e.ts}.rdb`);
+          if (rule === 'last' && (!existsSync(path) || !readFileSync(path).equals(e.bytes))) v.push(`${rule}/dump-${e.ts}.rdb is missing or differs`);
+        }
+      }
+      await latestEverywhere(env, v, ['last', 'hourly'], kept[kept.length - 1]!);
+      // An idle server: every later run is fine ("unchanged"), not 73 for ever.
+      if (k <= 10) for (let i = 0; i < 2; i += 1) if ((await onceJson(env, v)).status !== 'unchanged') v.push('an idle run did not say unchanged');
+      await cli(env, v, ['verify']);
+      rmSync(env.root, { recursive: true, force: true });
+    });
+  }, 300_000);
 });

@@ -8,7 +8,7 @@ import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import ts from 'typescript';
-import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
 import { prng } from '../helpers/rdb-builder.js';
 import { spawn } from 'node:child_process';
 
@@ -386,6 +386,83 @@ export function killLanded(r: Pick<ProcResult, 'code' | 'signal' | 'killedByUs'>
 }
 
 // ---------------------------------------------------------------------------
+
+/**
+ * A family of trials, one per item, run one after the other: each trial
+ * collects its violations in `v` (an exception counts as one), gets its
+ * verdict in the figures, and the test case fails when any trial did.
+ */
+export async function family<T>(figures: Figures, items: readonly T[], label: (item: T) => string, run: (item: T, v: string[]) => Promise<void>): Promise<void> {
+  figures.plan(items.map(label));
+  const failures: string[] = [];
+  for (const item of items) {
+    const v: string[] = [];
+    try {
+      await run(item, v);
+    } catch (err) {
+      v.push(`threw: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+    }
+    figures.check(label(item), v);
+    failures.push(...v.map((p) => `${label(item)}: ${p}`));
+  }
+  expect(failures, `${failures.length} violations, ${reproduce()}\n${failures.join('\n')}`).toEqual([]);
+}
+
+// ---------------------------------------------------------------------------
+// CLI steps of a trial: each records what went wrong in the trial's violations instead of throwing.
+
+/** Where a trial's CLI runs: its config, and a folder for restored files. */
+export interface CliEnv {
+  config: string;
+  root: string;
+}
+
+export interface OnceResult {
+  status: string;
+  snapshot: { ts: string; sha256: string; outcome?: string } | null;
+  error?: { kind: string; message: string };
+  code: number | null;
+}
+
+/** One CLI call of a trial: a stack trace, or an exit code other than the expected ones, is a violation. */
+export async function cli(env: CliEnv, v: string[], args: string[], codes: number[] = [0]): Promise<ProcResult> {
+  const r = await runNode(CLI_JS, [...args, '-c', env.config]);
+  const traces = stackTraceLines(r.stderr);
+  if (traces.length > 0) v.push(`${args[0]}: stack trace: ${traces[0]}`);
+  if (!codes.includes(r.code ?? -1)) v.push(`${args.join(' ')} exited ${r.code} ${r.signal ?? ''} (expected ${codes.join(' or ')}): ${r.stdout.trim().slice(0, 300)} ${r.stderr.trim().slice(0, 200)}`);
+  return r;
+}
+
+export async function onceJson(env: CliEnv, v: string[], extra: string[] = [], codes = [0]): Promise<OnceResult> {
+  const r = await cli(env, v, ['once', '--json', ...extra], codes);
+  try {
+    return { ...(JSON.parse(r.stdout) as Omit<OnceResult, 'code'>), code: r.code };
+  } catch {
+    v.push(`once --json printed no JSON: ${r.stdout.slice(0, 200)}`);
+    return { status: 'no output', snapshot: null, code: r.code };
+  }
+}
+
+/** What "latest" means to every command: restore latest's bytes, list's first event per rule, status's last snapshot. */
+export async function latestEverywhere(env: CliEnv, v: string[], rules: string[], want: { ts: string; bytes: Buffer }): Promise<void> {
+  const to = join(env.root, `restored-${Date.now()}-${Math.random().toString(36).slice(2)}.rdb`);
+  await cli(env, v, ['restore', 'latest', '--to', to]);
+  if (!existsSync(to) || !readFileSync(to).equals(want.bytes)) v.push(`restore latest did not restore the snapshot taken last (${want.ts})`);
+  const list = await cli(env, v, ['list', '--json']);
+  try {
+    const byRule = JSON.parse(list.stdout) as Record<string, Array<{ ts: string }>>;
+    for (const rule of rules) if (byRule[rule]?.[0]?.ts !== want.ts) v.push(`list: the first event of ${rule} is ${byRule[rule]?.[0]?.ts}, not ${want.ts}`);
+  } catch {
+    v.push(`list --json printed no JSON: ${list.stdout.slice(0, 200)}`);
+  }
+  const status = await cli(env, v, ['status', '--json']);
+  try {
+    const ts = (JSON.parse(status.stdout) as { lastSnapshot?: { ts?: string } }).lastSnapshot?.ts;
+    if (ts !== want.ts) v.push(`status: the last snapshot is ${ts}, not ${want.ts}`);
+  } catch {
+    v.push(`status --json printed no JSON: ${status.stdout.slice(0, 200)}`);
+  }
+}
 
 /** Runs `work` over `items` with at most `width` at a time, in order of start. */
 export async function pool<T, R>(items: readonly T[], width: number, work: (item: T, index: number) => Promise<R>): Promise<R[]> {

@@ -12,12 +12,12 @@
  * that is itself a symlink out of the archive is refused by once and prune.
  */
 import { execFileSync } from 'node:child_process';
-import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/cli.js';
 import { setupArchive, writeSnapshot } from '../helpers/snapshots.js';
-import { CLI_JS, Figures, pool, reproduce, runNode, stackTraceLines } from './common.js';
+import { CLI_JS, FULL, Figures, cli, family, latestEverywhere, onceJson, pool, reproduce, runNode, spread, stackTraceLines } from './common.js';
 import { sha256 } from './scenario.js';
 
 const figures = new Figures('hostile', 'Hostile config and archive contents');
@@ -260,4 +260,82 @@ describe('hostile archive contents', () => {
     // The other rule folder is still pruned and archived normally.
     expect(readdirSync(join(env.archive, 'last')).filter((n) => n.endsWith('.rdb'))).toEqual(['dump-2025-06-01T10-00-00.rdb']);
   });
+});
+
+// ---------------------------------------------------------------------------
+// Issue 10 item 14, as a family of trials (test/integration/ordering.test.ts has one deletion and one corruption):
+// an archived event deleted or damaged behind our back is archived again, and a corrupt one is replaced by
+// `once --force` with the corrupt files kept in the quarantine, never deleted.
+
+/** Every file under a folder (recursively), with its bytes. */
+function filesUnder(dir: string): Array<{ path: string; bytes: Buffer }> {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name))
+    .map((path) => ({ path, bytes: readFileSync(path) }));
+}
+
+type Damage = 'deleted' | 'corrupt';
+/** [what happens, is it a deletion or a corruption, do it (archive, ts, snapshot bytes) and return the corrupt bytes left behind] */
+const DAMAGES: Array<[string, Damage, (archive: string, ts: string, bytes: Buffer) => Buffer | undefined]> = [
+  ['the .rdb deleted in one folder', 'deleted', (a, ts) => (unlinkSync(join(a, 'last', `dump-${ts}.rdb`)), undefined)],
+  ['the sidecar deleted in one folder', 'deleted', (a, ts) => (unlinkSync(join(a, 'hourly', `dump-${ts}.sha256`)), undefined)],
+  ['the .rdb deleted in every folder', 'deleted', (a, ts) => {
+    for (const rule of ['hourly', 'last']) unlinkSync(join(a, rule, `dump-${ts}.rdb`));
+    return undefined;
+  }],
+  ['every file of the event deleted in every folder', 'deleted', (a, ts) => {
+    for (const rule of ['hourly', 'last']) for (const name of readdirSync(join(a, rule))) if (name.startsWith(`dump-${ts}`)) unlinkSync(join(a, rule, name));
+    return undefined;
+  }],
+  ['one byte flipped in place (every hard link sees it)', 'corrupt', (a, ts, bytes) => {
+    const bad = Buffer.from(bytes);
+    bad[bad.length >> 1] = bad[bad.length >> 1]! ^ 0x5a;
+    writeFileSync(join(a, 'last', `dump-${ts}.rdb`), bad);
+    return bad;
+  }],
+  ['truncated in place to half its size', 'corrupt', (a, ts, bytes) => {
+    truncateSync(join(a, 'hourly', `dump-${ts}.rdb`), bytes.length >> 1);
+    return bytes.subarray(0, bytes.length >> 1);
+  }],
+  ['replaced in one folder by another valid snapshot (a new inode)', 'corrupt', (a, ts) => {
+    const path = join(a, 'last', `dump-${ts}.rdb`);
+    unlinkSync(path);
+    const other = writeSnapshot(path, { seed: 'someone else\'s snapshot', mtime: new Date() });
+    return other.bytes;
+  }],
+];
+
+describe('an archived event deleted or damaged behind our back (issue 10 item 14)', () => {
+  it(`${(FULL ? DAMAGES : [DAMAGES[0]!, DAMAGES[4]!]).length} kinds of damage: a deletion is archived again by the next once; a corruption is replaced by once --force, the corrupt file quarantined; then verify is clean and an idle run is "unchanged"`, async () => {
+    await family(figures, FULL ? DAMAGES : [DAMAGES[0]!, DAMAGES[4]!], ([label]) => `event ${label}`, async ([label, kind, damage], v) => {
+      figures.input(`archived event: ${label}`);
+      const rules = ['hourly', 'last'];
+      const env = setupArchive({ rules: [{ name: 'hourly', every: 'hour', count: 5 }, { name: 'last', count: 5 }] });
+      writeSnapshot(env.source, { seed: 'older', mtime: new Date(Date.now() - 2 * 3_600_000) });
+      await onceJson(env, v);
+      const snap = writeSnapshot(env.source, { seed: 'current', mtime: new Date(Date.now() - 60_000) });
+      const ts = (await onceJson(env, v)).snapshot?.ts ?? '?';
+      const bad = damage(env.archive, ts, snap.bytes);
+      if (kind === 'deleted') {
+        const r = await onceJson(env, v);
+        if (r.status !== 'archived') v.push(`the next once said ${r.status}, not archived`);
+      } else {
+        await cli(env, v, ['verify'], [1]); // the damage is seen
+        await onceJson(env, v, ['--force']);
+        const kept = filesUnder(join(env.archive, '.quarantine'));
+        if (!kept.some((f) => f.bytes.equals(bad!))) v.push(`the corrupt file is not in the quarantine (${kept.map((f) => f.path).join(', ') || 'empty'})`);
+      }
+      for (const rule of rules) {
+        const path = join(env.archive, rule, `dump-${ts}.rdb`);
+        if (!existsSync(path) || !readFileSync(path).equals(snap.bytes)) v.push(`${rule}/dump-${ts}.rdb is not the snapshot again`);
+        if (!existsSync(join(env.archive, rule, `dump-${ts}.sha256`))) v.push(`${rule}/dump-${ts}.sha256 is missing`);
+      }
+      await cli(env, v, ['verify']);
+      await latestEverywhere(env, v, rules, { ts, bytes: snap.bytes });
+      if ((await onceJson(env, v)).status !== 'unchanged') v.push('an idle run after the repair did not say unchanged');
+      rmSync(env.root, { recursive: true, force: true });
+    });
+  }, 300_000);
 });
