@@ -20,7 +20,7 @@
 // a new file the CLI loads at run time must be added there
 // (test/integration/package.test.ts runs the installed tarball).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
@@ -62,6 +62,7 @@ for (const stale of ['cli.js.map', 'cli.d.ts', 'cli.d.ts.map']) rmSync(join(DIST
 const scratch = mkdtempSync(join(tmpdir(), 'rdb-archiver-build-'));
 try {
   copyFileSync('examples/data/dump.rdb', join(scratch, 'dump.rdb'));
+  mkdirSync(join(scratch, 'archive'), { mode: 0o700 }); // the archive root must exist (no archive.create here)
   const rules = ['hour', 'day', 'week', 'month'].map((every) => `  - { name: ${every}ly, every: ${every}, count: 2 }`).join('\n');
   const q = JSON.stringify; // a temp path may hold YAML's special characters
   writeFileSync(join(scratch, 'config.yaml'), `source:\n  rdb: ${q(join(scratch, 'dump.rdb'))}\narchive:\n  dir: ${q(join(scratch, 'archive'))}\nstate: ${q(join(scratch, 'state.json'))}\nrules:\n${rules}\n`);

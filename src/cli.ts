@@ -53,6 +53,7 @@ export function onceSummary(report: RunReport, dryRun: boolean, opts?: TextOptio
       break;
   }
   for (const w of report.warnings) lines.push(`warning: ${w}`);
+  for (const n of report.notes) lines.push(`note: ${n}`);
   if (Object.keys(report.retention).length > 0) {
     lines.push(dryRun ? 'retention plan:' : 'retention:');
     lines.push(...retentionLines(report.retention, dryRun, dryRun));
@@ -78,6 +79,7 @@ function onceJson(report: RunReport): object {
     snapshot: report.snapshot && { ts: report.snapshot.ts, bytes: report.snapshot.bytes, sha256: report.snapshot.sha256, rules: report.snapshot.rules, nodes: report.snapshot.nodes, ...(report.snapshot.nodesChanged ? { nodesChanged: report.snapshot.nodesChanged } : {}), outcome: report.snapshot.outcome },
     retention: report.retention,
     warnings: report.warnings,
+    notes: report.notes,
     ...(report.error ? { error: report.error } : {}),
     exitCode: report.exitCode,
   };
@@ -95,6 +97,7 @@ export function buildProgram(): Command {
     .option('--archive <dir>', 'archive folder (overrides archive.dir)')
     .option('--state <file>', 'state file (overrides state)')
     .option('--instance <name>', 'only this instance of a multi-instance config')
+    .option('--allow-owner-mismatch', 'let once, prune and daemon write into an archive root owned by another user (default: refuse, exit 77)')
     .addOption(new Option('--log-level <level>', 'log level (overrides log.level)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .addOption(new Option('--log-format <format>', 'stderr log format (overrides log.format; default: pretty on a terminal, journal under systemd, else json)').choices(LOG_FORMATS))
     .addHelpText('after', '\nA closed stdout (rdb-archiver list | head -1) is not an error: the rest of the output is dropped,\n' +

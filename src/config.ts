@@ -54,6 +54,16 @@ export interface InstanceConfig {
   sourceRdb: string;
   sourceNodes?: string;
   archiveDir: string;
+  /** archive.create: make a missing archive root (mkdir -p) instead of refusing with exit 69. */
+  createArchive: boolean;
+  /**
+   * With several instances under one top-level archive.dir: that shared
+   * folder. It must exist (it is the mount point); the instance's own
+   * <dir>/<name> folder inside it is made when missing.
+   */
+  archiveParent?: string;
+  /** --allow-owner-mismatch: write into an archive root owned by another user. */
+  allowOwnerMismatch: boolean;
   fileMode: number;
   dirMode: number;
   minFree: MinFree;
@@ -93,6 +103,8 @@ export interface ConfigOverrides {
   logFormat?: string;
   /** Restrict to one named instance. */
   instance?: string;
+  /** Let a writing run proceed although the archive root belongs to another user. */
+  allowOwnerMismatch?: boolean;
 }
 
 export const DEFAULT_SCHEDULE = '* * * * *';
@@ -208,6 +220,7 @@ const rulesSchema = z
 const sourceSchema = z.strictObject({ rdb: pathString, nodes: z.optional(pathString) });
 const archiveSchema = z.strictObject({
   dir: z.optional(pathString),
+  create: z.optional(z.boolean({ error: 'must be true or false' })),
   file_mode: z.optional(modeString),
   dir_mode: z.optional(modeString),
   min_free: z.optional(minFreeValue),
@@ -441,6 +454,9 @@ function resolveInstance(
     sourceRdb,
     sourceNodes,
     archiveDir,
+    createArchive: archive.create ?? false,
+    ...(!overrides.archive && !ownDir && sharedDir ? { archiveParent: resolveAgainst(base, sharedDir) } : {}),
+    allowOwnerMismatch: overrides.allowOwnerMismatch === true,
     fileMode: archive.file_mode ?? 0o600,
     dirMode: archive.dir_mode ?? 0o700,
     minFree: archive.min_free ?? { kind: 'default' },
@@ -514,7 +530,7 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
     const all = listed.map((entry) => {
       const index = listed.indexOf(entry);
       return resolveInstance(entry, defaults, { file, base, keyPrefix: `instances[${index}].`, multi: true },
-        selected.length === 1 && entry === selected[0] ? overrides : {});
+        selected.length === 1 && entry === selected[0] ? overrides : { allowOwnerMismatch: overrides.allowOwnerMismatch });
     });
     checkIsolation(file, all);
     instances = all.filter((inst) => selected.some((s) => s.name === inst.name));

@@ -8,6 +8,7 @@ import { ruleDir } from './config.js';
 import { ArchiverError, ExitCode, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
 import type { FileSystem } from './fs.js';
 import { acquireLock, type HeldLock } from './lock.js';
+import { prepareArchiveRoot } from './archive-root.js';
 import type { Log } from './log.js';
 import { JobQueue } from './queue.js';
 import { eventsHoldingSource } from './current-content.js';
@@ -41,6 +42,12 @@ export interface RunReport {
   snapshot: { ts: string; bytes: number; sha256: string; rules: string[]; nodes: boolean; nodesChanged?: NodesChange; outcome: SnapshotResult['outcome'] } | null;
   retention: Record<string, RuleReport>;
   warnings: string[];
+  /**
+   * Facts about the setup worth saying on every run but not about this run's
+   * data (the archive shares the source's filesystem): printed as "note:",
+   * logged at warn level, never changing the exit code.
+   */
+  notes: string[];
   error?: ErrorReport;
   exitCode: ExitCodeValue;
 }
@@ -214,7 +221,7 @@ export async function runOnce(
   instance: InstanceConfig,
   options: { dryRun: boolean; force: boolean },
 ): Promise<RunReport> {
-  const report: RunReport = { instance: instance.name, status: 'failed', snapshot: null, retention: {}, warnings: [], exitCode: ExitCode.OK };
+  const report: RunReport = { instance: instance.name, status: 'failed', snapshot: null, retention: {}, warnings: [], notes: [], exitCode: ExitCode.OK };
   const started = Date.now();
   const log = deps.log.child({ instance: instance.name });
   /** Whether this run's outcome reached the state file; when a failure did not, a failure record carries it. */
@@ -352,6 +359,11 @@ export async function runOnce(
   };
 
   try {
+    // Before the lock, whose folder would otherwise be made inside a missing archive root.
+    for (const note of await prepareArchiveRoot(deps.fs, instance, { writes: !options.dryRun })) {
+      report.notes.push(note);
+      log.warn({ archive: instance.archiveDir }, note);
+    }
     if (options.dryRun) await body();
     else {
       await withLock(deps, instance, 'once', body, (err) => {
@@ -429,6 +441,7 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
     }
   };
   try {
+    await prepareArchiveRoot(deps.fs, instance, { writes: !options.dryRun });
     if (options.dryRun) await body();
     else await withLock(deps, instance, 'prune', body, (err) => report.errors.push(errorReport(err)));
   } catch (err) {

@@ -29,6 +29,7 @@ import type { Command } from 'commander';
 import type { Config } from './config.js';
 import { contextFor, type CommandContext } from './context.js';
 import { runOnce } from './cycle.js';
+import { checkOwnerAtStart } from './archive-root.js';
 import { ArchiverError, ConfigError, ExitCode } from './errors.js';
 import { metricsInstances, writeMetrics } from './metrics.js';
 
@@ -193,6 +194,7 @@ export function registerDaemonCommand(program: Command): void {
     .option('--schedule <cron>', 'cron expression, 5 fields or 6 with seconds (overrides schedule; default every minute)')
     .action(async (opts: { schedule?: string }, cmd: Command) => {
       const ctx = contextFor(cmd, { runsHooks: true });
+      for (const instance of ctx.config.instances) await checkOwnerAtStart(ctx.fs, instance);
       process.exitCode = await runDaemon(cmd, ctx, opts);
     });
 }

@@ -14,6 +14,11 @@ export const ExitCode = {
   INVALID_SOURCE: 65,
   /** The source file is missing or is not a regular file (EX_NOINPUT). */
   NO_SOURCE: 66,
+  /**
+   * The archive root does not exist (an unmounted backup disk) or is not a
+   * directory, and archive.create is not set (EX_UNAVAILABLE).
+   */
+  NO_ARCHIVE: 69,
   /** An unexpected internal error: a bug (EX_SOFTWARE). */
   INTERNAL: 70,
   /**
@@ -25,7 +30,10 @@ export const ExitCode = {
   IO: 74,
   /** Try again later: another run holds the lock, or the source changed during the copy (EX_TEMPFAIL). */
   TEMPFAIL: 75,
-  /** Permission denied or read-only filesystem (EX_NOPERM). */
+  /**
+   * Permission denied or read-only filesystem; also a writing run whose user
+   * is not the archive root's owner (without --allow-owner-mismatch) (EX_NOPERM).
+   */
   PERMISSION: 77,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
@@ -40,11 +48,12 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   2: 'usage or configuration error (the message names the file and the key)',
   65: 'the source is not a valid RDB snapshot; not archived',
   66: 'the source is missing, or not a regular file',
+  69: 'the archive root is missing (is the backup disk mounted?) and archive.create is not set',
   70: 'internal error (a bug: please report it with the log)',
   73: 'no name left for the snapshot: all ten of its second (<ts>, <ts>_1 .. _9) are taken by other content; all kept',
   74: 'I/O error; the message names the operation and the path',
   75: 'try again later: another run holds the lock, or the source changed during the copy',
-  77: 'permission denied, or a read-only filesystem',
+  77: 'permission denied, or a read-only filesystem; or a run as another user than the archive\'s owner',
 };
 
 export abstract class ArchiverError extends Error {
@@ -108,6 +117,32 @@ export class TryAgainError extends ArchiverError {
     super(message);
     this.kind = kind;
     this.name = 'TryAgainError';
+  }
+}
+
+/** The archive root is missing or not a directory: nothing is created, nothing written. */
+export class ArchiveUnavailableError extends ArchiverError {
+  readonly exitCode = ExitCode.NO_ARCHIVE;
+  readonly kind = 'no-archive';
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+  ) {
+    super(`${path}: archive root ${reason}`);
+    this.name = 'ArchiveUnavailableError';
+  }
+}
+
+/** A writing run as another user than the archive root's owner would leave files that user cannot prune. */
+export class OwnerMismatchError extends ArchiverError {
+  readonly exitCode = ExitCode.PERMISSION;
+  readonly kind = 'owner-mismatch';
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'OwnerMismatchError';
   }
 }
 

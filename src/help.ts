@@ -38,7 +38,7 @@ export function helpEpilogue(help: CommandHelp): string {
   return lines.join('\n');
 }
 
-const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION } = ExitCode;
+const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION } = ExitCode;
 
 /** The examples and exit codes of the program itself ("") and of each command, by path. */
 export const COMMAND_HELP: Record<string, CommandHelp> = {
@@ -47,7 +47,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed, then prune (what cron and the timer run)'],
       ['rdb-archiver status', 'what is archived, and how the last run went'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION],
+    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION],
     note: 'Some commands give codes a meaning of their own (verify, restore, daemon; check follows the\nmonitoring-plugin convention): see `rdb-archiver <command> --help`.',
   },
   once: {
@@ -55,14 +55,14 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed since the last run, then apply retention'],
       ['rdb-archiver once --dry-run', 'show what would be archived and deleted; write nothing'],
     ],
-    exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION],
+    exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION],
   },
   prune: {
     examples: [
       ['rdb-archiver prune --dry-run', 'every keep and delete with its reason; delete nothing'],
       ['rdb-archiver prune --instance cache', 'apply the retention rules of one instance'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, INTERNAL, IO, [TEMPFAIL, 'try again later: another run holds the lock'], PERMISSION],
+    exitCodes: [OK, NO_SPACE, CONFIG, NO_ARCHIVE, INTERNAL, IO, [TEMPFAIL, 'try again later: another run holds the lock'], PERMISSION],
   },
   list: {
     examples: [
@@ -91,7 +91,8 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver daemon -c /etc/rdb-archiver/config.yaml', 'run the once cycle on the config\'s schedule (default: every minute)'],
       ["rdb-archiver daemon --schedule '*/30 * * * * *'", 'every 30 seconds (6 fields: seconds first)'],
     ],
-    exitCodes: [[OK, 'stopped by SIGTERM/SIGINT (a failed tick never stops the daemon)'], [1, 'an aborted job did not stop within 10 s of a second signal or the shutdown timeout'], CONFIG, INTERNAL],
+    exitCodes: [[OK, 'stopped by SIGTERM/SIGINT (a failed tick never stops the daemon)'], [1, 'an aborted job did not stop within 10 s of a second signal or the shutdown timeout'], CONFIG, INTERNAL,
+      [PERMISSION, 'at start-up: the archive root belongs to another user (see --allow-owner-mismatch)']],
   },
   status: {
     examples: [

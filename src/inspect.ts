@@ -113,6 +113,8 @@ export interface InstanceFacts {
   unwritable: Array<{ path: string; reason: string }>;
   /** Who ran this inspection ("nagios (uid 1001)"); set when a permission error needs to say so. */
   user?: string;
+  /** The archive root: missing (an unmounted disk?) and whether it shares the source's filesystem (st_dev). */
+  archiveRoot: { exists: boolean; sameFilesystemAsSource?: boolean };
 }
 
 async function statSize(fs: FileSystem, path: string): Promise<{ key: string; size: number } | undefined> {
@@ -148,9 +150,14 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     orphans: [],
     unwritable: [],
     futureEvents: [],
+    archiveRoot: { exists: false },
   };
   const asUser = () => (facts.user ??= userName(effectiveUid()));
   const nowMs = Date.now();
+  const root = await fs.stat(instance.archiveDir).catch(() => undefined);
+  // An instance folder inside a shared archive.dir is made by its first run: then the shared folder is what must exist.
+  const mount = root ?? (instance.archiveParent !== undefined ? await fs.stat(instance.archiveParent).catch(() => undefined) : undefined);
+  facts.archiveRoot.exists = mount?.kind === 'dir';
 
   try {
     const loaded = await loadState(fs, instance.statePath);
@@ -228,6 +235,7 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
       // With a state file, identity decides (as the watcher does); without one, an event with the same timestamp.
       unarchived: archived ? !sameIdentity(identity, archived.identity) : !allTs.has(ts),
     };
+    if (root) facts.archiveRoot.sameFilesystemAsSource = root.dev === info.dev;
     const rejected = facts.state?.rejected;
     if (rejected && sameIdentity(rejected.identity, identity)) facts.source.rejected = { reason: rejected.reason, at: rejected.at };
   } catch (err) {

@@ -16,6 +16,7 @@ import type { ClockJump } from './state.js';
 import { timestampToIso } from './timestamp.js';
 import type { FoundRecord } from './failure-record.js';
 import { hookFailing } from './state.js';
+import { sameFilesystemWarning } from './archive-root.js';
 
 // ---------------------------------------------------------------------------
 // check
@@ -72,6 +73,7 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
     if (rule.error) add(Nagios.UNKNOWN, `rule folder ${rule.dir} is unreadable${rule.error.kind === 'permission' ? as : ''}: ${rule.error.message}`);
   }
 
+  if (!facts.archiveRoot.exists) add(Nagios.CRITICAL, `archive root ${facts.archiveDir} is missing (is the backup disk mounted?)`);
   const src = facts.source;
   if (!src.exists && src.error?.kind === 'permission') add(Nagios.UNKNOWN, `cannot read the source ${src.path}${as}: permission denied (${src.error.message})`);
   else if (!src.exists) add(Nagios.CRITICAL, `source unavailable: ${src.error?.message ?? `${src.path} is missing`}`);
@@ -140,6 +142,8 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   const state = worstState(problems.map((p) => p.state));
   const parts = [age === null ? 'no snapshot' : `newest snapshot ${formatAge(age)} ago`];
   if (src.exists && src.unarchived) parts.push('source changed since, not archived yet');
+  // A note, not a WARNING: a one-disk setup (a demo, or a local archive shipped off by a hook) is a choice.
+  if (facts.archiveRoot.sameFilesystemAsSource) parts.push('note: archive on the same filesystem as the source');
   if (lastRun) parts.push(`last run ${formatAge(Math.max(0, Math.floor((nowMs - Date.parse(lastRun.at)) / 1000)))} ago: ${lastRun.result}`);
   return {
     instance: facts.instance,
@@ -307,7 +311,7 @@ export interface StatusReport {
     error: string | null;
   };
   rules: Record<string, { dir: string; events: number; bytes: number; newest: string | null; oldest: string | null; incomplete: number; error: string | null }>;
-  archive: { dir: string; bytes: number; freeBytes: number | null; totalBytes: number | null; error: string | null };
+  archive: { dir: string; exists: boolean; sameFilesystemAsSource: boolean | null; bytes: number; freeBytes: number | null; totalBytes: number | null; error: string | null };
   state: { path: string; error: string | null };
   /** Folders of the archive root with event files that no rule names (never pruned, never deleted by us). */
   orphans: Array<{ folder: string; dir: string; events: number; bytes: number; newest: string | null; oldest: string | null }>;
@@ -367,7 +371,7 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
     rules: Object.fromEntries(facts.rules.map((r) => [r.rule, {
       dir: r.dir, events: r.events, bytes: r.bytes, newest: r.newest ?? null, oldest: r.oldest ?? null, incomplete: r.incomplete, error: r.error?.message ?? null,
     }])),
-    archive: { dir: facts.archiveDir, bytes: facts.archiveBytes, freeBytes: facts.space?.available ?? null, totalBytes: facts.space?.total ?? null, error: facts.spaceError ?? null },
+    archive: { dir: facts.archiveDir, exists: facts.archiveRoot.exists, sameFilesystemAsSource: facts.archiveRoot.sameFilesystemAsSource ?? null, bytes: facts.archiveBytes, freeBytes: facts.space?.available ?? null, totalBytes: facts.space?.total ?? null, error: facts.spaceError ?? null },
     state: { path: facts.statePath, error: facts.stateError ?? null },
     orphans: facts.orphans.map((o) => ({ folder: o.folder, dir: o.dir, events: o.events, bytes: o.bytes, newest: o.newest ?? null, oldest: o.oldest ?? null })),
     lastFailure: lastFailureOf(facts),
@@ -426,6 +430,8 @@ export function statusText(r: StatusReport): string {
   }
   if (r.lock) lines.push(`lock:           held for ${formatAge(r.lock.ageSeconds)} (since ${r.lock.since}${r.lock.pid !== null ? `, pid ${r.lock.pid}` : ''}${r.lock.command ? `, ${r.lock.command}` : ''}): ${r.lock.path}`);
   for (const u of r.unwritable) lines.push(`NOT WRITABLE:   ${u.path} ${u.reason}`);
+  if (!a.exists) lines.push(`warning: the archive root ${a.dir} does not exist (is the backup disk mounted?)`);
+  if (a.sameFilesystemAsSource) lines.push(`warning: ${sameFilesystemWarning(a.dir, r.source.path)}`);
   if (r.state.error) lines.push(`state:          ${r.state.error}`);
   return lines.join('\n');
 }

@@ -14,6 +14,7 @@ import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
 import { ConflictError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
 import type { FileInfo, FileSystem, Handle } from './fs.js';
+import { missingRootError } from './archive-root.js';
 import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
 import type { Log } from './log.js';
 import { borrowPassBuffers } from './crc64.js';
@@ -485,7 +486,8 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
   const dirs = instance.rules.map((rule) => ({ rule: rule.name, dir: ruleDir(instance, rule) }));
   const primary = dirs[0]!.dir;
 
-  await ensureDir(fs, instance.archiveDir, instance.dirMode);
+  // The run checked the root before its lock (archive-root.ts); a disk unmounted since must not become a new folder.
+  if (!(await lstatIfExists(fs, instance.archiveDir))) throw missingRootError(instance.archiveDir);
   for (const { dir } of dirs) await prepareRuleDir(fs, dir, instance.dirMode);
 
   const { handle: source, info: before } = await openSource(fs, job.sourceRdb);

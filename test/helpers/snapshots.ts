@@ -3,7 +3,7 @@
  * an archive folder, a config file, and a listing of a tree to compare.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync, lstatSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc64 } from '../../src/crc64.js';
 import { buildRdb, concat, encodeString } from './rdb-builder.js';
@@ -53,10 +53,15 @@ export interface ArchiveEnv {
   writeConfig(changes: { rules?: RuleSpec[]; extra?: string }): void;
 }
 
-/** A temp root with data/dump.rdb (not yet written), archive/ and config.yaml. */
+/**
+ * A temp root with data/dump.rdb (not yet written), an empty archive/ (0700:
+ * the archive root must exist unless archive.create is set) and config.yaml.
+ */
 export function setupArchive(options: { rules?: RuleSpec[]; nodes?: boolean; extra?: string } = {}): ArchiveEnv {
   const root = tempDir();
   mkdirSync(join(root, 'data'));
+  mkdirSync(join(root, 'archive'));
+  chmodSync(join(root, 'archive'), 0o700);
   const env: ArchiveEnv = {
     root,
     source: join(root, 'data', 'dump.rdb'),

@@ -20,6 +20,7 @@ describe('rdb-archiver daemon', () => {
     const root = tempDir();
     mkdirSync(join(root, 'a'));
     mkdirSync(join(root, 'b'));
+    mkdirSync(join(root, 'archive'), { mode: 0o700 }); // the archive root must exist
     writeFileSync(join(root, 'config.yaml'), [
       `schedule: "${EVERY_SECOND}"`,
       'archive:',
@@ -135,6 +136,7 @@ describe('rdb-archiver daemon', () => {
     const startCopy = async () => {
       const root = tempDir();
       const archive = join(root, 'archive');
+      mkdirSync(archive, { mode: 0o700 }); // the archive root must exist
       const config = join(root, 'config.yaml');
       writeFileSync(config, [
         'source:',

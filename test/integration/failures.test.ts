@@ -67,7 +67,6 @@ async function nobodyArchive(): Promise<ArchiveEnv & { prom: string }> {
   const env = setupArchive({ rules: [{ name: 'last', count: 5 }] });
   const prom = join(env.root, 'metrics', 'rdb.prom');
   mkdirSync(join(env.root, 'metrics'));
-  mkdirSync(env.archive);
   chmodSync(env.root, 0o755);
   chmodSync(join(env.root, 'data'), 0o755);
   chownTree(env.archive, NOBODY);

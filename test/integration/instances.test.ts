@@ -17,6 +17,7 @@ interface Multi<T> {
 
 function setupInstances(names: string[], extra: string[] = []): { root: string; config: string; source: (n: string) => string; archive: (n: string) => string } {
   const root = tempDir();
+  mkdirSync(join(root, 'archive'), { mode: 0o700 }); // the shared archive.dir must exist; instance folders are made in it
   const lines = ['archive:', `  dir: ${join(root, 'archive')}`, 'rules:', '  - name: last', '    count: 2', ...extra, 'instances:'];
   for (const name of names) {
     mkdirSync(join(root, name));

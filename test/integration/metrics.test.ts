@@ -124,7 +124,7 @@ describe('metrics textfile', () => {
   it('labels every series with its instance, keeps all instances with --instance, and counts hook failures', async () => {
     const root = tempDir();
     const prom = join(root, 'metrics', 'rdb.prom');
-    for (const name of ['a', 'b']) mkdirSync(join(root, name));
+    for (const name of ['a', 'b', 'archive']) mkdirSync(join(root, name)); // the shared archive.dir must exist
     writeFileSync(join(root, 'config.yaml'), [
       'archive:',
       `  dir: ${join(root, 'archive')}`,
@@ -167,6 +167,7 @@ describe('metrics textfile', () => {
     const root = tempDir();
     const prom = join(root, 'metrics', 'rdb.prom');
     for (const name of ['a', 'b']) mkdirSync(join(root, name));
+    for (const name of ['a', 'b']) mkdirSync(join(root, 'archive', name), { recursive: true }); // archive roots must exist
     const writeConfig = (rulesOfA: string) => writeFileSync(join(root, 'config.yaml'), [
       'metrics:',
       `  textfile: ${prom}`,

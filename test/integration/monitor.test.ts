@@ -37,7 +37,7 @@ describe('rdb-archiver check', () => {
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const line = pluginLine(r.stdout);
     expect(line.state).toBe('OK');
-    expect(line.text).toMatch(/^default: newest snapshot \d+s ago, last run \d+s ago: archived$/);
+    expect(line.text).toMatch(/^default: newest snapshot \d+s ago, note: archive on the same filesystem as the source, last run \d+s ago: archived$/);
     expect(line.perf.age).toMatch(/^\d+s;7200;21600;0$/);
     expect(line.perf.events).toBe('1;;;0');
     expect(line.perf.archive).toMatch(/^\d+B;;;0$/);

@@ -179,6 +179,7 @@ describe('rdb-archiver once', () => {
     const root = tempDir();
     const source = join(root, 'dump.rdb');
     writeSnapshot(source, { seed: 'a', mtime: new Date('2025-06-01T12:00:00Z') });
+    mkdirSync(join(root, 'arch'), { mode: 0o700 }); // the archive root must exist
     const r = await runCli(['once', '--source', source, '--archive', join(root, 'arch'), '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(jsonOf<OnceJson>(r).snapshot?.rules).toEqual(['hourly', 'daily']);
@@ -266,7 +267,7 @@ describe('configuration errors', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(env.config);
     expect(r.stderr).toContain('rules[1].count: must be an integer >= 1');
-    expect(existsSync(env.archive)).toBe(false);
+    expect(readdirSync(env.archive)).toEqual([]); // nothing written, not even the state folder
   });
 
   it('exit 2 on an unknown command or option', async () => {

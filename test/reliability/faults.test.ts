@@ -237,6 +237,7 @@ describe('real faults (no injection): a full and a read-only filesystem', () => 
       mkdirSync(data, { recursive: true });
       const source = join(data, 'dump.rdb');
       const archive = join(mnt, 'archive');
+      mkdirSync(archive); // the archive root must exist
       const config = join(root, 'real.yaml');
       writeFileSync(config, `source:\n  rdb: ${source}\narchive:\n  dir: ${archive}\n  min_free: 0\nrules:\n  - name: last\n    count: 5\n  - name: daily\n    every: day\n    count: 5\nlog:\n  level: warn\n`);
       // A first small event.

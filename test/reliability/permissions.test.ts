@@ -6,7 +6,7 @@
  * not from the test setup).
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { setupArchive, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
@@ -63,7 +63,9 @@ describe('permissions', () => {
   it.each([['0640', '0750'], ['0400', '0500'], ['0644', '0755']])('configured file_mode %s and dir_mode %s are applied exactly, under umask 077 and 000', (fileMode, dirMode) => {
     for (const umask of ['077', '000']) {
       const env = setupArchive({ rules: [{ name: 'last', count: 3 }] });
-      const text = `source:\n  rdb: ${env.source}\narchive:\n  dir: ${env.archive}\n  file_mode: "${fileMode}"\n  dir_mode: "${dirMode}"\nrules:\n  - name: last\n    count: 3\n`;
+      // archive.create: the tool makes the root, so dir_mode applies to it too.
+      rmSync(env.archive, { recursive: true });
+      const text = `source:\n  rdb: ${env.source}\narchive:\n  dir: ${env.archive}\n  create: true\n  file_mode: "${fileMode}"\n  dir_mode: "${dirMode}"\nrules:\n  - name: last\n    count: 3\n`;
       writeFileSync(env.config, text);
       writeSnapshot(env.source, { seed: 'q', mtime: new Date('2025-06-01T10:00:00Z') });
       const r = onceWithUmask(env, umask);

@@ -173,6 +173,7 @@ export async function buildScenario(root: string, sourceSize: number): Promise<S
   const template = join(root, 'template');
   const data = join(root, 'template-data');
   mkdirSync(data, { recursive: true });
+  mkdirSync(template, { recursive: true, mode: 0o700 }); // the archive root must exist
   const build: Trial = { dir: root, archive: template, config: join(root, 'template.yaml'), state: join(template, '.rdb-archiver', 'state.json'), stateDir: join(template, '.rdb-archiver') };
   const pseudo = { source: join(data, 'dump.rdb'), nodes: join(data, 'nodes.conf') } as Scenario;
   writeTrialConfig(pseudo, build, TEMPLATE_RULES);

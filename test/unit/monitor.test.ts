@@ -28,6 +28,7 @@ function healthy(changes: Partial<InstanceFacts> = {}): InstanceFacts {
     orphans: [],
     unwritable: [],
     futureEvents: [],
+    archiveRoot: { exists: true },
     ...changes,
   };
 }
