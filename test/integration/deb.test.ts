@@ -21,7 +21,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -29,8 +29,13 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { ve
 const USER = 'rdb-archiver';
 const ARCHIVE_DEFAULT = '/var/backups/redis';
 
+// The installed CLI starts with `#!/usr/bin/env node`: let that be the node
+// running the tests, which made the code cache (CI also runs the suite under
+// other Node versions).
+const NODE_FIRST_PATH = `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`;
+
 function run(cmd: string, args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, RDB_ARCHIVER_CONFIG: undefined, ...env } });
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, PATH: NODE_FIRST_PATH, RDB_ARCHIVER_CONFIG: undefined, ...env } });
   if (r.error) throw r.error;
   return r;
 }

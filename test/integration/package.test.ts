@@ -12,7 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -22,8 +22,13 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
   dependencies: Record<string, string>;
 };
 
+// The installed CLI starts with `#!/usr/bin/env node`: let that be the node
+// running the tests, which made the code cache (CI also runs the suite under
+// other Node versions).
+const NODE_FIRST_PATH = `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`;
+
 function run(cmd: string, args: string[], options: { cwd?: string; env?: Record<string, string | undefined> } = {}) {
-  const env = { ...process.env, RDB_ARCHIVER_CONFIG: undefined, ...options.env };
+  const env = { ...process.env, PATH: NODE_FIRST_PATH, RDB_ARCHIVER_CONFIG: undefined, ...options.env };
   const r = spawnSync(cmd, args, { cwd: options.cwd ?? ROOT, env, encoding: 'utf8', timeout: 120_000 });
   if (r.error) throw r.error;
   return r;
