@@ -14,6 +14,7 @@ import { registerRestoreCommand } from './restore.js';
 import { registerDaemonCommand } from './daemon.js';
 import { registerMonitorCommands } from './monitor.js';
 import { registerMetrics } from './metrics.js';
+import { registerConfigCommands } from './config-check.js';
 import { addCommandHelp } from './help.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -145,6 +146,7 @@ export function buildProgram(): Command {
   registerDaemonCommand(program);
   registerMonitorCommands(program);
   registerMetrics(program);
+  registerConfigCommands(program);
   addCommandHelp(program);
 
   return program;

@@ -24,6 +24,7 @@ export interface FileInfo {
   ctimeNs?: string;
   mode: number;
   uid: number;
+  gid: number;
   nlink: number;
 }
 
@@ -90,6 +91,7 @@ function toInfo(s: import('node:fs').BigIntStats): FileInfo {
     ctimeNs: s.ctimeNs.toString(),
     mode: Number(s.mode) & 0o7777,
     uid: Number(s.uid),
+    gid: Number(s.gid),
     nlink: Number(s.nlink),
   };
 }

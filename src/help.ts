@@ -108,6 +108,17 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
     ],
     exitCodes: [[0, 'OK'], [1, 'WARNING'], [2, 'CRITICAL'], [3, 'UNKNOWN (a config or usage error included)']],
   },
+  config: {
+    examples: [['rdb-archiver config check', 'validate the config and check it can run here, as this user']],
+    exitCodes: [[OK, 'OK: no errors (warnings may be listed)'], [1, 'a check found an error (each is listed with its fix)'], CONFIG, INTERNAL],
+  },
+  'config check': {
+    examples: [
+      ['sudo -u rdb-archiver rdb-archiver config check', 'the resolved settings, then ok / WARNING / ERROR per check, with the fix'],
+      ['rdb-archiver config check --json', 'the settings and the findings as one JSON object'],
+    ],
+    exitCodes: [[OK, 'OK: no errors (warnings may be listed)'], [1, 'a check found an error (each is listed with its fix)'], CONFIG, INTERNAL],
+  },
 };
 
 /** The command's path below the program: "" for the program, "once", "config check". */

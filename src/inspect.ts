@@ -128,7 +128,7 @@ async function statSize(fs: FileSystem, path: string): Promise<{ key: string; si
 }
 
 /** statfs of the archive folder, or of its nearest existing parent before the first run. */
-async function archiveSpace(fs: FileSystem, dir: string): Promise<{ available: number; total: number }> {
+export async function archiveSpace(fs: FileSystem, dir: string): Promise<{ available: number; total: number }> {
   for (let at = dir; ; at = dirname(at)) {
     try {
       return await fs.space(at);
