@@ -15,6 +15,7 @@
 import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
+import { missingRootError, ownerMismatchError, sameFilesystemWarning } from './archive-root.js';
 import { describeEvery, ruleDir, type Config, type InstanceConfig, type MinFree } from './config.js';
 import { contextFor, formatBytes, print } from './context.js';
 import { ExitCode } from './errors.js';
@@ -100,6 +101,7 @@ export interface InstanceCheckFacts {
 // ---------------------------------------------------------------------------
 // Pure: facts -> findings.
 
+const shortName = (uid: number) => userName(uid).replace(/ \(uid \d+\)$/, '');
 const octal = (mode: number) => `0${(mode & 0o7777).toString(8).padStart(3, '0')}`;
 
 /** "rdb-archiver (uid 998), groups rdb-archiver (gid 998), redis (gid 110)". */
@@ -133,7 +135,7 @@ function judgeSource(what: string, key: string, src: SourceFacts, user: Instance
       reason: `permission denied reading ${what} ${path} as ${describeUser(user, groupName)}: ${where}${info ? ` (mode ${octal(info.mode)}, owner ${userName(info.uid)}, group ${group})` : ''}; runs exit 77`,
       fix: src.unsearchable
         ? `sudo chmod g+x ${src.unsearchable} (its group must be one of this user's, e.g. redis), see README "Least privilege"`
-        : `add this user to the file's group (usermod -aG ${info ? groupName(info.gid).replace(/ \(gid \d+\)$/, '') : 'redis'} ${userName(user.uid).replace(/ \(uid \d+\)$/, '')}) and give the group read: Redis's UMask=0027 (README "Least privilege"); a chmod of dump.rdb is lost at the next save`,
+        : `add this user to the file's group (usermod -aG ${info ? groupName(info.gid).replace(/ \(gid \d+\)$/, '') : 'redis'} ${shortName(user.uid)}) and give the group read: Redis's UMask=0027 (README "Least privilege"); a chmod of dump.rdb is lost at the next save`,
     }];
   }
   if (src.error) return [{ check, verdict: 'error', path, reason: `cannot stat ${what} ${path}: ${src.error}`, fix: `check ${key}` }];
@@ -164,18 +166,18 @@ function judgeSource(what: string, key: string, src: SourceFacts, user: Instance
 }
 
 /** A folder the archiver owns and writes: its owner, its mode against dir_mode, group/other write. */
-function judgeOwnFolder(check: string, what: string, dir: PathFacts, user: InstanceCheckFacts['user'], expectedMode: number): Finding[] {
+function judgeOwnFolder(check: string, what: string, dir: PathFacts, user: InstanceCheckFacts['user'], expectedMode: number, checkOwner = true): Finding[] {
   const path = dir.path;
   if (dir.error === 'ENOENT') return [{ check, verdict: 'ok', path, reason: `${what} ${path} does not exist yet: the first run creates it (mode ${octal(expectedMode)})` }];
   if (dir.error) return [{ check, verdict: 'error', path, reason: `cannot stat ${what} ${path}: ${dir.error}`, fix: 'check the permissions of the folders above it' }];
   const info = dir.info!;
   if (info.kind !== 'dir') return [{ check, verdict: 'error', path, reason: `${what} ${path} is ${info.kind === 'symlink' ? 'a symlink (never followed)' : 'not a folder'}`, fix: `make ${path} a real folder` }];
   const findings: Finding[] = [];
-  if (info.uid !== user.uid) {
+  if (checkOwner && info.uid !== user.uid) {
     findings.push({
       check: `${check} owner`, verdict: 'error', path,
       reason: `${what} ${path} is owned by ${userName(info.uid)}, not by ${userName(user.uid)} who runs rdb-archiver: retention deletes only files the running user owns, so the other user's events are never pruned${user.uid === 0 ? '' : ', and runs may not write there'}`,
-      fix: `sudo chown -R ${userName(user.uid).replace(/ \(uid \d+\)$/, '')}: ${path} (or run rdb-archiver as ${userName(info.uid)})`,
+      fix: `sudo chown -R ${shortName(user.uid)}: ${path} (or run rdb-archiver as ${userName(info.uid)})`,
     });
   }
   const mode = info.mode;
@@ -223,26 +225,38 @@ export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFact
   const archive = facts.archive;
   if (archive.error === 'ENOENT') {
     const parent = facts.archiveParent;
-    findings.push(parent?.writable
-      ? { check: 'archive writable', verdict: 'ok', path: archive.path, reason: `${archive.path} does not exist yet; the first run creates it in ${parent.path}, which this user may write` }
-      : { check: 'archive writable', verdict: 'error', path: archive.path, reason: `${archive.path} does not exist, and ${parent?.path ?? 'its parent'} is not writable by ${userName(user.uid)}: runs fail with exit 77`, fix: `sudo install -d -o ${userName(user.uid).replace(/ \(uid \d+\)$/, '')} -m 0700 ${archive.path}` });
+    // As prepareArchiveRoot (archive-root.ts): only archive.create, or an instance's own folder in an existing shared dir, may be made.
+    const makeable = instance.createArchive || (instance.archiveParent !== undefined && parent?.path === instance.archiveParent);
+    if (!makeable) {
+      findings.push({ check: 'archive exists', verdict: 'error', path: archive.path, reason: `${missingRootError(instance.archiveParent ?? archive.path).message} (runs exit 69)` });
+    } else {
+      findings.push(parent?.writable
+        ? { check: 'archive writable', verdict: 'ok', path: archive.path, reason: `${archive.path} does not exist yet; the first run creates it in ${parent.path}, which this user may write` }
+        : { check: 'archive writable', verdict: 'error', path: archive.path, reason: `${archive.path} does not exist, and ${parent?.path ?? 'its parent'} is not writable by ${userName(user.uid)}: runs fail with exit 77`, fix: `sudo install -d -o ${shortName(user.uid)} -m 0700 ${archive.path}` });
+    }
   } else if (facts.probe) {
     findings.push(facts.probe.ok
       ? { check: 'archive writable', verdict: 'ok', path: archive.path, reason: `a probe file was created and removed in ${archive.path}` }
-      : { check: 'archive writable', verdict: 'error', path: archive.path, reason: `cannot ${facts.probe.step} a probe file in ${archive.path} as ${userName(user.uid)}: ${facts.probe.code}${facts.probe.code === 'EROFS' ? ' (read-only filesystem)' : ''}`, fix: facts.probe.code === 'EROFS' ? 'remount it read-write, or choose another archive.dir' : `sudo chown ${userName(user.uid).replace(/ \(uid \d+\)$/, '')} ${archive.path} && sudo chmod 0700 ${archive.path}` });
+      : { check: 'archive writable', verdict: 'error', path: archive.path, reason: `cannot ${facts.probe.step} a probe file in ${archive.path} as ${userName(user.uid)}: ${facts.probe.code}${facts.probe.code === 'EROFS' ? ' (read-only filesystem)' : ''}`, fix: facts.probe.code === 'EROFS' ? 'remount it read-write, or choose another archive.dir' : `sudo chown ${shortName(user.uid)} ${archive.path} && sudo chmod 0700 ${archive.path}` });
   }
   const archiveDev = archive.info?.dev ?? facts.archiveParent?.info?.dev;
   const sourceDev = facts.source.info?.dev;
   if (archiveDev !== undefined && sourceDev !== undefined) {
     findings.push(archiveDev === sourceDev
-      ? { check: 'archive filesystem', verdict: 'warning', path: archive.path, reason: `${archive.path} is on the same filesystem as ${facts.source.path}: a lost or full disk takes the data and every backup with it`, fix: 'put archive.dir on another disk, and ship snapshots off-host (hooks.after_archive)' }
+      ? { check: 'archive filesystem', verdict: 'warning', path: archive.path, reason: sameFilesystemWarning(archive.path, facts.source.path), fix: 'put archive.dir on another disk, and ship snapshots off-host (hooks.after_archive)' }
       : { check: 'archive filesystem', verdict: 'ok', path: archive.path, reason: `${archive.path} is on another filesystem than the source` });
   }
-  findings.push(...judgeOwnFolder('archive', 'the archive root', archive, user, instance.dirMode));
+  if (archive.info && archive.info.uid !== user.uid) {
+    const mismatch = ownerMismatchError(archive.path, archive.info.uid, user.uid).message;
+    findings.push(instance.allowOwnerMismatch
+      ? { check: 'archive owner', verdict: 'warning', path: archive.path, reason: `${mismatch} (allowed by --allow-owner-mismatch)` }
+      : { check: 'archive owner', verdict: 'error', path: archive.path, reason: `${mismatch} (once, prune and daemon exit 77)` });
+  }
+  if (archive.error !== 'ENOENT') findings.push(...judgeOwnFolder('archive', 'the archive root', archive, user, instance.dirMode, false));
   for (const folder of facts.ruleFolders) {
     findings.push(...judgeOwnFolder(`rules.${folder.rule}`, `rule folder ${folder.rule}`, folder, user, instance.dirMode));
     if (folder.foreignFiles > 0) {
-      findings.push({ check: `rules.${folder.rule} files`, verdict: 'error', path: folder.path, reason: `${folder.foreignFiles} event file(s) in ${folder.path} are owned by another user: retention never deletes them`, fix: `sudo chown -R ${userName(user.uid).replace(/ \(uid \d+\)$/, '')}: ${folder.path}` });
+      findings.push({ check: `rules.${folder.rule} files`, verdict: 'error', path: folder.path, reason: `${folder.foreignFiles} event file(s) in ${folder.path} are owned by another user: retention never deletes them`, fix: `sudo chown -R ${shortName(user.uid)}: ${folder.path}` });
     }
   }
   if (facts.stateDir.path !== archive.path) findings.push(...judgeOwnFolder('state', 'the state folder', facts.stateDir, user, instance.dirMode));
@@ -267,7 +281,7 @@ export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFact
     const m = facts.metricsDir;
     findings.push(m.writable
       ? { check: 'metrics.textfile', verdict: 'ok', path: m.path, reason: `${m.path} is writable by this user` }
-      : { check: 'metrics.textfile', verdict: 'error', path: m.path, reason: `${m.path} ${m.error === 'ENOENT' ? 'does not exist' : 'is not writable by this user'}: the metrics file is never written`, fix: `sudo install -d -o ${userName(user.uid).replace(/ \(uid \d+\)$/, '')} ${m.path}, or add the user to its group` });
+      : { check: 'metrics.textfile', verdict: 'error', path: m.path, reason: `${m.path} ${m.error === 'ENOENT' ? 'does not exist' : 'is not writable by this user'}: the metrics file is never written`, fix: `sudo install -d -o ${shortName(user.uid)} ${m.path}, or add the user to its group` });
   }
   return findings;
 }
@@ -296,7 +310,7 @@ export function resolvedSettings(config: Config): object {
     instances: config.instances.map((i) => ({
       name: i.name,
       source: { rdb: i.sourceRdb, nodes: i.sourceNodes ?? null },
-      archive: { dir: i.archiveDir, fileMode: octal(i.fileMode), dirMode: octal(i.dirMode), minFree: describeMinFree(i.minFree) },
+      archive: { dir: i.archiveDir, create: i.createArchive, fileMode: octal(i.fileMode), dirMode: octal(i.dirMode), minFree: describeMinFree(i.minFree) },
       state: i.statePath,
       timezone: i.timezone,
       rules: i.rules.map((r) => ({ name: r.name, every: describeEvery(r.every), count: r.count, dir: ruleDir(i, r) })),
@@ -424,7 +438,7 @@ export async function gatherFacts(fs: FileSystem, config: Config, instance: Inst
   const facts: InstanceCheckFacts = {
     user,
     source: await sourceFacts(fs, instance.sourceRdb),
-    archive: await statFacts(fs, instance.archiveDir),
+    archive: await statFacts(fs, instance.archiveDir, true),
     ruleFolders: [],
     stateDir: await statFacts(fs, dirname(instance.statePath)),
     hooks: [],

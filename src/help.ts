@@ -114,7 +114,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
   },
   'config check': {
     examples: [
-      ['sudo -u rdb-archiver rdb-archiver config check', 'the resolved settings, then ok / WARNING / ERROR per check, with the fix'],
+      ['rdb-archiver config check -c /etc/rdb-archiver/config.yaml', 'settings, then ok / WARNING / ERROR per check with the fix (run it as the service\'s user)'],
       ['rdb-archiver config check --json', 'the settings and the findings as one JSON object'],
     ],
     exitCodes: [[OK, 'OK: no errors (warnings may be listed)'], [1, 'a check found an error (each is listed with its fix)'], CONFIG, INTERNAL],
