@@ -6,7 +6,8 @@
  * A failed `once`, daemon tick or `prune` whose failure is not in the state
  * file writes one small JSON file, the first of these that works:
  *
- *   1. `<state folder>/last-failure.json` (next to state.json and the lock);
+ *   1. `<state folder>/last-failure.json` (next to state.json and the lock),
+ *      when that folder exists and belongs to the running user;
  *   2. the fallback folder, outside the archive: `monitor.failure_dir` when
  *      set, else `/var/tmp/rdb-archiver-<uid>` (made 0755 by this user, and
  *      used only while it is a real folder owned by this user that nobody
@@ -157,13 +158,20 @@ export async function writeFailureRecord(fs: FileSystem, log: Log, instance: Ins
   };
   const problems: string[] = [];
   const primary = primaryRecordPath(instance);
-  try {
-    await replaceFileAtomic(fs, primary, await dataFor(primary), RECORD_MODE);
-    return primary;
-  } catch (err) {
-    problems.push(`${primary}: ${err instanceof Error ? err.message : String(err)}`);
-  }
   const uid = euid();
+  // Never a file of ours in another user's state folder (a run refused for an owner mismatch
+  // wrote nothing there, and must not start now); nor a state folder made just for the record.
+  const stateDir = await fs.lstat(dirname(primary)).catch(() => undefined);
+  if (stateDir && stateDir.kind === 'dir' && stateDir.uid === uid) {
+    try {
+      await replaceFileAtomic(fs, primary, await dataFor(primary), RECORD_MODE);
+      return primary;
+    } catch (err) {
+      problems.push(`${primary}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  } else {
+    problems.push(`${dirname(primary)}: ${stateDir ? `not a folder of uid ${uid}` : 'missing or unreachable'}`);
+  }
   try {
     const dir = await prepareFallbackDir(fs, instance, uid);
     const path = join(dir, fallbackFileName(instance));
@@ -239,7 +247,7 @@ async function readRecordFile(fs: FileSystem, path: string, statePath: string, o
 /**
  * The newest failure record of an instance, from the state folder and the
  * fallback folders of the users who may have run it (`uids`: the checking
- * user, the archive's and the state folder's owners). Unreadable places are
+ * user, root, the archive's and the state folder's owners). Unreadable places are
  * skipped: a record is extra evidence, and its absence proves nothing.
  */
 export async function readFailureRecord(fs: FileSystem, instance: InstanceConfig, uids: number[]): Promise<FoundRecord | undefined> {

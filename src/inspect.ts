@@ -245,7 +245,8 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   if (facts.source.error?.kind === 'permission' || facts.rules.some((r) => r.error?.kind === 'permission')) asUser();
 
   const owners = await probeWritable(fs, instance, facts);
-  facts.failure = await readFailureRecord(fs, instance, [effectiveUid(), ...owners]).catch(() => undefined);
+  // root's records too: a run as root that was refused (owner mismatch) records itself in root's folder.
+  facts.failure = await readFailureRecord(fs, instance, [effectiveUid(), 0, ...owners]).catch(() => undefined);
   facts.lock = await readLock(fs, lockPathFor(instance));
 
   try {

@@ -133,6 +133,25 @@ describe('a run that fails before it can write its state', () => {
     expect(readJson<{ lastFailure: { exitCode: number; command: string } }>(env.state).lastFailure).toMatchObject({ exitCode: 77, command: 'once' });
   });
 
+  asNobody('a run as root refused for an owner mismatch leaves no file in the archive; its record goes to root\'s folder, and check run as the archive\'s user sees it', async () => {
+    const env = await nobodyArchive();
+    writeSnapshot(env.source, { seed: 'r', mtime: ago(30_000) });
+    chmodSync(env.source, 0o644);
+    const refused = await runCli(['once', '-c', env.config]); // as root, into nobody's archive
+    expect(refused.code, refused.stderr).toBe(77);
+    const rootOwned = (dir: string): string[] => readdirSync(dir).flatMap((n) => {
+      const p = join(dir, n);
+      const st = statSync(p);
+      return [...(st.uid === 0 ? [p] : []), ...(st.isDirectory() ? rootOwned(p) : [])];
+    });
+    expect(rootOwned(env.archive)).toEqual([]);
+    const check = await runAs(NOBODY, ['check', '-c', env.config]);
+    expect(check.code, check.stdout).toBe(2);
+    const m = /last once at \S+ failed \(exit 77: .*\); the state file could not record it \(recorded in (\/var\/tmp\/rdb-archiver-0\/default-[0-9a-f]{16}\.json)\)/.exec(check.stdout);
+    expect(m, check.stdout).not.toBeNull();
+    outside.push(m![1]!);
+  });
+
   asNobody('monitor.failure_dir replaces the default fallback folder; a failed prune is recorded too', async () => {
     const env = await nobodyArchive();
     const dir = join(env.root, 'failures');
