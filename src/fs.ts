@@ -71,6 +71,8 @@ export interface FileSystem {
    * to lstat + unlink per file.
    */
   unlinkOwnedFiles?(paths: readonly string[], uid: number | undefined): Promise<string[]>;
+  /** Sets a file's mtime (and atime) to now: how a lock holder refreshes its lease (lock.ts). */
+  touch?(path: string): Promise<void>;
 }
 
 function kindOf(s: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean }): FileKind {
@@ -221,6 +223,14 @@ export class OSFS implements FileSystem {
       await fsp.unlink(path);
     } catch (err) {
       throw fsError('unlink', path, err);
+    }
+  }
+  async touch(path: string): Promise<void> {
+    try {
+      const now = new Date();
+      await fsp.utimes(path, now, now);
+    } catch (err) {
+      throw fsError('utimes', path, err);
     }
   }
   async syncDir(path: string): Promise<void> {

@@ -1,13 +1,24 @@
 /**
  * An exclusive run lock in the state folder, so overlapping cron runs, a
- * daemon tick and a manual `once` never interleave.
+ * daemon tick, a manual `once` and containers (Kubernetes CronJob pods) on
+ * one volume never interleave.
  *
  * The lock file appears atomically with its content (written to a temp file,
- * then link()ed into place, which fails with EEXIST when held). It is stale
- * when the pid it names is dead. Taking over a stale lock is itself guarded
- * by a short-lived "takeover" lock, so two runs that both see the same stale
- * lock cannot both remove it and then both win.
+ * then link()ed into place, which fails with EEXIST when held). It names its
+ * owner by host, boot id, PID namespace, pid and the process's start time
+ * (field 22 of /proc/<pid>/stat): a pid alone means nothing across PID
+ * namespaces (every container's first process is pid 1) and pids are reused.
+ *
+ * A lock is taken over only when its owner is provably dead (same host, boot
+ * and PID namespace as us, and that pid is gone or is another process with
+ * another start time), or when its lease expired: the holder refreshes the
+ * lock file's mtime every LOCK_REFRESH_MS, and a lock not refreshed for
+ * LOCK_STALE_MS is stale whoever wrote it (restic's model). Taking over a
+ * stale lock is itself guarded by a short-lived "takeover" lock, so two runs
+ * that both see the same stale lock cannot both remove it and then both win.
  */
+import { readFileSync, readlinkSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TryAgainError } from './errors.js';
 import type { FileSystem } from './fs.js';
@@ -17,6 +28,14 @@ export interface LockOwner {
   pid: number;
   startedAt: string;
   command: string;
+  /** Who holds it, beyond the pid (absent in locks written by versions before these fields). */
+  host?: string;
+  /** /proc/sys/kernel/random/boot_id: a pid of another boot is never this boot's process. */
+  bootId?: string;
+  /** readlink /proc/self/ns/pid, e.g. "pid:[4026531836]": pids compare only inside one namespace. */
+  pidNs?: string;
+  /** Field 22 of /proc/<pid>/stat (clock ticks since boot): tells a reused pid from its first owner. */
+  procStart?: string;
 }
 
 export interface HeldLock {
@@ -27,6 +46,64 @@ export interface HeldLock {
 /** A takeover lock older than this belongs to a run killed mid-takeover. */
 const TAKEOVER_STALE_MS = 10_000;
 
+/**
+ * A lock whose file was not refreshed (mtime) for this long is stale, whoever
+ * holds it: the one way to free a lock held from another host, boot or PID
+ * namespace, whose owner we cannot see. restic uses the same 30 minutes.
+ */
+export const LOCK_STALE_MS = 30 * 60_000;
+/** How often a holder refreshes its lock's mtime; well inside LOCK_STALE_MS. restic: 5 minutes. */
+export const LOCK_REFRESH_MS = 5 * 60_000;
+
+/**
+ * Tests only (documented as such in the README): RDB_ARCHIVER_TEST_LOCK_STALE_MS
+ * shortens the lease so that expiry and refresh can be tested in seconds; the
+ * refresh interval is then a sixth of it. Never set it in production.
+ */
+export function leaseDurations(env: NodeJS.ProcessEnv = process.env): { staleMs: number; refreshMs: number } {
+  const test = Number(env.RDB_ARCHIVER_TEST_LOCK_STALE_MS);
+  if (Number.isFinite(test) && test > 0) return { staleMs: test, refreshMs: Math.max(10, Math.floor(test / 6)) };
+  return { staleMs: LOCK_STALE_MS, refreshMs: LOCK_REFRESH_MS };
+}
+
+/** Field 22 (starttime) of /proc/<pid>/stat; undefined when the process does not exist (or there is no /proc). */
+export function processStartTime(pid: number | 'self'): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) is in parentheses and may hold spaces and ")": split after the last one.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return fields[19]; // fields from 3 on: field 22 is at index 22 - 3
+}
+
+function readTrimmed(read: () => string): string | undefined {
+  try {
+    return read().trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ProcessIdentity {
+  host: string;
+  bootId?: string;
+  pidNs?: string;
+}
+
+let identity: ProcessIdentity | undefined;
+/** This process's host, boot and PID namespace (read once). */
+export function thisIdentity(): ProcessIdentity {
+  identity ??= {
+    host: hostname(),
+    bootId: readTrimmed(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8')),
+    pidNs: readTrimmed(() => readlinkSync('/proc/self/ns/pid')),
+  };
+  return identity;
+}
+
 export function isProcessAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
@@ -35,6 +112,42 @@ export function isProcessAlive(pid: number): boolean {
   } catch (err) {
     return errorCode(err) === 'EPERM'; // alive, owned by another user
   }
+}
+
+/** What a probe of a pid in our own PID namespace finds. */
+export type PidProbe = { alive: false } | { alive: true; start?: string };
+
+export function probePid(pid: number): PidProbe {
+  if (!isProcessAlive(pid)) return { alive: false };
+  return { alive: true, start: processStartTime(pid) };
+}
+
+export type LockVerdict = { stale: false; why: string } | { stale: true; why: string };
+
+/**
+ * Pure: is the lock `owner` holds stale, seen from `here`? `ageMs` is the time
+ * since its last refresh (file mtime). Provably dead = same host, boot and PID
+ * namespace, and the pid is gone or belongs to a process with another start
+ * time. Anything else is respected until the lease expires.
+ */
+export function judgeLock(
+  owner: LockOwner,
+  here: ProcessIdentity,
+  probe: (pid: number) => PidProbe,
+  ageMs: number,
+  staleMs: number,
+): LockVerdict {
+  if (ageMs > staleMs) return { stale: true, why: `its lease expired: not refreshed for ${Math.round(ageMs / 1000)} s (> ${Math.round(staleMs / 1000)} s)` };
+  const legacy = owner.host === undefined && owner.bootId === undefined && owner.pidNs === undefined;
+  const local = legacy || (owner.host === here.host && owner.bootId !== undefined && owner.bootId === here.bootId
+    && owner.pidNs !== undefined && owner.pidNs === here.pidNs);
+  if (!local) return { stale: false, why: `held from ${owner.host ?? 'another host'} (another host, boot or PID namespace): respected until its lease expires` };
+  const found = probe(owner.pid);
+  if (!found.alive) return { stale: true, why: `its process ${owner.pid} no longer exists` };
+  if (owner.procStart !== undefined && found.start !== undefined && found.start !== owner.procStart) {
+    return { stale: true, why: `pid ${owner.pid} is now another process (start time ${found.start}, not ${owner.procStart})` };
+  }
+  return { stale: false, why: `its process ${owner.pid} is alive` };
 }
 
 async function readOwner(fs: FileSystem, path: string): Promise<LockOwner | undefined | 'missing'> {
@@ -48,7 +161,11 @@ async function readOwner(fs: FileSystem, path: string): Promise<LockOwner | unde
   }
   try {
     const parsed = JSON.parse(text) as LockOwner;
-    return typeof parsed?.pid === 'number' && typeof parsed.startedAt === 'string' ? parsed : undefined;
+    if (typeof parsed?.pid !== 'number' || typeof parsed.startedAt !== 'string') return undefined;
+    for (const key of ['host', 'bootId', 'pidNs', 'procStart'] as const) {
+      if (parsed[key] !== undefined && typeof parsed[key] !== 'string') return undefined;
+    }
+    return parsed;
   } catch {
     return undefined; // unparsable content: a write cut short, or outside tampering
   }
@@ -67,7 +184,9 @@ async function createWithContent(fs: FileSystem, path: string, content: string):
       await fs.link(tmp, path);
       linked = true;
     } catch (err) {
-      if (errorCode(err) !== 'EEXIST') throw err;
+      // ENOENT: the lock's holder removed our temp, taking its pid for dead (it runs in
+      // another PID namespace and cannot see us): the lock is held, as with EEXIST.
+      if (errorCode(err) !== 'EEXIST' && errorCode(err) !== 'ENOENT') throw err;
     }
   } catch (err) {
     // Whatever failed, the temp file must not stay behind (the original error is the one to report).
@@ -108,13 +227,24 @@ async function removeDeadTemps(fs: FileSystem, dir: string): Promise<void> {
 const heldHere = new Set<string>();
 const heldKey = (path: string, owner: LockOwner) => `${path}\n${owner.pid}\n${owner.startedAt}`;
 
+/** Is the lock at `path`, held by `owner` and last refreshed `ageMs` ago, stale? */
+function verdictFor(path: string, owner: LockOwner, ageMs: number, staleMs: number): LockVerdict {
+  const here = thisIdentity();
+  const mine = owner.pid === process.pid && (owner.pidNs === undefined || owner.pidNs === here.pidNs) && (owner.host === undefined || owner.host === here.host);
+  if (mine && ageMs <= staleMs) {
+    // Our own pid: held now, or left by an earlier run in this process whose release failed.
+    return heldHere.has(heldKey(path, owner)) ? { stale: false, why: 'held by this process' } : { stale: true, why: 'left by an earlier run of this process' };
+  }
+  return judgeLock(owner, here, probePid, ageMs, staleMs);
+}
+
 function isOwnerAlive(path: string, owner: LockOwner): boolean {
-  if (owner.pid === process.pid) return heldHere.has(heldKey(path, owner));
-  return isProcessAlive(owner.pid);
+  return !verdictFor(path, owner, 0, Number.POSITIVE_INFINITY).stale;
 }
 
 function lockedError(path: string, owner: LockOwner | undefined): TryAgainError {
-  const who = owner ? `pid ${owner.pid}, ${owner.command}, since ${owner.startedAt}` : 'another run';
+  const host = owner?.host && owner.host !== thisIdentity().host ? ` on ${owner.host}` : '';
+  const who = owner ? `pid ${owner.pid}${host}, ${owner.command}, since ${owner.startedAt}` : 'another run';
   const err = new TryAgainError('locked', path, `another rdb-archiver run holds the lock ${path} (${who}); try again later`);
   if (owner) holders.set(err, owner);
   return err;
@@ -181,12 +311,21 @@ async function removeStaleTakeover(fs: FileSystem, takeoverPath: string): Promis
 
 async function attemptLock(fs: FileSystem, path: string, command: string, dirMode: number): Promise<HeldLock> {
   await ensureDir(fs, dirname(path), dirMode);
-  const me: LockOwner = { pid: process.pid, startedAt: new Date().toISOString(), command };
+  const here = thisIdentity();
+  const me: LockOwner = {
+    pid: process.pid, startedAt: new Date().toISOString(), command,
+    host: here.host, bootId: here.bootId, pidNs: here.pidNs, procStart: processStartTime('self'),
+  };
   const content = JSON.stringify(me) + '\n';
   const key = heldKey(path, me);
+  const lease = leaseDurations();
+  let refresher: NodeJS.Timeout | undefined;
+  let refreshing: Promise<void> = Promise.resolve();
   const held: HeldLock = {
     path,
     release: async () => {
+      if (refresher) clearInterval(refresher);
+      await refreshing;
       try {
         const owner = await readOwner(fs, path);
         if (owner !== 'missing' && owner?.pid === me.pid && owner.startedAt === me.startedAt) await unlinkIfExists(fs, path);
@@ -195,9 +334,24 @@ async function attemptLock(fs: FileSystem, path: string, command: string, dirMod
       }
     },
   };
+  /**
+   * The lease: a long run (a big copy, a slow hook, a daemon tick) touches the
+   * lock file's mtime every refreshMs. Touching is safe even if the lock was
+   * taken over meanwhile (it only extends that live run's lease). Unref'd: it
+   * never keeps the process alive.
+   */
+  const startRefreshing = () => {
+    if (!fs.touch) return; // a test double without touch(): runs are short there
+    const touch = fs.touch.bind(fs);
+    refresher = setInterval(() => {
+      refreshing = refreshing.then(() => touch(path)).catch(() => undefined);
+    }, lease.refreshMs);
+    refresher.unref();
+  };
   /** We made the lock file: clean up after dead runs, then hand it over. */
   const won = async (): Promise<HeldLock> => {
     heldHere.add(key);
+    startRefreshing();
     try {
       await removeDeadTemps(fs, dirname(path));
       // A run killed during its takeover, after it removed the stale lock, leaves its takeover lock behind.
@@ -217,7 +371,16 @@ async function attemptLock(fs: FileSystem, path: string, command: string, dirMod
     if (await createWithContent(fs, path, content)) return won();
     throw lockedError(path, undefined);
   }
-  if (owner && isOwnerAlive(path, owner)) throw lockedError(path, owner);
+  if (owner) {
+    let ageMs: number;
+    try {
+      ageMs = Date.now() - (await fs.stat(path)).mtimeMs;
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') throw err;
+      ageMs = 0; // released just now: the takeover below finds it missing and retries
+    }
+    if (!verdictFor(path, owner, ageMs, lease.staleMs).stale) throw lockedError(path, owner);
+  }
 
   // Stale: take it over under the takeover lock. A takeover lock left by a
   // run killed half-way through its takeover is removed first.

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TryAgainError } from '../../src/errors.js';
 import { OSFS } from '../../src/fs.js';
-import { acquireLock, isProcessAlive, type HeldLock } from '../../src/lock.js';
+import { acquireLock, isProcessAlive, judgeLock, leaseDurations, processStartTime, type HeldLock } from '../../src/lock.js';
 
 const fs = new OSFS();
 let dir: string;
@@ -222,5 +222,50 @@ describe('acquireLock', () => {
       expect(stateEntries()).toEqual(['lock']);
       await won[0]!.value.release();
     }
+  });
+});
+
+describe('judgeLock (pure): provably dead, or lease expired', () => {
+  const here = { host: 'h', bootId: 'b', pidNs: 'pid:[1]' };
+  const owner = { pid: 42, startedAt: 'x', command: 'once', host: 'h', bootId: 'b', pidNs: 'pid:[1]', procStart: '100' };
+  const gone = () => ({ alive: false as const });
+  const alive = (start?: string) => () => ({ alive: true as const, start });
+  const STALE = 30 * 60_000;
+
+  it('same host, boot and namespace: stale when the pid is gone or has another start time, held otherwise', () => {
+    expect(judgeLock(owner, here, gone, 0, STALE).stale).toBe(true);
+    expect(judgeLock(owner, here, alive('101'), 0, STALE).stale).toBe(true);
+    expect(judgeLock(owner, here, alive('100'), 0, STALE).stale).toBe(false);
+    expect(judgeLock(owner, here, alive(undefined), 0, STALE).stale).toBe(false); // cannot tell: respected
+  });
+
+  it('another host, boot or PID namespace: respected whatever the pid looks like here, until the lease expires', () => {
+    for (const other of [{ host: 'x' }, { bootId: 'x' }, { pidNs: 'pid:[2]' }, { bootId: undefined }]) {
+      const o = { ...owner, ...other };
+      expect(judgeLock(o, here, gone, STALE - 1, STALE).stale, JSON.stringify(other)).toBe(false);
+      expect(judgeLock(o, here, gone, STALE + 1, STALE).stale, JSON.stringify(other)).toBe(true);
+    }
+  });
+
+  it('a live owner whose lease expired is stale too (a hung run cannot hold the archive forever)', () => {
+    expect(judgeLock(owner, here, alive('100'), STALE + 1, STALE)).toMatchObject({ stale: true, why: expect.stringContaining('lease expired') });
+  });
+
+  it('a lock of an older version (pid only) keeps the old rule: stale when the pid is dead', () => {
+    const legacy = { pid: 42, startedAt: 'x', command: 'once' };
+    expect(judgeLock(legacy, here, gone, 0, STALE).stale).toBe(true);
+    expect(judgeLock(legacy, here, alive('5'), 0, STALE).stale).toBe(false);
+  });
+
+  it('lease durations: 30 min stale, refresh every 5 min; the test-only variable shortens both', () => {
+    expect(leaseDurations({})).toEqual({ staleMs: 30 * 60_000, refreshMs: 5 * 60_000 });
+    expect(leaseDurations({ RDB_ARCHIVER_TEST_LOCK_STALE_MS: '600' })).toEqual({ staleMs: 600, refreshMs: 100 });
+  });
+
+  it('processStartTime reads field 22 of /proc/<pid>/stat: stable for a process, undefined for a dead pid', () => {
+    const start = processStartTime(process.pid);
+    expect(start).toMatch(/^\d+$/);
+    expect(processStartTime('self')).toBe(start);
+    expect(processStartTime(deadPid)).toBeUndefined();
   });
 });
