@@ -24,6 +24,8 @@ import { hookExecutable, untrustedHookReason } from './hooks.js';
 import { archiveSpace, formatDuration } from './inspect.js';
 import { eventFileNames, scanFolder } from './retention.js';
 import { effectiveUid, untrustedPathReason, userName } from './trust.js';
+import { scheduleProblem, scheduleTimezone } from './daemon.js';
+import { defaultFailureDir, isOwnFallbackDir } from './failure-record.js';
 import { reserveBytes } from './worker.js';
 
 export type Verdict = 'ok' | 'warning' | 'error';
@@ -83,7 +85,6 @@ export interface SpaceFacts {
 
 export interface InstanceCheckFacts {
   user: { uid: number; gid: number; groups: number[] };
-  config?: PathFacts & { untrusted?: string };
   source: SourceFacts;
   nodes?: SourceFacts;
   archive: PathFacts;
@@ -95,6 +96,17 @@ export interface InstanceCheckFacts {
   stateDir: PathFacts;
   hooks: HookFacts[];
   spaces: SpaceFacts[];
+  /**
+   * Where a failed run records itself when the state folder cannot take it
+   * (failure-record.ts): monitor.failure_dir, or /var/tmp/rdb-archiver-<uid>.
+   */
+  failureDir: PathFacts & { configured: boolean; writable: boolean };
+}
+
+/** What the whole config shares: the file, the daemon's schedule, the metrics file's folder. */
+export interface ConfigWideFacts {
+  config?: PathFacts & { untrusted?: string };
+  schedule: { expression: string; timezone: string; problem?: string };
   metricsDir?: PathFacts & { writable?: boolean };
 }
 
@@ -212,12 +224,6 @@ function judgeHook(hook: HookFacts): Finding {
 export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFacts, groupName: (gid: number) => string = groupNameOf): Finding[] {
   const findings: Finding[] = [];
   const { user } = facts;
-  if (facts.config) {
-    const c = facts.config;
-    findings.push(c.untrusted
-      ? { check: 'config', verdict: 'error', path: c.path, reason: c.untrusted, fix: `chmod go-w ${c.path}` }
-      : { check: 'config', verdict: 'ok', path: c.path, reason: `${c.path}: owner ${c.info ? userName(c.info.uid) : '?'}, mode ${c.info ? octal(c.info.mode) : '?'}, not writable by other users` });
-  }
   findings.push(...judgeSource('the source', 'source.rdb', facts.source, user, false, groupName));
   if (facts.nodes) findings.push(...judgeSource('nodes.conf', 'source.nodes', facts.nodes, user, true, groupName));
 
@@ -277,11 +283,40 @@ export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFact
       : { check: 'free space', verdict: 'ok', path: space.paths[0], reason: `${formatBytes(space.available)} free on the filesystem of ${where}; a run needs ${formatBytes(needed)} (snapshot + archive.min_free)` });
   }
 
+  const fd = facts.failureDir;
+  const fdWhat = fd.configured ? 'monitor.failure_dir' : 'the default failure-record folder';
+  if (fd.error === 'ENOENT') {
+    findings.push({ check: 'failure records', verdict: 'ok', path: fd.path, reason: `${fdWhat} ${fd.path} does not exist yet: the first failure the state folder cannot take creates it` });
+  } else if (fd.error || !fd.info) {
+    findings.push({ check: 'failure records', verdict: 'warning', path: fd.path, reason: `cannot stat ${fdWhat} ${fd.path}: ${fd.error ?? 'unknown'}; a failure the state folder cannot take would be in the log only`, fix: 'check the folders above it' });
+  } else if (!fd.configured && !isOwnFallbackDir(fd.info, user.uid)) {
+    findings.push({ check: 'failure records', verdict: 'warning', path: fd.path, reason: `${fd.path} is not a folder of ${userName(user.uid)} that only it can write (someone else made it?): failure records are never written there, so a run that cannot write its state fails unseen by check`, fix: `remove it (sudo rm -r ${fd.path}), or set monitor.failure_dir` });
+  } else if (!fd.writable) {
+    findings.push({ check: 'failure records', verdict: 'warning', path: fd.path, reason: `${fdWhat} ${fd.path} is not writable by ${userName(user.uid)}: a failure the state folder cannot take would be in the log only`, fix: `sudo chown ${shortName(user.uid)} ${fd.path}` });
+  } else {
+    findings.push({ check: 'failure records', verdict: 'ok', path: fd.path, reason: `${fdWhat} ${fd.path} is writable by this user` });
+  }
+  return findings;
+}
+
+/** Pure: the findings that concern the whole config: its file, the daemon's schedule, the metrics file. */
+export function judgeConfig(facts: ConfigWideFacts): Finding[] {
+  const findings: Finding[] = [];
+  if (facts.config) {
+    const c = facts.config;
+    findings.push(c.untrusted
+      ? { check: 'config', verdict: 'error', path: c.path, reason: c.untrusted, fix: `chmod go-w ${c.path}` }
+      : { check: 'config', verdict: 'ok', path: c.path, reason: `${c.path}: owner ${c.info ? userName(c.info.uid) : '?'}, mode ${c.info ? octal(c.info.mode) : '?'}, not writable by other users` });
+  }
+  const { schedule } = facts;
+  findings.push(schedule.problem
+    ? { check: 'schedule', verdict: 'error', reason: `${schedule.problem}: daemon refuses to start (exit 2)`, fix: 'fix schedule (5 fields, or 6 with seconds first), e.g. "*/5 * * * *"' }
+    : { check: 'schedule', verdict: 'ok', reason: `"${schedule.expression}" (${schedule.timezone}) is a valid daemon schedule` });
   if (facts.metricsDir) {
     const m = facts.metricsDir;
     findings.push(m.writable
       ? { check: 'metrics.textfile', verdict: 'ok', path: m.path, reason: `${m.path} is writable by this user` }
-      : { check: 'metrics.textfile', verdict: 'error', path: m.path, reason: `${m.path} ${m.error === 'ENOENT' ? 'does not exist' : 'is not writable by this user'}: the metrics file is never written`, fix: `sudo install -d -o ${shortName(user.uid)} ${m.path}, or add the user to its group` });
+      : { check: 'metrics.textfile', verdict: 'error', path: m.path, reason: `${m.path} ${m.error === 'ENOENT' ? 'does not exist' : 'is not writable by this user'}: the metrics file is never written`, fix: `sudo install -d -o ${shortName(effectiveUid())} ${m.path}, or add the user to its group` });
   }
   return findings;
 }
@@ -443,11 +478,8 @@ export async function gatherFacts(fs: FileSystem, config: Config, instance: Inst
     stateDir: await statFacts(fs, dirname(instance.statePath)),
     hooks: [],
     spaces: [],
+    failureDir: { path: '', configured: false, writable: false },
   };
-  if (config.file) {
-    // The loader refused an untrusted config already; this shows what was accepted.
-    facts.config = { ...(await statFacts(fs, config.file, true)), untrusted: untrustedPathReason(config.file, 'the config file', uid) };
-  }
   if (instance.sourceNodes) facts.nodes = await sourceFacts(fs, instance.sourceNodes);
 
   if (facts.archive.error === 'ENOENT') {
@@ -510,6 +542,20 @@ export async function gatherFacts(fs: FileSystem, config: Config, instance: Inst
     facts.hooks.push(hook);
   }
 
+  const failureDir = instance.monitor.failureDir ?? defaultFailureDir(uid);
+  facts.failureDir = { ...(await statFacts(fs, failureDir)), configured: instance.monitor.failureDir !== undefined, writable: canAccess(failureDir, fsConstants.W_OK | fsConstants.X_OK) };
+  return facts;
+}
+
+export async function gatherConfigFacts(fs: FileSystem, config: Config): Promise<ConfigWideFacts> {
+  const uid = effectiveUid();
+  const timezone = scheduleTimezone(config);
+  const problem = await scheduleProblem(config.schedule, timezone);
+  const facts: ConfigWideFacts = { schedule: { expression: config.schedule, timezone, ...(problem ? { problem } : {}) } };
+  if (config.file) {
+    // The loader refused an untrusted config already; this shows what was accepted.
+    facts.config = { ...(await statFacts(fs, config.file, true)), untrusted: untrustedPathReason(config.file, 'the config file', uid) };
+  }
   if (config.metricsTextfile) {
     const dir = dirname(config.metricsTextfile);
     facts.metricsDir = { ...(await statFacts(fs, dir, true)), writable: canAccess(dir, fsConstants.W_OK | fsConstants.X_OK) };
@@ -555,18 +601,19 @@ export function registerConfigCommands(program: Command): void {
     .option('--json', 'print one JSON object on stdout')
     .action(async (_opts: unknown, cmd: Command) => {
       const ctx = contextFor(cmd);
+      const global = judgeConfig(await gatherConfigFacts(ctx.fs, ctx.config));
       const results: Array<{ instance: string; findings: Finding[] }> = [];
       for (const instance of ctx.config.instances) {
         const facts = await gatherFacts(ctx.fs, ctx.config, instance);
         results.push({ instance: instance.name, findings: judgeInstance(instance, facts) });
       }
-      const all = results.flatMap((r) => r.findings);
+      const all = [...global, ...results.flatMap((r) => r.findings)];
       const exitCode = exitCodeOfFindings(all);
       const count = (v: Verdict) => all.filter((f) => f.verdict === v).length;
       if (ctx.json) {
-        print(JSON.stringify({ config: resolvedSettings(ctx.config), user: describeUser({ uid: effectiveUid(), gid: process.getegid?.() ?? 0, groups: process.getgroups?.() ?? [] }), instances: results, errors: count('error'), warnings: count('warning'), exitCode }));
+        print(JSON.stringify({ config: resolvedSettings(ctx.config), user: describeUser({ uid: effectiveUid(), gid: process.getegid?.() ?? 0, groups: process.getgroups?.() ?? [] }), findings: global, instances: results, errors: count('error'), warnings: count('warning'), exitCode }));
       } else {
-        print([settingsText(ctx.config), '', ...results.map((r) => findingsText(r.instance, r.findings)), '',
+        print([settingsText(ctx.config), '', findingsText('config', global), ...results.map((r) => findingsText(r.instance, r.findings)), '',
           `${count('error')} error(s), ${count('warning')} warning(s)${exitCode === 0 ? '' : ': fix the errors before the next run'}`].join('\n'));
       }
       process.exitCode = exitCode;

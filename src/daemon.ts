@@ -55,6 +55,23 @@ export function scheduleTimezone(config: Config): string {
   return zones.size === 1 ? [...zones][0]! : config.timezone;
 }
 
+/**
+ * Why `schedule` cannot drive the daemon: not a cron expression croner reads
+ * (5 fields, or 6 with seconds first), or one that never fires; undefined when
+ * it can. `daemon` refuses such a schedule (exit 2); `config check` reports it.
+ */
+export async function scheduleProblem(schedule: string, timezone: string): Promise<string | undefined> {
+  const { Cron } = await import('croner');
+  try {
+    const probe = new Cron(schedule, { timezone, mode: '5-or-6-parts', paused: true });
+    const never = probe.nextRun() === null;
+    probe.stop();
+    return never ? `"${schedule}" never fires` : undefined;
+  } catch (err) {
+    return `"${schedule}" is not a valid cron expression (5 fields, or 6 with seconds first): ${(err as Error).message}`;
+  }
+}
+
 export async function runDaemon(cmd: Command, ctx: CommandContext, options: { schedule?: string }): Promise<number> {
   const { config, log, fs } = ctx;
   const schedule = options.schedule ?? config.schedule;
@@ -62,25 +79,18 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
   const { Cron } = await import('croner');
 
   const counts = { ticks: 0, skipped: 0, failed: 0 };
-  let job: InstanceType<typeof Cron>;
-  try {
-    job = new Cron(schedule, {
-      timezone,
-      mode: '5-or-6-parts',
-      // croner awaits the tick's promise; while it is pending a due tick is not started, only reported here.
-      protect: () => {
-        counts.skipped += 1;
-        log.warn({ schedule }, 'tick skipped: the previous tick is still running');
-      },
-      catch: (err: unknown) => log.error({ err: String(err) }, 'tick failed; the daemon keeps running'),
-    });
-  } catch (err) {
-    throw new ConfigError(options.schedule ? undefined : config.file, options.schedule ? '--schedule' : 'schedule',
-      `"${schedule}" is not a valid cron expression (5 fields, or 6 with seconds first): ${(err as Error).message}`);
-  }
-  if (job.nextRun() === null) {
-    throw new ConfigError(options.schedule ? undefined : config.file, options.schedule ? '--schedule' : 'schedule', `"${schedule}" never fires`);
-  }
+  const problem = await scheduleProblem(schedule, timezone);
+  if (problem) throw new ConfigError(options.schedule ? undefined : config.file, options.schedule ? '--schedule' : 'schedule', problem);
+  const job = new Cron(schedule, {
+    timezone,
+    mode: '5-or-6-parts',
+    // croner awaits the tick's promise; while it is pending a due tick is not started, only reported here.
+    protect: () => {
+      counts.skipped += 1;
+      log.warn({ schedule }, 'tick skipped: the previous tick is still running');
+    },
+    catch: (err: unknown) => log.error({ err: String(err) }, 'tick failed; the daemon keeps running'),
+  });
 
   const instances = config.instances;
   const metricsPath = config.metricsTextfile;

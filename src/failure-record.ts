@@ -24,7 +24,7 @@
  */
 import { dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
-import type { FileSystem } from './fs.js';
+import type { FileInfo, FileSystem } from './fs.js';
 import { ensureDir, errorCode, replaceFileAtomic, unlinkIfExists } from './fs.js';
 import type { Log } from './log.js';
 import { bumpCounter, type State } from './state.js';
@@ -63,6 +63,11 @@ export interface FoundRecord {
 
 export function defaultFailureDir(uid: number): string {
   return `/var/tmp/rdb-archiver-${uid}`;
+}
+
+/** The default fallback folder counts only as a real folder of `uid` that nobody else can write (it lives in world-writable /var/tmp). */
+export function isOwnFallbackDir(info: Pick<FileInfo, 'kind' | 'uid' | 'mode'>, uid: number): boolean {
+  return info.kind === 'dir' && info.uid === uid && (info.mode & 0o022) === 0;
 }
 
 /**
@@ -140,7 +145,7 @@ async function prepareFallbackDir(fs: FileSystem, instance: InstanceConfig, uid:
     if (errorCode(err) !== 'EEXIST') throw err;
   }
   const info = await fs.lstat(dir);
-  if (info.kind !== 'dir' || info.uid !== uid || (info.mode & 0o022) !== 0) {
+  if (!isOwnFallbackDir(info, uid)) {
     throw new Error(`${dir} is not a folder of uid ${uid} that only it can write (someone else made it?); not used`);
   }
   return dir;
@@ -259,7 +264,7 @@ export async function readFailureRecord(fs: FileSystem, instance: InstanceConfig
     try {
       if (c.dirUid !== undefined) {
         const dir = await fs.lstat(dirname(c.path));
-        if (dir.kind !== 'dir' || dir.uid !== c.dirUid || (dir.mode & 0o022) !== 0) continue;
+        if (!isOwnFallbackDir(dir, c.dirUid)) continue;
       }
       const record = await readRecordFile(fs, c.path, instance.statePath, c.ownerUid);
       if (record && (!newest || record.at > newest.record.at)) newest = { record, path: c.path };

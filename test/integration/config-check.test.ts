@@ -18,6 +18,7 @@ interface Finding { check: string; verdict: 'ok' | 'warning' | 'error'; reason: 
 interface Output {
   config: { instances: Array<Record<string, unknown>> };
   user: string;
+  findings: Finding[];
   instances: Array<{ instance: string; findings: Finding[] }>;
   errors: number;
   warnings: number;
@@ -38,7 +39,7 @@ function setup(extra = '', options: { archiveDir?: string } = {}) {
   return { root, source, archive, config };
 }
 
-const findings = (out: Output) => out.instances.flatMap((i) => i.findings);
+const findings = (out: Output) => [...out.findings, ...out.instances.flatMap((i) => i.findings)];
 const find = (out: Output, check: string) => findings(out).filter((f) => f.check === check);
 
 async function check(config: string, env?: Record<string, string>) {
@@ -86,6 +87,7 @@ describe('config check', () => {
     expect(find(out, 'archive writable')[0]?.verdict).toBe('ok');
     expect(find(out, 'hooks.after_archive')[0]?.verdict).toBe('ok');
     expect(find(out, 'free space')[0]?.verdict).toBe('ok');
+    expect(find(out, 'schedule')[0]?.verdict).toBe('ok');
     expect(r.stdout + r.stderr).not.toContain('tok-very-secret-42');
     // The human form says the same, without the secret either.
     const text = await runCli(['config', 'check', '-c', config], { env });
@@ -101,6 +103,16 @@ describe('config check', () => {
     const r = await runCli(['config', 'check', '-c', config]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('rules[0].count');
+  });
+
+  it('a schedule the daemon would refuse, and a metrics folder that does not exist, are errors (exit 1)', async () => {
+    const { config, root } = setup(`schedule: "61 * * * *"\nmetrics:\n  textfile: ${'/nonexistent-rdb-archiver-metrics/rdb_archiver.prom'}\n`);
+    const { r, out } = await check(config);
+    expect(r.code).toBe(1);
+    expect(find(out, 'schedule')[0]).toMatchObject({ verdict: 'error' });
+    expect(find(out, 'schedule')[0]!.reason).toContain('not a valid cron expression');
+    expect(find(out, 'metrics.textfile')[0]).toMatchObject({ verdict: 'error', path: '/nonexistent-rdb-archiver-metrics' });
+    expect(root).toBeTruthy();
   });
 
   it('a missing hook executable is an error (exit 1) naming the hook and the fix', async () => {

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
-import { exitCodeOfFindings, judgeInstance, resolvedSettings, type InstanceCheckFacts } from '../../src/config-check.js';
+import { exitCodeOfFindings, judgeConfig, judgeInstance, resolvedSettings, type InstanceCheckFacts } from '../../src/config-check.js';
 
 const instance = loadConfig({ source: '/srv/redis/dump.rdb', archive: '/backup/redis' }, {}).instances[0]!;
 const groupName = (gid: number) => (gid === 110 ? 'redis (gid 110)' : `gid ${gid}`);
@@ -22,6 +22,7 @@ function goodFacts(): InstanceCheckFacts {
     stateDir: dir('/backup/redis/.rdb-archiver'),
     hooks: [],
     spaces: [{ paths: ['/backup/redis/hourly', '/backup/redis/daily'], available: 10 * 2 ** 30, total: 100 * 2 ** 30 }],
+    failureDir: { ...dir('/var/tmp/rdb-archiver-998', { mode: 0o755 }), configured: false, writable: true },
   };
 }
 
@@ -96,6 +97,35 @@ describe('judgeInstance', () => {
     expect(hooks.map((f) => f.verdict)).toEqual(['error', 'error', 'error']);
     expect(hooks[0]!.reason).toContain('not found in PATH');
     expect(hooks[1]!.fix).toBe('chmod +x /usr/local/bin/sync');
+  });
+});
+
+describe('failure records folder', () => {
+  it('the default folder made by another user, or one that may be written by others, is a warning: records are never written there', () => {
+    const facts = goodFacts();
+    facts.failureDir = { ...dir('/var/tmp/rdb-archiver-998', { uid: 1234 }), configured: false, writable: true };
+    expect(verdictOf(facts, 'failure records')).toEqual(['warning']);
+    facts.failureDir = { ...dir('/var/tmp/rdb-archiver-998', { mode: 0o777 }), configured: false, writable: true };
+    expect(verdictOf(facts, 'failure records')).toEqual(['warning']);
+  });
+
+  it('a configured monitor.failure_dir this user cannot write is a warning; a missing one is made at the first failure', () => {
+    const facts = goodFacts();
+    facts.failureDir = { ...dir('/var/lib/rdb-archiver', { uid: 0, mode: 0o755 }), configured: true, writable: false };
+    expect(verdictOf(facts, 'failure records')).toEqual(['warning']);
+    facts.failureDir = { path: '/var/lib/rdb-archiver', error: 'ENOENT', configured: true, writable: false };
+    expect(verdictOf(facts, 'failure records')).toEqual(['ok']);
+  });
+});
+
+describe('judgeConfig', () => {
+  it('a schedule the daemon refuses is an error; a metrics folder this user cannot write is an error', () => {
+    const findings = judgeConfig({
+      schedule: { expression: '61 * * * *', timezone: 'UTC', problem: '"61 * * * *" is not a valid cron expression' },
+      metricsDir: { path: '/var/lib/prometheus/node-exporter', error: 'ENOENT', writable: false },
+    });
+    expect(findings.map((f) => [f.check, f.verdict])).toEqual([['schedule', 'error'], ['metrics.textfile', 'error']]);
+    expect(judgeConfig({ schedule: { expression: '* * * * *', timezone: 'UTC' } }).map((f) => f.verdict)).toEqual(['ok']);
   });
 });
 
