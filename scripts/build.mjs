@@ -36,7 +36,9 @@ await build({
   format: 'cjs',
   platform: 'node',
   target: 'node20',
-  external: ['pino'],
+  // The S3 SDK stays in node_modules, required on first use only (src/targets/s3.ts
+  // loadSdk): a run with nothing to upload neither parses nor loads it.
+  external: ['pino', '@aws-sdk/*'],
   minifyWhitespace: true,
   minifySyntax: true,
   sourcemap: true,

@@ -23,6 +23,7 @@ import { scanFolder, type FolderEvent } from './retention.js';
 import { sha256Hex } from './sha256.js';
 import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from './timestamp.js';
 import { copyPass, parseArchiveRecord } from './worker.js';
+import { runRemoteList, runRemoteVerify } from './offsite/commands.js';
 
 /** `verify` found at least one bad event. */
 export const VERIFY_FAILED = 1 as ExitCodeValue;
@@ -586,8 +587,14 @@ export function registerCatalogCommands(program: Command): void {
     .command('list')
     .description('list archived events per rule, most recently archived first: timestamp, size, nodes.conf, Redis/Valkey version and ctime from the RDB header')
     .option('--rule <name>', 'only this rule folder')
+    .option('--remote <name>', 'list the complete events at this off-site remote instead')
     .option('--json', 'print one JSON object on stdout: {"<rule>":[{"ts","seq","bytes","nodes","redisVersion","ctime"}]}')
-    .action(async (opts: { rule?: string }, cmd: Command) => {
+    .action(async (opts: { rule?: string; remote?: string }, cmd: Command) => {
+      if (opts.remote !== undefined) {
+        if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --remote');
+        await runRemoteList(cmd, opts.remote);
+        return;
+      }
       const ctx = contextFor(cmd);
       checkRuleExists(ctx.config.instances, opts.rule);
       const results = [];
@@ -603,8 +610,16 @@ export function registerCatalogCommands(program: Command): void {
     .argument('[ts]', 'only the event with this timestamp (2025-02-24T23-59-00 or ISO 8601)')
     .description('re-check archived events against their sha256 sidecar and the RDB CRC-64; exit 1 when any is bad')
     .option('--rule <name>', 'only this rule folder')
+    .option('--remote <name>', 'verify the events at this off-site remote instead: manifest, sizes and ETags (HEAD)')
+    .option('--read-data', 'with --remote: download every event and recompute sha256 and the RDB CRC-64')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (tsText: string | undefined, opts: { rule?: string }, cmd: Command) => {
+    .action(async (tsText: string | undefined, opts: { rule?: string; remote?: string; readData?: boolean }, cmd: Command) => {
+      if (opts.remote !== undefined) {
+        if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --remote');
+        await runRemoteVerify(cmd, opts.remote, { readData: opts.readData === true, ts: tsText === undefined ? undefined : parseTsArgument(tsText) });
+        return;
+      }
+      if (opts.readData) throw new ConfigError(undefined, '--read-data', 'applies to --remote only (a local verify always reads every byte)');
       const ctx = contextFor(cmd);
       checkRuleExists(ctx.config.instances, opts.rule);
       const ts = tsText === undefined ? undefined : parseTsArgument(tsText);

@@ -16,6 +16,7 @@ import { registerMonitorCommands } from './monitor.js';
 import { registerMetrics } from './metrics.js';
 import { registerConfigCommands } from './config-check.js';
 import { addCommandHelp } from './help.js';
+import { registerOffsiteCommands, remoteRunLines, runRemotePrune } from './offsite/commands.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -60,6 +61,7 @@ export function onceSummary(report: RunReport, dryRun: boolean, opts?: TextOptio
     lines.push(...retentionLines(report.retention, dryRun, dryRun));
   }
   if (report.status !== 'failed' && report.error) lines.push(failureLine('error', report.error.message, report.exitCode, opts));
+  if (report.offsite) lines.push(...remoteRunLines(report.offsite));
   return lines.join('\n');
 }
 
@@ -82,6 +84,7 @@ function onceJson(report: RunReport): object {
     warnings: report.warnings,
     notes: report.notes,
     ...(report.error ? { error: report.error } : {}),
+    ...(report.offsite ? { offsite: report.offsite } : {}),
     exitCode: report.exitCode,
   };
 }
@@ -131,8 +134,10 @@ export function buildProgram(): Command {
     .command('prune')
     .description('apply the retention rules to every rule folder (no archiving)')
     .option('--dry-run', 'print what would be deleted and why; delete nothing')
+    .option('--remote <name>', 'apply this off-site remote\'s retention rules to its events instead')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
+    .action(async (opts: { dryRun?: boolean; remote?: string }, cmd: Command) => {
+      if (opts.remote !== undefined) return runRemotePrune(cmd, opts.remote, opts.dryRun === true);
       const ctx = contextFor(cmd, { runsHooks: true });
       const results = [];
       for (const instance of ctx.config.instances) {
@@ -147,6 +152,7 @@ export function buildProgram(): Command {
   registerMonitorCommands(program);
   registerMetrics(program);
   registerConfigCommands(program);
+  registerOffsiteCommands(program);
   addCommandHelp(program);
 
   return program;

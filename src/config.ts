@@ -3,6 +3,7 @@
  * Config. Every problem becomes a ConfigError naming the file and key path.
  */
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import * as z from 'zod/mini';
@@ -39,6 +40,33 @@ export interface MonitorConfig {
    * record (failure-record.ts); undefined: /var/tmp/rdb-archiver-<uid>.
    */
   failureDir?: string;
+  /** `check` warns when an event has waited this long for its upload to a remote. */
+  offsiteWarnLagMs: number;
+  /** `check` is critical when an event has waited this long for its upload to a remote. */
+  offsiteCritLagMs: number;
+}
+
+/** An off-site repository (see src/targets/s3.ts). Credentials are never part of it: the AWS chain supplies them. */
+export interface RemoteConfig {
+  name: string;
+  type: 's3';
+  bucket: string;
+  /** Key prefix, '' or ending in '/'. */
+  prefix: string;
+  endpoint?: string;
+  region?: string;
+  /** A named profile of the shared AWS config/credentials files. */
+  profile?: string;
+  forcePathStyle: boolean;
+  storageClass?: string;
+  sse?: { type: 'AES256' | 'aws:kms'; kmsKeyId?: string };
+  partSize: number;
+  concurrency: number;
+  /** One upload's limit (and one download's, one listing's). */
+  timeoutMs: number;
+  /** How long an object without its manifest, or an unfinished multipart upload, is left alone before it is cleaned up. */
+  incompleteGraceMs: number;
+  rules: Rule[];
 }
 
 export interface HooksConfig {
@@ -72,6 +100,8 @@ export interface InstanceConfig {
   rules: Rule[];
   monitor: MonitorConfig;
   hooks: HooksConfig;
+  /** Off-site repositories, in config order; empty when none. */
+  remotes: RemoteConfig[];
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -108,7 +138,7 @@ export interface ConfigOverrides {
 }
 
 export const DEFAULT_SCHEDULE = '* * * * *';
-export const DEFAULT_MONITOR: MonitorConfig = { warnAgeMs: 2 * 3_600_000, critAgeMs: 6 * 3_600_000 };
+export const DEFAULT_MONITOR: MonitorConfig = { warnAgeMs: 2 * 3_600_000, critAgeMs: 6 * 3_600_000, offsiteWarnLagMs: 3_600_000, offsiteCritLagMs: 6 * 3_600_000 };
 export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
 export const DEFAULT_INSTANCE_NAME = 'default';
@@ -233,7 +263,109 @@ const argvValue = z
   .array(z.string({ error: 'must be a list of strings (an argv array)' }), { error: 'must be a command as a list of strings, e.g. ["/usr/local/bin/ship", "--to", "s3://bucket"]' })
   .check(z.minLength(1, { error: 'must not be empty' }));
 
-const monitorSchema = z.strictObject({ warn_age: z.optional(durationValue), crit_age: z.optional(durationValue), failure_dir: z.optional(pathString) });
+const monitorSchema = z.strictObject({
+  warn_age: z.optional(durationValue),
+  crit_age: z.optional(durationValue),
+  failure_dir: z.optional(pathString),
+  offsite_warn_lag: z.optional(durationValue),
+  offsite_crit_lag: z.optional(durationValue),
+});
+
+// --- remotes (off-site repositories) ----------------------------------------
+
+export const MIN_PART_SIZE = 5 * 1024 ** 2;
+export const MAX_PART_SIZE = 5 * 1024 ** 3;
+export const DEFAULT_PART_SIZE = 64 * 1024 ** 2;
+export const DEFAULT_REMOTE_CONCURRENCY = 4;
+export const DEFAULT_REMOTE_TIMEOUT_MS = 10 * 60_000;
+export const DEFAULT_INCOMPLETE_GRACE_MS = 24 * 3_600_000;
+
+/** "64MiB", "5MB", 1048576 -> bytes; undefined when it is not a size. */
+export function parseSize(value: number | string): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value >= 0 ? value : undefined;
+  const size = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(value.trim());
+  const unit = size ? SIZE_UNITS[size[2]!.toLowerCase()] : undefined;
+  return size && unit !== undefined ? Math.floor(Number(size[1]) * unit) : undefined;
+}
+
+const PART_SIZE_ERROR = 'must be a size between 5MiB and 5GiB, such as "64MiB" (S3 multipart limits)';
+const partSizeValue = z.pipe(
+  z.union([z.number(), z.string()], { error: PART_SIZE_ERROR }),
+  z.transform((value: number | string, ctx): number => {
+    const bytes = parseSize(value);
+    if (bytes === undefined || bytes < MIN_PART_SIZE || bytes > MAX_PART_SIZE) {
+      ctx.issues.push({ code: 'custom', message: PART_SIZE_ERROR, input: value });
+      return z.NEVER;
+    }
+    return bytes;
+  }),
+);
+
+/** S3's rules for bucket names (DNS-compatible), which every compatible server accepts. */
+const BUCKET_PATTERN = /^(?!\d+\.\d+\.\d+\.\d+$)(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const PREFIX_ERROR = 'must be a key prefix such as "prod/cache-01/": no leading "/", no "//", no "." or ".." segment';
+const prefixValue = z.string({ error: PREFIX_ERROR }).check(z.refine((p: string) =>
+  p === '' || (!p.startsWith('/') && !p.includes('//') && !p.split('/').some((seg) => seg === '.' || seg === '..') && !/[\u0000-\u001f\u007f]/.test(p)), { error: PREFIX_ERROR }));
+const CONCURRENCY_ERROR = 'must be an integer from 1 to 64';
+const remoteSchema = z.strictObject({
+  name: z.string({ error: 'must be a string' }).check(z.regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$' })),
+  type: z.literal('s3', { error: 'must be "s3" (the only remote type)' }),
+  bucket: z.string({ error: 'must be a bucket name' }).check(z.regex(BUCKET_PATTERN, { error: 'is not a valid bucket name: 3-63 characters of a-z, 0-9, "." and "-", starting and ending with a letter or digit' })),
+  prefix: z.optional(prefixValue),
+  endpoint: z.optional(z.string({ error: 'must be a URL' }).check(z.refine((u: string) => {
+    try {
+      const url = new URL(u);
+      return (url.protocol === 'https:' || url.protocol === 'http:') && url.username === '' && url.password === '';
+    } catch {
+      return false;
+    }
+  }, { error: 'must be an http(s) URL such as "https://s3.eu-central-1.amazonaws.com", without credentials in it' }))),
+  region: z.optional(z.string({ error: 'must be a region name' }).check(z.regex(/^[a-z0-9-]+$/, { error: 'must be a region name such as "eu-central-1"' }))),
+  profile: z.optional(z.string({ error: 'must be a profile name' }).check(z.minLength(1))),
+  force_path_style: z.optional(z.boolean({ error: 'must be true or false' })),
+  storage_class: z.optional(z.string({ error: 'must be a storage class such as "STANDARD_IA"' }).check(z.regex(/^[A-Z_]+$/, { error: 'must be a storage class such as "STANDARD_IA"' }))),
+  sse: z.optional(z.strictObject({
+    type: z.enum(['AES256', 'aws:kms'], { error: 'must be AES256 or aws:kms' }),
+    kms_key_id: z.optional(z.string({ error: 'must be a KMS key id, ARN or alias' }).check(z.minLength(1))),
+  })),
+  part_size: z.optional(partSizeValue),
+  concurrency: z.optional(z.int({ error: CONCURRENCY_ERROR }).check(z.minimum(1, { error: CONCURRENCY_ERROR }), z.maximum(64, { error: CONCURRENCY_ERROR }))),
+  timeout: z.optional(durationValue),
+  incomplete_grace: z.optional(durationValue),
+  rules: z.optional(rulesSchema),
+});
+const remotesSchema = z.array(remoteSchema, { error: 'must be a list of remotes' }).check(uniqueNames('remote'));
+type RemoteInput = z.output<typeof remoteSchema>;
+
+function resolveRemote(r: RemoteInput, instanceName: string, rules: Rule[], file: string | undefined, keyPath: string): RemoteConfig {
+  if (r.sse?.kms_key_id !== undefined && r.sse.type !== 'aws:kms') throw new ConfigError(file, `${keyPath}.sse.kms_key_id`, 'only applies to sse type aws:kms');
+  let prefix = r.prefix ?? `${sanitizedHostname()}/${instanceName}/`;
+  if (prefix !== '' && !prefix.endsWith('/')) prefix += '/';
+  return {
+    name: r.name,
+    type: 's3',
+    bucket: r.bucket,
+    prefix,
+    endpoint: r.endpoint,
+    region: r.region,
+    profile: r.profile,
+    forcePathStyle: r.force_path_style ?? false,
+    storageClass: r.storage_class,
+    sse: r.sse && { type: r.sse.type, kmsKeyId: r.sse.kms_key_id },
+    partSize: r.part_size ?? DEFAULT_PART_SIZE,
+    concurrency: r.concurrency ?? DEFAULT_REMOTE_CONCURRENCY,
+    timeoutMs: r.timeout ?? DEFAULT_REMOTE_TIMEOUT_MS,
+    incompleteGraceMs: r.incomplete_grace ?? DEFAULT_INCOMPLETE_GRACE_MS,
+    rules: r.rules ? r.rules.map((x) => ({ name: x.name, count: x.count, every: x.every ?? { kind: 'snapshot' } })) : rules,
+  };
+}
+
+/** The host name as a key segment: lower case, only characters that are safe in a key and a URL. */
+function sanitizedHostname(): string {
+  return hostname().toLowerCase().replace(/[^a-z0-9._-]/g, '-') || 'localhost';
+}
+
+// ------------------------------------------------------------------------------
 const hooksSchema = z.strictObject({
   after_archive: z.optional(argvValue),
   after_prune: z.optional(argvValue),
@@ -250,6 +382,7 @@ const instanceKeys = {
   rules: z.optional(rulesSchema),
   monitor: z.optional(monitorSchema),
   hooks: z.optional(hooksSchema),
+  remotes: z.optional(remotesSchema),
 };
 
 const instanceName = z.string({ error: 'must be a string' }).check(z.regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$' }));
@@ -448,6 +581,13 @@ function resolveInstance(
   const warnAgeMs = monitor.warn_age ?? DEFAULT_MONITOR.warnAgeMs;
   const critAgeMs = monitor.crit_age ?? Math.max(DEFAULT_MONITOR.critAgeMs, warnAgeMs);
   if (critAgeMs < warnAgeMs) throw new ConfigError(file, key('monitor.crit_age'), 'must not be shorter than monitor.warn_age');
+  const offsiteWarnLagMs = monitor.offsite_warn_lag ?? DEFAULT_MONITOR.offsiteWarnLagMs;
+  const offsiteCritLagMs = monitor.offsite_crit_lag ?? Math.max(DEFAULT_MONITOR.offsiteCritLagMs, offsiteWarnLagMs);
+  if (offsiteCritLagMs < offsiteWarnLagMs) throw new ConfigError(file, key('monitor.offsite_crit_lag'), 'must not be shorter than monitor.offsite_warn_lag');
+  const resolvedRules = rules ? rules.map((r) => ({ name: r.name, count: r.count, every: r.every ?? { kind: 'snapshot' as const } })) : DEFAULT_RULES;
+  // An instance's own remotes replace the top-level list (like rules); the key path names where each came from.
+  const remotesKey = entry.remotes ? key('remotes') : 'remotes';
+  const remotes = (entry.remotes ?? defaults.remotes ?? []).map((r, i) => resolveRemote(r, name, resolvedRules, file, `${remotesKey}[${i}]`));
 
   return {
     name,
@@ -462,14 +602,15 @@ function resolveInstance(
     minFree: archive.min_free ?? { kind: 'default' },
     statePath,
     timezone: entry.timezone ?? defaults.timezone ?? 'UTC',
-    rules: rules ? rules.map((r) => ({ name: r.name, count: r.count, every: r.every ?? { kind: 'snapshot' } })) : DEFAULT_RULES,
-    monitor: { warnAgeMs, critAgeMs, ...(monitor.failure_dir ? { failureDir: resolveAgainst(base, monitor.failure_dir) } : {}) },
+    rules: resolvedRules,
+    monitor: { warnAgeMs, critAgeMs, offsiteWarnLagMs, offsiteCritLagMs, ...(monitor.failure_dir ? { failureDir: resolveAgainst(base, monitor.failure_dir) } : {}) },
     hooks: {
       afterArchive: hooks.after_archive,
       afterPrune: hooks.after_prune,
       onFailure: hooks.on_failure,
       timeoutMs: hooks.timeout ?? DEFAULT_HOOK_TIMEOUT_MS,
     },
+    remotes,
   };
 }
 
@@ -481,6 +622,18 @@ function checkIsolation(file: string | undefined, instances: InstanceConfig[]): 
     claims.push({ path: dirname(inst.statePath), what: 'state', owner: inst.name });
   }
   const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith('/') ? b : `${b}/`);
+  // Nor an off-site prefix: one instance's remote retention would delete the other's events.
+  const remoteClaims = instances.flatMap((inst) => inst.remotes.map((r) => ({ where: `${r.endpoint ?? 'aws'} ${r.bucket}/${r.prefix}`, owner: inst.name, remote: r.name })));
+  for (let i = 0; i < remoteClaims.length; i += 1) {
+    for (let j = i + 1; j < remoteClaims.length; j += 1) {
+      const a = remoteClaims[i]!;
+      const b = remoteClaims[j]!;
+      if (a.owner !== b.owner && (a.where.startsWith(b.where) || b.where.startsWith(a.where))) {
+        throw new ConfigError(file, `instances (${a.owner}, ${b.owner})`,
+          `${a.owner}'s remote ${a.remote} and ${b.owner}'s remote ${b.remote} share a bucket prefix (${a.where}): give each instance its own prefix`);
+      }
+    }
+  }
   for (let i = 0; i < claims.length; i += 1) {
     for (let j = i + 1; j < claims.length; j += 1) {
       const a = claims[i]!;

@@ -22,6 +22,8 @@ import { userName } from './trust.js';
 import { type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
 import { archiveSnapshot, type ArchiveTarget, type NodesChange, type SnapshotResult } from './worker.js';
+import { queueForRemotes, settleRemoteQueue } from './offsite/queue.js';
+import { runOffsite, type RemoteRunReport } from './offsite/run.js';
 
 export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
 
@@ -49,6 +51,8 @@ export interface RunReport {
    */
   notes: string[];
   error?: ErrorReport;
+  /** One entry per remote, after the local cycle (absent without remotes, and in a dry run). */
+  offsite?: RemoteRunReport[];
   exitCode: ExitCodeValue;
 }
 
@@ -258,6 +262,7 @@ export async function runOnce(
       else state.lastFailure = { at: state.lastRun.at, command: deps.command ?? 'once', exitCode: report.exitCode, ...(report.error ? { error: report.error.message } : {}) };
       bumpCounter(state, `runs_${report.exitCode === ExitCode.OK ? 'ok' : 'failed'}`);
       try {
+        await settleRemoteQueue(deps.fs, instance, state);
         await saveState(deps.fs, instance.statePath, state, instance.dirMode, { durable: report.status !== 'unchanged' });
         stateSaved = true;
       } catch (err) {
@@ -334,6 +339,7 @@ export async function runOnce(
       };
       state.seq = Math.max(state.seq ?? 0, result.seq);
       delete state.rejected;
+      queueForRemotes(state, instance, result);
       protect.clear();
       protect.set(result.ts, 'archived by this run (the source\'s current content), kept whatever its timestamp');
       const jump = result.outcome === 'archived' && result.seq === target.seq
@@ -383,6 +389,13 @@ export async function runOnce(
   if (!options.dryRun) {
     if (stateSaved) await removeFailureRecords(deps.fs, absorbed);
     else await recordUnsavedFailure(deps, log, instance, deps.command ?? 'once', started, report.exitCode, report.error);
+  }
+  // Off-site copies, after the instance lock is released: a slow remote never delays local archiving.
+  if (!options.dryRun && instance.remotes.length > 0 && report.error?.kind !== 'locked') {
+    const offsite = await runOffsite(deps, instance, { explicit: false });
+    report.offsite = offsite.remotes;
+    // "Archived locally, off-site pending" has its own code; a local failure's code wins.
+    if (report.exitCode === ExitCode.OK && offsite.exitCode !== ExitCode.OK) report.exitCode = ExitCode.OFFSITE;
   }
   return report;
 }

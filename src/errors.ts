@@ -31,6 +31,12 @@ export const ExitCode = {
   /** Try again later: another run holds the lock, or the source changed during the copy (EX_TEMPFAIL). */
   TEMPFAIL: 75,
   /**
+   * Off-site: `once` archived locally but an off-site copy is still pending
+   * (or remote retention failed); `push`/remote commands: the remote failed
+   * (EX_PROTOCOL: a remote error).
+   */
+  OFFSITE: 76,
+  /**
    * Permission denied or read-only filesystem; also a writing run whose user
    * is not the archive root's owner (without --allow-owner-mismatch) (EX_NOPERM).
    */
@@ -53,6 +59,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   73: 'no name left for the snapshot: all ten of its second (<ts>, <ts>_1 .. _9) are taken by other content; all kept',
   74: 'I/O error; the message names the operation and the path',
   75: 'try again later: another run holds the lock, or the source changed during the copy',
+  76: 'off-site: archived locally but an off-site copy is pending, or the remote failed (unreachable, timeout, missing bucket)',
   77: 'permission denied, or a read-only filesystem; or a run as another user than the archive\'s owner',
 };
 
@@ -170,6 +177,27 @@ export class InsufficientSpaceError extends ArchiverError {
       `${path}: not enough free space: need ${needed} bytes (snapshot + reserve), ${available} available; nothing was written`,
     );
     this.name = 'InsufficientSpaceError';
+  }
+}
+
+/**
+ * An off-site repository failed: unreachable, timed out, refused the
+ * credentials, no such bucket, or returned something that does not match what
+ * was sent. Never carries a secret: messages come from the server's error
+ * code and text, scrubbed of the credential values in the environment.
+ */
+export class RemoteError extends ArchiverError {
+  readonly exitCode: ExitCodeValue;
+  constructor(
+    readonly kind: 'remote' | 'remote-auth' | 'remote-no-bucket' | 'remote-timeout' | 'remote-integrity' | 'remote-not-found' | 'remote-refused',
+    readonly remote: string,
+    readonly op: string,
+    readonly key: string,
+    detail: string,
+  ) {
+    super(`remote ${remote}: ${op} ${key}: ${detail}`);
+    this.name = 'RemoteError';
+    this.exitCode = kind === 'remote-auth' ? ExitCode.PERMISSION : ExitCode.OFFSITE;
   }
 }
 

@@ -38,7 +38,7 @@ export function helpEpilogue(help: CommandHelp): string {
   return lines.join('\n');
 }
 
-const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION } = ExitCode;
+const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION } = ExitCode;
 
 /** The examples and exit codes of the program itself ("") and of each command, by path. */
 export const COMMAND_HELP: Record<string, CommandHelp> = {
@@ -47,7 +47,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed, then prune (what cron and the timer run)'],
       ['rdb-archiver status', 'what is archived, and how the last run went'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION],
+    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION],
     note: 'Some commands give codes a meaning of their own (verify, restore, daemon; check follows the\nmonitoring-plugin convention): see `rdb-archiver <command> --help`.',
   },
   once: {
@@ -55,36 +55,46 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed since the last run, then apply retention'],
       ['rdb-archiver once --dry-run', 'show what would be archived and deleted; write nothing'],
     ],
-    exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, PERMISSION],
+    exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL,
+      [OFFSITE, 'archived locally, but an off-site copy is still pending (a remote failed or is in backoff), or remote retention failed'], PERMISSION],
+  },
+  push: {
+    examples: [
+      ['rdb-archiver push', 'upload every event still pending for the remotes now (no backoff), then apply their retention'],
+      ['rdb-archiver push --remote offsite --json', 'one remote, as JSON'],
+    ],
+    exitCodes: [[OK, 'OK: nothing is left pending'], CONFIG, INTERNAL, IO, [OFFSITE, 'events are still pending: the remote failed (unreachable, timeout, missing bucket, server error)'],
+      [PERMISSION, 'the remote refused the credentials or the permission (or a local permission error)']],
   },
   prune: {
     examples: [
       ['rdb-archiver prune --dry-run', 'every keep and delete with its reason; delete nothing'],
-      ['rdb-archiver prune --instance cache', 'apply the retention rules of one instance'],
+      ['rdb-archiver prune --remote offsite --dry-run', 'the remote\'s retention plan with reasons; delete nothing'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, NO_ARCHIVE, INTERNAL, IO, [TEMPFAIL, 'try again later: another run holds the lock'], PERMISSION],
+    exitCodes: [OK, NO_SPACE, CONFIG, NO_ARCHIVE, INTERNAL, IO, [TEMPFAIL, 'try again later: another run holds the lock'], [OFFSITE, '--remote: the remote failed; nothing more was deleted'], PERMISSION],
   },
   list: {
     examples: [
       ['rdb-archiver list', 'every archived event per rule, newest first'],
-      ['rdb-archiver list --rule daily --json', 'one rule folder, as JSON'],
+      ['rdb-archiver list --remote offsite', 'the complete events at an off-site remote'],
     ],
-    exitCodes: [OK, CONFIG, INTERNAL, IO, PERMISSION],
+    exitCodes: [OK, CONFIG, INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
   },
   verify: {
     examples: [
       ['rdb-archiver verify', 're-check every archived event (sha256 sidecar and RDB CRC-64)'],
-      ['rdb-archiver verify 2025-02-24T23-59-00 --rule daily', 'one event in one rule folder'],
+      ['rdb-archiver verify --remote offsite --read-data', 'download every remote event; recompute sha256 and the RDB CRC-64'],
     ],
-    exitCodes: [[OK, 'OK: every event checked is intact'], [1, 'an archived event is bad (they are listed)'], CONFIG, [NO_SOURCE, 'TS names no archived event'], INTERNAL, IO, PERMISSION],
+    exitCodes: [[OK, 'OK: every event checked is intact'], [1, 'an archived event is bad (they are listed)'], CONFIG, [NO_SOURCE, 'TS names no archived event'],
+      INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
   },
   restore: {
     examples: [
       ['rdb-archiver restore latest --to /var/tmp/restore/', 'verify the newest event and write it as /var/tmp/restore/dump.rdb'],
-      ['rdb-archiver restore 2025-02-24T23-59-00 --to /var/tmp/restore/ --nodes-to /var/tmp/restore/', 'one event of a Redis Cluster node, with its nodes.conf'],
+      ['rdb-archiver restore latest --from offsite --to /var/tmp/restore/', 'download the newest complete remote event, verifying it while streaming'],
     ],
-    exitCodes: [[OK, 'OK: restored and verified'], NO_SPACE, CONFIG, [INVALID_SOURCE, 'the event fails verification; nothing is written'], [NO_SOURCE, 'no such event'], INTERNAL,
-      [CONFLICT, 'the target exists and --force was not given'], IO, PERMISSION],
+    exitCodes: [[OK, 'OK: restored and verified'], NO_SPACE, CONFIG, [INVALID_SOURCE, 'the event fails verification; nothing is written'], [NO_SOURCE, 'no such event'],
+      INTERNAL, [CONFLICT, 'the target exists and --force was not given'], IO, [OFFSITE, '--from: the remote failed; nothing is written'], [PERMISSION, 'permission denied (with --from: the remote refused the credentials)']],
   },
   daemon: {
     examples: [

@@ -76,7 +76,7 @@ export interface HookDeps {
 /** The environment a hook sees: the archiver's own, plus every RDB_ARCHIVER_* variable (empty when not applicable). */
 export function hookEnv(instance: InstanceConfig, hook: HookName, vars: HookVars): NodeJS.ProcessEnv {
   return {
-    ...process.env,
+    ...withoutRemoteCredentials(process.env, instance),
     RDB_ARCHIVER_HOOK: hook,
     RDB_ARCHIVER_INSTANCE: instance.name,
     RDB_ARCHIVER_ARCHIVE_DIR: instance.archiveDir,
@@ -90,6 +90,16 @@ export function hookEnv(instance: InstanceConfig, hook: HookName, vars: HookVars
     RDB_ARCHIVER_EXIT_CODE: vars.exitCode !== undefined ? String(vars.exitCode) : '',
     RDB_ARCHIVER_DELETED: (vars.deleted ?? []).join(' '),
   };
+}
+
+/** The AWS credential variables the remotes use (src/targets/s3.ts): never handed to a hook of an instance with remotes. */
+export const REMOTE_CREDENTIAL_VARS = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'] as const;
+
+function withoutRemoteCredentials(env: NodeJS.ProcessEnv, instance: InstanceConfig): NodeJS.ProcessEnv {
+  if (instance.remotes.length === 0) return env;
+  const out = { ...env };
+  for (const k of REMOTE_CREDENTIAL_VARS) delete out[k];
+  return out;
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

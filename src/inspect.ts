@@ -20,6 +20,7 @@ import { loadState, sameIdentity, identityOf, type State } from './state.js';
 import { type Timestamp, eventFileName, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
 import { statSource } from './watcher.js';
 import { parseArchiveRecord, type ArchiveRecord } from './worker.js';
+import { inspectRemotes, type RemoteFacts } from './offsite/facts.js';
 
 export interface RuleUsage {
   rule: string;
@@ -115,6 +116,8 @@ export interface InstanceFacts {
   user?: string;
   /** The archive root: missing (an unmounted disk?) and whether it shares the source's filesystem (st_dev). */
   archiveRoot: { exists: boolean; sameFilesystemAsSource?: boolean };
+  /** Off-site remotes (empty or absent without remotes). */
+  remotes?: RemoteFacts[];
 }
 
 async function statSize(fs: FileSystem, path: string): Promise<{ key: string; size: number } | undefined> {
@@ -151,6 +154,7 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     unwritable: [],
     futureEvents: [],
     archiveRoot: { exists: false },
+    remotes: [],
   };
   const asUser = () => (facts.user ??= userName(effectiveUid()));
   const nowMs = Date.now();
@@ -260,6 +264,7 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   } catch (err) {
     facts.spaceError = errorReport(err).message;
   }
+  facts.remotes = await inspectRemotes(fs, instance, facts.state, Date.now());
   return facts;
 }
 

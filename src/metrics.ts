@@ -68,6 +68,35 @@ const seconds = (iso: string | undefined): number => {
   return Number.isFinite(ms) ? ms / 1000 : 0;
 };
 
+/** The rdb_archiver_remote_* series: one sample per instance and remote. */
+function remoteFamilies(family: (name: string, type: Family['type'], help: string) => Family) {
+  const lastSuccess = family('rdb_archiver_remote_last_success_timestamp_seconds', 'gauge', 'Unix time of the last successful upload to the remote; 0 if none yet.');
+  const pending = family('rdb_archiver_remote_pending_events', 'gauge', 'Archived events waiting for their upload to the remote.');
+  const lag = family('rdb_archiver_remote_lag_seconds', 'gauge', 'How long the oldest pending event has waited for the remote; 0 when none waits.');
+  const bytes = family('rdb_archiver_remote_uploaded_bytes_total', 'counter', 'Bytes uploaded to the remote (data objects, sidecars and manifests).');
+  const uploads = family('rdb_archiver_remote_uploads_total', 'counter', 'Events uploaded to the remote (complete, manifest written).');
+  const failures = family('rdb_archiver_remote_failures_total', 'counter', 'Off-site runs whose upload to the remote failed (the events stayed pending).');
+  const pruneFailures = family('rdb_archiver_remote_prune_failures_total', 'counter', 'Remote retention runs that failed.');
+  const lost = family('rdb_archiver_remote_lost_events_total', 'counter', 'Events that will never reach the remote (pruned locally before their upload, or a conflicting event at the remote).');
+  return {
+    add(instance: string, remotes: NonNullable<InstanceFacts['remotes']>) {
+      for (const r of remotes) {
+        const labels = { instance, remote: r.remote };
+        const s = r.state;
+        lastSuccess.samples.push({ labels, value: seconds(s?.lastSuccessAt) });
+        pending.samples.push({ labels, value: r.pending });
+        lag.samples.push({ labels, value: r.lagSeconds });
+        if (!s) continue;
+        bytes.samples.push({ labels, value: s.counters.bytesUploaded });
+        uploads.samples.push({ labels, value: s.counters.uploads });
+        failures.samples.push({ labels, value: s.counters.failures });
+        pruneFailures.samples.push({ labels, value: s.counters.pruneFailures });
+        lost.samples.push({ labels, value: s.counters.lost });
+      }
+    },
+  };
+}
+
 /** The exposition text for some instances: HELP and TYPE once per family, then its samples. */
 export function renderMetrics(all: InstanceFacts[]): string {
   const families: Family[] = [];
@@ -100,6 +129,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const hookLastFailure = family('rdb_archiver_hook_last_failure_timestamp_seconds', 'gauge', 'Unix time the hook last failed; 0 if it never did.');
   const orphanBytes = family('rdb_archiver_orphan_folder_bytes', 'gauge', 'Bytes of event files in a folder of the archive root that no configured rule names (a renamed or removed rule): never pruned.');
   const orphanEvents = family('rdb_archiver_orphan_folder_events', 'gauge', 'Complete snapshot events in an orphan rule folder.');
+  const remote = remoteFamilies(family);
 
   const now = Date.now();
   for (const facts of all) {
@@ -147,6 +177,8 @@ export function renderMetrics(all: InstanceFacts[]): string {
       orphanEvents.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.events });
     }
   }
+
+  for (const facts of all) remote.add(facts.instance, facts.remotes ?? []);
 
   const lines: string[] = [];
   for (const f of families) {

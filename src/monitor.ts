@@ -17,6 +17,7 @@ import { timestampToIso } from './timestamp.js';
 import type { FoundRecord } from './failure-record.js';
 import { hookFailing } from './state.js';
 import { sameFilesystemWarning } from './archive-root.js';
+import { remoteProblems } from './offsite/facts.js';
 
 // ---------------------------------------------------------------------------
 // check
@@ -138,6 +139,7 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
       : `orphan rule folders ${list} are in no rule: never pruned; delete them or add the rules back`);
   }
   if (facts.orphansError && !facts.rules.some((r) => r.error)) add(Nagios.UNKNOWN, facts.orphansError);
+  for (const p of remoteProblems(facts.remotes ?? [], thresholds)) add(p.state, p.text);
 
   const state = worstState(problems.map((p) => p.state));
   const parts = [age === null ? 'no snapshot' : `newest snapshot ${formatAge(age)} ago`];
@@ -252,7 +254,7 @@ function thresholdsFor(instance: InstanceConfig, flags: { warnAge?: string; crit
   if (critAgeMs < warnAgeMs) {
     throw new Error(`${instance.name}: crit-age (${formatDuration(critAgeMs)}) is shorter than warn-age (${formatDuration(warnAgeMs)})`);
   }
-  return { warnAgeMs, critAgeMs };
+  return { ...instance.monitor, warnAgeMs, critAgeMs };
 }
 
 async function runCheck(cmd: Command, flags: { warnAge?: string; critAge?: string; json?: boolean }): Promise<void> {

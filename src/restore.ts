@@ -37,6 +37,7 @@ import type { RdbInfo } from './rdb.js';
 import { sha256Hex } from './sha256.js';
 import { eventFileName, type Timestamp } from './timestamp.js';
 import { copyPass } from './worker.js';
+import { runRemoteRestore } from './offsite/commands.js';
 
 /** Restored files are readable by their owner only; the follow-up steps chown them to the redis user. */
 export const RESTORE_FILE_MODE = 0o600;
@@ -456,7 +457,7 @@ export function restoreText(report: RestoreReport, opts?: TextOptions): string {
     return [failureLine('failed', report.error?.message ?? 'unknown error', report.exitCode, opts), ...report.warnings.map((w) => `warning: ${w}`)].join('\n');
   }
   const lines = [
-    `restored ${report.ts} from ${report.rule} (verified: sha256 and RDB CRC-64)`,
+    `restored ${report.ts} from ${report.rule ?? report.from} (verified: sha256 and RDB CRC-64)`,
     `  rdb:   ${report.to} (${formatBytes(report.bytes)}, sha256 ${report.sha256}, version ${report.redisVersion ?? '?'}, ctime ${report.ctime ?? '?'}, mode 0600)`,
   ];
   if (report.nodes?.to) lines.push(`  nodes: ${report.nodes.to} (mode 0600)`);
@@ -466,6 +467,9 @@ export function restoreText(report: RestoreReport, opts?: TextOptions): string {
   return lines.join('\n');
 }
 
+/** For `restore --from` (src/offsite/commands.ts): the same target rules and publishing. */
+export { resolveTarget as resolveRestoreTarget, publish as publishRestored, archiveIdentities };
+
 export function registerRestoreCommand(program: Command): void {
   program
     .command('restore')
@@ -474,9 +478,16 @@ export function registerRestoreCommand(program: Command): void {
     .requiredOption('--to <path>', 'where to write the RDB (a file path, or an existing folder: writes dump.rdb in it)')
     .option('--nodes-to <path>', 'where to write the event\'s nodes.conf, if it has one (a file path, or an existing folder)')
     .option('--rule <name>', 'look only in this rule folder (with latest: the event it archived most recently)')
+    .option('--from <remote>', 'restore from this off-site remote (downloads and verifies while streaming) instead of the local archive')
     .option('--force', 'replace existing target files (atomically)')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (tsText: string, opts: { to: string; nodesTo?: string; rule?: string; force?: boolean }, cmd: Command) => {
+    .action(async (tsText: string, opts: { to: string; nodesTo?: string; rule?: string; from?: string; force?: boolean }, cmd: Command) => {
+      if (opts.from !== undefined) {
+        if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --from (a remote holds one copy of each event)');
+        const which = tsText === 'latest' ? 'latest' : parseTsArgument(tsText);
+        await runRemoteRestore(cmd, opts.from, { which, to: opts.to, nodesTo: opts.nodesTo, force: opts.force === true });
+        return;
+      }
       const ctx = contextFor(cmd);
       if (ctx.config.instances.length !== 1) {
         throw new ConfigError(ctx.config.file, '--instance', `restore works on one instance: add --instance NAME (instances: ${ctx.config.instances.map((i) => i.name).join(', ')})`);

@@ -7,6 +7,7 @@ import { dirname } from 'node:path';
 import type { FileInfo, FileSystem } from './fs.js';
 import { ensureDir, errorCode, replaceFileAtomic } from './fs.js';
 import type { NodesChange } from './worker.js';
+import { parseQueue, type OffsiteItem } from './offsite/state.js';
 
 /** What makes a source file "the same file": any difference means a new snapshot. */
 export interface SourceIdentity {
@@ -86,6 +87,8 @@ export interface State {
   hooks?: Record<string, HookRecord>;
   /** Monotonic counters (runs by result, hook failures...), kept across restarts for metrics. */
   counters: Record<string, number>;
+  /** Events waiting for off-site remotes (see src/offsite/state.ts); absent without remotes. */
+  offsite?: { queue: OffsiteItem[] };
 }
 
 export function emptyState(): State {
@@ -140,6 +143,7 @@ export function parseState(text: string): State | undefined {
       (state.hooks ??= {})[name] = rec;
     }
   }
+  if (o.offsite && typeof o.offsite === 'object') state.offsite = { queue: parseQueue(o.offsite) };
   if (o.counters && typeof o.counters === 'object') {
     for (const [k, v] of Object.entries(o.counters)) if (typeof v === 'number' && Number.isFinite(v)) state.counters[k] = v;
   }

@@ -1,0 +1,61 @@
+/**
+ * What `status`, `check` and the metrics report about each remote: read-only,
+ * from the state file's queue and the remote's own state file. Never touches
+ * the network: a check must answer in milliseconds, even with the remote down.
+ */
+import type { InstanceConfig, MonitorConfig } from '../config.js';
+import { errorReport } from '../cycle.js';
+import type { FileSystem } from '../fs.js';
+import type { State } from '../state.js';
+import { lagMs, loadRemoteState, pendingFor, remoteStatePath, type RemoteState } from './state.js';
+
+export interface RemoteFacts {
+  remote: string;
+  location: string;
+  pending: number;
+  /** The oldest pending event, and since when it waits (archived at). */
+  oldestPending?: { ts: string; archivedAt: string };
+  lagSeconds: number;
+  state?: RemoteState;
+  stateError?: string;
+}
+
+export async function inspectRemotes(fs: FileSystem, instance: InstanceConfig, state: State | undefined, nowMs: number): Promise<RemoteFacts[]> {
+  const queue = state?.offsite?.queue ?? [];
+  const out: RemoteFacts[] = [];
+  for (const remote of instance.remotes) {
+    const facts: RemoteFacts = { remote: remote.name, location: `s3://${remote.bucket}/${remote.prefix}`, pending: 0, lagSeconds: 0 };
+    try {
+      const loaded = await loadRemoteState(fs, remoteStatePath(instance, remote));
+      if (loaded.problem) facts.stateError = loaded.problem;
+      facts.state = loaded.state;
+      const pending = pendingFor(queue, loaded.state);
+      facts.pending = pending.length;
+      if (pending[0]) facts.oldestPending = { ts: pending[0].ts, archivedAt: pending[0].archivedAt };
+      facts.lagSeconds = Math.floor(lagMs(pending, nowMs) / 1000);
+    } catch (err) {
+      facts.stateError = `remote state file is unreadable: ${errorReport(err).message}`;
+    }
+    out.push(facts);
+  }
+  return out;
+}
+
+/** Pure: the check's findings about the remotes. 1 = WARNING, 2 = CRITICAL, 3 = UNKNOWN (Nagios). */
+export function remoteProblems(remotes: readonly RemoteFacts[], thresholds: MonitorConfig): Array<{ state: 1 | 2 | 3; text: string }> {
+  const problems: Array<{ state: 1 | 2 | 3; text: string }> = [];
+  const fmt = (s: number) => (s >= 7200 ? `${Math.floor(s / 3600)}h` : s >= 120 ? `${Math.floor(s / 60)}m` : `${s}s`);
+  for (const r of remotes) {
+    if (r.stateError) problems.push({ state: 3, text: `off-site ${r.remote}: ${r.stateError}` });
+    if (r.pending > 0) {
+      const why = r.state?.lastError ? `; last error: ${r.state.lastError.message}` : '';
+      const text = `off-site ${r.remote}: ${r.pending} event${r.pending === 1 ? '' : 's'} pending, oldest waiting ${fmt(r.lagSeconds)}${why}`;
+      if (r.lagSeconds * 1000 > thresholds.offsiteCritLagMs) problems.push({ state: 2, text: `${text} (> ${fmt(thresholds.offsiteCritLagMs / 1000)})` });
+      else if (r.lagSeconds * 1000 > thresholds.offsiteWarnLagMs) problems.push({ state: 1, text: `${text} (> ${fmt(thresholds.offsiteWarnLagMs / 1000)})` });
+    }
+    const lost = r.state?.lost ?? [];
+    if (lost.length > 0) problems.push({ state: 1, text: `off-site ${r.remote}: ${lost.length} event${lost.length === 1 ? '' : 's'} will not reach it (${lost[0]!.ts}: ${lost[0]!.reason})` });
+    if (r.state?.lastPrune && !r.state.lastPrune.ok) problems.push({ state: 1, text: `off-site ${r.remote}: remote retention failed at ${r.state.lastPrune.at}: ${r.state.lastPrune.error ?? 'unknown error'}` });
+  }
+  return problems;
+}

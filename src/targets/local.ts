@@ -1,0 +1,29 @@
+/**
+ * The local rule folder as an archive target: hard links, atomic rename, a
+ * consistent readdir, no server checksums (the .sha256 sidecar is ours).
+ */
+import type { FileSystem } from '../fs.js';
+import { scanFolder } from '../retention.js';
+import { eventFileName } from '../timestamp.js';
+import type { ArchiveTarget, TargetCapabilities, TargetEvent } from './target.js';
+
+export const LOCAL_CAPABILITIES: TargetCapabilities = { hardLinks: true, atomicRename: true, serverChecksums: false, consistentListing: true };
+
+export class LocalFolderTarget implements ArchiveTarget {
+  readonly capabilities = LOCAL_CAPABILITIES;
+  constructor(
+    private readonly fs: FileSystem,
+    readonly location: string,
+  ) {}
+
+  /** One readdir (scanFolder); sizes are not read (bytes 0): retention needs names only. */
+  async listEvents(): Promise<TargetEvent[]> {
+    const scan = await scanFolder(this.fs, this.location);
+    return scan.events.map((e) => ({
+      ts: e.ts,
+      complete: e.kinds.includes('rdb'),
+      names: e.kinds.map((k) => eventFileName(k, e.ts)),
+      bytes: 0,
+    }));
+  }
+}

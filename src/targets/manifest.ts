@@ -1,0 +1,195 @@
+/**
+ * The remote event format: object names under the prefix, and the manifest
+ * that makes an event complete. Pure: no I/O.
+ *
+ *   <prefix>dump-<ts>.rdb        the snapshot (stored as is: encoding chain [])
+ *   <prefix>nodes-<ts>.config    its nodes.conf, when it has one
+ *   <prefix>dump-<ts>.sha256     the same sha256sum sidecar as the local one
+ *   <prefix>manifest-<ts>.json   written last, after HEAD checks of the others
+ *
+ * An event whose manifest is missing is incomplete: never listed, restored or
+ * counted by retention; its objects are removed after the grace period.
+ */
+import { parseTimestamp, type Timestamp } from '../timestamp.js';
+import type { TargetEvent } from './target.js';
+
+export const MANIFEST_FORMAT = 'rdb-archiver remote event';
+export const MANIFEST_VERSION = 1;
+/** A manifest is small; anything bigger is not one of ours. */
+export const MANIFEST_MAX_BYTES = 64 * 1024;
+
+/**
+ * Encodings a reader knows, applied in order when writing (and undone in
+ * reverse when reading). Empty = stored as is ("none"). Compression and
+ * encryption (issue 12) add entries here.
+ */
+export const KNOWN_ENCODINGS: readonly string[] = [];
+
+export interface ManifestObject {
+  /** The object's name relative to the prefix. */
+  name: string;
+  /** Bytes of the content before encoding (what restore writes). */
+  bytes: number;
+  /** sha256 of the content before encoding: for the .rdb, the one computed by the local copy pass. */
+  sha256: string;
+  /** Bytes stored at the server (after encoding). */
+  storedBytes: number;
+  /** The ETag the server returned for the upload, as HEAD shows it later. */
+  etag: string | null;
+  /** The encoding chain applied, in order; [] = none. */
+  encoding: string[];
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT;
+  version: typeof MANIFEST_VERSION;
+  ts: Timestamp;
+  instance: string;
+  host: string;
+  /** When the upload completed (ISO 8601). */
+  uploadedAt: string;
+  /** RDB format version from the header, when known. */
+  rdbVersion: number | null;
+  /** redis-ver AUX field, when known. */
+  redisVersion: string | null;
+  rdb: ManifestObject;
+  nodes: ManifestObject | null;
+  sidecar: ManifestObject;
+}
+
+export type RemoteKind = 'rdb' | 'nodes' | 'sha256' | 'manifest';
+
+export function remoteName(kind: RemoteKind, ts: Timestamp): string {
+  switch (kind) {
+    case 'rdb':
+      return `dump-${ts}.rdb`;
+    case 'nodes':
+      return `nodes-${ts}.config`;
+    case 'sha256':
+      return `dump-${ts}.sha256`;
+    case 'manifest':
+      return `manifest-${ts}.json`;
+  }
+}
+
+const OUR_NAME = /^(dump|nodes|manifest)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})\.[A-Za-z0-9.]+$/;
+
+/**
+ * The event a name under the prefix belongs to, or undefined for names that
+ * are not ours (left alone by every command). An encoded data object
+ * (dump-<ts>.rdb.zst.age, issue 12) still belongs to its event.
+ */
+export function parseRemoteName(name: string): { ts: Timestamp; manifest: boolean } | undefined {
+  const m = OUR_NAME.exec(name);
+  if (!m) return undefined;
+  const ts = parseTimestamp(m[2]!);
+  if (!ts) return undefined;
+  const manifest = m[1] === 'manifest';
+  if (manifest && name !== remoteName('manifest', ts)) return undefined;
+  return { ts, manifest };
+}
+
+export function serializeManifest(m: Manifest): Buffer {
+  return Buffer.from(`${JSON.stringify(m, null, 2)}\n`);
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+function parseObject(v: unknown, where: string, problems: string[]): ManifestObject | null {
+  const o = v as Partial<ManifestObject> | null;
+  if (!o || typeof o !== 'object') {
+    problems.push(`${where}: missing`);
+    return null;
+  }
+  const ok = typeof o.name === 'string' && o.name !== '' && !o.name.includes('/')
+    && Number.isSafeInteger(o.bytes) && (o.bytes as number) >= 0
+    && Number.isSafeInteger(o.storedBytes) && (o.storedBytes as number) >= 0
+    && typeof o.sha256 === 'string' && HEX64.test(o.sha256)
+    && (o.etag === null || typeof o.etag === 'string')
+    && Array.isArray(o.encoding) && o.encoding.every((e) => typeof e === 'string');
+  if (!ok) {
+    problems.push(`${where}: malformed`);
+    return null;
+  }
+  const unknown = o.encoding!.filter((e) => !KNOWN_ENCODINGS.includes(e));
+  if (unknown.length > 0) {
+    problems.push(`${where}: encoding ${unknown.join(', ')} is not supported by this version of rdb-archiver`);
+    return null;
+  }
+  return { name: o.name!, bytes: o.bytes!, sha256: o.sha256!, storedBytes: o.storedBytes!, etag: o.etag ?? null, encoding: o.encoding! };
+}
+
+/** Parses a manifest defensively; `expectedTs` is the timestamp its name carries. */
+export function parseManifest(text: string, expectedTs: Timestamp): { manifest: Manifest } | { error: string } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return { error: 'not valid JSON' };
+  }
+  const o = raw as Partial<Manifest> | null;
+  if (!o || typeof o !== 'object' || o.format !== MANIFEST_FORMAT) return { error: 'not an rdb-archiver manifest' };
+  if (o.version !== MANIFEST_VERSION) return { error: `manifest version ${String(o.version)} is not supported by this version of rdb-archiver` };
+  if (o.ts !== expectedTs) return { error: `names event ${String(o.ts)}, not ${expectedTs}` };
+  const problems: string[] = [];
+  const rdb = parseObject(o.rdb, 'rdb', problems);
+  const sidecar = parseObject(o.sidecar, 'sidecar', problems);
+  const nodes = o.nodes === null || o.nodes === undefined ? null : parseObject(o.nodes, 'nodes', problems);
+  if (o.nodes !== null && o.nodes !== undefined && !nodes && problems.length === 0) problems.push('nodes: malformed');
+  if (problems.length > 0 || !rdb || !sidecar) return { error: problems.join('; ') || 'malformed' };
+  return {
+    manifest: {
+      format: MANIFEST_FORMAT,
+      version: MANIFEST_VERSION,
+      ts: expectedTs,
+      instance: typeof o.instance === 'string' ? o.instance : '',
+      host: typeof o.host === 'string' ? o.host : '',
+      uploadedAt: typeof o.uploadedAt === 'string' ? o.uploadedAt : '',
+      rdbVersion: typeof o.rdbVersion === 'number' ? o.rdbVersion : null,
+      redisVersion: typeof o.redisVersion === 'string' ? o.redisVersion : null,
+      rdb,
+      nodes,
+      sidecar,
+    },
+  };
+}
+
+export interface ListedObject {
+  name: string;
+  bytes: number;
+  modifiedMs: number;
+}
+
+/** An event as the remote listing shows it: the target view plus its objects. */
+export interface RemoteEvent extends TargetEvent {
+  objects: ListedObject[];
+  modifiedMs: number;
+}
+
+/** Groups a listing into events, newest first; names that are not ours are dropped. */
+export function groupListing(objects: readonly ListedObject[]): RemoteEvent[] {
+  const byTs = new Map<Timestamp, RemoteEvent>();
+  for (const obj of objects) {
+    const parsed = parseRemoteName(obj.name);
+    if (!parsed) continue;
+    let ev = byTs.get(parsed.ts);
+    if (!ev) {
+      ev = { ts: parsed.ts, complete: false, names: [], objects: [], bytes: 0, modifiedMs: 0 };
+      byTs.set(parsed.ts, ev);
+    }
+    ev.objects.push(obj);
+    ev.names.push(obj.name);
+    ev.bytes += obj.bytes;
+    ev.modifiedMs = Math.max(ev.modifiedMs, obj.modifiedMs);
+    if (parsed.manifest) ev.complete = true;
+  }
+  return [...byTs.values()].sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+}
+
+/**
+ * Incomplete events whose newest object is older than the grace period: an
+ * upload still running (here or on another host) is younger than that.
+ */
+export function staleIncomplete(events: readonly RemoteEvent[], nowMs: number, graceMs: number): RemoteEvent[] {
+  return events.filter((e) => !e.complete && nowMs - e.modifiedMs >= graceMs);
+}

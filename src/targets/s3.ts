@@ -1,0 +1,391 @@
+/**
+ * An S3-compatible bucket prefix as an archive target (AWS S3, MinIO, Ceph
+ * RGW, R2, B2, GCS interoperability).
+ *
+ * Why @aws-sdk/client-s3 alone, without @aws-sdk/lib-storage: lib-storage's
+ * Upload sends no Content-MD5 per part unless a flexible checksum algorithm
+ * is chosen, and those (x-amz-checksum-*, aws-chunked trailers) are what
+ * many compatible servers do not speak. The multipart loop below is short,
+ * reads each part straight from the archived file at its offset (memory is
+ * bounded by part_size x concurrency), sends Content-MD5 with every request,
+ * checks each part's returned ETag against our MD5, and keeps the upload id
+ * so that a killed run's upload is aborted by the next one.
+ *
+ * The SDK is loaded on first use only (see loadSdk): a cron run with nothing
+ * to upload never pays for it. Credentials come from the SDK's default chain
+ * (environment, shared files with `profile`, web identity, ECS/EC2 metadata)
+ * and never pass through this module's arguments or messages.
+ */
+import { createHash } from 'node:crypto';
+import type { S3Client as S3ClientType } from '@aws-sdk/client-s3';
+import type { RemoteConfig } from '../config.js';
+import { RemoteError } from '../errors.js';
+import type { Handle } from '../fs.js';
+import { groupListing, type ListedObject, type RemoteEvent } from './manifest.js';
+import type { ArchiveTarget, TargetCapabilities } from './target.js';
+
+type Sdk = typeof import('@aws-sdk/client-s3');
+
+let sdk: Promise<Sdk> | undefined;
+
+/**
+ * Loads the SDK once. The SDK warns on Node 20 that its releases after
+ * January 2027 need Node 22 (NodeVersionSupportWarning). The pinned release
+ * runs on Node 20 to 26, and that warning is about future releases, not
+ * this one: it must not reach stderr of a cron job, so it is switched off
+ * with the SDK's documented variable unless the operator set it.
+ */
+export function loadSdk(): Promise<Sdk> {
+  if (process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED === undefined) {
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+  }
+  sdk ??= import('@aws-sdk/client-s3');
+  return sdk;
+}
+
+export const S3_CAPABILITIES: TargetCapabilities = { hardLinks: false, atomicRename: false, serverChecksums: true, consistentListing: false };
+
+/** Bytes of a small object we read whole (manifests, sidecars, nodes.conf). */
+export const SMALL_OBJECT_LIMIT = 16 * 1024 * 1024;
+
+export interface UploadCallbacks {
+  /** Called with the upload id before the first part: recorded so a killed run's upload can be aborted. */
+  onMultipartStarted?: (key: string, uploadId: string) => Promise<void>;
+  onMultipartEnded?: (key: string, uploadId: string) => Promise<void>;
+}
+
+/** Values that must never appear in a message, even if a server echoes them. */
+function secretsInEnv(): string[] {
+  return ['AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'].map((k) => process.env[k]).filter((v): v is string => typeof v === 'string' && v.length >= 4);
+}
+
+export function scrubSecrets(text: string): string {
+  let out = text;
+  for (const secret of secretsInEnv()) out = out.split(secret).join('[redacted]');
+  return out;
+}
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  message?: string;
+  Code?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+const AUTH_NAMES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'ExpiredToken', 'InvalidToken', 'CredentialsProviderError', 'AuthorizationHeaderMalformed', 'TokenRefreshRequired']);
+
+/** Turns an SDK or network error into a RemoteError naming the remote, operation and key. */
+export function remoteErrorOf(remote: RemoteConfig, op: string, key: string, err: unknown, timedOut: boolean): RemoteError {
+  if (err instanceof RemoteError) return err;
+  const e = (err ?? {}) as SdkError;
+  const name = e.name ?? e.Code ?? e.code ?? 'Error';
+  const status = e.$metadata?.httpStatusCode;
+  const where = `s3://${remote.bucket}/${key}`;
+  const detail = scrubSecrets(`${name}${status ? ` (HTTP ${status})` : ''}: ${(e.message ?? String(err)).split('\n')[0]}`);
+  if (timedOut || name === 'AbortError' || name === 'TimeoutError') {
+    return new RemoteError('remote-timeout', remote.name, op, where, `no answer within the remote's timeout (${Math.round(remote.timeoutMs / 1000)} s): ${detail}`);
+  }
+  if (name === 'NoSuchBucket') return new RemoteError('remote-no-bucket', remote.name, op, where, `bucket ${remote.bucket} does not exist: ${detail}`);
+  if (AUTH_NAMES.has(name) || status === 401 || status === 403) {
+    return new RemoteError('remote-auth', remote.name, op, where, `the server refused the credentials or the permission: ${detail}`);
+  }
+  if (name === 'NoSuchKey' || name === 'NotFound' || status === 404) return new RemoteError('remote-not-found', remote.name, op, where, detail);
+  return new RemoteError('remote', remote.name, op, where, detail);
+}
+
+/** Is this a server that simply lacks the operation (s3rver lacks ListMultipartUploads)? */
+function isUnsupported(err: unknown): boolean {
+  const e = (err ?? {}) as SdkError;
+  const status = e.$metadata?.httpStatusCode;
+  return e.name === 'NotImplemented' || status === 501 || status === 405 || e.name === 'MethodNotAllowed';
+}
+
+function md5(data: Uint8Array): Buffer {
+  return createHash('md5').update(data).digest();
+}
+
+function unquote(etag: string | undefined): string | null {
+  return etag === undefined ? null : etag.replace(/^"|"$/g, '');
+}
+
+export class S3Target implements ArchiveTarget {
+  readonly capabilities = S3_CAPABILITIES;
+  readonly location: string;
+
+  private constructor(
+    readonly remote: RemoteConfig,
+    private readonly s3: Sdk,
+    private readonly client: S3ClientType,
+  ) {
+    this.location = `s3://${remote.bucket}/${remote.prefix}`;
+  }
+
+  static async open(remote: RemoteConfig): Promise<S3Target> {
+    const s3 = await loadSdk();
+    const client = new s3.S3Client({
+      region: remote.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      ...(remote.endpoint ? { endpoint: remote.endpoint } : {}),
+      ...(remote.profile ? { profile: remote.profile } : {}),
+      forcePathStyle: remote.forcePathStyle,
+      followRegionRedirects: true,
+      // Content-MD5 is our integrity header; the SDK's default CRC trailers
+      // (aws-chunked) are not spoken by many compatible servers.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      // Retries with backoff for 5xx, SlowDown and dropped connections.
+      maxAttempts: 4,
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: remote.timeoutMs },
+    });
+    return new S3Target(remote, s3, client);
+  }
+
+  key(name: string): string {
+    return `${this.remote.prefix}${name}`;
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+
+  /** Runs one operation (or a sequence under one deadline) with the remote's timeout; errors become RemoteErrors. */
+  async withDeadline<T>(op: string, name: string, body: (signal: AbortSignal) => Promise<T>, outer?: AbortSignal): Promise<T> {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, this.remote.timeoutMs);
+    const onOuter = () => controller.abort();
+    outer?.addEventListener('abort', onOuter, { once: true });
+    try {
+      return await body(controller.signal);
+    } catch (err) {
+      const wrapped = remoteErrorOf(this.remote, op, this.key(name), err, timedOut);
+      if (wrapped !== err) Object.defineProperty(wrapped, 'cause', { value: err });
+      throw wrapped;
+    } finally {
+      clearTimeout(timer);
+      outer?.removeEventListener('abort', onOuter);
+    }
+  }
+
+  private sse(): Record<string, string> {
+    const sse = this.remote.sse;
+    if (!sse) return {};
+    return { ServerSideEncryption: sse.type, ...(sse.kmsKeyId ? { SSEKMSKeyId: sse.kmsKeyId } : {}) };
+  }
+
+  private putExtras(): Record<string, string> {
+    return { ...this.sse(), ...(this.remote.storageClass ? { StorageClass: this.remote.storageClass } : {}) };
+  }
+
+  /** With SSE-KMS the ETag is not the MD5 of the body; with any other setting it is, for a single PUT and for each part. */
+  private etagIsMd5(): boolean {
+    return this.remote.sse?.type !== 'aws:kms';
+  }
+
+  /** Every object directly under the prefix (deeper "folders" are not ours), grouped into events. */
+  async listEvents(signal?: AbortSignal): Promise<RemoteEvent[]> {
+    return groupListing(await this.listObjects(signal));
+  }
+
+  async listObjects(outer?: AbortSignal): Promise<ListedObject[]> {
+    return this.withDeadline('list', '', async (signal) => {
+      const out: ListedObject[] = [];
+      let token: string | undefined;
+      do {
+        const page = await this.client.send(new this.s3.ListObjectsV2Command({
+          Bucket: this.remote.bucket, Prefix: this.remote.prefix, Delimiter: '/', ContinuationToken: token,
+        }), { abortSignal: signal });
+        for (const o of page.Contents ?? []) {
+          if (!o.Key?.startsWith(this.remote.prefix)) continue;
+          const name = o.Key.slice(this.remote.prefix.length);
+          if (name === '' || name.includes('/')) continue;
+          out.push({ name, bytes: o.Size ?? 0, modifiedMs: o.LastModified?.getTime() ?? 0 });
+        }
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return out;
+    }, outer);
+  }
+
+  async head(name: string, outer?: AbortSignal): Promise<{ bytes: number; etag: string | null } | undefined> {
+    try {
+      return await this.withDeadline('head', name, async (signal) => {
+        const r = await this.client.send(new this.s3.HeadObjectCommand({ Bucket: this.remote.bucket, Key: this.key(name) }), { abortSignal: signal });
+        return { bytes: r.ContentLength ?? 0, etag: unquote(r.ETag) };
+      }, outer);
+    } catch (err) {
+      if (err instanceof RemoteError && err.kind === 'remote-not-found') return undefined;
+      throw err;
+    }
+  }
+
+  /** One PUT with Content-MD5; the returned ETag must be that MD5 (unless SSE-KMS). */
+  async putSmall(name: string, body: Buffer, contentType: string, outer?: AbortSignal): Promise<{ etag: string | null }> {
+    return this.withDeadline('put', name, async (signal) => {
+      const digest = md5(body);
+      const r = await this.client.send(new this.s3.PutObjectCommand({
+        Bucket: this.remote.bucket, Key: this.key(name), Body: body, ContentLength: body.length, ContentType: contentType,
+        ContentMD5: digest.toString('base64'), ...this.putExtras(),
+      }), { abortSignal: signal });
+      const etag = unquote(r.ETag);
+      if (this.etagIsMd5() && etag !== null && etag !== digest.toString('hex')) {
+        throw new RemoteError('remote-integrity', this.remote.name, 'put', this.key(name), `the server stored other bytes than sent (ETag ${etag}, sent MD5 ${digest.toString('hex')})`);
+      }
+      return { etag };
+    }, outer);
+  }
+
+  /** Reads a small object whole (bounded by `limit`). */
+  async getSmall(name: string, limit = SMALL_OBJECT_LIMIT, outer?: AbortSignal): Promise<Buffer> {
+    return this.withDeadline('get', name, async (signal) => {
+      const r = await this.client.send(new this.s3.GetObjectCommand({ Bucket: this.remote.bucket, Key: this.key(name) }), { abortSignal: signal });
+      const chunks: Buffer[] = [];
+      let total = 0;
+      for await (const chunk of r.Body as AsyncIterable<Uint8Array>) {
+        total += chunk.length;
+        if (total > limit) throw new RemoteError('remote-integrity', this.remote.name, 'get', this.key(name), `larger than ${limit} bytes: not one of ours`);
+        chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length));
+      }
+      return Buffer.concat(chunks);
+    }, outer);
+  }
+
+  /** Streams an object to `sink` chunk by chunk (downloads of any size in bounded memory). */
+  async download(name: string, sink: (chunk: Uint8Array) => Promise<void> | void, outer?: AbortSignal): Promise<{ bytes: number }> {
+    return this.withDeadline('get', name, async (signal) => {
+      const r = await this.client.send(new this.s3.GetObjectCommand({ Bucket: this.remote.bucket, Key: this.key(name) }), { abortSignal: signal });
+      let bytes = 0;
+      for await (const chunk of r.Body as AsyncIterable<Uint8Array>) {
+        bytes += chunk.length;
+        await sink(chunk);
+      }
+      return { bytes };
+    }, outer);
+  }
+
+  async delete(name: string, outer?: AbortSignal): Promise<void> {
+    await this.withDeadline('delete', name, async (signal) => {
+      await this.client.send(new this.s3.DeleteObjectCommand({ Bucket: this.remote.bucket, Key: this.key(name) }), { abortSignal: signal });
+    }, outer);
+  }
+
+  /**
+   * Uploads `size` bytes of an open file: one PUT up to part_size, multipart
+   * above. `onData` sees every byte sent, in order (the caller hashes it).
+   */
+  async uploadFile(name: string, file: Handle, size: number, onData: (chunk: Uint8Array) => void, callbacks: UploadCallbacks = {}, outer?: AbortSignal): Promise<{ etag: string | null }> {
+    const partSize = this.remote.partSize;
+    if (size <= partSize) {
+      const body = await readExactly(file, 0, size);
+      onData(body);
+      return this.putSmall(name, body, 'application/octet-stream', outer);
+    }
+    const key = this.key(name);
+    return this.withDeadline('upload', name, async (signal) => {
+      const created = await this.client.send(new this.s3.CreateMultipartUploadCommand({
+        Bucket: this.remote.bucket, Key: key, ContentType: 'application/octet-stream', ...this.putExtras(),
+      }), { abortSignal: signal });
+      const uploadId = created.UploadId!;
+      await callbacks.onMultipartStarted?.(key, uploadId);
+      try {
+        const parts: Array<{ PartNumber: number; ETag: string }> = [];
+        const inFlight = new Set<Promise<void>>();
+        let failure: { err: unknown } | undefined;
+        const count = Math.ceil(size / partSize);
+        for (let index = 0; index < count && !failure; index++) {
+          const offset = index * partSize;
+          // Read in order (the caller's hash needs the bytes in order), send in parallel.
+          const body = await readExactly(file, offset, Math.min(partSize, size - offset));
+          onData(body);
+          const partNumber = index + 1;
+          const digest = md5(body);
+          const p = this.client.send(new this.s3.UploadPartCommand({
+            Bucket: this.remote.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body,
+            ContentLength: body.length, ContentMD5: digest.toString('base64'),
+          }), { abortSignal: signal }).then((r) => {
+            const etag = unquote(r.ETag);
+            if (etag === null) throw new RemoteError('remote-integrity', this.remote.name, 'upload part', key, `part ${partNumber}: the server returned no ETag`);
+            if (this.etagIsMd5() && etag !== digest.toString('hex')) {
+              throw new RemoteError('remote-integrity', this.remote.name, 'upload part', key, `part ${partNumber}: the server stored other bytes than sent (ETag ${etag}, sent MD5 ${digest.toString('hex')})`);
+            }
+            parts.push({ PartNumber: partNumber, ETag: r.ETag! });
+          }).catch((err: unknown) => {
+            failure ??= { err };
+          }).finally(() => inFlight.delete(p));
+          inFlight.add(p);
+          if (inFlight.size >= this.remote.concurrency) await Promise.race(inFlight);
+        }
+        await Promise.all(inFlight);
+        if (failure) throw failure.err;
+        parts.sort((a, b) => a.PartNumber - b.PartNumber);
+        const done = await this.client.send(new this.s3.CompleteMultipartUploadCommand({
+          Bucket: this.remote.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts },
+        }), { abortSignal: signal });
+        await callbacks.onMultipartEnded?.(key, uploadId);
+        return { etag: unquote(done.ETag) };
+      } catch (err) {
+        // Best effort, outside the failed request's deadline; a leftover is aborted by a later run.
+        if (await this.abortUpload(key, uploadId).catch(() => false)) await callbacks.onMultipartEnded?.(key, uploadId);
+        throw err;
+      }
+    }, outer);
+  }
+
+  /** Aborts a multipart upload; true when it is gone (aborted, or unknown to the server). */
+  async abortUpload(key: string, uploadId: string): Promise<boolean> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), Math.min(this.remote.timeoutMs, 30_000));
+    try {
+      await this.client.send(new this.s3.AbortMultipartUploadCommand({ Bucket: this.remote.bucket, Key: key, UploadId: uploadId }), { abortSignal: controller.signal });
+      return true;
+    } catch (err) {
+      const e = err as SdkError;
+      if (e.name === 'NoSuchUpload' || e.$metadata?.httpStatusCode === 404) return true;
+      if (isUnsupported(err)) return true; // the server keeps no uploads we could abort
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Unfinished multipart uploads under the prefix, or 'unsupported' when the server cannot list them. */
+  async listUploads(outer?: AbortSignal): Promise<Array<{ key: string; uploadId: string; initiatedMs: number }> | 'unsupported'> {
+    try {
+      return await this.withDeadline('list uploads', '', async (signal) => {
+        const out: Array<{ key: string; uploadId: string; initiatedMs: number }> = [];
+        let keyMarker: string | undefined;
+        let idMarker: string | undefined;
+        for (;;) {
+          const page = await this.client.send(new this.s3.ListMultipartUploadsCommand({
+            Bucket: this.remote.bucket, Prefix: this.remote.prefix, KeyMarker: keyMarker, UploadIdMarker: idMarker,
+          }), { abortSignal: signal });
+          for (const u of page.Uploads ?? []) {
+            if (u.Key && u.UploadId) out.push({ key: u.Key, uploadId: u.UploadId, initiatedMs: u.Initiated?.getTime() ?? 0 });
+          }
+          if (!page.IsTruncated) break;
+          keyMarker = page.NextKeyMarker;
+          idMarker = page.NextUploadIdMarker;
+        }
+        return out;
+      }, outer);
+    } catch (err) {
+      const cause = (err as { cause?: unknown }).cause;
+      if (isUnsupported(err) || isUnsupported(cause)) return 'unsupported';
+      throw err;
+    }
+  }
+}
+
+async function readExactly(file: Handle, offset: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const n = await file.read(buffer, done, length - done, offset + done);
+    if (n === 0) throw new Error(`the file ended at ${offset + done} bytes, before the ${offset + length} expected: it changed while uploading`);
+    done += n;
+  }
+  return buffer;
+}

@@ -1,0 +1,114 @@
+/**
+ * A real S3 protocol server for tests: s3rver (npm) on a free 127.0.0.1
+ * port, storing into a temp folder, with one DNS-valid bucket. Always
+ * stopped after the test file (stopAllS3).
+ *
+ * Credentials reach the CLI through the environment only (s3rver accepts
+ * S3RVER/S3RVER); the host's ~/.aws files and instance metadata are kept out.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll } from 'vitest';
+
+const CHILD = join(import.meta.dirname, 's3rver-child.mjs');
+
+export const TEST_BUCKET = 'rdb-archiver-test';
+export const S3_SECRET = 'S3RVER';
+
+export interface S3Server {
+  endpoint: string;
+  port: number;
+  bucket: string;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+const running: S3Server[] = [];
+
+export async function startS3(buckets: string[] = [TEST_BUCKET]): Promise<S3Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'rdb-archiver-s3-'));
+  // Its own process: a test blocked in spawnSync (awscli) must not stall the server.
+  const child = spawn(process.execPath, [CHILD, dir, ...buckets], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.once('line', (line) => resolve((JSON.parse(line) as { port: number }).port));
+    child.once('exit', (code) => reject(new Error(`s3rver exited (${code}) before listening`)));
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let stopped = false;
+  const s3: S3Server = {
+    endpoint: `http://127.0.0.1:${port}`,
+    port,
+    bucket: buckets[0]!,
+    dir,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  running.push(s3);
+  return s3;
+}
+
+afterAll(async () => {
+  for (const s of running.splice(0)) await s.stop();
+});
+
+/** The environment a CLI run (or awscli) needs to talk to the test server, and nothing from the host's AWS setup. */
+export function s3Env(overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  return {
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: S3_SECRET,
+    AWS_REGION: 'us-east-1',
+    AWS_DEFAULT_REGION: 'us-east-1',
+    AWS_CONFIG_FILE: '/nonexistent/aws-config',
+    AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/aws-credentials',
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_PROFILE: undefined,
+    AWS_SESSION_TOKEN: undefined,
+    ...overrides,
+  };
+}
+
+/** The YAML of one remote pointing at `endpoint` (the server, or a proxy in front of it). */
+export function remoteYaml(options: { endpoint: string; name?: string; bucket?: string; prefix?: string; extra?: string[]; rules?: string[] }): string {
+  const lines = [
+    'remotes:',
+    `  - name: ${options.name ?? 'offsite'}`,
+    '    type: s3',
+    `    bucket: ${options.bucket ?? TEST_BUCKET}`,
+    `    prefix: ${JSON.stringify(options.prefix ?? 'prod/cache-01/')}`,
+    `    endpoint: ${options.endpoint}`,
+    '    region: us-east-1',
+    '    force_path_style: true',
+    ...(options.extra ?? []).map((l) => `    ${l}`),
+  ];
+  if (options.rules) lines.push('    rules:', ...options.rules.map((r) => `      - ${r}`));
+  return lines.join('\n');
+}
+
+/** Debian's awscli (or any `aws` on PATH) as the independent client; undefined when it does not work. */
+export function awsCli(): string | undefined {
+  for (const candidate of ['/usr/bin/aws', 'aws']) {
+    const r = spawnSync(candidate, ['--version'], { encoding: 'utf8' });
+    if (r.status === 0) return candidate;
+  }
+  return undefined;
+}
+
+export function runAws(args: string[], endpoint: string, env: Record<string, string | undefined> = {}): { code: number | null; stdout: string; stderr: string } {
+  const cli = awsCli();
+  if (!cli) throw new Error('awscli is not installed (apt-get install awscli; .ci/run installs it)');
+  const fullEnv: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...process.env, ...s3Env(), ...env })) if (v !== undefined) fullEnv[k] = v;
+  const r = spawnSync(cli, ['--endpoint-url', endpoint, ...args], { encoding: 'utf8', env: fullEnv });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
