@@ -5,6 +5,7 @@
  * the same instant instead of one after another as they finish loading.
  * Reports on stderr how many were ready and when it was released.
  */
+import { randomUUID } from 'node:crypto';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -19,7 +20,8 @@ const deadline = Date.now() + Number(process.env.BARRIER_TIMEOUT_MS ?? 120_000);
 const nap = new Int32Array(new SharedArrayBuffer(4));
 let ready = 0;
 if (dir && n > 0) {
-  writeFileSync(join(dir, `ready-${process.pid}`), '');
+  // pid and a random part: processes in separate PID namespaces may all be pid 1.
+  writeFileSync(join(dir, `ready-${process.pid}-${randomUUID()}`), '');
   while ((ready = readdirSync(dir).length) < n && Date.now() < deadline) Atomics.wait(nap, 0, 0, 2);
 }
 process.stderr.write(`barrier: ${ready} of ${n} ready, released at ${Date.now()}\n`);

@@ -5,17 +5,18 @@
  * or 75, and no process printed a stack trace. A stale lock left by a killed
  * run is taken over, also when the takeover itself is killed half-way.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TryAgainError } from '../../src/errors.js';
 import { OSFS, TEMP_PREFIX } from '../../src/fs.js';
 import { acquireLock } from '../../src/lock.js';
 import type { FsCall } from '../helpers/faulty-fs.js';
 import { setupArchive, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
 import {
-  CLI_JS, CRASH_CHILD, FULL, Figures, REPO, assertBuilt, faultyFsModule, lanes, pool, reproduce, runNode, spread, stackTraceLines,
+  CLI_JS, CRASH_CHILD, FULL, Figures, REPO, assertBuilt, faultyFsModule, family, lanes, pool, reproduce, runNode, spread, stackTraceLines,
 } from './common.js';
 
 const figures = new Figures('concurrency', 'Concurrency: simultaneous runs and stale locks');
@@ -195,5 +196,79 @@ describe('stale locks', () => {
       if (problems.length) failures.push(`kill at call ${n} (${calls[n - 1]?.op} ${calls[n - 1]?.path}): ${problems.join('; ')}`);
     });
     expect(failures, failures.join('\n')).toEqual([]);
+  }, 300_000);
+});
+
+// ---------------------------------------------------------------------------
+// Issue 10 item 6, as families of trials (test/integration/lock.test.ts has one case of each kind):
+// a lock is taken over only when its owner is provably dead on this host, or its lease expired;
+// runs in separate PID namespaces (overlapping CronJob pods on one volume) never take each other's lock.
+
+const here = {
+  host: hostname(),
+  bootId: readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
+  pidNs: readlinkSync('/proc/self/ns/pid'),
+};
+const startTimeOf = (pid: number) => {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return text.slice(text.lastIndexOf(')') + 2).split(' ')[19]!;
+};
+
+type Pid = 'dead' | 'alive' | 'reused';
+/** [who holds it, its fields (pid filled in), which pid, taken over when fresh?] */
+const OWNERS: Array<[string, Record<string, string> | undefined, Pid, boolean]> = [
+  ['this host, its process gone', here, 'dead', true],
+  ['this host, its process alive', here, 'alive', false],
+  ['this host, its pid reused by another process', here, 'reused', true],
+  ['another host, pid dead here', { ...here, host: 'pod-b' }, 'dead', false],
+  ['another host, pid alive here', { ...here, host: 'pod-b' }, 'alive', false],
+  ['another boot, pid dead', { ...here, bootId: '00000000-0000-0000-0000-000000000000' }, 'dead', false],
+  ['another boot, pid alive', { ...here, bootId: '00000000-0000-0000-0000-000000000000' }, 'alive', false],
+  ['another PID namespace, pid 1', { ...here, pidNs: 'pid:[4026530000]' }, 'alive', false],
+  ['another PID namespace, pid dead here', { ...here, pidNs: 'pid:[4026530000]' }, 'dead', false],
+  ['an older version (pid only), process gone', undefined, 'dead', true],
+  ['an older version (pid only), process alive', undefined, 'alive', false],
+];
+const LEASES: Array<[string, number]> = [['fresh lease (refreshed 1 min ago)', 60_000], ['expired lease (31 min without refresh)', 31 * 60_000]];
+
+describe('lock owners (issue 10 item 6)', () => {
+  const stranger: { child?: ChildProcess } = {};
+  afterAll(() => void stranger.child?.kill('SIGKILL'));
+
+  it('a planted lock, for every kind of owner and lease: taken over exactly when its owner is provably dead here or its lease expired; otherwise respected (75), nothing written', async () => {
+    stranger.child = spawn('sleep', ['600'], { stdio: 'ignore' });
+    const alive = stranger.child.pid!;
+    const dead = spawnSync('true').pid!;
+    const combos = OWNERS.flatMap((o) => LEASES.map((l) => [o, l] as const));
+    // npm test: one of each verdict for a fresh lease, and an expired lease over a live owner.
+    const chosen = FULL ? combos : combos.filter(([[label], [lease]]) => (lease.startsWith('fresh') && ['this host, its pid reused by another process', 'another PID namespace, pid 1'].includes(label)) || (lease.startsWith('expired') && label === 'another host, pid alive here'));
+    await family(figures, chosen, ([[owner], [lease]]) => `lock of ${owner}, ${lease}`, async ([[, fields, pid, takenWhenFresh], [lease, ageMs]], v) => {
+      figures.input(`planted lock: ${lease.split(' (')[0]}`);
+      const env = setupArchive({ rules: RULES });
+      const snap = writeSnapshot(env.source, { seed: 'lock', mtime: new Date('2025-06-01T10:00:00Z'), size: 64 * 1024 });
+      const lock = join(env.archive, '.rdb-archiver', 'lock');
+      mkdirSync(dirname(lock), { recursive: true, mode: 0o700 });
+      const number = pid === 'dead' ? dead : alive;
+      const procStart = pid === 'reused' ? String(Number(startTimeOf(alive)) - 1) : pid === 'alive' ? startTimeOf(alive) : '1';
+      const foreignNs = fields !== undefined && fields.pidNs !== here.pidNs;
+      const owner = { pid: pid !== 'dead' && foreignNs ? 1 : number, startedAt: '2026-01-01T00:00:00.000Z', command: 'once', ...(fields ? { ...fields, procStart } : {}) };
+      writeFileSync(lock, JSON.stringify(owner) + '\n');
+      const when = new Date(Date.now() - ageMs);
+      utimesSync(lock, when, when);
+      const takeover = takenWhenFresh || ageMs > 30 * 60_000;
+      const r = await runNode(CLI_JS, ['once', '--json', '-c', env.config]);
+      figures.outcome(`once exit ${r.code} (planted lock)`);
+      if (stackTraceLines(r.stderr).length > 0) v.push(`stack trace: ${stackTraceLines(r.stderr)[0]}`);
+      if (takeover) {
+        if (r.code !== 0) v.push(`expected the lock to be taken over (exit 0), got ${r.code}: ${r.stdout.trim().slice(0, 300)}`);
+        else if (!readFileSync(join(env.archive, 'last', 'dump-2025-06-01T10-00-00.rdb')).equals(snap.bytes)) v.push('taken over, but the event is not the snapshot');
+        if (leftovers(env).length > 0) v.push(`left over: ${leftovers(env).join(', ')}`);
+      } else {
+        if (r.code !== 75) v.push(`expected the lock to be respected (exit 75), got ${r.code}: ${r.stdout.trim().slice(0, 300)}`);
+        if (!existsSync(lock) || readFileSync(lock, 'utf8') !== JSON.stringify(owner) + '\n') v.push('the respected lock was changed or removed');
+        for (const rule of RULES) if (existsSync(join(env.archive, rule.name)) && readdirSync(join(env.archive, rule.name)).length > 0) v.push(`${rule.name}/ was written although the lock is held`);
+      }
+      rmSync(env.root, { recursive: true, force: true });
+    });
   }, 300_000);
 });
