@@ -44,19 +44,14 @@ export function sameFilesystemWarning(archiveDir: string, source: string): strin
   return `the archive ${archiveDir} is on the same filesystem as the source ${source}: it protects against mistakes, not against losing that disk; ship it off the disk too (hooks.after_archive)`;
 }
 
-/** Are `archiveDir` and the source on one filesystem (st_dev)? undefined when either cannot be stat()ed. */
-export async function sharesFilesystem(fs: FileSystem, archive: FileInfo | undefined, source: string): Promise<boolean | undefined> {
-  if (!archive) return undefined;
-  const info = await statIfExists(fs, source).catch(() => undefined);
-  return info ? info.dev === archive.dev : undefined;
-}
-
 /**
  * Checks (and with archive.create, makes) the archive root before a run.
  * `writes` is false for a dry run, which creates nothing and writes nothing,
- * so the owner does not matter to it. Returns notes for the run's report (RunReport.notes).
+ * so the owner does not matter to it. Returns notes for the run's report
+ * (RunReport.notes) and the root's device, which the run compares with the
+ * source's once the watcher has stat()ed it (no second stat of the source).
  */
-export async function prepareArchiveRoot(fs: FileSystem, instance: InstanceConfig, options: { writes: boolean }): Promise<string[]> {
+export async function prepareArchiveRoot(fs: FileSystem, instance: InstanceConfig, options: { writes: boolean }): Promise<{ notes: string[]; dev?: string }> {
   const dir = instance.archiveDir;
   let info = await statIfExists(fs, dir);
   const notes: string[] = [];
@@ -67,7 +62,7 @@ export async function prepareArchiveRoot(fs: FileSystem, instance: InstanceConfi
     if (!instance.createArchive && parentInfo?.kind !== 'dir') throw missingRootError(parent ?? dir);
     if (!options.writes) {
       notes.push(`the archive folder ${dir} does not exist yet; it will be created`);
-      return notes;
+      return { notes };
     }
     await ensureDir(fs, dir, instance.dirMode);
     info = await fs.stat(dir);
@@ -75,8 +70,7 @@ export async function prepareArchiveRoot(fs: FileSystem, instance: InstanceConfi
   if (info.kind !== 'dir') throw new ArchiveUnavailableError(dir, 'is not a directory');
   const uid = effectiveUid();
   if (options.writes && !instance.allowOwnerMismatch && info.uid !== uid) throw ownerMismatchError(dir, info.uid, uid);
-  if (await sharesFilesystem(fs, info, instance.sourceRdb)) notes.push(sameFilesystemWarning(dir, instance.sourceRdb));
-  return notes;
+  return { notes, dev: info.dev };
 }
 
 /**

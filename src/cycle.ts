@@ -8,7 +8,7 @@ import { ruleDir } from './config.js';
 import { ArchiverError, ExitCode, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
 import type { FileSystem } from './fs.js';
 import { acquireLock, type HeldLock } from './lock.js';
-import { prepareArchiveRoot } from './archive-root.js';
+import { prepareArchiveRoot, sameFilesystemWarning } from './archive-root.js';
 import type { Log } from './log.js';
 import { JobQueue } from './queue.js';
 import { eventsHoldingSource } from './current-content.js';
@@ -286,9 +286,15 @@ export async function runOnce(
   };
 
   let pendingJob: SnapshotJob | undefined;
+  let archiveDev: string | undefined;
   const cycleBody = async (state: State) => {
     const polled = await pollOnce(deps.fs, { rdb: instance.sourceRdb, nodes: instance.sourceNodes }, state.archived?.identity, options.force);
     const { detection } = polled;
+    if (archiveDev !== undefined && archiveDev === detection.identity.dev) {
+      const note = sameFilesystemWarning(instance.archiveDir, instance.sourceRdb);
+      report.notes.push(note);
+      log.warn({ archive: instance.archiveDir }, note);
+    }
     let job = polled.job;
     if (!job) {
       // The event last archived must still exist: if it was deleted, archive the source again.
@@ -366,7 +372,9 @@ export async function runOnce(
 
   try {
     // Before the lock, whose folder would otherwise be made inside a missing archive root.
-    for (const note of await prepareArchiveRoot(deps.fs, instance, { writes: !options.dryRun })) {
+    const root = await prepareArchiveRoot(deps.fs, instance, { writes: !options.dryRun });
+    archiveDev = root.dev;
+    for (const note of root.notes) {
       report.notes.push(note);
       log.warn({ archive: instance.archiveDir }, note);
     }
