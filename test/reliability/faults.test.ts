@@ -48,9 +48,6 @@ const reportedOp = (f: InjectedFault) => (f.op === 'readFile' ? 'read' : f.op);
  */
 function tolerated(f: InjectedFault, scnSource: string): boolean {
   if (f.op === 'close' && f.path === scnSource) return true;
-  // Whether the archive shares the source's filesystem is a note, found out best effort (src/archive-root.ts
-  // sharesFilesystem): a stat of the source that fails only leaves the note out; the run's own reads follow.
-  if (f.op === 'stat' && f.path === scnSource) return true;
   // Taking in failure records left by earlier runs is best effort by design (src/failure-record.ts):
   // one that cannot be read stays where it is, and `check` still reads it there.
   return (f.op === 'lstat' || f.op === 'readFile') && /(?:\/last-failure|-[0-9a-f]{16})\.json$/.test(f.path);
@@ -119,7 +116,7 @@ beforeAll(async () => {
   expect(report.exitCode, report.error?.message).toBe(0);
   expect(setReference(scn, ref)).toEqual([]);
   callCount = counted.count;
-  figures.note('the calls whose failure a run survives with exit 0: closing the source after it was read and checked in full (nothing can be lost), reading the failure records of earlier runs (best effort: a record it cannot read stays, and check still reads it), and the stat of the source that only decides the "archive on the same filesystem" note; every other injected fault fails the run with its documented exit code');
+  figures.note('the calls whose failure a run survives with exit 0: closing the source after it was read and checked in full (nothing can be lost), reading the failure records of earlier runs (best effort: a record it cannot read stays, and check still reads it); every other injected fault fails the run with its documented exit code');
   figures.note(`one complete run makes ${callCount} filesystem calls (source ${(scn.sourceSize / 2 ** 20).toFixed(1)} MiB + nodes.conf, 3 rule folders, retention deletes in each); trials ran in-process on ${fsTypeOf(root)}`);
 }, 120_000);
 
