@@ -6,6 +6,7 @@
  * This path reads files per event (archive records, sidecars, the source's
  * sha256); the normal path takes the answer from the state and reads nothing.
  */
+import { join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
 import type { FileSystem } from './fs.js';
@@ -40,7 +41,7 @@ export async function eventsHoldingSource(fs: FileSystem, log: Log, instance: In
     for (const [i, scan] of scans.entries()) {
       const event = scan.events.find((e) => e.ts === ts);
       for (const seq of event?.seqs ?? []) {
-        const record = await readRecord(fs, `${dirs[i]!.dir}/${eventFileName('meta', ts, seq)}`);
+        const record = await readRecord(fs, join(dirs[i]!.dir, eventFileName('meta', ts, seq)));
         const s = record?.source;
         if (s && s.dev === info.dev && s.ino === info.ino && s.size === info.size && s.mtimeNs === info.mtimeNs) return [ts];
       }
