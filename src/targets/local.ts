@@ -3,8 +3,7 @@
  * consistent readdir, no server checksums (the .sha256 sidecar is ours).
  */
 import type { FileSystem } from '../fs.js';
-import { scanFolder } from '../retention.js';
-import { eventFileName } from '../timestamp.js';
+import { eventFileNames, scanFolder } from '../retention.js';
 import type { ArchiveTarget, TargetCapabilities, TargetEvent } from './target.js';
 
 export const LOCAL_CAPABILITIES: TargetCapabilities = { hardLinks: true, atomicRename: true, serverChecksums: false, consistentListing: true };
@@ -22,7 +21,7 @@ export class LocalFolderTarget implements ArchiveTarget {
     return scan.events.map((e) => ({
       ts: e.ts,
       complete: e.kinds.includes('rdb'),
-      names: e.kinds.map((k) => eventFileName(k, e.ts)),
+      names: eventFileNames(e), // (an archive record's name carries its sequence number)
       bytes: 0,
     }));
   }
