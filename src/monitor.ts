@@ -17,7 +17,7 @@ import { timestampToIso } from './timestamp.js';
 import type { FoundRecord } from './failure-record.js';
 import { hookFailing } from './state.js';
 import { sameFilesystemWarning } from './archive-root.js';
-import { remoteProblems } from './offsite/facts.js';
+import { remoteProblems, remoteStatus, remoteStatusLines, type RemoteStatus } from './offsite/facts.js';
 
 // ---------------------------------------------------------------------------
 // check
@@ -328,6 +328,8 @@ export interface StatusReport {
   lock: { path: string; since: string; ageSeconds: number; pid: number | null; command: string | null } | null;
   /** Folders a run must write that it cannot. */
   unwritable: Array<{ path: string; reason: string }>;
+  /** Off-site remotes: what waits for each, and how its last attempts went (src/offsite/facts.ts). */
+  remotes: RemoteStatus[];
   exitCode: number;
 }
 
@@ -388,6 +390,7 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
       command: facts.lock.command ?? null,
     } : null,
     unwritable: facts.unwritable,
+    remotes: remoteStatus(facts.remotes ?? []),
     // status only reports; an unreadable rule folder is the one thing it could not report.
     exitCode: ruleErrors.length > 0 ? ruleErrors[0]!.error!.exitCode : ExitCode.OK,
   };
@@ -435,6 +438,7 @@ export function statusText(r: StatusReport): string {
   if (!a.exists) lines.push(`warning: the archive root ${a.dir} does not exist (is the backup disk mounted?)`);
   if (a.sameFilesystemAsSource) lines.push(`warning: ${sameFilesystemWarning(a.dir, r.source.path)}`);
   if (r.state.error) lines.push(`state:          ${r.state.error}`);
+  lines.push(...remoteStatusLines(r.remotes ?? []));
   return lines.join('\n');
 }
 

@@ -59,3 +59,51 @@ export function remoteProblems(remotes: readonly RemoteFacts[], thresholds: Moni
   }
   return problems;
 }
+
+/** What `status` shows per remote. */
+export interface RemoteStatus {
+  remote: string;
+  location: string;
+  pending: number;
+  oldestPending: string | null;
+  lagSeconds: number;
+  lastSuccessAt: string | null;
+  lastError: { message: string; at: string } | null;
+  nextAttemptAt: string | null;
+  uploads: number;
+  bytesUploaded: number;
+  lost: Array<{ ts: string; reason: string }>;
+  lastPrune: RemoteState['lastPrune'] | null;
+  error: string | null;
+}
+
+export function remoteStatus(remotes: readonly RemoteFacts[]): RemoteStatus[] {
+  return remotes.map((r) => ({
+    remote: r.remote,
+    location: r.location,
+    pending: r.pending,
+    oldestPending: r.oldestPending?.ts ?? null,
+    lagSeconds: r.lagSeconds,
+    lastSuccessAt: r.state?.lastSuccessAt ?? null,
+    lastError: r.state?.lastError ? { message: r.state.lastError.message, at: r.state.lastError.at } : null,
+    nextAttemptAt: r.state?.nextAttemptAt ?? null,
+    uploads: r.state?.counters.uploads ?? 0,
+    bytesUploaded: r.state?.counters.bytesUploaded ?? 0,
+    lost: (r.state?.lost ?? []).map((l) => ({ ts: l.ts, reason: l.reason })),
+    lastPrune: r.state?.lastPrune ?? null,
+    error: r.stateError ?? null,
+  }));
+}
+
+export function remoteStatusLines(remotes: readonly RemoteStatus[]): string[] {
+  const lines: string[] = [];
+  for (const r of remotes) {
+    const waiting = r.pending === 0 ? 'nothing pending' : `${r.pending} pending (oldest ${r.oldestPending}, waiting ${r.lagSeconds}s)`;
+    lines.push(`off-site ${r.remote}:`.padEnd(16) + `${r.location}: ${waiting}; last upload ${r.lastSuccessAt ?? 'never'}; ${r.uploads} uploaded`);
+    if (r.lastError && r.pending > 0) lines.push(''.padEnd(16) + `last error ${r.lastError.at}: ${r.lastError.message}${r.nextAttemptAt ? `; next attempt after ${r.nextAttemptAt}` : ''}`);
+    for (const l of r.lost) lines.push(''.padEnd(16) + `will not reach it: ${l.ts}: ${l.reason}`);
+    if (r.lastPrune && !r.lastPrune.ok) lines.push(''.padEnd(16) + `remote retention failed at ${r.lastPrune.at}: ${r.lastPrune.error ?? 'unknown error'}`);
+    if (r.error) lines.push(''.padEnd(16) + r.error);
+  }
+  return lines;
+}

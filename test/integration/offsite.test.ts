@@ -188,6 +188,11 @@ M._load = function (request, ...rest) { if (String(request).startsWith('@aws-sdk
     expect(readFileSync(join(env.archive, 'all', 'dump-2025-06-01T10-00-00.rdb')).equals(snap.bytes)).toBe(true);
     expect(readJson<{ offsite: { queue: Array<{ ts: string; sha256: string }> } }>(env.state).offsite.queue).toMatchObject([{ ts: '2025-06-01T10-00-00', sha256: snap.sha256 }]);
 
+    // status shows what waits, and why.
+    const status = await cli(['status', '--json', '-c', env.config]);
+    expect(jsonOf<{ remotes: Array<{ remote: string; pending: number; oldestPending: string; lastError: { message: string } }> }>(status).remotes[0])
+      .toMatchObject({ remote: 'offsite', pending: 1, oldestPending: '2025-06-01T10-00-00', lastError: { message: expect.stringContaining('ECONNREFUSED') } });
+
     // The next cron run is in the backoff window: no attempt, still 76, and quick.
     const backoff = await cli(['once', '--json', '-c', env.config]);
     expect(backoff.code).toBe(76);
