@@ -19,7 +19,7 @@ import { errorCode, readFromStart, type FileInfo, type FileSystem } from './fs.j
 import type { Log } from './log.js';
 import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo } from './rdb.js';
 import { latestArchived } from './event-order.js';
-import { scanFolder, type FolderEvent } from './retention.js';
+import { scanFolder, scanWarnings, type FolderEvent } from './retention.js';
 import { sha256Hex } from './sha256.js';
 import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from './timestamp.js';
 import { copyPass, parseArchiveRecord } from './worker.js';
@@ -71,6 +71,8 @@ export interface RuleEvents {
   dir: string;
   /** Newest first, as scanned (including incomplete events). */
   events: FolderEvent[];
+  /** Foreign files and a folder others can write (scanWarnings): reported by every command that scans. */
+  warnings: string[];
 }
 
 /** Scans the folders of the given rules. */
@@ -78,7 +80,8 @@ export async function scanRules(fs: FileSystem, instance: InstanceConfig, rules:
   const out: RuleEvents[] = [];
   for (const rule of rules) {
     const dir = ruleDir(instance, rule);
-    out.push({ rule: rule.name, dir, events: (await scanFolder(fs, dir)).events });
+    const scan = await scanFolder(fs, dir);
+    out.push({ rule: rule.name, dir, events: scan.events, warnings: scanWarnings(scan) });
   }
   return out;
 }
@@ -410,7 +413,11 @@ export function ctimeOf(header: { aux: RdbAux } | null): string | null {
 export async function listInstance(fs: FileSystem, log: Log, instance: InstanceConfig, ruleName: string | undefined): Promise<ListReport> {
   const report: ListReport = { instance: instance.name, rules: {}, warnings: [], exitCode: ExitCode.OK };
   const headers = new Map<string, Promise<HeaderRead>>();
-  for (const { rule, dir, events } of await scanRules(fs, instance, selectRules(instance, ruleName))) {
+  for (const { rule, dir, events, warnings } of await scanRules(fs, instance, selectRules(instance, ruleName))) {
+    for (const w of warnings) {
+      report.warnings.push(w);
+      log.warn({ rule, dir }, w);
+    }
     const listed: ListedEvent[] = [];
     for (const event of events) {
       if (!event.kinds.includes('rdb')) {
@@ -494,6 +501,12 @@ export async function verifyInstance(
   try {
     const rules = selectRules(instance, options.rule);
     const scanned = await scanRules(fs, instance, rules);
+    for (const { rule, dir, warnings } of scanned) {
+      for (const w of warnings) {
+        report.warnings.push(w);
+        log.warn({ rule, dir }, w);
+      }
+    }
     // (An instance without the --rule at all has nothing to check, which is not an error.)
     if (options.ts && rules.length > 0 && !scanned.some((r) => r.events.some((e) => e.ts === options.ts))) {
       const where = scanned.map((r) => r.rule).join(', ');

@@ -14,7 +14,7 @@ import { JobQueue } from './queue.js';
 import { eventsHoldingSource } from './current-content.js';
 import { FUTURE_TOLERANCE_MS, latestArchived } from './event-order.js';
 import { lstatIfExists } from './fs.js';
-import { applyPlan, planRetention, scanFolder, type Decision, type FolderEvent, type FolderScan } from './retention.js';
+import { applyPlan, planRetention, scanFolder, scanWarnings, type Decision, type FolderEvent, type FolderScan } from './retention.js';
 import { runCycleHooks, runPruneHooks } from './hooks.js';
 import { bumpCounter, loadState, saveState, type ClockJump, type State } from './state.js';
 import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
@@ -96,13 +96,18 @@ export async function pruneAll(
   deps: CycleDeps,
   instance: InstanceConfig,
   options: { dryRun: boolean; protect: ReadonlyMap<Timestamp, string>; pretend?: Timestamp },
-): Promise<{ retention: Record<string, RuleReport>; errors: ErrorReport[] }> {
+): Promise<{ retention: Record<string, RuleReport>; errors: ErrorReport[]; warnings: string[] }> {
   const retention: Record<string, RuleReport> = {};
   const errors: ErrorReport[] = [];
+  const warnings: string[] = [];
   for (const rule of instance.rules) {
     const dir = ruleDir(instance, rule);
     try {
       const scan = await scanFolder(deps.fs, dir);
+      for (const warning of scanWarnings(scan)) {
+        warnings.push(warning);
+        deps.log.warn({ rule: rule.name, dir, foreign: scan.foreign?.length ?? 0 }, warning);
+      }
       // A dry run of `once` shows the plan as it will be once the pending snapshot exists (archived last).
       const events: FolderEvent[] = options.pretend && !scan.events.some((e) => e.ts === options.pretend)
         ? [{ ts: options.pretend, kinds: ['rdb'], seq: Number.MAX_SAFE_INTEGER }, ...scan.events]
@@ -121,7 +126,7 @@ export async function pruneAll(
       deps.log.error({ rule: rule.name, dir, err: report.message }, 'retention skipped for this folder');
     }
   }
-  return { retention, errors };
+  return { retention, errors, warnings };
 }
 
 /**
@@ -363,6 +368,7 @@ export async function runOnce(
     // Retention runs only after a good cycle: never rotate good copies out because of a bad one.
     const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect, pretend });
     report.retention = pruned.retention;
+    report.warnings.push(...pruned.warnings);
     if (pruned.errors.length > 0) {
       report.error = pruned.errors[0];
       report.exitCode = pruned.errors[0]!.exitCode as ExitCodeValue;

@@ -71,6 +71,11 @@ export interface FileSystem {
    * to lstat + unlink per file.
    */
   unlinkOwnedFiles?(paths: readonly string[], uid: number | undefined): Promise<string[]>;
+  /**
+   * Optional bulk lstat for ownership: the owner uid of each path, undefined
+   * for a path that no longer exists. Without it, callers lstat one by one.
+   */
+  ownersOf?(paths: readonly string[]): Promise<Array<number | undefined>>;
   /** Sets a file's mtime (and atime) to now: how a lock holder refreshes its lease (lock.ts). */
   touch?(path: string): Promise<void>;
 }
@@ -224,6 +229,28 @@ export class OSFS implements FileSystem {
     } catch (err) {
       throw fsError('unlink', path, err);
     }
+  }
+  /** Synchronous lstat in slices of at most UNLINK_SLICE_MS (see unlinkOwnedFiles: the thread pool costs more than the call). */
+  async ownersOf(paths: readonly string[]): Promise<Array<number | undefined>> {
+    if (this.lstat !== OSFS.prototype.lstat) {
+      const out: Array<number | undefined> = [];
+      for (const path of paths) out.push((await lstatIfExists(this, path))?.uid);
+      return out;
+    }
+    const out: Array<number | undefined> = [];
+    let sliceStart = monotonicMs();
+    for (let i = 0; i < paths.length; i++) {
+      try {
+        out.push(lstatSync(paths[i]!, { throwIfNoEntry: false })?.uid);
+      } catch (err) {
+        throw fsError('lstat', paths[i]!, err);
+      }
+      if ((i & 63) === 63 && monotonicMs() - sliceStart > UNLINK_SLICE_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        sliceStart = monotonicMs();
+      }
+    }
+    return out;
   }
   async touch(path: string): Promise<void> {
     try {

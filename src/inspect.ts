@@ -15,7 +15,7 @@ import { effectiveUid, userName } from './trust.js';
 import type { FileSystem } from './fs.js';
 import { errorCode, exists } from './fs.js';
 import { FUTURE_TOLERANCE_MS, newestArchivedFirst } from './event-order.js';
-import { eventFileNames, scanFolder } from './retention.js';
+import { eventFileNames, scanFolder, scanWarnings } from './retention.js';
 import { loadState, sameIdentity, identityOf, type State } from './state.js';
 import { type Timestamp, eventFileName, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
 import { statSource } from './watcher.js';
@@ -38,6 +38,10 @@ export interface RuleUsage {
   oldest?: Timestamp;
   /** Events without their .rdb, left by an interrupted run (retention finishes them). */
   incomplete: number;
+  /** Files named like events but owned by another user: not events (retention.ts, scanWarnings). */
+  foreign?: string[];
+  /** What someone must look at in this folder: foreign files, a folder others can write. */
+  warnings?: string[];
   error?: ErrorReport;
 }
 
@@ -182,6 +186,9 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     const usage: RuleUsage = { rule: rule.name, dir, events: 0, bytes: 0, incomplete: 0 };
     try {
       const scan = await scanFolder(fs, dir);
+      if (scan.foreign?.length) usage.foreign = scan.foreign;
+      const warnings = scanWarnings(scan);
+      if (warnings.length > 0) usage.warnings = warnings;
       const inodes = new Map<string, number>();
       for (const event of scan.events) {
         if (!event.kinds.includes('rdb')) {

@@ -71,6 +71,7 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   // Lacking permission to look is "could not tell" (UNKNOWN), not a verdict on the archive; it names the user.
   const as = facts.user ? ` as user ${facts.user}` : '';
   for (const rule of facts.rules) {
+    for (const warning of rule.warnings ?? []) add(Nagios.WARNING, warning);
     if (rule.error) add(Nagios.UNKNOWN, `rule folder ${rule.dir} is unreadable${rule.error.kind === 'permission' ? as : ''}: ${rule.error.message}`);
   }
 
@@ -312,7 +313,7 @@ export interface StatusReport {
     rejected: { reason: string; at: string } | null;
     error: string | null;
   };
-  rules: Record<string, { dir: string; events: number; bytes: number; newest: string | null; oldest: string | null; incomplete: number; error: string | null }>;
+  rules: Record<string, { dir: string; events: number; bytes: number; newest: string | null; oldest: string | null; incomplete: number; error: string | null; foreign: string[]; warnings: string[] }>;
   archive: { dir: string; exists: boolean; sameFilesystemAsSource: boolean | null; bytes: number; freeBytes: number | null; totalBytes: number | null; error: string | null };
   state: { path: string; error: string | null };
   /** Folders of the archive root with event files that no rule names (never pruned, never deleted by us). */
@@ -374,6 +375,7 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
     },
     rules: Object.fromEntries(facts.rules.map((r) => [r.rule, {
       dir: r.dir, events: r.events, bytes: r.bytes, newest: r.newest ?? null, oldest: r.oldest ?? null, incomplete: r.incomplete, error: r.error?.message ?? null,
+      foreign: r.foreign ?? [], warnings: r.warnings ?? [],
     }])),
     archive: { dir: facts.archiveDir, exists: facts.archiveRoot.exists, sameFilesystemAsSource: facts.archiveRoot.sameFilesystemAsSource ?? null, bytes: facts.archiveBytes, freeBytes: facts.space?.available ?? null, totalBytes: facts.space?.total ?? null, error: facts.spaceError ?? null },
     state: { path: facts.statePath, error: facts.stateError ?? null },
@@ -422,8 +424,10 @@ export function statusText(r: StatusReport): string {
     }
     const range = rule.newest ? `, newest ${rule.newest}, oldest ${rule.oldest}` : '';
     const incomplete = rule.incomplete > 0 ? `, ${rule.incomplete} incomplete` : '';
-    lines.push(`  ${name.padEnd(width)}  ${rule.events} event${rule.events === 1 ? '' : 's'}, ${formatBytes(rule.bytes)}${range}${incomplete}`);
+    const foreign = rule.foreign.length > 0 ? `, ${rule.foreign.length} FOREIGN (not counted)` : '';
+    lines.push(`  ${name.padEnd(width)}  ${rule.events} event${rule.events === 1 ? '' : 's'}, ${formatBytes(rule.bytes)}${range}${incomplete}${foreign}`);
   }
+  for (const rule of Object.values(r.rules)) for (const warning of rule.warnings) lines.push(`warning: ${warning}`);
   const a = r.archive;
   lines.push(`archive:        ${a.dir}: ${formatBytes(a.bytes)} on disk (hard links counted once)${a.freeBytes !== null ? `, ${formatBytes(a.freeBytes)} free` : `, free space unknown (${a.error})`}`);
   r.orphans.forEach((o, i) => {

@@ -351,6 +351,7 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
   try {
     const rules = selectRules(instance, options.rule);
     const scanned = await scanRules(fs, instance, rules);
+    for (const { rule, dir, warnings } of scanned) for (const w of warnings) warn(w, { rule, dir });
     const locations = findEvent(scanned, options.which);
     if (locations.length === 0) {
       const where = rules.map((r) => r.name).join(', ');

@@ -25,6 +25,7 @@ import { describeEvery } from './config.js';
 import { FsError } from './errors.js';
 import { TEMP_PREFIX, errorCode, tempOwnerPid, type FileSystem } from './fs.js';
 import { isProcessAlive } from './lock.js';
+import { userName } from './trust.js';
 import { FUTURE_TOLERANCE_MS, RECENT_PROTECTED, sortNewestArchivedFirst } from './event-order.js';
 import { type EventFileKind, type Timestamp, eventFileName, isUtc, parseEventFileName, timestampFromMs, timestampToMs, zonedParts } from './timestamp.js';
 
@@ -55,6 +56,16 @@ export interface FolderScan {
   events: FolderEvent[];
   /** Our temp files from an interrupted run. */
   temps: string[];
+  /**
+   * Files named like events but owned by another user than the folder's
+   * owner (the archive's user): planted, or left by a run as another user.
+   * Not events: never counted, listed, verified, restored or deleted.
+   */
+  foreign?: string[];
+  /** The folder's owner, whose files are events. */
+  ownerUid?: number;
+  /** The folder's mode when its group or others may write it (they could plant files): a warning. */
+  openMode?: number;
 }
 
 export interface Decision {
@@ -227,6 +238,8 @@ export async function scanFolder(fs: FileSystem, dir: string): Promise<FolderSca
   let entries;
   try {
     const info = await fs.lstat(dir);
+    scan.ownerUid = info.uid;
+    if ((info.mode & 0o022) !== 0) scan.openMode = info.mode & 0o7777;
     if (info.kind !== 'dir') {
       throw new FsError('scan', dir, 'ENOTDIR', info.kind === 'symlink'
         ? 'rule folder is a symlink: refusing to follow it out of the archive'
@@ -260,9 +273,83 @@ export async function scanFolder(fs: FileSystem, dir: string): Promise<FolderSca
       if (event.seq === undefined || parsed.seq > event.seq) event.seq = parsed.seq;
     }
   }
+  await dropForeignEvents(fs, scan, byTs);
   // Names newest first (the default sort compares strings natively), then archive order.
   scan.events = sortNewestArchivedFirst([...byTs.keys()].sort().reverse().map((ts) => byTs.get(ts)!));
   return scan;
+}
+
+/**
+ * Ownership, in this one place for retention and the catalog: an event is
+ * ours when its .rdb is owned by the folder's owner. One lstat per .rdb (the
+ * file that makes an event); companions are checked only where no .rdb of
+ * ours vouches for them (rare). Through the bulk ownersOf() on OSFS: a thread
+ * hand-off per file would cost seconds at 100k events.
+ */
+async function dropForeignEvents(fs: FileSystem, scan: FolderScan, byTs: Map<Timestamp, FolderEvent>): Promise<void> {
+  const owner = scan.ownerUid;
+  if (owner === undefined || byTs.size === 0) return;
+  const fileOf = (kind: EventFileKind, ts: Timestamp): string[] => {
+    const event = byTs.get(ts)!;
+    return kind === 'meta' ? (event.seqs ?? []).map((seq) => eventFileName('meta', ts, seq)) : [eventFileName(kind, ts)];
+  };
+  const withRdb = [...byTs.values()].filter((e) => e.kinds.includes('rdb'));
+  const rdbNames = withRdb.flatMap((e) => fileOf('rdb', e.ts));
+  const owners = await ownersOf(fs, rdbNames.map((n) => join(scan.dir, n)));
+  const foreignRdb = new Set<string>();
+  rdbNames.forEach((name, i) => {
+    if (owners[i] !== undefined && owners[i] !== owner) foreignRdb.add(name);
+  });
+  const suspects = [...byTs.values()].filter((e) => !e.kinds.includes('rdb') || fileOf('rdb', e.ts).some((n) => foreignRdb.has(n)));
+  if (suspects.length === 0) return;
+  const foreign: string[] = [];
+  for (const event of suspects) {
+    const names = event.kinds.flatMap((kind) => fileOf(kind, event.ts).map((name) => ({ kind, name })));
+    const uids = await ownersOf(fs, names.map((n) => join(scan.dir, n.name)));
+    const kept = new Set<EventFileKind>();
+    names.forEach((n, i) => {
+      if (uids[i] === undefined) return;
+      if (uids[i] === owner) kept.add(n.kind);
+      else foreign.push(n.name);
+    });
+    if (kept.size === 0) byTs.delete(event.ts);
+    else event.kinds = event.kinds.filter((k) => kept.has(k));
+  }
+  scan.foreign = foreign.sort();
+}
+
+/**
+ * What a scan found that someone must look at, one line each: files of
+ * another user (not events), and a folder others may write (they could plant
+ * files). The same words in once, prune, list, verify and status.
+ */
+export function scanWarnings(scan: FolderScan): string[] {
+  const out: string[] = [];
+  const foreign = scan.foreign ?? [];
+  if (foreign.length > 0) {
+    const shown = foreign.slice(0, 3).join(', ') + (foreign.length > 3 ? `, … (${foreign.length - 3} more)` : '');
+    out.push(`rule folder ${scan.dir} holds ${foreign.length} foreign file${foreign.length === 1 ? '' : 's'} (named like events, not owned by ${userName(scan.ownerUid!)}, the folder's owner): ` +
+      `not events, so never counted, listed, verified, restored or deleted; inspect and remove them: ${shown}`);
+  }
+  if (scan.openMode !== undefined) {
+    out.push(`rule folder ${scan.dir} is writable by its group or by others (mode 0${scan.openMode.toString(8)}): another user can plant files in it; run chmod go-w ${scan.dir} (archive.dir_mode)`);
+  }
+  return out;
+}
+
+/** The owner uid of each path (undefined: gone since the readdir). */
+async function ownersOf(fs: FileSystem, paths: readonly string[]): Promise<Array<number | undefined>> {
+  if (fs.ownersOf) return fs.ownersOf(paths);
+  const out: Array<number | undefined> = [];
+  for (const path of paths) {
+    try {
+      out.push((await fs.lstat(path)).uid);
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') throw err;
+      out.push(undefined);
+    }
+  }
+  return out;
 }
 
 /** Deletion order inside an event: companions first, the .rdb last, so a crash leaves an event that still counts. */
