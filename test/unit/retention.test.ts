@@ -682,7 +682,9 @@ describe('scanFolder (mock-fs)', () => {
 
   it('an empty folder gives no events', async () => {
     mock({ '/archive/empty': {} });
-    expect(await scanFolder(fs, '/archive/empty')).toEqual({ dir: '/archive/empty', events: [], temps: [] });
+    const scan = await scanFolder(fs, '/archive/empty');
+    expect(scan).toMatchObject({ dir: '/archive/empty', events: [], temps: [] });
+    expect(scan.foreign).toBeUndefined(); // (ownerUid and openMode describe the folder itself)
   });
 
   it('a rule folder that is a symlink is rejected', async () => {
