@@ -10,7 +10,7 @@
 // reference command measured in the same run, with our runs and the
 // reference's interleaved. Wall times are taken with process.hrtime around
 // child processes (spawnSync): start-up, exit and everything in between.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   closeSync, cpSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
@@ -249,6 +249,77 @@ function benchArchive(source) {
     runs: { ours, ref },
   });
   return { cfg, arch };
+}
+
+/**
+ * upload-1g: `push` of a 1 GiB event to a loopback S3 server (s3rver, in its
+ * own process) vs `aws s3 cp` of the same file to the same server, each with
+ * its peak RSS. The event is archived and queued first (with the remotes'
+ * endpoint dead, outside the timed region); each run then pushes it to a
+ * fresh remote (its own prefix), so every run uploads the whole file.
+ */
+async function benchUpload(source) {
+  const aws = ['/usr/bin/aws', 'aws'].find((c) => spawnSync(c, ['--version']).status === 0);
+  if (!aws) throw new Error('upload-1g needs awscli (apt-get install awscli)');
+  const dir = freshDir(join(BENCH, 'upload'));
+  const s3dir = join(dir, 's3');
+  mkdirSync(s3dir);
+  const bucket = 'rdb-archiver-bench';
+  const server = spawn(process.execPath, [join(ROOT, 'test', 'helpers', 's3rver-child.mjs'), s3dir, bucket], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise((resolve, reject) => {
+      let buf = '';
+      server.stdout.on('data', (d) => {
+        buf += d;
+        if (buf.includes('\n')) resolve(JSON.parse(buf.split('\n')[0]).port);
+      });
+      server.once('exit', (code) => reject(new Error(`s3rver exited (${code})`)));
+    });
+    // Credentials for s3rver, through the environment only; nothing from the host's AWS setup.
+    Object.assign(process.env, {
+      AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_DEFAULT_REGION: 'us-east-1',
+      AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: join(dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none'),
+    });
+    const runs = QUICK ? 2 : 3;
+    const arch = join(dir, 'arch');
+    const cfgPath = join(dir, 'config.yaml');
+    const writeCfg = (endpoint) => {
+      yamlConfig(cfgPath, { source, archive: arch, rules: [{ name: 'all', count: 3 }] });
+      const remotes = Array.from({ length: runs }, (_, i) => `  - { name: r${i}, type: s3, bucket: ${bucket}, prefix: r${i}/, endpoint: "${endpoint}", force_path_style: true, timeout: 1h }`);
+      writeFileSync(cfgPath, `${readFileSync(cfgPath, 'utf8')}remotes:\n${remotes.join('\n')}\n`);
+    };
+    writeCfg('http://127.0.0.1:9');
+    mkdirSync(arch);
+    run(process.execPath, [CLI, 'once', '-c', cfgPath, '--log-level', 'silent'], { allowFail: true }); // archived and queued; the dead endpoint fails (76)
+    writeCfg(`http://127.0.0.1:${port}`);
+    const ours = [];
+    const ref = [];
+    const oursRss = [];
+    const refRss = [];
+    for (let i = 0; i < runs; i++) {
+      syncAll();
+      warm(source);
+      const o = runWithRss(process.execPath, [CLI, 'push', '--remote', `r${i}`, '-c', cfgPath, '--log-level', 'warn']);
+      ours.push(o.wall);
+      oursRss.push(o.rssBytes);
+      syncAll();
+      warm(source);
+      const r = runWithRss(aws, ['--endpoint-url', `http://127.0.0.1:${port}`, 's3', 'cp', '--only-show-errors', source, `s3://${bucket}/aws${i}/dump.rdb`]);
+      ref.push(r.wall);
+      refRss.push(r.rssBytes);
+    }
+    const o = median(ours);
+    const c = median(ref);
+    addRow({
+      row: `upload-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}`,
+      what: `\`push\` of a ${fmtSize(BIG)} event to s3rver on loopback vs \`aws s3 cp\` of the same file to the same server (peak RSS: ours ${fmtSize(median(oursRss))}, aws ${fmtSize(median(refRss))})`,
+      ours: ms(o), ref: ms(c), ratio: `${(o / c).toFixed(2)}×`, target: '≤ 1.0×', pass: o / c <= 1.0,
+      runs: { ours, ref },
+    });
+    extra.push(`upload-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}: peak RSS of \`push\` ${oursRss.map(fmtSize).join(', ')} (default part_size 64 MiB × concurrency 4, plus the part being read); \`aws s3 cp\` ${refRss.map(fmtSize).join(', ')}. The upload includes the HEAD checks, the manifest and the remote's retention listing.`);
+  } finally {
+    server.kill('SIGTERM');
+  }
 }
 
 function benchRss(sources) {
@@ -607,12 +678,13 @@ async function main() {
       rmSync(p, { force: true });
     }
     if (want('verify') && archived) benchVerify(archived.cfg, archived.arch);
+    if (want('upload')) await benchUpload(await dump(BIG));
     if (want('nochange')) await benchNochange();
     if (want('prune')) benchPruneSteady();
     if (want('prune-bulk')) benchPruneBulk();
   } finally {
     if (!KEEP) {
-      for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'build', 'rss.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
+      for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'upload', 'build', 'rss.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
     }
   }
   writeReport(m, startedAt, performance.now() - t0);
