@@ -34,8 +34,12 @@ const ARCHIVE_DEFAULT = '/var/backups/redis';
 // other Node versions).
 const NODE_FIRST_PATH = `${dirname(process.execPath)}:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
+// Building the package copies and hashes every file of the runtime dependencies
+// (the S3 SDK is most of them): over a minute on a loaded 2-core machine.
+const BUILD_MS = 300_000;
+
 function run(cmd: string, args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, PATH: NODE_FIRST_PATH, RDB_ARCHIVER_CONFIG: undefined, ...env } });
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', timeout: BUILD_MS, env: { ...process.env, PATH: NODE_FIRST_PATH, RDB_ARCHIVER_CONFIG: undefined, ...env } });
   if (r.error) throw r.error;
   return r;
 }
@@ -75,7 +79,7 @@ describe.skipIf(reason !== undefined)('Debian package: npm run package:deb, dpkg
     expect(built.status, built.stderr).toBe(0);
     deb = built.stdout.trim();
     expect(deb).toBe(join(work, `rdb-archiver_${pkg.version}_all.deb`));
-  }, 120_000);
+  }, BUILD_MS + 60_000);
 
   // Whatever happened above: purge what we installed, and undo what postinst made.
   afterAll(() => {
@@ -251,7 +255,7 @@ describe.skipIf(nspawnReason !== undefined)('Debian package under a running syst
       state = spawnSync('nsenter', ['-t', String(leader), '-a', 'systemctl', 'is-system-running'], { encoding: 'utf8' }).stdout.trim();
     }
     expect(['running', 'degraded'], `${state}\n${readFileSync(join(top, 'nspawn.log'), 'utf8')}`).toContain(state);
-  }, 240_000);
+  }, BUILD_MS + 180_000);
 
   // Shut the container down even when a test failed: poweroff, else SIGKILL its
   // init (that ends every process of its PID namespace; killing nspawn would not).

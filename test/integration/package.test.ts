@@ -29,7 +29,7 @@ const NODE_FIRST_PATH = `${dirname(process.execPath)}:${process.env.PATH ?? '/us
 
 function run(cmd: string, args: string[], options: { cwd?: string; env?: Record<string, string | undefined> } = {}) {
   const env = { ...process.env, PATH: NODE_FIRST_PATH, RDB_ARCHIVER_CONFIG: undefined, ...options.env };
-  const r = spawnSync(cmd, args, { cwd: options.cwd ?? ROOT, env, encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(cmd, args, { cwd: options.cwd ?? ROOT, env, encoding: 'utf8', timeout: 300_000 });
   if (r.error) throw r.error;
   return r;
 }
@@ -53,7 +53,7 @@ describe('release tarball (npm pack), installed with npm install -g on a fresh p
     expect(install.status, install.stdout + install.stderr).toBe(0);
     // npm warns about a package's install-time scripts (prepare) on a global install; we have none.
     expect(install.stderr).not.toMatch(/install-scripts/);
-  }, 180_000);
+  }, 360_000);
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
   it(`is named rdb-archiver-<version>.tgz and holds the built CLI, not the sources`, () => {
