@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/cli.js';
 import { setupArchive, writeSnapshot } from '../helpers/snapshots.js';
-import { CLI_JS, FULL, Figures, cli, family, latestEverywhere, onceJson, pool, reproduce, runNode, spread, stackTraceLines } from './common.js';
+import { CLI_JS, FULL, Figures, cli, family, latestEverywhere, onceJson, pool, reproduce, runNode, stackTraceLines } from './common.js';
 import { sha256 } from './scenario.js';
 
 const figures = new Figures('hostile', 'Hostile config and archive contents');
@@ -335,6 +335,77 @@ describe('an archived event deleted or damaged behind our back (issue 10 item 14
       await cli(env, v, ['verify']);
       await latestEverywhere(env, v, rules, { ts, bytes: snap.bytes });
       if ((await onceJson(env, v)).status !== 'unchanged') v.push('an idle run after the repair did not say unchanged');
+      rmSync(env.root, { recursive: true, force: true });
+    });
+  }, 300_000);
+});
+
+// ---------------------------------------------------------------------------
+// Issue 10 item 5, as a family of trials (test/integration/foreign.test.ts has the issue's own case):
+// files another user planted in a rule folder are not events, whatever their names say.
+
+const DAY_MS = 86_400_000;
+const NOBODY_UID = 65534;
+const tsOf = (d: Date) => d.toISOString().slice(0, 19).replace(/:/g, '-');
+/** [what is planted, the names (timestamps) relative to now, with sidecars?] */
+const PLANTS: Array<[string, number[], boolean]> = [
+  ['three newer complete events (the issue: dump-2027-…)', [400 * DAY_MS, 400 * DAY_MS + 1000, 400 * DAY_MS + 2000], true],
+  ['older complete events', [-30 * DAY_MS, -29 * DAY_MS], true],
+  ['newer .rdb files without sidecars', [DAY_MS, 2 * DAY_MS], false],
+  ['an event stamped one minute from now', [60_000], true],
+];
+
+describe.skipIf(process.getuid?.() !== 0)('files another user planted in a rule folder (issue 10 item 5; needs root to plant as nobody)', () => {
+  it(`${(FULL ? PLANTS : [PLANTS[0]!]).length} kinds of planted files (dir_mode 0770): never events for retention, list, verify or restore; never deleted; reported as foreign by check`, async () => {
+    await family(figures, FULL ? PLANTS : [PLANTS[0]!], ([label]) => `planted: ${label}`, async ([label, offsets, sidecars], v) => {
+      figures.input(`planted by another user: ${label}`);
+      const rules = ['last', 'hourly'];
+      const env = setupArchive({ rules: [{ name: 'last', count: 2 }, { name: 'hourly', every: 'hour', count: 24 }] });
+      // Group members may write the folders (the issue's setting): the config written by hand, as the integration test does.
+      writeFileSync(env.config, readFileSync(env.config, 'utf8').replace(`  dir: ${env.archive}\n`, `  dir: ${env.archive}\n  dir_mode: "0770"\n`));
+      writeSnapshot(env.source, { seed: 'real-1', mtime: new Date(Date.now() - 3 * 3_600_000) });
+      await onceJson(env, v);
+      const planted: string[] = [];
+      for (const rule of rules) {
+        const dir = join(env.archive, rule);
+        for (const off of offsets) {
+          const ts = tsOf(new Date(Date.now() + off));
+          const rdb = join(dir, `dump-${ts}.rdb`);
+          writeSnapshot(rdb, { seed: `planted-${ts}`, mtime: new Date(Date.now() + off) });
+          chownSync(rdb, NOBODY_UID, NOBODY_UID);
+          planted.push(rdb);
+          if (sidecars) {
+            const side = join(dir, `dump-${ts}.sha256`);
+            writeFileSync(side, `${sha256(readFileSync(rdb))}  dump-${ts}.rdb\n`, { mode: 0o600 });
+            chownSync(side, NOBODY_UID, NOBODY_UID);
+            planted.push(side);
+          }
+        }
+      }
+      const before = planted.map((p) => `${p}:${sha256(readFileSync(p))}`);
+      const real: Array<{ ts: string; bytes: Buffer }> = [];
+      for (let i = 2; i <= 4; i += 1) {
+        const snap = writeSnapshot(env.source, { seed: `real-${i}`, mtime: new Date(Date.now() - (5 - i) * 60_000) });
+        real.push({ ts: (await onceJson(env, v)).snapshot?.ts ?? '?', bytes: snap.bytes });
+      }
+      const latest = real[real.length - 1]!;
+      // Retention counted real events only: "last" (count 2) keeps the two newest real ones.
+      const last = readdirSync(join(env.archive, 'last')).filter((n) => n.endsWith('.rdb') && !planted.includes(join(env.archive, 'last', n))).sort();
+      if (last.join(',') !== real.slice(-2).map((e) => `dump-${e.ts}.rdb`).join(',')) v.push(`last/ keeps [${last.join(', ')}], expected the two newest real events`);
+      const after = planted.filter((p) => existsSync(p)).map((p) => `${p}:${sha256(readFileSync(p))}`);
+      if (after.join('\n') !== before.join('\n')) v.push('a planted file was deleted or changed');
+      await latestEverywhere(env, v, rules, latest);
+      const list = await cli(env, v, ['list', '--json']);
+      try {
+        const byRule = JSON.parse(list.stdout) as Record<string, Array<{ ts: string }>>;
+        for (const p of planted) for (const rule of rules) if ((byRule[rule] ?? []).some((e) => e.ts === p.split("/").pop()!.slice(5, 24))) v.push(`list shows a planted event (${p.split("/").pop()}) in ${rule}`);
+      } catch {
+        v.push(`list --json printed no JSON: ${list.stdout.slice(0, 200)}`);
+      }
+      const verify = await cli(env, v, ['verify']);
+      if (!/foreign/.test(verify.stdout + verify.stderr)) v.push(`verify does not report the foreign files: ${verify.stdout.trim().slice(0, 200)}`);
+      const check = await cli(env, v, ['check', '--warn-age', '1d', '--crit-age', '2d'], [1]);
+      for (const rule of rules) if (!check.stdout.includes(`rule folder ${join(env.archive, rule)} holds ${planted.length / 2} foreign files`)) v.push(`check does not name ${rule}'s foreign files: ${check.stdout.trim().slice(0, 300)}`);
       rmSync(env.root, { recursive: true, force: true });
     });
   }, 300_000);
