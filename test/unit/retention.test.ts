@@ -1,8 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import mock from 'mock-fs';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Every, Rule } from '../../src/config.js';
 import { FsError } from '../../src/errors.js';
@@ -595,7 +594,7 @@ describe('planRetention: properties', () => {
 });
 
 // ---------------------------------------------------------------------------
-// scanFolder (mock-fs)
+// scanFolder (real temp dir: mock-fs patches Node internals and fails to load on Node 26)
 
 let deadPid: number;
 beforeAll(() => {
@@ -608,14 +607,39 @@ const TS1 = '2025-02-24T10-00-00';
 const TS2 = '2025-02-24T11-00-00';
 const TS3 = '2025-02-24T12-00-00';
 
-describe('scanFolder (mock-fs)', () => {
+/** A symlink in a layout(): its target is a path inside the layout's root. */
+class Link {
+  constructor(readonly target: string) {}
+}
+type Layout = { [path: string]: string | Link | Layout };
+
+describe('scanFolder (real temp dir)', () => {
   const fs = new OSFS();
-  afterEach(() => {
-    mock.restore();
+  let root: string;
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'rdb-archiver-scan-'));
   });
+  afterEach(() => {
+    rmSync(root, { recursive: true, force: true });
+  });
+  /** Where a path written from the layout's root ('/archive/hourly') is on disk. */
+  const at = (path: string): string => join(root, path);
+  /** Creates files (string content), folders (objects) and symlinks (Link) under root. */
+  const layout = (spec: Layout, base = root): void => {
+    for (const [name, node] of Object.entries(spec)) {
+      const path = join(base, name);
+      mkdirSync(dirname(path), { recursive: true });
+      if (typeof node === 'string') writeFileSync(path, node);
+      else if (node instanceof Link) symlinkSync(at(node.target), path);
+      else {
+        mkdirSync(path, { recursive: true });
+        layout(node, path);
+      }
+    }
+  };
 
   it('groups event files by timestamp, newest first, and ignores everything else', async () => {
-    mock({
+    layout({
       '/archive/hourly': {
         [`dump-${TS1}.rdb`]: 'r1',
         [`dump-${TS1}.sha256`]: 's1',
@@ -634,8 +658,8 @@ describe('scanFolder (mock-fs)', () => {
         '.tmp-other-tool-dump.rdb': 'x',
       },
     });
-    const scan = await scanFolder(fs, '/archive/hourly');
-    expect(scan.dir).toBe('/archive/hourly');
+    const scan = await scanFolder(fs, at('/archive/hourly'));
+    expect(scan.dir).toBe(at('/archive/hourly'));
     expect(scan.temps).toEqual([]);
     expect(scan.events.map((e) => ({ ts: e.ts, kinds: [...e.kinds].sort() }))).toEqual([
       { ts: TS3, kinds: ['nodes'] },
@@ -645,17 +669,17 @@ describe('scanFolder (mock-fs)', () => {
   });
 
   it('ignores a symlink named like an event and subdirectories (even ones named like events)', async () => {
-    mock({
+    layout({
       '/elsewhere/important.rdb': 'do not touch',
       '/archive/daily': {
         [`dump-${TS1}.rdb`]: 'r1',
-        [`dump-${TS2}.rdb`]: mock.symlink({ path: '/elsewhere/important.rdb' }),
-        [`nodes-${TS1}.config`]: mock.symlink({ path: '/elsewhere/important.rdb' }),
+        [`dump-${TS2}.rdb`]: new Link('/elsewhere/important.rdb'),
+        [`nodes-${TS1}.config`]: new Link('/elsewhere/important.rdb'),
         [`dump-${TS3}.rdb`]: {},
         sub: { [`dump-${TS3}.rdb`]: 'nested' },
       },
     });
-    const scan = await scanFolder(fs, '/archive/daily');
+    const scan = await scanFolder(fs, at('/archive/daily'));
     expect(scan.events).toEqual([{ ts: TS1, kinds: ['rdb'] }]);
     expect(scan.temps).toEqual([]);
   });
@@ -663,48 +687,48 @@ describe('scanFolder (mock-fs)', () => {
   it('reports temp files of a dead run, but not those of a live process', async () => {
     const dead = `.tmp-rdb-archiver-${deadPid}-1-dump-${TS1}.rdb`;
     const live = `.tmp-rdb-archiver-${process.ppid}-1-dump-${TS2}.rdb`;
-    mock({
+    layout({
       '/archive/hourly': {
         [`dump-${TS1}.rdb`]: 'r1',
         [dead]: 'partial',
         [live]: 'in progress elsewhere',
       },
     });
-    const scan = await scanFolder(fs, '/archive/hourly');
+    const scan = await scanFolder(fs, at('/archive/hourly'));
     expect(scan.temps).toEqual([dead]);
     expect(scan.events).toEqual([{ ts: TS1, kinds: ['rdb'] }]);
   });
 
   it('a missing folder gives no events', async () => {
-    mock({ '/archive': {} });
-    expect(await scanFolder(fs, '/archive/never-used')).toEqual({ dir: '/archive/never-used', events: [], temps: [] });
+    layout({ '/archive': {} });
+    expect(await scanFolder(fs, at('/archive/never-used'))).toEqual({ dir: at('/archive/never-used'), events: [], temps: [] });
   });
 
   it('an empty folder gives no events', async () => {
-    mock({ '/archive/empty': {} });
-    const scan = await scanFolder(fs, '/archive/empty');
-    expect(scan).toMatchObject({ dir: '/archive/empty', events: [], temps: [] });
+    layout({ '/archive/empty': {} });
+    const scan = await scanFolder(fs, at('/archive/empty'));
+    expect(scan).toMatchObject({ dir: at('/archive/empty'), events: [], temps: [] });
     expect(scan.foreign).toBeUndefined(); // (ownerUid and openMode describe the folder itself)
   });
 
   it('a rule folder that is a symlink is rejected', async () => {
-    mock({
+    layout({
       '/outside': { [`dump-${TS1}.rdb`]: 'r1' },
-      '/archive/hourly': mock.symlink({ path: '/outside' }),
+      '/archive/hourly': new Link('/outside'),
     });
-    const err = await scanFolder(fs, '/archive/hourly').then(
+    const err = await scanFolder(fs, at('/archive/hourly')).then(
       () => undefined,
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(FsError);
     expect((err as FsError).code).toBe('ENOTDIR');
-    expect((err as FsError).message).toContain('/archive/hourly');
+    expect((err as FsError).message).toContain(at('/archive/hourly'));
     expect((err as FsError).message).toContain('symlink');
   });
 
   it('a rule folder that is a regular file is rejected', async () => {
-    mock({ '/archive/hourly': 'not a folder' });
-    await expect(scanFolder(fs, '/archive/hourly')).rejects.toMatchObject({ code: 'ENOTDIR' });
+    layout({ '/archive/hourly': 'not a folder' });
+    await expect(scanFolder(fs, at('/archive/hourly'))).rejects.toMatchObject({ code: 'ENOTDIR' });
   });
 });
 
