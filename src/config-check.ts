@@ -454,8 +454,9 @@ async function probeArchive(fs: FileSystem, dir: string): Promise<InstanceCheckF
 }
 
 async function countForeignFiles(fs: FileSystem, dir: string, uid: number): Promise<number> {
-  let count = 0;
   const scan = await scanFolder(fs, dir).catch(() => undefined);
+  // Files of another user than the folder's owner are not events at all (scan.foreign); count them too.
+  let count = scan?.foreign?.length ?? 0;
   for (const event of scan?.events ?? []) {
     for (const name of eventFileNames(event)) {
       const info = await fs.lstat(join(dir, name)).catch(() => undefined);
