@@ -13,10 +13,11 @@
  * tokens).
  */
 import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
 import { missingRootError, ownerMismatchError, sameFilesystemWarning } from './archive-root.js';
-import { describeEvery, ruleDir, type Config, type InstanceConfig, type MinFree } from './config.js';
+import { describeEvery, ruleDir, type Config, type InstanceConfig, type MinFree, type RemoteConfig } from './config.js';
 import { contextFor, formatBytes, print } from './context.js';
 import { ExitCode } from './errors.js';
 import { errorCode, type FileInfo, type FileSystem } from './fs.js';
@@ -83,8 +84,12 @@ export interface SpaceFacts {
   error?: string;
 }
 
+/** The read/write probe of one remote: a small object put, read back (head + get) and deleted under its prefix. */
+export type RemoteProbeFacts = { name: string; location: string } & ({ ok: true } | { ok: false; step: 'put' | 'head' | 'get' | 'delete'; error: string });
+
 export interface InstanceCheckFacts {
   user: { uid: number; gid: number; groups: number[] };
+  remotes: RemoteProbeFacts[];
   source: SourceFacts;
   nodes?: SourceFacts;
   archive: PathFacts;
@@ -204,6 +209,19 @@ function judgeOwnFolder(check: string, what: string, dir: PathFacts, user: Insta
   return findings;
 }
 
+const REMOTE_STEP_FIX: Record<'put' | 'head' | 'get' | 'delete', string> = {
+  put: 'check the endpoint, the bucket, the credentials (environment, profile) and that they may s3:PutObject under the prefix',
+  head: 'the credentials must allow s3:GetObject under the prefix (uploads are checked by reading them back)',
+  get: 'the credentials must allow s3:GetObject under the prefix (verify and restore read objects back)',
+  delete: 'the credentials must allow s3:DeleteObject under the prefix (the remote\'s retention deletes events)',
+};
+
+function judgeRemote(remote: RemoteProbeFacts): Finding {
+  const check = `remotes.${remote.name}`;
+  if (remote.ok) return { check, verdict: 'ok', path: remote.location, reason: `a probe object was put, read back and deleted under ${remote.location}` };
+  return { check, verdict: 'error', path: remote.location, reason: `the probe failed at ${remote.step} under ${remote.location}: ${remote.error}`, fix: REMOTE_STEP_FIX[remote.step] };
+}
+
 function judgeHook(hook: HookFacts): Finding {
   const check = `hooks.${hook.key}`;
   if (hook.executable === undefined) return { check, verdict: 'error', reason: `the hook executable "${hook.command}" is not found in PATH`, fix: `install it, or give hooks.${hook.key}[0] as an absolute path` };
@@ -283,6 +301,8 @@ export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFact
       : { check: 'free space', verdict: 'ok', path: space.paths[0], reason: `${formatBytes(space.available)} free on the filesystem of ${where}; a run needs ${formatBytes(needed)} (snapshot + archive.min_free)` });
   }
 
+  for (const remote of facts.remotes) findings.push(judgeRemote(remote));
+
   const fd = facts.failureDir;
   const fdWhat = fd.configured ? 'monitor.failure_dir' : 'the default failure-record folder';
   if (fd.error === 'ENOENT') {
@@ -349,6 +369,8 @@ export function resolvedSettings(config: Config): object {
       state: i.statePath,
       timezone: i.timezone,
       rules: i.rules.map((r) => ({ name: r.name, every: describeEvery(r.every), count: r.count, dir: ruleDir(i, r) })),
+      remotes: i.remotes.map((r) => ({ name: r.name, type: r.type, location: `s3://${r.bucket}/${r.prefix}`, endpoint: r.endpoint ?? null, region: r.region ?? null, profile: r.profile ?? null,
+        rules: r.rules.map((x) => ({ name: x.name, every: describeEvery(x.every), count: x.count })) })),
       monitor: { warnAge: formatDuration(i.monitor.warnAgeMs), critAge: formatDuration(i.monitor.critAgeMs), failureDir: i.monitor.failureDir ?? null },
       hooks: {
         afterArchive: hookSummary(i.hooks.afterArchive),
@@ -466,6 +488,36 @@ async function countForeignFiles(fs: FileSystem, dir: string, uid: number): Prom
   return count;
 }
 
+/** A probe waits at most this long for each remote operation (the remote's own timeout is for snapshots of many GiB). */
+const REMOTE_PROBE_TIMEOUT_MS = 30_000;
+
+/** put, head, get, delete of a small object directly under the remote's prefix (never an event's name: nothing lists it as ours). */
+async function probeRemote(remote: RemoteConfig): Promise<RemoteProbeFacts> {
+  const { S3Target, scrubSecrets } = await import('./targets/s3.js');
+  const where = { name: remote.name, location: `s3://${remote.bucket}/${remote.prefix}` };
+  const name = `.rdb-archiver-config-check-${hostname()}-${process.pid}`;
+  const body = Buffer.from(`rdb-archiver config check probe, ${new Date().toISOString()}\n`);
+  let step: 'put' | 'head' | 'get' | 'delete' = 'put';
+  let target: Awaited<ReturnType<typeof S3Target.open>> | undefined;
+  try {
+    target = await S3Target.open({ ...remote, timeoutMs: Math.min(remote.timeoutMs, REMOTE_PROBE_TIMEOUT_MS) });
+    await target.putSmall(name, body, 'text/plain');
+    step = 'head';
+    const head = await target.head(name);
+    if (head?.bytes !== body.length) throw new Error(head ? `it reports ${head.bytes} bytes, ${body.length} were put` : 'the object just put is not there');
+    step = 'get';
+    if (!(await target.getSmall(name, 4096)).equals(body)) throw new Error('it returned other bytes than were put');
+    step = 'delete';
+    await target.delete(name);
+    return { ...where, ok: true };
+  } catch (err) {
+    if (target && step !== 'put' && step !== 'delete') await target.delete(name).catch(() => undefined);
+    return { ...where, ok: false, step, error: scrubSecrets(err instanceof Error ? err.message : String(err)) };
+  } finally {
+    target?.close();
+  }
+}
+
 const HOOK_KEYS = { afterArchive: 'after_archive', afterPrune: 'after_prune', onFailure: 'on_failure' } as const;
 
 export async function gatherFacts(fs: FileSystem, config: Config, instance: InstanceConfig): Promise<InstanceCheckFacts> {
@@ -480,6 +532,7 @@ export async function gatherFacts(fs: FileSystem, config: Config, instance: Inst
     hooks: [],
     spaces: [],
     failureDir: { path: '', configured: false, writable: false },
+    remotes: [],
   };
   if (instance.sourceNodes) facts.nodes = await sourceFacts(fs, instance.sourceNodes);
 
@@ -543,6 +596,7 @@ export async function gatherFacts(fs: FileSystem, config: Config, instance: Inst
     facts.hooks.push(hook);
   }
 
+  for (const remote of instance.remotes) facts.remotes.push(await probeRemote(remote));
   const failureDir = instance.monitor.failureDir ?? defaultFailureDir(uid);
   facts.failureDir = { ...(await statFacts(fs, failureDir)), configured: instance.monitor.failureDir !== undefined, writable: canAccess(failureDir, fsConstants.W_OK | fsConstants.X_OK) };
   return facts;
@@ -590,6 +644,7 @@ function settingsText(config: Config): string {
     lines.push(`  monitor: warn after ${formatDuration(i.monitor.warnAgeMs)}, critical after ${formatDuration(i.monitor.critAgeMs)}`);
     const hooks = (Object.entries(HOOK_KEYS) as Array<[keyof typeof HOOK_KEYS, string]>).filter(([f]) => i.hooks[f]).map(([f, k]) => `${k} ${i.hooks[f]![0]}`);
     if (hooks.length > 0) lines.push(`  hooks: ${hooks.join(', ')} (timeout ${formatDuration(i.hooks.timeoutMs)})`);
+    for (const r of i.remotes) lines.push(`  remote ${r.name}: s3://${r.bucket}/${r.prefix}${r.endpoint ? ` at ${r.endpoint}` : ''}; rules ${r.rules.map((x) => `${x.name} every ${describeEvery(x.every)} x${x.count}`).join(', ')}`);
   }
   return lines.join('\n');
 }

@@ -9,6 +9,7 @@ import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, writeFileS
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLI, jsonOf, runCli, tempDir } from '../helpers/cli.js';
+import { remoteYaml, s3Env, S3_SECRET, startS3 } from '../helpers/s3.js';
 
 const FIXTURE = resolve(import.meta.dirname, '../fixtures/redis-7.0-small.rdb');
 const isRoot = process.getuid?.() === 0;
@@ -262,5 +263,23 @@ describe('config check', () => {
     const f = find(JSON.parse(r.stdout) as Output, 'source.rdb readable')[0]!;
     expect(f.reason).toContain(`the folder ${hidden} cannot be searched`);
     expect(f.fix).toContain(`chmod g+x ${hidden}`);
+  });
+
+  it('each remote gets a put/head/get/delete probe under its prefix (a real S3 server): ok, and an error naming the step when the bucket is missing', async () => {
+    const s3 = await startS3();
+    const good = remoteYaml({ endpoint: s3.endpoint, prefix: 'probe/ok/' });
+    const missing = remoteYaml({ endpoint: s3.endpoint, name: 'nobucket', bucket: 'no-such-bucket-here', prefix: 'probe/x/' }).replace(/^remotes:\n/, '');
+    const { config } = setup(`${good}\n${missing}\n`);
+    const r = await runCli(['config', 'check', '-c', config, '--json'], { env: s3Env() });
+    const out = jsonOf<Output>(r);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(find(out, 'remotes.offsite')[0]).toMatchObject({ verdict: 'ok', path: 's3://rdb-archiver-test/probe/ok/' });
+    const bad = find(out, 'remotes.nobucket')[0]!;
+    expect(bad).toMatchObject({ verdict: 'error' });
+    expect(bad.reason).toContain('the probe failed at put');
+    // The probe object is gone, and the resolved settings show the remote, never a credential.
+    expect(spawnSync('find', [s3.dir, '-name', '*config-check*'], { encoding: 'utf8' }).stdout.trim()).toBe('');
+    expect(out.config.instances[0]!.remotes).toMatchObject([{ name: 'offsite', location: 's3://rdb-archiver-test/probe/ok/' }, { name: 'nobucket' }]);
+    expect(r.stdout + r.stderr).not.toContain(S3_SECRET);
   });
 });

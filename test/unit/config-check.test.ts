@@ -23,6 +23,7 @@ function goodFacts(): InstanceCheckFacts {
     hooks: [],
     spaces: [{ paths: ['/backup/redis/hourly', '/backup/redis/daily'], available: 10 * 2 ** 30, total: 100 * 2 ** 30 }],
     failureDir: { ...dir('/var/tmp/rdb-archiver-998', { mode: 0o755 }), configured: false, writable: true },
+    remotes: [],
   };
 }
 
@@ -115,6 +116,19 @@ describe('failure records folder', () => {
     expect(verdictOf(facts, 'failure records')).toEqual(['warning']);
     facts.failureDir = { path: '/var/lib/rdb-archiver', error: 'ENOENT', configured: true, writable: false };
     expect(verdictOf(facts, 'failure records')).toEqual(['ok']);
+  });
+});
+
+describe('remotes', () => {
+  it('a failed probe step is an error with the permission that step needs', () => {
+    const facts = goodFacts();
+    facts.remotes = [
+      { name: 'a', location: 's3://b/p/', ok: true },
+      { name: 'c', location: 's3://b/q/', ok: false, step: 'delete', error: 'AccessDenied (HTTP 403)' },
+    ];
+    const found = judgeInstance(instance, facts, groupName).filter((f) => f.check.startsWith('remotes.'));
+    expect(found.map((f) => f.verdict)).toEqual(['ok', 'error']);
+    expect(found[1]!.fix).toContain('s3:DeleteObject');
   });
 });
 
