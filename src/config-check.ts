@@ -280,7 +280,7 @@ export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFact
   for (const folder of facts.ruleFolders) {
     findings.push(...judgeOwnFolder(`rules.${folder.rule}`, `rule folder ${folder.rule}`, folder, user, instance.dirMode));
     if (folder.foreignFiles > 0) {
-      findings.push({ check: `rules.${folder.rule} files`, verdict: 'error', path: folder.path, reason: `${folder.foreignFiles} event file(s) in ${folder.path} are owned by another user: retention never deletes them`, fix: `sudo chown -R ${shortName(user.uid)}: ${folder.path}` });
+      findings.push({ check: `rules.${folder.rule} files`, verdict: 'warning', path: folder.path, reason: `${folder.foreignFiles} event-named file(s) in ${folder.path} belong to another user than ${userName(user.uid)}: they are no events of this archive (never counted, listed, restored or deleted), planted or left by a run as another user`, fix: `look at them (ls -ln ${folder.path}); if they are good snapshots, sudo chown ${shortName(user.uid)}: them, else remove them` });
     }
   }
   if (facts.stateDir.path !== archive.path) findings.push(...judgeOwnFolder('state', 'the state folder', facts.stateDir, user, instance.dirMode));
@@ -475,10 +475,16 @@ async function probeArchive(fs: FileSystem, dir: string): Promise<InstanceCheckF
   }
 }
 
+/**
+ * Event-named files in a rule folder that belong to another user than the
+ * one running: those the scan already set aside (scan.foreign: not the
+ * folder owner's), and events of the folder's owner when that is not this user.
+ */
 async function countForeignFiles(fs: FileSystem, dir: string, uid: number): Promise<number> {
   const scan = await scanFolder(fs, dir).catch(() => undefined);
-  // Files of another user than the folder's owner are not events at all (scan.foreign); count them too.
   let count = scan?.foreign?.length ?? 0;
+  // The folder's owner's events are this user's unless the folder is another user's.
+  if (scan?.ownerUid === uid) return count;
   for (const event of scan?.events ?? []) {
     for (const name of eventFileNames(event)) {
       const info = await fs.lstat(join(dir, name)).catch(() => undefined);
