@@ -5,7 +5,7 @@
 import { dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
-import { ArchiverError, ExitCode, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
+import { ArchiverError, ConflictError, ExitCode, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
 import type { FileSystem } from './fs.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { prepareArchiveRoot, sameFilesystemWarning } from './archive-root.js';
@@ -19,7 +19,7 @@ import { runCycleHooks, runPruneHooks } from './hooks.js';
 import { bumpCounter, loadState, saveState, type ClockJump, type State } from './state.js';
 import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
 import { userName } from './trust.js';
-import { type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
+import { MAX_SEQ, type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
 import { archiveSnapshot, type ArchiveTarget, type NodesChange, type SnapshotResult } from './worker.js';
 import { queueForRemotes, settleRemoteQueue } from './offsite/queue.js';
@@ -224,6 +224,19 @@ export function detectClockJump(
   return undefined;
 }
 
+/**
+ * No sequence number is left after `highest`: a record name or a state that
+ * rdb-archiver did not write (one run adds one). Refusing is loud (check sees
+ * the failed run); writing a number no name can hold would silently make
+ * every later event rank below the old ones.
+ */
+function sequenceExhausted(scans: readonly FolderScan[], highest: number, statePath: string): ConflictError {
+  const holder = scans.flatMap((scan) => scan.events.filter((e) => e.seq === highest).map((e) => `${scan.dir}/${eventFileName('meta', e.ts, e.seq)}`))[0];
+  return new ConflictError(holder ?? statePath,
+    `archive sequence number ${highest} leaves no higher number an archive record's name can hold: it was not written by rdb-archiver; ` +
+    'nothing was archived. Remove that file (or the "seq" of the state file) and run again');
+}
+
 /** The `once` cycle. Never throws: the outcome, including errors, is in the report. */
 export async function runOnce(
   deps: CycleDeps,
@@ -329,6 +342,7 @@ export async function runOnce(
       const scans = await scanAll(deps, instance);
       const previous = latestArchived(scans.flatMap((scan) => scan.events.filter((e) => e.kinds.includes('rdb'))));
       const highest = scans.reduce((max, scan) => scan.events.reduce((m, e) => Math.max(m, e.seq ?? 0), max), state.seq ?? 0);
+      if (highest >= MAX_SEQ) throw sequenceExhausted(scans, highest, instance.statePath);
       const target: ArchiveTarget = { seq: highest + 1, scans };
       const queue = new JobQueue<SnapshotJob, SnapshotResult>((j) => archiveSnapshot({ fs: deps.fs, log, instance, signal: deps.signal }, j, target), jobKey);
       const result = await queue.push(job);

@@ -56,7 +56,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   66: 'the source is missing, or not a regular file',
   69: 'the archive root is missing (is the backup disk mounted?) and archive.create is not set',
   70: 'internal error (a bug: please report it with the log)',
-  73: 'no name left for the snapshot: all ten of its second (<ts>, <ts>_1 .. _9) are taken by other content; all kept',
+  73: 'no name left for the snapshot: all ten of its second (<ts>, <ts>_1 .. _9) are taken by other content, or no archive sequence number is left (a planted record or state); all kept',
   74: 'I/O error; the message names the operation and the path',
   75: 'try again later: another run holds the lock, or the source changed during the copy',
   76: 'off-site: archived locally but an off-site copy is pending, or the remote failed (unreachable, timeout, missing bucket)',

@@ -6,6 +6,7 @@
 import { dirname } from 'node:path';
 import type { FileInfo, FileSystem } from './fs.js';
 import { ensureDir, errorCode, replaceFileAtomic } from './fs.js';
+import { MAX_SEQ } from './timestamp.js';
 import type { NodesChange } from './worker.js';
 import { parseQueue, type OffsiteItem } from './offsite/state.js';
 
@@ -122,7 +123,7 @@ export function parseState(text: string): State | undefined {
   if (o.archived && isIdentity(o.archived.identity) && typeof o.archived.ts === 'string' && typeof o.archived.sha256 === 'string') {
     state.archived = o.archived;
   }
-  if (typeof o.seq === 'number' && Number.isSafeInteger(o.seq) && o.seq >= 0) state.seq = o.seq;
+  if (typeof o.seq === 'number' && Number.isSafeInteger(o.seq) && o.seq >= 0 && o.seq <= MAX_SEQ) state.seq = o.seq;
   if (o.clock && (o.clock.kind === 'future' || o.clock.kind === 'backwards') && typeof o.clock.ts === 'string' && typeof o.clock.at === 'string') {
     state.clock = o.clock;
   }

@@ -123,7 +123,7 @@ export function parseUserTimestamp(text: string): Timestamp | undefined {
 
 /** A valid archive sequence number: a positive safe integer. */
 export function isSeq(n: number): boolean {
-  return Number.isSafeInteger(n) && n >= 1;
+  return Number.isSafeInteger(n) && n >= 1 && n <= MAX_SEQ;
 }
 
 /** The file name of one kind of an event's files; the 'meta' record needs the event's sequence number. */
@@ -176,6 +176,9 @@ export function parseEventFileName(name: string): ParsedEventFileName | undefine
   const ts = name.slice(at, rest) as Timestamp;
   return seq === undefined ? { kind, ts } : { kind, ts, seq };
 }
+
+/** The highest archive sequence number a record's name can hold (15 digits). */
+export const MAX_SEQ = 999_999_999_999_999;
 
 /** The N of ".seq<N>.json" at name[at...] to the end (no leading zero, at most 15 digits), or undefined. */
 function seqAt(name: string, at: number): number | undefined {

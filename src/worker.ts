@@ -15,6 +15,7 @@ import { ruleDir } from './config.js';
 import { ConflictError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
 import type { FileInfo, FileSystem, Handle } from './fs.js';
 import { missingRootError } from './archive-root.js';
+import { effectiveUid } from './trust.js';
 import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
 import type { Log } from './log.js';
 import { borrowPassBuffers } from './crc64.js';
@@ -449,11 +450,10 @@ export function parseArchiveRecord(text: string): ArchiveRecord | undefined {
 export async function quarantineFiles(fs: FileSystem, log: Log, instance: InstanceConfig, paths: readonly string[], warnings: string[]): Promise<string[]> {
   const moved: string[] = [];
   if (paths.length === 0) return moved;
-  const batch = join(quarantineDir(instance), timestampFromMs(Date.now()));
+  const batch = join(await ownQuarantineDir(fs, instance), timestampFromMs(Date.now()));
   for (const path of paths) {
     const target = join(batch, basename(dirname(path)), basename(path));
     await ensureDir(fs, dirname(target), QUARANTINE_DIR_MODE);
-    await fs.chmod(quarantineDir(instance), QUARANTINE_DIR_MODE);
     if (await lstatIfExists(fs, target)) throw new ConflictError(target, 'exists already in the quarantine; nothing moved');
     await fs.rename(path, target);
     await fs.syncDir(dirname(path));
@@ -467,6 +467,28 @@ export async function quarantineFiles(fs: FileSystem, log: Log, instance: Instan
 }
 
 export const QUARANTINE_DIR_MODE = 0o700;
+
+/**
+ * The quarantine folder, made if missing, and only ever a real folder of this
+ * user: a planted symlink (to /etc, say) must not receive archived files or
+ * have its mode changed by a run as root.
+ */
+async function ownQuarantineDir(fs: FileSystem, instance: InstanceConfig): Promise<string> {
+  const dir = quarantineDir(instance);
+  let info = await lstatIfExists(fs, dir);
+  if (!info) {
+    await fs.mkdir(dir, QUARANTINE_DIR_MODE).catch((err) => {
+      if (errorCode(err) !== 'EEXIST') throw err;
+    });
+    info = await fs.lstat(dir);
+  }
+  if (info.kind !== 'dir' || info.uid !== effectiveUid()) {
+    const what = info.kind === 'symlink' ? 'a symlink' : info.kind !== 'dir' ? 'not a folder' : `a folder of uid ${info.uid}, not of this user`;
+    throw new FsError('quarantine', dir, 'ELOOP', `is ${what}: nothing is moved there; remove it, and the next run makes its own`);
+  }
+  if ((info.mode & 0o777) !== QUARANTINE_DIR_MODE) await fs.chmod(dir, QUARANTINE_DIR_MODE);
+  return dir;
+}
 
 /** The quarantine folder: inside the archive, not a rule folder (rule names cannot start with "."). */
 export function quarantineDir(instance: InstanceConfig): string {

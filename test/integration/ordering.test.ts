@@ -5,7 +5,7 @@
  * state file, a deleted or corrupt event, or two saves in one second.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { jsonOf, runCli, type CliResult } from '../helpers/cli.js';
@@ -230,6 +230,48 @@ describe('damaged or colliding events', () => {
     // The quarantine is not a rule folder: list, verify and retention ignore it.
     const list = jsonOf<Record<string, unknown>>(await runCli(['list', '--json', '-c', env.config]));
     expect(Object.keys(list).sort()).toEqual(['hourly', 'last']);
+  });
+
+  it('item 14: a .quarantine that is a symlink out of the archive is refused (74): nothing moved there, its mode untouched', async () => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 5 }] });
+    const snap = writeSnapshot(env.source, { seed: 'a', mtime: ago(MIN) });
+    const ts = (await once(env)).json.snapshot!.ts;
+    const path = join(env.archive, 'last', `dump-${ts}.rdb`);
+    const bad = Buffer.from(snap.bytes);
+    bad[20] = bad[20]! ^ 0xff;
+    writeFileSync(path, bad);
+    const outside = join(env.root, 'outside');
+    mkdirSync(outside, { mode: 0o755 });
+    chmodSync(outside, 0o755);
+    symlinkSync(outside, join(env.archive, '.quarantine'));
+
+    const r = await once(env, '--force');
+    expect(r.code, r.stdout).toBe(74);
+    expect(r.json.error?.message).toContain('.quarantine');
+    expect(statSync(outside).mode & 0o777).toBe(0o755);
+    expect(readdirSync(outside)).toEqual([]);
+    // The corrupt event stays where it was (not replaced, not moved): verify still names it.
+    expect(readFileSync(path).equals(bad)).toBe(true);
+    expect((await runCli(['verify', '-c', env.config])).code).toBe(1);
+  });
+
+  it('a planted record with the highest sequence number a name can hold stops archiving loudly (73) instead of writing unreadable names', async () => {
+    const env = setupArchive({ rules: [{ name: 'last', count: 5 }] });
+    const first = writeSnapshot(env.source, { seed: 'a', mtime: ago(3 * HOUR) });
+    const ts = (await once(env)).json.snapshot!.ts;
+    const record = readdirSync(join(env.archive, 'last')).find((n) => n.endsWith('.json'))!;
+    const planted = join(env.archive, 'last', `dump-${ts}.seq999999999999999.json`);
+    renameSync(join(env.archive, 'last', record), planted);
+
+    writeSnapshot(env.source, { seed: 'b', mtime: ago(HOUR) });
+    const r = await once(env);
+    expect(r.code, r.stdout).toBe(73);
+    expect(r.json.error?.message).toContain(planted);
+    // Nothing with an unreadable (16-digit) name was written; the old event is intact and still latest.
+    expect(readdirSync(join(env.archive, 'last')).filter((n) => /seq\d{16,}/.test(n))).toEqual([]);
+    expect((await restoreLatest(env, 'latest.rdb')).equals(first.bytes)).toBe(true);
+    const check = await runCli(['check', '-c', env.config]);
+    expect(check.code, check.stdout).toBe(2);
   });
 
   it('item 15: two saves in the same second are both archived; the second is "latest"; retention goes on', async () => {
