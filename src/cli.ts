@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { contextFor, failureLine, formatBytes, print, printResults, tolerateClosedStdout, type TextOptions } from './context.js';
-import { runOnce, runPrune, type PruneReport, type RuleReport, type RunReport } from './cycle.js';
+import { runOnce, runPrune, type ErrorReport, type PruneReport, type RuleReport, type RunReport } from './cycle.js';
 import { ArchiverError, ExitCode, exitCodeOf } from './errors.js';
 import { chooseLogFormat, LOG_FORMATS, stderrFacts, stderrText, type LogFormat } from './log.js';
 import { registerCatalogCommands } from './catalog.js';
@@ -56,13 +56,22 @@ export function onceSummary(report: RunReport, dryRun: boolean, opts?: TextOptio
   }
   for (const w of report.warnings) lines.push(`warning: ${w}`);
   for (const n of report.notes) lines.push(`note: ${n}`);
+  // (a run that failed as a whole already named its first error on the first line)
+  lines.push(...ruleErrorLines(report.ruleErrors.filter((e) => !(report.status === 'failed' && e === report.error)), opts));
   if (Object.keys(report.retention).length > 0) {
     lines.push(dryRun ? 'retention plan:' : 'retention:');
     lines.push(...retentionLines(report.retention, dryRun, dryRun));
   }
-  if (report.status !== 'failed' && report.error) lines.push(failureLine('error', report.error.message, report.exitCode, opts));
+  if (report.status !== 'failed' && report.error && report.ruleErrors.length === 0) lines.push(failureLine('error', report.error.message, report.exitCode, opts));
   if (report.offsite) lines.push(...remoteRunLines(report.offsite));
   return lines.join('\n');
+}
+
+/** One line per failed rule folder: the error (or, when it was logged already, a pointer to it), then which rule and which step. */
+function ruleErrorLines(errors: readonly ErrorReport[], opts?: TextOptions): string[] {
+  return errors.map((e) => opts?.errorsLogged
+    ? `error (exit ${e.exitCode}, rule ${e.rule}, ${e.stage}): see the error logged above`
+    : `error: ${e.message} (rule ${e.rule}, ${e.stage})`);
 }
 
 export function pruneSummary(report: PruneReport, opts?: TextOptions): string {
@@ -71,7 +80,7 @@ export function pruneSummary(report: PruneReport, opts?: TextOptions): string {
   if (opts?.errorsLogged && report.errors.length > 0) {
     lines.push(`failed (exit ${report.exitCode}): ${report.errors.length === 1 ? 'see the error' : `see the ${report.errors.length} errors`} logged above`);
   } else {
-    for (const e of report.errors) lines.push(`error: ${e.message}`);
+    for (const e of report.errors) lines.push(e.rule ? ruleErrorLines([e])[0]! : `error: ${e.message}`);
   }
   return lines.join('\n');
 }
@@ -83,6 +92,7 @@ function onceJson(report: RunReport): object {
     retention: report.retention,
     warnings: report.warnings,
     notes: report.notes,
+    ruleErrors: report.ruleErrors,
     ...(report.error ? { error: report.error } : {}),
     ...(report.offsite ? { offsite: report.offsite } : {}),
     exitCode: report.exitCode,

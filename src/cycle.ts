@@ -5,7 +5,7 @@
 import { dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
-import { ArchiverError, ConflictError, ExitCode, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
+import { ArchiverError, ConflictError, ExitCode, FoldersFailedError, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
 import type { FileSystem } from './fs.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { prepareArchiveRoot, sameFilesystemWarning } from './archive-root.js';
@@ -16,12 +16,12 @@ import { FUTURE_TOLERANCE_MS, latestArchived } from './event-order.js';
 import { lstatIfExists } from './fs.js';
 import { applyPlan, planRetention, scanFolder, scanWarnings, type Decision, type FolderEvent, type FolderScan } from './retention.js';
 import { runCycleHooks, runPruneHooks } from './hooks.js';
-import { bumpCounter, loadState, saveState, type ClockJump, type State } from './state.js';
+import { bumpCounter, loadState, saveState, type ClockJump, type RuleErrorRecord, type State } from './state.js';
 import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
 import { userName } from './trust.js';
 import { MAX_SEQ, type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
-import { archiveSnapshot, type ArchiveTarget, type NodesChange, type SnapshotResult } from './worker.js';
+import { archiveSnapshot, type ArchiveTarget, type FolderFailure, type NodesChange, type SnapshotResult } from './worker.js';
 import { queueForRemotes, settleRemoteQueue } from './offsite/queue.js';
 import { runOffsite, type RemoteRunReport } from './offsite/run.js';
 
@@ -36,6 +36,9 @@ export interface ErrorReport {
   kind: string;
   message: string;
   exitCode: number;
+  /** For a failure of one rule folder: which rule, and whether writing the event into it or pruning it failed. */
+  rule?: string;
+  stage?: 'archive' | 'retention';
 }
 
 export interface RunReport {
@@ -50,6 +53,8 @@ export interface RunReport {
    * logged at warn level, never changing the exit code.
    */
   notes: string[];
+  /** Each rule folder that failed in this run (the others were still archived into and pruned). */
+  ruleErrors: ErrorReport[];
   error?: ErrorReport;
   /** One entry per remote, after the local cycle (absent without remotes, and in a dry run). */
   offsite?: RemoteRunReport[];
@@ -80,6 +85,10 @@ export function lockPathFor(instance: InstanceConfig): string {
   return `${dirname(instance.statePath)}/lock`;
 }
 
+function toRuleErrorRecord(e: ErrorReport): RuleErrorRecord {
+  return { rule: e.rule ?? '', stage: e.stage ?? 'archive', kind: e.kind, message: e.message, exitCode: e.exitCode };
+}
+
 export function errorReport(err: unknown): ErrorReport {
   return {
     kind: err instanceof ArchiverError ? err.kind : 'internal',
@@ -89,17 +98,43 @@ export function errorReport(err: unknown): ErrorReport {
 }
 
 /**
- * Plans (and unless dryRun, applies) retention in every rule folder. A folder
- * whose scan fails is not pruned; the other folders still are.
+ * Incomplete events (companions without their .rdb: a run that failed or was
+ * killed half-way) are deleted by retention, under the lock, but only when
+ * every file of theirs was last modified before `cutoffMs`: older than this
+ * run, so no writer of this run or a concurrent one can still be adding the
+ * .rdb. The others are kept, with a reason, for a later run.
+ */
+async function freshIncomplete(deps: CycleDeps, dir: string, events: readonly FolderEvent[], cutoffMs: number): Promise<Set<Timestamp>> {
+  const fresh = new Set<Timestamp>();
+  for (const event of events) {
+    if (event.kinds.includes('rdb')) continue;
+    for (const kind of event.kinds) {
+      for (const seq of kind === 'meta' ? (event.seqs ?? []) : [undefined]) {
+        const info = await lstatIfExists(deps.fs, join(dir, eventFileName(kind, event.ts, seq)));
+        if (info && info.mtimeMs >= cutoffMs) fresh.add(event.ts);
+      }
+    }
+  }
+  return fresh;
+}
+
+/** How much older than the run an incomplete event's files must be (filesystem timestamps can be this coarse). */
+export const INCOMPLETE_GRACE_MS = 2_000;
+
+/**
+ * Plans (and unless dryRun, applies) retention in every rule folder. Each
+ * folder is planned and pruned on its own: one whose scan or deletes fail is
+ * reported (errors carry the rule) and the other folders are still pruned.
  */
 export async function pruneAll(
   deps: CycleDeps,
   instance: InstanceConfig,
-  options: { dryRun: boolean; protect: ReadonlyMap<Timestamp, string>; pretend?: Timestamp },
+  options: { dryRun: boolean; protect: ReadonlyMap<Timestamp, string>; pretend?: Timestamp; startedMs?: number },
 ): Promise<{ retention: Record<string, RuleReport>; errors: ErrorReport[]; warnings: string[] }> {
   const retention: Record<string, RuleReport> = {};
   const errors: ErrorReport[] = [];
   const warnings: string[] = [];
+  const cutoffMs = (options.startedMs ?? Date.now()) - INCOMPLETE_GRACE_MS;
   for (const rule of instance.rules) {
     const dir = ruleDir(instance, rule);
     try {
@@ -108,11 +143,14 @@ export async function pruneAll(
         warnings.push(warning);
         deps.log.warn({ rule: rule.name, dir, foreign: scan.foreign?.length ?? 0 }, warning);
       }
+      const fresh = await freshIncomplete(deps, dir, scan.events, cutoffMs);
       // A dry run of `once` shows the plan as it will be once the pending snapshot exists (archived last).
-      const events: FolderEvent[] = options.pretend && !scan.events.some((e) => e.ts === options.pretend)
+      let events: FolderEvent[] = options.pretend && !scan.events.some((e) => e.ts === options.pretend)
         ? [{ ts: options.pretend, kinds: ['rdb'], seq: Number.MAX_SAFE_INTEGER }, ...scan.events]
         : scan.events;
+      if (fresh.size > 0) events = events.filter((e) => !fresh.has(e.ts));
       const plan = planRetention(events, rule, instance.timezone, { protect: options.protect });
+      for (const ts of fresh) plan.keep.push({ ts, reason: 'incomplete event (no .rdb) modified during this run: left for a later run' });
       retention[rule.name] = plan;
       if (options.dryRun) continue;
       const applied = await applyPlan(deps.fs, scan, plan);
@@ -121,7 +159,7 @@ export async function pruneAll(
         deps.log.info({ rule: rule.name, deleted: applied.deleted, tempsRemoved: applied.tempsRemoved.length }, 'pruned');
       }
     } catch (err) {
-      const report = errorReport(err);
+      const report: ErrorReport = { ...errorReport(err), rule: rule.name, stage: 'retention' };
       errors.push(report);
       deps.log.error({ rule: rule.name, dir, err: report.message }, 'retention skipped for this folder');
     }
@@ -182,10 +220,21 @@ async function protectionFromArchive(deps: CycleDeps, instance: InstanceConfig, 
 }
 
 /** Scans every rule folder (a folder that does not exist yet has no events). */
-async function scanAll(deps: CycleDeps, instance: InstanceConfig): Promise<FolderScan[]> {
+async function scanAll(deps: CycleDeps, instance: InstanceConfig): Promise<{ scans: FolderScan[]; errors: unknown[] }> {
   const scans: FolderScan[] = [];
-  for (const rule of instance.rules) scans.push(await scanFolder(deps.fs, ruleDir(instance, rule)));
-  return scans;
+  const errors: unknown[] = [];
+  for (const rule of instance.rules) {
+    const dir = ruleDir(instance, rule);
+    try {
+      scans.push(await scanFolder(deps.fs, dir));
+      errors.push(undefined);
+    } catch (err) {
+      // That folder fails alone (the worker reports it); the others are still archived into.
+      scans.push({ dir, events: [], temps: [] });
+      errors.push(err);
+    }
+  }
+  return { scans, errors };
 }
 
 /**
@@ -200,7 +249,8 @@ async function missingArchivedFiles(deps: CycleDeps, instance: InstanceConfig, s
   for (const rule of instance.rules) {
     for (const kind of ['rdb', 'sha256'] as const) {
       const path = join(ruleDir(instance, rule), eventFileName(kind, ts));
-      const info = await lstatIfExists(deps.fs, path);
+      // (a folder that cannot be looked at counts as missing it: the worker then reports that folder)
+      const info = await lstatIfExists(deps.fs, path).catch(() => undefined);
       if (!info || info.kind !== 'file') gone.push(path);
     }
   }
@@ -243,7 +293,7 @@ export async function runOnce(
   instance: InstanceConfig,
   options: { dryRun: boolean; force: boolean },
 ): Promise<RunReport> {
-  const report: RunReport = { instance: instance.name, status: 'failed', snapshot: null, retention: {}, warnings: [], notes: [], exitCode: ExitCode.OK };
+  const report: RunReport = { instance: instance.name, status: 'failed', snapshot: null, retention: {}, warnings: [], notes: [], ruleErrors: [], exitCode: ExitCode.OK };
   const started = Date.now();
   const log = deps.log.child({ instance: instance.name });
   /** Whether this run's outcome reached the state file; when a failure did not, a failure record carries it. */
@@ -275,6 +325,7 @@ export async function runOnce(
         exitCode: report.exitCode,
         durationMs: Date.now() - started,
         ...(report.error ? { error: report.error.message } : {}),
+        ...(report.ruleErrors.length > 0 ? { ruleErrors: report.ruleErrors.map(toRuleErrorRecord) } : {}),
       };
       if (report.exitCode === ExitCode.OK) state.lastSuccessAt = state.lastRun.at;
       else state.lastFailure = { at: state.lastRun.at, command: deps.command ?? 'once', exitCode: report.exitCode, ...(report.error ? { error: report.error.message } : {}) };
@@ -296,11 +347,17 @@ export async function runOnce(
   const recordFailure = (state: State, err: unknown) => {
     report.status = 'failed';
     report.error = errorReport(err);
-    report.exitCode = report.error.exitCode as ExitCodeValue;
+    // A rule folder that failed before this error is the first cause (a dying disk
+    // fails one call after another): it is the one reported; this one is said too.
+    if (report.ruleErrors.length > 0) {
+      report.warnings.push(`then the run stopped: ${report.error.message}`);
+      report.error = report.ruleErrors[0];
+    }
+    report.exitCode = report.error!.exitCode as ExitCodeValue;
     if (err instanceof InvalidSnapshotError && pendingJob) {
       state.rejected = { identity: pendingJob.identity, reason: err.reason, at: new Date().toISOString() };
     }
-    log.error({ err: report.error.message, kind: report.error.kind }, 'run failed');
+    log.error({ err: errorReport(err).message, kind: errorReport(err).kind }, 'run failed');
   };
 
   let pendingJob: SnapshotJob | undefined;
@@ -339,53 +396,76 @@ export async function runOnce(
       pendingJob = job;
       // The archive order: the next sequence number, after the state's and every one in the folders' names
       // (a lost or older state file must never hand out a number twice).
-      const scans = await scanAll(deps, instance);
+      const { scans, errors: scanErrors } = await scanAll(deps, instance);
       const previous = latestArchived(scans.flatMap((scan) => scan.events.filter((e) => e.kinds.includes('rdb'))));
       const highest = scans.reduce((max, scan) => scan.events.reduce((m, e) => Math.max(m, e.seq ?? 0), max), state.seq ?? 0);
       if (highest >= MAX_SEQ) throw sequenceExhausted(scans, highest, instance.statePath);
-      const target: ArchiveTarget = { seq: highest + 1, scans };
-      const queue = new JobQueue<SnapshotJob, SnapshotResult>((j) => archiveSnapshot({ fs: deps.fs, log, instance, signal: deps.signal }, j, target), jobKey);
-      const result = await queue.push(job);
-      report.warnings.push(...result.warnings);
-      report.status = 'archived';
-      report.snapshot = {
-        ts: result.ts,
-        bytes: result.bytes,
-        sha256: result.sha256,
-        rules: Object.keys(result.files),
-        nodes: result.nodes !== undefined,
-        ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
-        outcome: result.outcome,
-      };
-      // The state advances only now: the event is durable in every rule folder.
-      state.archived = {
-        identity: result.identity, ts: result.ts, seq: result.seq, sha256: result.sha256, bytes: result.bytes, at: new Date().toISOString(),
-        ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
-      };
-      state.seq = Math.max(state.seq ?? 0, result.seq);
-      delete state.rejected;
-      queueForRemotes(state, instance, result);
-      protect.clear();
-      protect.set(result.ts, 'archived by this run (the source\'s current content), kept whatever its timestamp');
-      const jump = result.outcome === 'archived' && result.seq === target.seq
-        ? detectClockJump({ ts: result.ts, mtimeMs: Number(BigInt(result.identity.mtimeNs) / 1_000_000n) }, previous, Date.now())
-        : undefined;
-      if (jump) {
-        state.clock = jump;
-        bumpCounter(state, 'clock_jumps');
-        const w = clockJumpText(jump, instance.sourceRdb);
-        report.warnings.push(w);
-        log.warn({ clock: jump }, w);
+      const target: ArchiveTarget = { seq: highest + 1, scans, scanErrors };
+      const onFolderFailure = (f: FolderFailure) => report.ruleErrors.push({ ...errorReport(f.error), rule: f.rule, stage: 'archive' });
+      const queue = new JobQueue<SnapshotJob, SnapshotResult>((j) => archiveSnapshot({ fs: deps.fs, log, instance, signal: deps.signal, onFolderFailure }, j, target), jobKey);
+      let result: SnapshotResult | undefined;
+      try {
+        result = await queue.push(job);
+      } catch (err) {
+        // No folder could take the snapshot, each for its own reason (full, read-only,
+        // failing): a folder-level failure, so every folder is still pruned below.
+        if (!(err instanceof FoldersFailedError)) throw err;
+        report.status = 'failed';
+        log.error({ rules: err.failures.map((f) => f.rule) }, 'no rule folder could take the snapshot');
       }
-      log.info({ ts: result.ts, bytes: result.bytes, sha256: result.sha256, outcome: result.outcome, durationMs: result.durationMs, rdbVersion: result.rdb.version }, 'snapshot archived');
+      if (result) {
+        for (const f of result.leftovers) report.ruleErrors.push({ ...errorReport(f.error), rule: f.rule, stage: 'archive' });
+        report.warnings.push(...result.warnings);
+        report.status = 'archived';
+        report.snapshot = {
+          ts: result.ts,
+          bytes: result.bytes,
+          sha256: result.sha256,
+          rules: Object.keys(result.files),
+          nodes: result.nodes !== undefined,
+          ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
+          outcome: result.outcome,
+        };
+        // The state advances now: the event is durable in every rule folder that could take it,
+        // and names the ones that could not (the next run links it in there: see missingArchivedFiles).
+        const failedRules = result.failed.map((f) => f.rule);
+        state.archived = {
+          identity: result.identity, ts: result.ts, seq: result.seq, sha256: result.sha256, bytes: result.bytes, at: new Date().toISOString(),
+          ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
+          ...(failedRules.length > 0 ? { missingIn: failedRules } : {}),
+        };
+        state.seq = Math.max(state.seq ?? 0, result.seq);
+        delete state.rejected;
+        queueForRemotes(state, instance, result);
+        protect.clear();
+        protect.set(result.ts, 'archived by this run (the source\'s current content), kept whatever its timestamp');
+        const jump = result.outcome === 'archived' && result.seq === target.seq
+          ? detectClockJump({ ts: result.ts, mtimeMs: Number(BigInt(result.identity.mtimeNs) / 1_000_000n) }, previous, Date.now())
+          : undefined;
+        if (jump) {
+          state.clock = jump;
+          bumpCounter(state, 'clock_jumps');
+          const w = clockJumpText(jump, instance.sourceRdb);
+          report.warnings.push(w);
+          log.warn({ clock: jump }, w);
+        }
+        log.info({ ts: result.ts, bytes: result.bytes, sha256: result.sha256, outcome: result.outcome, durationMs: result.durationMs, rdbVersion: result.rdb.version }, 'snapshot archived');
+      }
     }
-    // Retention runs only after a good cycle: never rotate good copies out because of a bad one.
-    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect, pretend });
+    // Retention runs after the archive step, also when rule folders failed to take the
+    // event: the planner counts only complete events, so a failed write never rotates a
+    // good copy out, and a full folder is still cleaned of leftovers and pruned. It is
+    // skipped only when the source itself failed (the throw above).
+    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect, pretend, startedMs: started });
     report.retention = pruned.retention;
     report.warnings.push(...pruned.warnings);
-    if (pruned.errors.length > 0) {
-      report.error = pruned.errors[0];
-      report.exitCode = pruned.errors[0]!.exitCode as ExitCodeValue;
+    report.ruleErrors.push(...pruned.errors);
+    // The exit code of a partly failed run is that of the first failing rule, in config order:
+    // archive failures first, then retention failures.
+    const first = report.ruleErrors[0];
+    if (first) {
+      report.error = first;
+      report.exitCode = first.exitCode as ExitCodeValue;
       if (report.status === 'unchanged') report.status = 'failed';
     }
   };
@@ -473,7 +553,7 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
       log.warn({ path: instance.statePath }, w);
       protect = await protectionFromArchive(deps, instance, log);
     }
-    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect });
+    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect, startedMs: started });
     report.retention = pruned.retention;
     report.errors = pruned.errors;
     if (!options.dryRun) await runPruneHooks({ fs: deps.fs, log, signal: deps.signal }, instance, report);

@@ -201,6 +201,23 @@ export class RemoteError extends ArchiverError {
   }
 }
 
+/**
+ * No rule folder could take the snapshot: each failed on its own (full,
+ * read-only, failing). Reported as the first folder's error, with every
+ * folder's error kept for the per-rule report.
+ */
+export class FoldersFailedError extends ArchiverError {
+  readonly exitCode: ExitCodeValue;
+  readonly kind: string;
+  constructor(readonly failures: ReadonlyArray<{ rule: string; error: unknown }>) {
+    const first = failures[0]?.error;
+    super(first instanceof Error ? first.message : 'no rule folder could take the snapshot');
+    this.name = 'FoldersFailedError';
+    this.exitCode = exitCodeOf(first);
+    this.kind = first instanceof ArchiverError ? first.kind : 'internal';
+  }
+}
+
 const SPACE_CODES = new Set(['ENOSPC', 'EDQUOT']);
 const PERMISSION_CODES = new Set(['EACCES', 'EPERM', 'EROFS']);
 

@@ -356,7 +356,9 @@ export async function runCycleHooks(deps: HookDeps, instance: InstanceConfig, st
   const failures: HookOutcomes = { failures: [], outcomes: [] };
   const snap = report.snapshot;
   if (snap && report.status === 'archived' && snap.outcome === 'archived') {
-    const dir = ruleDir(instance, instance.rules[0]!);
+    // The first rule folder that holds the event (a folder that failed to take it has none).
+    const holder = instance.rules.find((r) => snap.rules.includes(r.name)) ?? instance.rules[0]!;
+    const dir = ruleDir(instance, holder);
     await runAndCount(deps, instance, 'after_archive', hooks.afterArchive, {
       status: 'archived',
       ts: snap.ts,

@@ -20,6 +20,7 @@ import type { FileSystem } from './fs.js';
 import { ensureDir, replaceFileAtomic, tempPathFor } from './fs.js';
 import { inspectInstance, type InstanceFacts } from './inspect.js';
 import type { Log } from './log.js';
+import { ruleErrorsOf } from './state.js';
 import { timestampToMs } from './timestamp.js';
 import { lastFailureOf, unrecordedFailure } from './monitor.js';
 import { hookFailing as isHookFailing } from './state.js';
@@ -120,6 +121,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const unarchived = family('rdb_archiver_source_unarchived', 'gauge', '1 if the current source file is not archived yet (or is missing), else 0.');
   const clockJumps = family('rdb_archiver_source_clock_jumps_total', 'counter', 'Snapshots archived with a source mtime in the future or before the previously archived snapshot (a wrong source clock).');
   const futureEvents = family('rdb_archiver_future_events', 'gauge', 'Archived events whose timestamp (source mtime) lies in the future.');
+  const ruleFailed = family('rdb_archiver_rule_last_run_failed', 'gauge', '1 if writing the event into this rule folder, or pruning it, failed in the last run; else 0.');
   const hookFailures = family('rdb_archiver_hook_failures_total', 'counter', 'Hook runs that failed (non-zero exit, killed, timed out or could not start).');
   const lastFailure = family('rdb_archiver_last_failure_timestamp_seconds', 'gauge', 'Unix time the last failed run (once, daemon tick or prune) started, including runs that could not write their state; 0 if none failed.');
   const lastFailureCode = family('rdb_archiver_last_failure_exit_code', 'gauge', 'Exit code of the last failed run.');
@@ -157,6 +159,8 @@ export function renderMetrics(all: InstanceFacts[]): string {
     lockAge.samples.push({ labels: { instance }, value: facts.lock ? Math.max(0, Math.floor((now - facts.lock.sinceMs) / 1000)) : 0 });
     runs.samples.push({ labels: { instance, result: 'ok' }, value: counters.runs_ok ?? 0 });
     runs.samples.push({ labels: { instance, result: 'failed' }, value: counters.runs_failed ?? 0 });
+    const failedRules = new Set(ruleErrorsOf(state?.lastRun).map((e) => e.rule));
+    for (const rule of facts.rules) ruleFailed.samples.push({ labels: { instance, rule: rule.rule }, value: failedRules.has(rule.rule) ? 1 : 0 });
     for (const rule of facts.rules) {
       if (rule.error) continue; // unknown is absent, not zero
       events.samples.push({ labels: { instance, rule: rule.rule }, value: rule.events });

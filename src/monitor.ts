@@ -12,7 +12,7 @@ import { ArchiverError, ExitCode } from './errors.js';
 import { clockJumpText } from './cycle.js';
 import { FUTURE_TOLERANCE_MS, RECENT_PROTECTED } from './event-order.js';
 import { ageSeconds, formatAge, formatDuration, inspectInstance, type InstanceFacts } from './inspect.js';
-import type { ClockJump } from './state.js';
+import { ruleErrorsOf, type ClockJump, type RuleErrorRecord } from './state.js';
 import { timestampToIso } from './timestamp.js';
 import type { FoundRecord } from './failure-record.js';
 import { hookFailing } from './state.js';
@@ -93,6 +93,10 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   } else if (lastRun && lastRun.exitCode !== ExitCode.OK && !(src.rejected && lastRun.exitCode === ExitCode.INVALID_SOURCE)) {
     // (a run that failed because the current source is invalid is already reported above)
     add(Nagios.CRITICAL, `last run at ${lastRun.at} failed (exit ${lastRun.exitCode}${lastRun.error ? `: ${lastRun.error}` : ''})`);
+  }
+  // Each rule folder that failed in the last run, by name: the others may be fine.
+  for (const e of ruleErrorsOf(lastRun)) {
+    add(e.exitCode === ExitCode.TEMPFAIL ? Nagios.WARNING : Nagios.CRITICAL, `rule ${e.rule}: ${e.stage} failed in the last run (exit ${e.exitCode}): ${e.message}`);
   }
 
   // Checked here, not only by the next run: a run that cannot write fails before it can say so.
@@ -298,7 +302,7 @@ async function runCheck(cmd: Command, flags: { warnAge?: string; critAge?: strin
 
 export interface StatusReport {
   instance: string;
-  lastRun: { at: string; result: string; exitCode: number; durationMs: number; error: string | null } | null;
+  lastRun: { at: string; result: string; exitCode: number; durationMs: number; error: string | null; ruleErrors: RuleErrorRecord[] } | null;
   lastSuccessAt: string | null;
   lastSnapshot: { ts: string; time: string; ageSeconds: number; bytes: number; sha256: string | null; archivedAt: string | null; path: string } | null;
   /** The source clock: the last jump seen (state) and what the archive shows now. */
@@ -351,7 +355,7 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
   const ruleErrors = facts.rules.filter((r) => r.error);
   return {
     instance: facts.instance,
-    lastRun: run ? { at: run.at, result: run.result, exitCode: run.exitCode, durationMs: run.durationMs, error: run.error ?? null } : null,
+    lastRun: run ? { at: run.at, result: run.result, exitCode: run.exitCode, durationMs: run.durationMs, error: run.error ?? null, ruleErrors: ruleErrorsOf(run) } : null,
     lastSuccessAt: facts.state?.lastSuccessAt ?? null,
     lastSnapshot: facts.newest
       ? {
@@ -402,6 +406,7 @@ export function statusText(r: StatusReport): string {
   const lines: string[] = [];
   const run = r.lastRun;
   lines.push(`last run:       ${run ? `${run.at} ${run.result} (exit ${run.exitCode}, ${(run.durationMs / 1000).toFixed(1)}s)${run.error ? `: ${run.error}` : ''}` : 'never'}`);
+  for (const e of run?.ruleErrors ?? []) lines.push(`                rule ${e.rule}: ${e.stage} failed: ${e.message}`);
   lines.push(`last success:   ${r.lastSuccessAt ?? 'never'}`);
   const f = r.lastFailure;
   if (f) lines.push(`last failure:   ${f.at} ${f.command} (exit ${f.exitCode})${f.error ? `: ${f.error}` : ''}${f.user ? `, as ${f.user}` : ''} [${f.recordedIn}]`);

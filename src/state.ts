@@ -28,6 +28,17 @@ export interface ArchivedRecord {
   at: string;
   /** nodes.conf differed before and after the RDB copy: which version was kept (see worker.pairNodes). */
   nodesChanged?: NodesChange;
+  /** Rule folders that could not take this event; the next run links it in there. */
+  missingIn?: string[];
+}
+
+/** A rule folder that failed in a run: writing the event into it, or pruning it. */
+export interface RuleErrorRecord {
+  rule: string;
+  stage: 'archive' | 'retention';
+  kind: string;
+  message: string;
+  exitCode: number;
 }
 
 /** A source mtime that contradicts the archive order: logged, kept here, shown by status and check. */
@@ -57,6 +68,8 @@ export interface RunRecord {
   exitCode: number;
   durationMs: number;
   error?: string;
+  /** Each rule folder that failed in that run (the others were archived into and pruned). */
+  ruleErrors?: RuleErrorRecord[];
 }
 
 /** The last failed run that this state recorded (kept after later successes: history for the metrics). */
@@ -182,6 +195,12 @@ export async function saveState(fs: FileSystem, path: string, state: State, dirM
 /** True while a hook's last run failed (a failure with no success since). */
 export function hookFailing(h: HookRecord | undefined): boolean {
   return !!h?.lastFailureAt && (!h.lastSuccessAt || h.lastFailureAt > h.lastSuccessAt);
+}
+
+/** The per-rule failures a state file's last run recorded (defensive: the file is not trusted). */
+export function ruleErrorsOf(run: RunRecord | undefined): RuleErrorRecord[] {
+  const list: unknown = run?.ruleErrors;
+  return Array.isArray(list) ? list.filter((e): e is RuleErrorRecord => !!e && typeof e.rule === 'string' && typeof e.message === 'string') : [];
 }
 
 export function bumpCounter(state: State, name: string, by = 1): void {

@@ -12,7 +12,7 @@
 import { basename, dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
 import { ruleDir } from './config.js';
-import { ConflictError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
+import { ConflictError, FoldersFailedError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
 import type { FileInfo, FileSystem, Handle } from './fs.js';
 import { missingRootError } from './archive-root.js';
 import { effectiveUid } from './trust.js';
@@ -52,8 +52,12 @@ export interface SnapshotResult {
   rdb: RdbInfo;
   /** The nodes.conf archived with the RDB; `changed` when it differed before and after the copy. */
   nodes?: { bytes: number; sha256: string; mtimeMs: number; changed?: NodesChange };
-  /** Final file paths per rule. */
+  /** Final file paths per rule, for the rules that hold the event. */
   files: Record<string, string[]>;
+  /** The rule folders that could not take the event (each with its own error); the others did. */
+  failed: FolderFailure[];
+  /** Folders that hold the event but kept a temp file this run could not remove. */
+  leftovers: FolderFailure[];
   /** 'already-archived' when every file of the event existed, identical. */
   outcome: 'archived' | 'already-archived';
   identity: SourceIdentity;
@@ -61,11 +65,19 @@ export interface SnapshotResult {
   warnings: string[];
 }
 
+export interface FolderFailure {
+  rule: string;
+  dir: string;
+  error: unknown;
+}
+
 export interface WorkerContext {
   fs: FileSystem;
   log: Log;
   instance: InstanceConfig;
   signal?: AbortSignal;
+  /** Told of each folder that fails, as it fails: also when the run is stopped later by another error. */
+  onFolderFailure?: (failure: FolderFailure) => void;
 }
 
 interface PassResult {
@@ -220,12 +232,66 @@ async function openSource(fs: FileSystem, path: string): Promise<{ handle: Handl
   return { handle, info };
 }
 
-/** Makes sure a rule folder exists as a real directory (never a symlink out of the archive). */
-async function prepareRuleDir(fs: FileSystem, dir: string, dirMode: number): Promise<void> {
+/** Makes sure a rule folder exists as a real directory (never a symlink out of the archive); returns its device. */
+async function prepareRuleDir(fs: FileSystem, dir: string, dirMode: number): Promise<string> {
   await ensureDir(fs, dir, dirMode);
   const info = await fs.lstat(dir);
   if (info.kind !== 'dir') {
     throw new FsError('prepare', dir, 'ENOTDIR', 'rule folder is a symlink or not a directory: refusing to write through it');
+  }
+  return info.dev;
+}
+
+/** A rule folder taking part in this event: where it is, its filesystem, and its scan from before this run wrote. */
+interface Slot {
+  rule: string;
+  dir: string;
+  dev: string;
+  scan: FolderScan;
+}
+
+/**
+ * The space check, per filesystem: a filesystem needs the snapshot's bytes
+ * once (the folders on it share one copy through hard links), unless one of
+ * its folders holds the .rdb already. Returns the folders that cannot take
+ * the copy, each with the error that says so; touches nothing.
+ */
+async function foldersShortOfSpace(
+  fs: FileSystem,
+  instance: InstanceConfig,
+  slots: ReadonlyArray<Slot & { hasRdb: boolean }>,
+  bytes: number,
+): Promise<Array<{ slot: Slot; error: unknown }>> {
+  const byDev = new Map<string, Array<Slot & { hasRdb: boolean }>>();
+  for (const slot of slots) byDev.set(slot.dev, [...(byDev.get(slot.dev) ?? []), slot]);
+  const short: Array<{ slot: Slot; error: unknown }> = [];
+  for (const group of byDev.values()) {
+    if (group.some((slot) => slot.hasRdb)) continue; // a hard link needs no space
+    let space: { available: number; total: number };
+    try {
+      space = await fs.space(group[0]!.dir);
+    } catch (err) {
+      for (const slot of group) short.push({ slot, error: err }); // statfs failing: that filesystem is in trouble
+      continue;
+    }
+    const needed = bytes + reserveBytes(instance, space.total);
+    if (space.available < needed) for (const slot of group) short.push({ slot, error: new InsufficientSpaceError(slot.dir, needed, space.available) });
+  }
+  return short;
+}
+
+/** Whether an error of the copy into `dir` belongs to that folder (its filesystem is full, read-only, failing) rather than to the source. */
+function isFolderError(err: unknown, dir: string): boolean {
+  return err instanceof FsError && err.path.startsWith(`${dir}/`);
+}
+
+/** Removes what this run created in a folder that then failed, newest first: no partial event is left. */
+async function removeCreated(fs: FileSystem, log: Log, created: readonly string[]): Promise<void> {
+  for (const path of [...created].reverse()) {
+    await unlinkIfExists(fs, path).catch((err: unknown) => {
+      // Retention removes it later: an event without its .rdb is incomplete.
+      log.warn({ path, err: err instanceof Error ? err.message : String(err) }, 'could not remove a partial file');
+    });
   }
 }
 
@@ -303,6 +369,8 @@ export interface ArchiveTarget {
   seq: number;
   /** A scan of each rule folder, in instance.rules order, taken under the lock before this run wrote anything. */
   scans: ReadonlyArray<FolderScan>;
+  /** Why a folder could not be scanned (same order; that folder fails alone, with this error). */
+  scanErrors?: ReadonlyArray<unknown>;
 }
 
 /** The chosen event: its timestamp (with a same-second ordinal when needed) and what to do with the files there. */
@@ -505,12 +573,30 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
   const { fs, log, instance } = ctx;
   const started = Date.now();
   const warnings: string[] = [];
-  const dirs = instance.rules.map((rule) => ({ rule: rule.name, dir: ruleDir(instance, rule) }));
-  const primary = dirs[0]!.dir;
+  const failed: FolderFailure[] = [];
+  const dead = new Set<string>();
+  const fail = (folder: { rule: string; dir: string }, error: unknown) => {
+    dead.add(folder.dir);
+    failed.push({ rule: folder.rule, dir: folder.dir, error });
+    ctx.onFolderFailure?.({ rule: folder.rule, dir: folder.dir, error });
+    log.error({ rule: folder.rule, dir: folder.dir, err: error instanceof Error ? error.message : String(error) }, 'this rule folder did not get the snapshot');
+  };
+  const failedAll = () => new FoldersFailedError(failed.map((f) => ({ rule: f.rule, error: f.error })));
+  const alive = (slots: readonly Slot[]) => slots.filter((slot) => !dead.has(slot.dir));
 
   // The run checked the root before its lock (archive-root.ts); a disk unmounted since must not become a new folder.
   if (!(await lstatIfExists(fs, instance.archiveDir))) throw missingRootError(instance.archiveDir);
-  for (const { dir } of dirs) await prepareRuleDir(fs, dir, instance.dirMode);
+  let slots: Slot[] = [];
+  for (const [i, rule] of instance.rules.entries()) {
+    const dir = ruleDir(instance, rule);
+    try {
+      if (target.scanErrors?.[i] !== undefined) throw target.scanErrors[i];
+      slots.push({ rule: rule.name, dir, dev: await prepareRuleDir(fs, dir, instance.dirMode), scan: target.scans[i] ?? { dir, events: [], temps: [] } });
+    } catch (err) {
+      fail({ rule: rule.name, dir }, err);
+    }
+  }
+  if (slots.length === 0) throw failedAll();
 
   const { handle: source, info: before } = await openSource(fs, job.sourceRdb);
   const temps: string[] = [];
@@ -545,24 +631,34 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       if (changed) throw changed;
       return result;
     };
-    // Copies the source into a temp file next to its final name (after the space check).
+    // Copies the source into a temp file next to its final name, in the first folder that
+    // takes it: every filesystem of the folders is checked for space first (each needs a
+    // copy), and a filesystem that fails the write drops out with its folders.
     const copyToTemp = async (ts: Timestamp): Promise<{ result: PassResult; temp: string }> => {
-      const { available, total } = await fs.space(primary);
-      const needed = before.size + reserveBytes(instance, total);
-      if (available < needed) throw new InsufficientSpaceError(primary, needed, available);
-      const temp = tempPathFor(join(primary, eventFileName('rdb', ts)));
-      temps.push(temp);
-      const result = await closeAfter(await fs.open(temp, 'create-exclusive', instance.fileMode), async (out) => {
-        await out.chmod(instance.fileMode);
-        const r = await pass(out);
-        await out.sync();
-        return r;
-      });
-      return { result, temp };
+      for (const { slot, error } of await foldersShortOfSpace(fs, instance, alive(slots).map((slot) => ({ ...slot, hasRdb: false })), before.size)) fail(slot, error);
+      for (;;) {
+        const primary = alive(slots)[0];
+        if (!primary) throw failedAll();
+        const temp = tempPathFor(join(primary.dir, eventFileName('rdb', ts)));
+        temps.push(temp);
+        try {
+          const result = await closeAfter(await fs.open(temp, 'create-exclusive', instance.fileMode), async (out) => {
+            await out.chmod(instance.fileMode);
+            const r = await pass(out);
+            await out.sync();
+            return r;
+          });
+          return { result, temp };
+        } catch (err) {
+          if (!isFolderError(err, primary.dir)) throw err;
+          await unlinkIfExists(fs, temp).catch(() => undefined);
+          for (const slot of alive(slots).filter((s) => s.dev === primary.dev)) fail(slot, err);
+        }
+      }
     };
 
     // Events of this second exist (a lost state, --force, a same-second save): hash first, copy only if needed.
-    const secondTaken = target.scans.some((scan) => scan.events.some((e) => withOrdinal(e.ts, 0) === second));
+    const secondTaken = slots.some((slot) => slot.scan.events.some((e) => withOrdinal(e.ts, 0) === second));
     let copied = secondTaken ? undefined : await copyToTemp(second);
     let result = copied?.result ?? (await pass(undefined));
     for (const w of result.rdb.warnings) {
@@ -570,13 +666,21 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       log.warn({ path: job.sourceRdb }, w);
     }
     // Check every folder before writing anything: a conflict must leave the archive as it was.
-    const choice = await chooseEvent(fs, dirs, target.scans, second, result.sha256);
+    // From here on `slots` keeps its order (choice.existing is indexed by it); failures only mark folders dead.
+    slots = alive(slots);
+    const choice = await chooseEvent(fs, slots, slots.map((slot) => slot.scan), second, result.sha256);
     if (!choice.intactRdb && !copied) {
       copied = await copyToTemp(choice.ts);
       if (copied.result.sha256 !== result.sha256) {
         throw new TryAgainError('source-changed', job.sourceRdb, `${job.sourceRdb} changed between two reads; nothing archived, the next run retries`);
       }
       result = copied.result;
+    } else if (choice.intactRdb) {
+      // Linked where a folder on the same filesystem holds the .rdb; copied (and so checked for space) elsewhere.
+      const holdsRdb = (i: number) => !!choice.existing[i]?.kinds.includes('rdb') && !choice.corrupt.includes(join(slots[i]!.dir, eventFileName('rdb', choice.ts)));
+      const candidates = slots.map((slot, i) => ({ ...slot, hasRdb: holdsRdb(i) })).filter((slot) => !dead.has(slot.dir));
+      for (const { slot, error } of await foldersShortOfSpace(fs, instance, candidates, before.size)) fail(slot, error);
+      if (alive(slots).length === 0) throw failedAll();
     }
 
     let nodes: NodesRead | undefined;
@@ -612,10 +716,11 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
     companions.push({ kind: 'meta', data: Buffer.from(archiveRecordText(record)) });
 
     await quarantineFiles(fs, log, instance, choice.corrupt, warnings);
-    const created = await publishEvent(ctx, dirs, ts, seq, companions, copied?.temp, choice, temps, warnings);
+    const published = await publishEvent(ctx, slots, dead, fail, ts, seq, companions, copied?.temp, choice, temps, warnings);
+    if (published.holding.length === 0) throw failedAll();
 
     const files: Record<string, string[]> = {};
-    for (const { rule, dir } of dirs) files[rule] = created.kinds.map((kind) => join(dir, eventFileName(kind, ts, seq)));
+    for (const { rule, dir } of published.holding) files[rule] = published.kinds.map((kind) => join(dir, eventFileName(kind, ts, seq)));
     return {
       ts,
       seq,
@@ -624,7 +729,9 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       rdb: result.rdb,
       nodes: nodes ? { bytes: nodes.data.length, sha256: nodes.sha256, mtimeMs: nodes.mtimeMs, ...(nodesChange ? { changed: nodesChange } : {}) } : undefined,
       files,
-      outcome: created.count === 0 ? 'already-archived' : 'archived',
+      failed,
+      leftovers: published.leftovers,
+      outcome: published.count === 0 ? 'already-archived' : 'archived',
       identity: identityOf(before),
       durationMs: Date.now() - started,
       warnings,
@@ -638,13 +745,20 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
 const PUBLISH_ORDER = ['nodes', 'sha256', 'meta', 'rdb'] as const;
 
 /**
- * Gives the event its final names in every folder: companions first, the .rdb
- * last, each with a no-overwrite link; files that exist are reused (a re-run
- * completes an interrupted event); each folder is fsynced.
+ * Gives the event its final names, folder by folder: companions first, the
+ * .rdb last, each with a no-overwrite link; files that exist are reused (a
+ * re-run completes an interrupted event); each folder is fsynced. A folder
+ * that fails loses what this run created in it and is reported through
+ * `fail`; the others go on. A temp is removed as soon as it is not needed;
+ * one that cannot be removed is an error of its folder (reported in
+ * `leftovers`: the event there is complete, the next run's retention removes
+ * the temp).
  */
 async function publishEvent(
   ctx: WorkerContext,
-  dirs: ReadonlyArray<{ dir: string }>,
+  slots: readonly Slot[],
+  dead: ReadonlySet<string>,
+  fail: (folder: Slot, error: unknown) => void,
   ts: Timestamp,
   seq: number,
   companions: Companion[],
@@ -652,55 +766,93 @@ async function publishEvent(
   choice: EventChoice,
   temps: string[],
   warnings: string[],
-): Promise<{ count: number; kinds: EventFileKind[] }> {
+): Promise<{ count: number; kinds: EventFileKind[]; holding: Slot[]; leftovers: FolderFailure[] }> {
   const { fs, log, instance } = ctx;
   const finalOf = (dir: string, kind: EventFileKind) => join(dir, eventFileName(kind, ts, seq));
-  const firstCopy = new Map<EventFileKind, string>();
-  const missing = new Set<string>();
   const quarantined = new Set(choice.corrupt);
-  for (const [i, { dir }] of dirs.entries()) {
-    const seqs = choice.existing[i]?.seqs ?? [];
-    for (const kind of PUBLISH_ORDER) {
-      const path = finalOf(dir, kind);
-      if (kind === 'meta' && seqs.length > 0 && !seqs.includes(seq)) continue; // a record of its own (a hand copy): left alone
-      const info = quarantined.has(path) ? undefined : await lstatIfExists(fs, path);
-      if (!info) {
-        missing.add(path);
-        continue;
-      }
-      if (info.kind !== 'file') throw new ConflictError(path, 'exists and is not a regular file; refusing to touch it');
-      // (an .rdb still here is intact: chooseEvent hashed every copy and listed the corrupt ones)
-      if (!firstCopy.has(kind)) firstCopy.set(kind, path);
+  const leftovers: FolderFailure[] = [];
+  const removeTemp = async (path: string, slot: Slot): Promise<void> => {
+    try {
+      await unlinkIfExists(fs, path);
+      temps.splice(temps.indexOf(path), 1);
+    } catch (err) {
+      leftovers.push({ rule: slot.rule, dir: slot.dir, error: err });
+      log.error({ path, err: err instanceof Error ? err.message : String(err) }, 'could not remove a temp file');
     }
+  };
+
+  // What each folder holds already; a folder that cannot even be looked at fails alone.
+  const present = new Map<Slot, Set<EventFileKind>>();
+  const firstCopy = new Map<EventFileKind, string>();
+  for (const [i, slot] of slots.entries()) {
+    if (dead.has(slot.dir)) continue;
+    const seqs = choice.existing[i]?.seqs ?? [];
+    const have = new Set<EventFileKind>();
+    try {
+      for (const kind of PUBLISH_ORDER) {
+        const path = finalOf(slot.dir, kind);
+        // a record of its own (a hand copy) is left alone: it counts as present
+        if (kind === 'meta' && seqs.length > 0 && !seqs.includes(seq)) {
+          have.add(kind);
+          continue;
+        }
+        const info = quarantined.has(path) ? undefined : await lstatIfExists(fs, path);
+        if (!info) continue;
+        if (info.kind !== 'file') throw new ConflictError(path, 'exists and is not a regular file; refusing to touch it');
+        // (an .rdb still here is intact: chooseEvent hashed every copy and listed the corrupt ones)
+        have.add(kind);
+      }
+    } catch (err) {
+      if (err instanceof ConflictError) throw err;
+      fail(slot, err);
+      continue;
+    }
+    present.set(slot, have);
+    for (const kind of have) if (!firstCopy.has(kind) && !(kind === 'meta' && seqs.length > 0 && !seqs.includes(seq))) firstCopy.set(kind, finalOf(slot.dir, kind));
   }
 
   let count = 0;
-  for (const { dir } of dirs) {
-    for (const kind of PUBLISH_ORDER) {
-      const finalPath = finalOf(dir, kind);
-      if (!missing.has(finalPath)) continue;
-      const from = firstCopy.get(kind);
-      const companion = companions.find((c) => c.kind === kind);
-      if (from) {
-        await linkOrCopy(fs, log, from, finalPath, instance.fileMode, warnings);
-      } else if (kind === 'rdb') {
-        await publishNew(fs, rdbTemp!, finalPath);
-        temps.splice(temps.indexOf(rdbTemp!), 1); // published: nothing left to clean up
-      } else if (companion) {
-        const tmp = tempPathFor(finalPath);
-        temps.push(tmp);
-        await writeNewFile(fs, tmp, companion.data, instance.fileMode);
-        await publishNew(fs, tmp, finalPath);
-        temps.splice(temps.indexOf(tmp), 1);
-      } else {
-        continue; // no nodes.conf for this event
+  const holding: Slot[] = [];
+  for (const slot of slots) {
+    const have = present.get(slot);
+    if (!have || dead.has(slot.dir)) continue;
+    const mine: Array<[EventFileKind, string]> = [];
+    try {
+      for (const kind of PUBLISH_ORDER) {
+        if (have.has(kind)) continue;
+        const finalPath = finalOf(slot.dir, kind);
+        const from = kind === 'rdb' ? (firstCopy.get('rdb') ?? rdbTemp) : firstCopy.get(kind);
+        const companion = companions.find((c) => c.kind === kind);
+        if (from) {
+          await linkOrCopy(fs, log, from, finalPath, instance.fileMode, warnings);
+        } else if (companion) {
+          // Written once, linked, and its temp removed at once; later folders link from the final name.
+          const tmp = tempPathFor(finalPath);
+          temps.push(tmp);
+          await writeNewFile(fs, tmp, companion.data, instance.fileMode);
+          await fs.link(tmp, finalPath);
+          await removeTemp(tmp, slot);
+        } else {
+          continue; // no nodes.conf for this event
+        }
+        mine.push([kind, finalPath]);
       }
-      firstCopy.set(kind, finalPath);
-      count += 1;
+      await fs.syncDir(slot.dir);
+    } catch (err) {
+      await removeCreated(fs, log, mine.map(([, path]) => path));
+      fail(slot, err);
+      continue;
     }
-    await fs.syncDir(dir);
+    for (const [kind, path] of mine) if (!firstCopy.has(kind)) firstCopy.set(kind, path);
+    count += mine.length;
+    holding.push(slot);
+    // Once a folder holds the .rdb, later folders link from there: the temp copy can go.
+    if (rdbTemp && firstCopy.has('rdb')) {
+      await removeTemp(rdbTemp, slots.find((s) => rdbTemp!.startsWith(`${s.dir}/`)) ?? slot);
+      rdbTemp = undefined;
+    }
   }
-  return { count, kinds: PUBLISH_ORDER.filter((kind) => firstCopy.has(kind)) };
+  return { count, kinds: PUBLISH_ORDER.filter((kind) => firstCopy.has(kind)), holding, leftovers };
 }
 
 /** Hard-links an archived file into another folder; across filesystems (EXDEV) it copies instead. */

@@ -257,8 +257,8 @@ describe('hostile archive contents', () => {
     expect(p.code).not.toBe(70);
     expect(p.stdout).toMatch(/symlink/);
     expect(readdirSync(outside).sort().map((n) => `${n}:${sha256(readFileSync(join(outside, n)))}`)).toEqual(outsideBefore);
-    // The other rule folder is still pruned and archived normally.
-    expect(readdirSync(join(env.archive, 'last')).filter((n) => n.endsWith('.rdb'))).toEqual(['dump-2025-06-01T10-00-00.rdb']);
+    // The other rule folder is still archived into and pruned normally (each folder fails alone).
+    expect(readdirSync(join(env.archive, 'last')).filter((n) => n.endsWith('.rdb'))).toEqual(['dump-2025-06-02T10-00-00.rdb']);
   });
 });
 

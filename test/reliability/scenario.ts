@@ -253,7 +253,7 @@ export function setReference(scn: Scenario, trial: Trial): string[] {
 interface StateShape {
   version?: unknown;
   counters?: unknown;
-  archived?: { ts?: unknown; sha256?: unknown };
+  archived?: { ts?: unknown; sha256?: unknown; missingIn?: unknown };
 }
 
 function readState(trial: Trial, problems: string[]): StateShape | undefined | 'absent' {
@@ -331,7 +331,7 @@ export function checkArchive(scn: Scenario, trial: Trial, options: CheckOptions)
   const ref = scn.ref!;
   const expectedOf = (rule: string, ts: string, kind: Kind): string | undefined =>
     ts === NEW_TS ? ref.newFiles[kind] : scn.pre[rule]?.[ts]?.[kind];
-  const newComplete: boolean[] = [];
+  const newComplete = new Map<string, boolean>();
 
   for (const rule of TRIAL_RULES.map((r) => r.name)) {
     const { events, leftovers, strays } = scanRule(scn, trial, rule, problems);
@@ -361,7 +361,7 @@ export function checkArchive(scn: Scenario, trial: Trial, options: CheckOptions)
         if (!fresh.has(kind)) problems.push(`${rule}/${fileName('rdb', NEW_TS)} is published but its ${kind} file is missing`);
       }
     }
-    newComplete.push(!!fresh && (Object.keys(ref.newFiles) as Kind[]).every((k) => fresh.has(k)));
+    newComplete.set(rule, !!fresh && (Object.keys(ref.newFiles) as Kind[]).every((k) => fresh.has(k)));
     // Strays are never touched.
     for (const [name, sha] of Object.entries(scn.strays[rule]!)) {
       if (strays.get(name) !== sha) problems.push(`stray file ${rule}/${name} was ${strays.has(name) ? 'changed' : 'removed'}`);
@@ -377,7 +377,13 @@ export function checkArchive(scn: Scenario, trial: Trial, options: CheckOptions)
     const a = state.archived;
     if (a?.ts === NEW_TS) {
       if (a.sha256 !== scn.sourceSha) problems.push(`state names ${NEW_TS} with sha256 ${String(a.sha256)}, not the source's`);
-      if (!newComplete.every(Boolean)) problems.push(`state says ${NEW_TS} is archived but the event is not complete in every rule folder`);
+      // A folder that failed alone is named in missingIn (the next run links the event in there);
+      // every other folder holds the complete event, and at least one does.
+      const missing = Array.isArray(a.missingIn) ? (a.missingIn as unknown[]) : [];
+      for (const rule of missing) if (!newComplete.has(String(rule))) problems.push(`state's missingIn names ${String(rule)}, not a rule folder`);
+      const incomplete = [...newComplete].filter(([rule, complete]) => !complete && !missing.includes(rule)).map(([rule]) => rule);
+      if (incomplete.length > 0) problems.push(`state says ${NEW_TS} is archived but the event is not complete in ${incomplete.join(', ')} (not named in missingIn)`);
+      if (![...newComplete.values()].some(Boolean)) problems.push(`state says ${NEW_TS} is archived but no rule folder holds it complete`);
     } else if (a && (a.ts !== scn.baseline.ts || a.sha256 !== scn.baseline.sha256)) {
       problems.push(`state names an unknown event ${String(a.ts)}`);
     }
@@ -419,5 +425,6 @@ export function checkRecovered(scn: Scenario, trial: Trial, options: { allowOwnS
   }
   const state = existsSync(trial.state) ? (JSON.parse(readFileSync(trial.state, 'utf8')) as StateShape) : undefined;
   if (state?.archived?.ts !== NEW_TS) problems.push(`after recovery the state names ${String(state?.archived?.ts)}, not ${NEW_TS}`);
+  if (state?.archived?.missingIn !== undefined) problems.push(`after recovery the state still names folders without the event: ${JSON.stringify(state.archived.missingIn)}`);
   return problems;
 }
