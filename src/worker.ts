@@ -584,13 +584,17 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
   const failedAll = () => new FoldersFailedError(failed.map((f) => ({ rule: f.rule, error: f.error })));
   const alive = (slots: readonly Slot[]) => slots.filter((slot) => !dead.has(slot.dir));
 
+  // Folders whose scan failed fail first, in order: they are the first cause if the run then stops.
+  instance.rules.forEach((rule, i) => {
+    if (target.scanErrors?.[i] !== undefined) fail({ rule: rule.name, dir: ruleDir(instance, rule) }, target.scanErrors[i]);
+  });
   // The run checked the root before its lock (archive-root.ts); a disk unmounted since must not become a new folder.
   if (!(await lstatIfExists(fs, instance.archiveDir))) throw missingRootError(instance.archiveDir);
   let slots: Slot[] = [];
   for (const [i, rule] of instance.rules.entries()) {
     const dir = ruleDir(instance, rule);
+    if (target.scanErrors?.[i] !== undefined) continue;
     try {
-      if (target.scanErrors?.[i] !== undefined) throw target.scanErrors[i];
       slots.push({ rule: rule.name, dir, dev: await prepareRuleDir(fs, dir, instance.dirMode), scan: target.scans[i] ?? { dir, events: [], temps: [] } });
     } catch (err) {
       fail({ rule: rule.name, dir }, err);
