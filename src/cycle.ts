@@ -414,7 +414,6 @@ export async function runOnce(
         log.error({ rules: err.failures.map((f) => f.rule) }, 'no rule folder could take the snapshot');
       }
       if (result) {
-        for (const f of result.leftovers) report.ruleErrors.push({ ...errorReport(f.error), rule: f.rule, stage: 'archive' });
         report.warnings.push(...result.warnings);
         report.status = 'archived';
         report.snapshot = {

@@ -76,7 +76,7 @@ export interface WorkerContext {
   log: Log;
   instance: InstanceConfig;
   signal?: AbortSignal;
-  /** Told of each folder that fails, as it fails: also when the run is stopped later by another error. */
+  /** Told of each folder that fails (or keeps a temp it could not remove), as it happens: also when the run is stopped later by another error. */
   onFolderFailure?: (failure: FolderFailure) => void;
 }
 
@@ -781,6 +781,7 @@ async function publishEvent(
       temps.splice(temps.indexOf(path), 1);
     } catch (err) {
       leftovers.push({ rule: slot.rule, dir: slot.dir, error: err });
+      ctx.onFolderFailure?.({ rule: slot.rule, dir: slot.dir, error: err }); // now: it may be the first cause
       log.error({ path, err: err instanceof Error ? err.message : String(err) }, 'could not remove a temp file');
     }
   };
