@@ -12,17 +12,18 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runOnce, type RunReport } from '../../src/cycle.js';
+import { runOnce, runPrune, type RunReport } from '../../src/cycle.js';
 import { fsError } from '../../src/errors.js';
-import { OSFS, TEMP_PREFIX } from '../../src/fs.js';
+import { OSFS, TEMP_PREFIX, type FileInfo } from '../../src/fs.js';
 import { memoryLog } from '../../src/log.js';
-import { FaultyFS, type InjectedFault, type Sticky } from '../helpers/faulty-fs.js';
+import { FaultyFS, type FsCall, type InjectedFault, type Sticky } from '../helpers/faulty-fs.js';
 import { writeSnapshot } from '../helpers/snapshots.js';
 import {
   CLI_JS, FULL, Figures, REPO, assertBuilt, fsTypeOf, removeTree, reproduce, runNode, scratchRoot, spread, stackTraceLines,
 } from './common.js';
 import {
-  NEW_TS, buildScenario, checkArchive, checkRecovered, fileName, instanceOf, makeTrial, onceInProcess, setReference, type Scenario,
+  NEW_TS, TRIAL_RULES, buildScenario, checkArchive, checkRecovered, fileName, finalName, instanceOf, makeTrial, onceInProcess, setReference,
+  type Scenario, type Trial,
 } from './scenario.js';
 
 /** The documented exit code for each errno (README "Exit codes"). */
@@ -37,6 +38,10 @@ const figures = new Figures('faults', 'Every I/O fault (fault-injecting filesyst
 let root: string;
 let scn: Scenario;
 let callCount = 0;
+/** The calls of the reference run, with paths relative to its archive (to find the calls that write into one rule folder). */
+let refCalls: Array<FsCall & { rel: string }> = [];
+/** rule -> the events a `prune` alone leaves (the template without the new event). */
+let pruneOnly: Record<string, string[]> = {};
 
 /** The op name OSFS reports for a call (readFile is reported as "read"). */
 const reportedOp = (f: InjectedFault) => (f.op === 'readFile' ? 'read' : f.op);
@@ -116,6 +121,13 @@ beforeAll(async () => {
   expect(report.exitCode, report.error?.message).toBe(0);
   expect(setReference(scn, ref)).toEqual([]);
   callCount = counted.count;
+  const rel = (path: string) => (path.split(' -> ').pop()!.startsWith(`${ref.archive}/`) ? path.split(' -> ').pop()!.slice(ref.archive.length + 1) : '');
+  refCalls = counted.calls.map((c) => ({ ...c, rel: rel(c.path) }));
+  const pruned = makeTrial(scn, join(root, 'prune-only'));
+  const p = await runPrune({ fs: new OSFS(), log: memoryLog() }, instanceOf(pruned), { dryRun: false });
+  expect(p.exitCode, JSON.stringify(p.errors)).toBe(0);
+  pruneOnly = Object.fromEntries(TRIAL_RULES.map((r) => [r.name, eventsOf(pruned, r.name)]));
+  removeTree(pruned.dir);
   figures.note('the calls whose failure a run survives with exit 0: closing the source after it was read and checked in full (nothing can be lost), reading the failure records of earlier runs (best effort: a record it cannot read stays, and check still reads it); every other injected fault fails the run with its documented exit code');
   figures.note(`one complete run makes ${callCount} filesystem calls (source ${(scn.sourceSize / 2 ** 20).toFixed(1)} MiB + nodes.conf, 3 rule folders, retention deletes in each); trials ran in-process on ${fsTypeOf(root)}`);
 }, 120_000);
@@ -140,6 +152,100 @@ describe('every I/O fault', () => {
     figures.plan(ns.map((n) => `${code} sticky ${sticky} from call ${n}`));
     const failures: string[] = [];
     for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky })));
+    expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
+  }, 600_000);
+});
+
+/** The events (timestamps) in a rule folder of a trial. */
+function eventsOf(trial: Trial, rule: string): string[] {
+  return [...new Set(readdirSync(join(trial.archive, rule)).map((n) => finalName(n)?.ts).filter((ts): ts is string => ts !== undefined))].sort();
+}
+
+/** What a full filesystem refuses: anything that needs a block or an inode (unlink and reads still work). */
+const NEEDS_SPACE = new Set<FsCall['op']>(['create', 'mkdir', 'write', 'fsync', 'link', 'rename']);
+
+/** A FaultyFS on which one folder is a filesystem of its own (another device number), as a separate mount would be. */
+class OtherFilesystem extends FaultyFS {
+  constructor(inner: OSFS, options: ConstructorParameters<typeof FaultyFS>[1], private readonly mount: string) {
+    super(inner, options);
+  }
+  private own(path: string, info: FileInfo): FileInfo {
+    return path === this.mount || path.startsWith(`${this.mount}/`) ? { ...info, dev: `${info.dev}-other` } : info;
+  }
+  override async lstat(path: string): Promise<FileInfo> {
+    return this.own(path, await super.lstat(path));
+  }
+  override async stat(path: string): Promise<FileInfo> {
+    return this.own(path, await super.stat(path));
+  }
+}
+
+/**
+ * One rule folder's filesystem fills up at call N (issue 10 item 9): from
+ * then on every call that needs space there fails with ENOSPC, and statfs
+ * there reports nothing free. The other folders are on healthy filesystems.
+ */
+async function fullFolderTrial(rule: string, n: number): Promise<string[]> {
+  const trial = makeTrial(scn, join(root, `full-${rule}-${n}`));
+  const dir = join(trial.archive, rule);
+  const inFolder = (c: FsCall) => {
+    const target = c.path.split(' -> ').pop()!;
+    return target === dir || target.startsWith(`${dir}/`);
+  };
+  const faulty = new OtherFilesystem(new OSFS(), { wrapError: fsError, record: false }, dir);
+  let statfsFull = 0;
+  faulty.failAt((c) => c.n >= n && NEEDS_SPACE.has(c.op) && inFolder(c), 'ENOSPC', { repeat: true });
+  faulty.spaceOverride = (path, real) => {
+    if (faulty.count < n || !(path === dir || path.startsWith(`${dir}/`))) return real;
+    statfsFull += 1;
+    return { available: 0, total: real.total };
+  };
+  const report = await runOnce({ fs: faulty, log: memoryLog() }, instanceOf(trial), { dryRun: false, force: false });
+  const label = `${rule} full from call ${n} (${refCalls[n - 1]?.op} ${refCalls[n - 1]?.rel})`;
+  const problems: string[] = [];
+  const landed = faulty.injected.length > 0 || statfsFull > 0;
+  if (!landed) {
+    if (report.exitCode !== 0) problems.push(`the folder never filled up, yet the run exited ${report.exitCode}: ${report.error?.message}`);
+    figures.result(label, { missed: 'the run made no call needing space in that folder from call N on', violations: problems });
+    removeTree(trial.dir);
+    return problems;
+  }
+  figures.fault(`ENOSPC (one rule folder full)`);
+  figures.outcome(`exit ${report.exitCode} (one folder full)`);
+  const others = TRIAL_RULES.map((r) => r.name).filter((r) => r !== rule);
+  const hasNew = eventsOf(trial, rule).includes(NEW_TS);
+  // The run reports the full folder, by rule, with the documented exit code (1, no space)...
+  if (report.exitCode !== 1) problems.push(`exit ${report.exitCode}, expected 1 (no space): ${report.error?.message}`);
+  const ruleErrors = (report as RunReport & { ruleErrors?: Array<{ rule: string; kind: string }> }).ruleErrors ?? [];
+  if (!ruleErrors.some((e) => e.rule === rule && e.kind === 'no-space')) problems.push(`no no-space error reported for rule ${rule}: ${JSON.stringify(ruleErrors)}`);
+  // ...the other folders get the event and are pruned exactly as by a clean run...
+  for (const other of others) {
+    if (eventsOf(trial, other).join(',') !== scn.ref!.after[other]!.join(',')) problems.push(`${other}/ (healthy) holds [${eventsOf(trial, other).join(',')}], a clean run leaves [${scn.ref!.after[other]!.join(',')}]`);
+  }
+  // ...and the full one is still pruned, keeping nothing partial of the new event.
+  const expected = hasNew ? scn.ref!.after[rule]! : pruneOnly[rule]!;
+  if (eventsOf(trial, rule).join(',') !== expected.join(',')) problems.push(`${rule}/ (full) holds [${eventsOf(trial, rule).join(',')}], expected [${expected.join(',')}] (pruned${hasNew ? ', with the new event' : ' without the new event'})`);
+  const partial = readdirSync(dir).filter((name) => finalName(name)?.ts === NEW_TS);
+  if (!hasNew && partial.length > 0) problems.push(`${rule}/ (full) keeps part of the new event: ${partial.join(', ')}`);
+  problems.push(...checkArchive(scn, trial, { allowTemps: false, allowLock: false }));
+  // Room again: the next clean run completes the event there.
+  const again = await onceInProcess(trial);
+  if (again.exitCode !== 0) problems.push(`the next clean run exited ${again.exitCode}: ${again.error?.message}`);
+  problems.push(...checkRecovered(scn, trial));
+  figures.check(label, problems);
+  removeTree(trial.dir);
+  return problems.map((p) => `${label}: ${p}`);
+}
+
+describe('one full rule folder (issue 10 item 9)', () => {
+  it.each(TRIAL_RULES.map((r) => r.name))('the %s folder fills up at call N, for every N that needs space there: it alone fails, is still pruned, keeps nothing partial; the others are archived and pruned; the next run completes it', async (rule) => {
+    // Full run: every call of the reference run that needs space in that folder (and the first call of the run:
+    // full before it starts). npm test: the first call and 3 spread over the folder's calls.
+    const own = refCalls.filter((c) => NEEDS_SPACE.has(c.op) && (c.rel === rule || c.rel.startsWith(`${rule}/`))).map((c) => c.n);
+    const ns = [1, ...(FULL ? own : spread(own, 3))];
+    figures.plan(ns.map((n) => `${rule} full from call ${n}`));
+    const failures: string[] = [];
+    for (const n of ns) failures.push(...(await fullFolderTrial(rule, n)));
     expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
   }, 600_000);
 });
