@@ -16,7 +16,7 @@ import { acquireLock } from '../../src/lock.js';
 import type { FsCall } from '../helpers/faulty-fs.js';
 import { setupArchive, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
 import {
-  CLI_JS, CRASH_CHILD, FULL, Figures, REPO, assertBuilt, faultyFsModule, family, lanes, pool, reproduce, runNode, spread, stackTraceLines,
+  CLI_JS, CRASH_CHILD, FULL, Figures, REPO, assertBuilt, faultyFsModule, family, lanes, pool, reproduce, runNode, spread, stackTraceLines, type ProcResult,
 } from './common.js';
 
 const figures = new Figures('concurrency', 'Concurrency: simultaneous runs and stale locks');
@@ -270,5 +270,66 @@ describe('lock owners (issue 10 item 6)', () => {
       }
       rmSync(env.root, { recursive: true, force: true });
     });
+  }, 300_000);
+
+  const unshareSkip = (() => {
+    const r = spawnSync('unshare', ['-p', '-f', '--mount-proc', 'true'], { encoding: 'utf8' });
+    return r.status === 0 ? undefined : `unshare -p -f --mount-proc is not allowed here (${(r.stderr || r.error?.message || `exit ${r.status}`).trim()})`;
+  })();
+
+  it('8 runs, each in its own PID namespace (all pid 1, like overlapping CronJob pods on one volume), released at the same instant: exactly one archives, the others exit 75 or find it done, nothing partial', async (ctx) => {
+    if (unshareSkip) {
+      figures.note(`PID-namespace race: skipped (${unshareSkip})`);
+      process.stderr.write(`concurrency: skipping the PID-namespace race: ${unshareSkip}\n`);
+      ctx.skip();
+      return;
+    }
+    const rounds = FULL ? 3 : 1;
+    figures.plan(rounds);
+    figures.random('runs in separate PID namespaces: which one wins the lock depends on scheduling');
+    const env = setupArchive({ rules: RULES });
+    const failures: string[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      const snap = writeSnapshot(env.source, { seed: `ns-${round}`, mtime: new Date(Date.UTC(2025, 5, 2, 10 + round)), size: 8 * 1024 * 1024 });
+      const gate = barrier(8);
+      const results = await Promise.all(Array.from({ length: 8 }, () => new Promise<ProcResult>((resolve) => {
+        const started = Date.now();
+        const child = spawn('unshare', ['-p', '-f', '--mount-proc', process.execPath, ...gate.nodeArgs, CLI_JS, 'once', '--json', '-c', env.config], {
+          stdio: ['ignore', 'pipe', 'pipe'], env: Object.fromEntries(Object.entries({ ...process.env, ...gate.env }).filter(([k]) => k !== 'RDB_ARCHIVER_CONFIG')),
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, ms: Date.now() - started, killedByUs: false }));
+      })));
+      rmSync(gate.env.BARRIER_DIR, { recursive: true, force: true });
+      const allReady = results.filter((r) => /barrier: 8 of 8 ready/.test(r.stderr)).length;
+      const problems: string[] = [];
+      results.forEach((r, i) => {
+        figures.outcome(`once exit ${r.code} (own PID namespace)`);
+        if (r.code !== 0 && r.code !== 75) {
+          let error = r.stdout.slice(0, 300);
+          try {
+            error = JSON.stringify((JSON.parse(r.stdout) as { error?: unknown }).error);
+          } catch {
+            // not JSON: the raw output
+          }
+          problems.push(`#${i} exited ${r.code}: ${error}`);
+        }
+        if (stackTraceLines(r.stderr).length > 0) problems.push(`#${i} printed a stack trace: ${stackTraceLines(r.stderr)[0]}`);
+      });
+      const archived = results.filter((r) => r.code === 0 && /"status":"archived"/.test(r.stdout)).length;
+      if (archived !== 1) problems.push(`${archived} runs archived, expected exactly 1`);
+      for (const rule of RULES) {
+        const name = `dump-2025-06-02T${String(10 + round).padStart(2, '0')}-00-00.rdb`;
+        const path = join(env.archive, rule.name, name);
+        if (!existsSync(path) || !readFileSync(path).equals(snap.bytes)) problems.push(`${rule.name}/${name} is missing or differs`);
+      }
+      if (leftovers(env).length > 0) problems.push(`left over: ${leftovers(env).join(', ')}`);
+      figures.result(`PID-namespace round ${round + 1}`, { missed: allReady === 8 ? undefined : `the barrier released only ${allReady} of 8 together`, violations: problems });
+      failures.push(...problems.map((p) => `round ${round + 1}: ${p}`));
+    }
+    expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
   }, 300_000);
 });
