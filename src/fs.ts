@@ -416,7 +416,12 @@ export async function unlinkIfExists(fs: FileSystem, path: string): Promise<void
   }
 }
 
-let tmpCounter = 0;
+/**
+ * Starts at a random value: runs in separate PID namespaces (containers, CronJob
+ * pods sharing one volume) are all pid 1, and a counter starting at 0 made their
+ * temp names collide (EEXIST on the lock's temp file, exit 74 instead of 75).
+ */
+let tmpCounter = Math.floor(Math.random() * 2 ** 40);
 /** A temp name in the same folder as `finalPath`, recognisable by retention as ours. */
 export function tempPathFor(finalPath: string): string {
   const dir = dirname(finalPath);
