@@ -16,6 +16,8 @@ export interface RemoteFacts {
   /** The oldest pending event, and since when it waits (archived at). */
   oldestPending?: { ts: string; archivedAt: string };
   lagSeconds: number;
+  /** The same lag, unrounded: thresholds compare against it (a floor to seconds made "> 1s" mean ">= 2s"). */
+  lagMs: number;
   state?: RemoteState;
   stateError?: string;
 }
@@ -24,7 +26,7 @@ export async function inspectRemotes(fs: FileSystem, instance: InstanceConfig, s
   const queue = state?.offsite?.queue ?? [];
   const out: RemoteFacts[] = [];
   for (const remote of instance.remotes) {
-    const facts: RemoteFacts = { remote: remote.name, location: `s3://${remote.bucket}/${remote.prefix}`, pending: 0, lagSeconds: 0 };
+    const facts: RemoteFacts = { remote: remote.name, location: `s3://${remote.bucket}/${remote.prefix}`, pending: 0, lagSeconds: 0, lagMs: 0 };
     try {
       const loaded = await loadRemoteState(fs, remoteStatePath(instance, remote));
       if (loaded.problem) facts.stateError = loaded.problem;
@@ -32,7 +34,8 @@ export async function inspectRemotes(fs: FileSystem, instance: InstanceConfig, s
       const pending = pendingFor(queue, loaded.state);
       facts.pending = pending.length;
       if (pending[0]) facts.oldestPending = { ts: pending[0].ts, archivedAt: pending[0].archivedAt };
-      facts.lagSeconds = Math.floor(lagMs(pending, nowMs) / 1000);
+      facts.lagMs = lagMs(pending, nowMs);
+      facts.lagSeconds = Math.floor(facts.lagMs / 1000);
     } catch (err) {
       facts.stateError = `remote state file is unreadable: ${errorReport(err).message}`;
     }
@@ -50,8 +53,8 @@ export function remoteProblems(remotes: readonly RemoteFacts[], thresholds: Moni
     if (r.pending > 0) {
       const why = r.state?.lastError ? `; last error: ${r.state.lastError.message}` : '';
       const text = `off-site ${r.remote}: ${r.pending} event${r.pending === 1 ? '' : 's'} pending, oldest waiting ${fmt(r.lagSeconds)}${why}`;
-      if (r.lagSeconds * 1000 > thresholds.offsiteCritLagMs) problems.push({ state: 2, text: `${text} (> ${fmt(thresholds.offsiteCritLagMs / 1000)})` });
-      else if (r.lagSeconds * 1000 > thresholds.offsiteWarnLagMs) problems.push({ state: 1, text: `${text} (> ${fmt(thresholds.offsiteWarnLagMs / 1000)})` });
+      if (r.lagMs > thresholds.offsiteCritLagMs) problems.push({ state: 2, text: `${text} (> ${fmt(thresholds.offsiteCritLagMs / 1000)})` });
+      else if (r.lagMs > thresholds.offsiteWarnLagMs) problems.push({ state: 1, text: `${text} (> ${fmt(thresholds.offsiteWarnLagMs / 1000)})` });
     }
     const lost = r.state?.lost ?? [];
     if (lost.length > 0) problems.push({ state: 1, text: `off-site ${r.remote}: ${lost.length} event${lost.length === 1 ? '' : 's'} will not reach it (${lost[0]!.ts}: ${lost[0]!.reason})` });
