@@ -10,7 +10,7 @@
  * An event whose manifest is missing is incomplete: never listed, restored or
  * counted by retention; its objects are removed after the grace period.
  */
-import { parseTimestamp, type Timestamp } from '../timestamp.js';
+import { eventFileName, parseTimestamp, type Timestamp } from '../timestamp.js';
 import type { TargetEvent } from './target.js';
 
 export const MANIFEST_FORMAT = 'rdb-archiver remote event';
@@ -59,17 +59,9 @@ export interface Manifest {
 
 export type RemoteKind = 'rdb' | 'nodes' | 'sha256' | 'manifest';
 
+/** The event's files keep their local names (timestamp.ts makes them); the manifest is the remote's own. */
 export function remoteName(kind: RemoteKind, ts: Timestamp): string {
-  switch (kind) {
-    case 'rdb':
-      return `dump-${ts}.rdb`;
-    case 'nodes':
-      return `nodes-${ts}.config`;
-    case 'sha256':
-      return `dump-${ts}.sha256`;
-    case 'manifest':
-      return `manifest-${ts}.json`;
-  }
+  return kind === 'manifest' ? `manifest-${ts}.json` : eventFileName(kind, ts);
 }
 
 const OUR_NAME = /^(dump|nodes|manifest)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})\.[A-Za-z0-9.]+$/;
