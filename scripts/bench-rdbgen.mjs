@@ -4,7 +4,7 @@
 //   magic REDIS00NN, AUX fields (redis-ver, redis-bits, ctime, used-mem, aof-base),
 //   SELECTDB 0, RESIZEDB, N string keys "bench:key:<n>" with incompressible
 //   (random) values, EOF 0xFF, CRC-64 trailer (little-endian) computed with
-//   dist/crc64.js over magic..EOF.
+//   dist/rdb/crc64.js over magic..EOF.
 //
 // Value sizes come from a seeded PRNG, uniformly in [minValue, maxValue]; the
 // last value is sized so that the file is exactly `size` bytes.

@@ -1,5 +1,5 @@
 // `npm run bench` helper: RDB validation alone (header, AUX fields, CRC-64) of
-// one file through dist/rdb.js validateRdbFile, as its own process, so that
+// one file through dist/rdb/validate.js validateRdbFile, as its own process, so that
 // the benchmark can time it exactly like `redis-check-rdb FILE`.
 // Prints one JSON line: {"bytes", "ms" (in-process, validation only), "checksum"}.
 //

@@ -136,7 +136,7 @@ function newestMtime(dir) {
   return newest;
 }
 
-const BUILD_OUTPUTS = [BIN, 'dist/cli.bundle.cjs', 'dist/cli.bundle.cache', 'dist/crc64.js', 'dist/rdb.js'];
+const BUILD_OUTPUTS = [BIN, 'dist/cli.bundle.cjs', 'dist/cli.bundle.cache', 'dist/rdb/crc64.js', 'dist/rdb/validate.js'];
 
 function buildIfNeeded() {
   const inputs = Math.max(
@@ -175,7 +175,7 @@ function runWithRss(cmd, args) {
 // test data
 
 const DATA = join(BENCH, 'data');
-const crc64Module = pathToFileURL(join(SNAP, 'dist', 'crc64.js')).href;
+const crc64Module = pathToFileURL(join(SNAP, 'dist', 'rdb', 'crc64.js')).href;
 /** Value sizes of the generated dumps: uniform in [512, 8192] bytes, random (incompressible) bytes. */
 const VALUES = { minValue: 512, maxValue: 8192 };
 
@@ -366,7 +366,7 @@ function benchCrc(source, size, label, primary) {
   warm(source);
   for (let i = 0; i < RUNS; i++) {
     const a = () => {
-      const r = capture(process.execPath, [validator, source, join(SNAP, 'dist', 'rdb.js')]);
+      const r = capture(process.execPath, [validator, source, join(SNAP, 'dist', 'rdb', 'validate.js')]);
       ours.push(r.wall);
       inproc.push(JSON.parse(r.stdout.trim().split('\n').pop()).ms);
     };
@@ -622,10 +622,10 @@ function writeReport(m, startedAt, elapsed) {
   }
   lines.push('', '## How it is measured', '');
   lines.push(
-    `- Test data: \`scripts/bench-rdbgen.mjs\` streams a structurally valid RDB of an exact size: magic \`REDIS0010\`, AUX fields (redis-ver, redis-bits, ctime, used-mem, aof-base), SELECTDB 0, RESIZEDB, string keys with random (incompressible) values of ${VALUES.minValue}–${VALUES.maxValue} bytes, EOF, and the CRC-64 trailer computed with dist/crc64.js. Version 10 because the installed redis-check-rdb (Redis 7.0) refuses RDB 11; the layout of string keys is the same. ${notes.filter((n) => n.startsWith('cross-check')).join(' ')}`,
+    `- Test data: \`scripts/bench-rdbgen.mjs\` streams a structurally valid RDB of an exact size: magic \`REDIS0010\`, AUX fields (redis-ver, redis-bits, ctime, used-mem, aof-base), SELECTDB 0, RESIZEDB, string keys with random (incompressible) values of ${VALUES.minValue}–${VALUES.maxValue} bytes, EOF, and the CRC-64 trailer computed with dist/rdb/crc64.js. Version 10 because the installed redis-check-rdb (Redis 7.0) refuses RDB 11; the layout of string keys is the same. ${notes.filter((n) => n.startsWith('cross-check')).join(' ')}`,
     '- Page cache: the source is read once (in the bench process) right before each timed run of either side, so both `once` and `cp` read it from the page cache; `sync` runs before each timed run so that neither side pays for the other\'s write-back. The copies themselves are written to the page cache and made durable inside the timed region: `once` fsyncs the copy and the folders, the reference runs `cp SRC DST` then `sync DST` (coreutils `sync FILE` = fsync of that file; a bare `sync` would also flush unrelated dirty data of other processes). The archive folder and the reference copy are deleted before each run, outside the timed region.',
     '- archive-rss: `/usr/bin/time -f %M` (the child\'s `ru_maxrss`), in separate runs from archive-1g.',
-    '- crc-throughput: `node scripts/bench-validate.mjs FILE` (dist/rdb.js `validateRdbFile`: magic, AUX fields, CRC-64 over the whole file) and `redis-check-rdb FILE`, each timed as a whole process (start-up included), file in the page cache; MB/s = file size / wall time.',
+    '- crc-throughput: `node scripts/bench-validate.mjs FILE` (dist/rdb/validate.js `validateRdbFile`: magic, AUX fields, CRC-64 over the whole file) and `redis-check-rdb FILE`, each timed as a whole process (start-up included), file in the page cache; MB/s = file size / wall time.',
     '- verify: `rdb-archiver verify -c CONFIG` (sha256 and CRC-64 of the event; the four hard links are one inode, read once) vs `sha256sum -c dump-<ts>.sha256` in one rule folder, file in the page cache.',
     '- nochange: `rdb-archiver once -c CONFIG` on an archive whose source did not change (lock, state, stat, retention scan of 4 folders, state rewrite without fsync: nothing new to make durable) vs `node -e 0`. `dist/cli.js` compiles the bundle from the V8 code cache that `npm run build` saved (scripts/cli-loader.mjs).',
     '- prune: `rdb-archiver prune -c CONFIG`, stdout and stderr to a log file; the folder is built (outside the timed region) from hard links to one tiny file per kind, with valid event names: creating 200k inodes on the bench VM took minutes (about 1 ms of system time each) and deleting files with data blocks costs an online discard there (ext4 `-o discard`), which would measure the filesystem, not the tool. The retention safety check (lstat each file, delete only regular files owned by the user) runs on every file as in production.',

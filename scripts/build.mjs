@@ -11,7 +11,7 @@
 // bundle from source was the largest part of what was left (see
 // scripts/cli-loader.mjs). A script cannot contain `import`, hence CommonJS;
 // croner (only for `daemon`) is bundled in, pino stays external: it is
-// required on the first log line only (src/log.ts).
+// required on the first log line only (src/core/log.ts).
 //
 // Packaging follows from this: what is bundled is a devDependency, what stays
 // external is a dependency (the tarball carries those, bundleDependencies,

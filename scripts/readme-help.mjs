@@ -2,7 +2,7 @@
 // (run `npm run build` first). Each command's block sits between
 //   <!-- help:once -->  and  <!-- /help:once -->
 // ("help:" alone for the program itself) and holds the end of its --help:
-// the examples and the exit codes (src/help.ts). test/integration/help.test.ts
+// the examples and the exit codes (src/commands/help.ts). test/integration/help.test.ts
 // fails when a block differs from --help or a command has none.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -53,7 +53,7 @@ function main() {
   for (const path of commandPaths()) {
     const key = path.join(' ');
     const epilogue = epilogueOf(path);
-    if (epilogue === undefined) throw new Error(`rdb-archiver ${key} --help has no examples: add it to COMMAND_HELP in src/help.ts`);
+    if (epilogue === undefined) throw new Error(`rdb-archiver ${key} --help has no examples: add it to COMMAND_HELP in src/commands/help.ts`);
     const [open, close] = markers(key);
     if (readmeBlock(readme, key) === undefined) {
       missing.push(key);

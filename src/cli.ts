@@ -5,18 +5,18 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { contextFor, failureLine, formatBytes, print, printResults, tolerateClosedStdout, type TextOptions } from './context.js';
-import { runOnce, runPrune, type ErrorReport, type PruneReport, type RuleReport, type RunReport } from './cycle.js';
-import { ArchiverError, ExitCode, exitCodeOf } from './errors.js';
-import { chooseLogFormat, LOG_FORMATS, stderrFacts, stderrText, type LogFormat } from './log.js';
-import { registerCatalogCommands } from './catalog.js';
-import { registerRestoreCommand } from './restore.js';
-import { registerDaemonCommand } from './daemon.js';
-import { registerMonitorCommands } from './monitor.js';
-import { registerMetrics } from './metrics.js';
-import { registerConfigCommands } from './config-check.js';
-import { addCommandHelp } from './help.js';
-import { registerOffsiteCommands, remoteRunLines, runRemotePrune } from './offsite/commands.js';
+import { contextFor, failureLine, formatBytes, print, printResults, tolerateClosedStdout, type TextOptions } from './core/context.js';
+import { runOnce, runPrune, type ErrorReport, type PruneReport, type RuleReport, type RunReport } from './pipeline/cycle.js';
+import { ArchiverError, ExitCode, exitCodeOf } from './core/errors.js';
+import { chooseLogFormat, LOG_FORMATS, stderrFacts, stderrText, type LogFormat } from './core/log.js';
+import { registerCatalogCommands } from './commands/catalog.js';
+import { registerRestoreCommand } from './commands/restore.js';
+import { registerDaemonCommand } from './commands/daemon.js';
+import { registerMonitorCommands } from './ops/monitor.js';
+import { registerMetrics } from './ops/metrics.js';
+import { registerConfigCommands } from './commands/config-check.js';
+import { addCommandHelp } from './commands/help.js';
+import { registerOffsiteCommands, remoteRunLines, runRemotePrune } from './commands/offsite.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 

@@ -3,10 +3,10 @@
  * from the state file's queue and the remote's own state file. Never touches
  * the network: a check must answer in milliseconds, even with the remote down.
  */
-import type { InstanceConfig, MonitorConfig } from '../config.js';
-import { errorReport } from '../cycle.js';
-import type { FileSystem } from '../fs.js';
-import type { State } from '../state.js';
+import type { InstanceConfig, MonitorConfig } from '../core/config.js';
+import { errorReport } from '../pipeline/cycle.js';
+import type { FileSystem } from '../core/fs.js';
+import type { State } from '../pipeline/state.js';
 import { lagMs, loadRemoteState, pendingFor, remoteStatePath, type RemoteState } from './state.js';
 
 export interface RemoteFacts {

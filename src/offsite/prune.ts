@@ -14,11 +14,11 @@
  *  - events without a manifest and unfinished multipart uploads older than
  *    the grace period are removed: an upload in progress is younger.
  */
-import type { RemoteConfig, Rule } from '../config.js';
-import { errorReport, type ErrorReport, type RuleReport } from '../cycle.js';
-import { RemoteError } from '../errors.js';
-import { planRetention, type Decision } from '../retention.js';
-import type { Timestamp } from '../timestamp.js';
+import type { RemoteConfig, Rule } from '../core/config.js';
+import { errorReport, type ErrorReport, type RuleReport } from '../pipeline/cycle.js';
+import { RemoteError } from '../core/errors.js';
+import { planRetention, type Decision } from '../pipeline/retention.js';
+import type { Timestamp } from '../core/timestamp.js';
 import { remoteName, staleIncomplete, type RemoteEvent } from '../targets/manifest.js';
 import type { S3Target } from '../targets/s3.js';
 import { retentionInput } from '../targets/target.js';

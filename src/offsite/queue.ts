@@ -1,13 +1,13 @@
 /**
- * The local cycle's side of off-site copies (called from src/cycle.ts under
+ * The local cycle's side of off-site copies (called from src/pipeline/cycle.ts under
  * the instance lock): queue each new event for the remotes, and drop the
  * items every remote is done with.
  */
-import { versionOf } from '../catalog.js';
-import type { InstanceConfig } from '../config.js';
-import type { FileSystem } from '../fs.js';
-import type { State } from '../state.js';
-import type { SnapshotResult } from '../worker.js';
+import { versionOf } from '../commands/catalog.js';
+import type { InstanceConfig } from '../core/config.js';
+import type { FileSystem } from '../core/fs.js';
+import type { State } from '../pipeline/state.js';
+import type { SnapshotResult } from '../pipeline/worker.js';
 import { enqueue, loadRemoteState, remoteStatePath, settleQueue } from './state.js';
 
 /** Queues a freshly archived (or re-confirmed) event for every remote. */

@@ -9,15 +9,15 @@
  * with bounded backoff by unattended runs (once, daemon), so a dead endpoint
  * does not make every cron run slow; `push` always tries.
  */
-import type { InstanceConfig, RemoteConfig } from '../config.js';
-import { findEvent, scanRules } from '../catalog.js';
-import { errorReport, type ErrorReport } from '../cycle.js';
-import { ExitCode, TryAgainError, type ExitCodeValue } from '../errors.js';
-import type { FileSystem } from '../fs.js';
-import { acquireLock } from '../lock.js';
-import type { Log } from '../log.js';
-import { loadState } from '../state.js';
-import type { Timestamp } from '../timestamp.js';
+import type { InstanceConfig, RemoteConfig } from '../core/config.js';
+import { findEvent, scanRules } from '../commands/catalog.js';
+import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
+import { ExitCode, TryAgainError, type ExitCodeValue } from '../core/errors.js';
+import type { FileSystem } from '../core/fs.js';
+import { acquireLock } from '../pipeline/lock.js';
+import type { Log } from '../core/log.js';
+import { loadState } from '../pipeline/state.js';
+import type { Timestamp } from '../core/timestamp.js';
 import { S3Target } from '../targets/s3.js';
 import { pruneRemote, type RemotePruneReport } from './prune.js';
 import {

@@ -14,9 +14,9 @@
  * once every configured remote is done with it.
  */
 import { dirname, join } from 'node:path';
-import type { InstanceConfig, RemoteConfig } from '../config.js';
-import { errorCode, replaceFileAtomic, ensureDir, type FileSystem } from '../fs.js';
-import { parseTimestamp, type Timestamp } from '../timestamp.js';
+import type { InstanceConfig, RemoteConfig } from '../core/config.js';
+import { errorCode, replaceFileAtomic, ensureDir, type FileSystem } from '../core/fs.js';
+import { parseTimestamp, type Timestamp } from '../core/timestamp.js';
 
 /** One archived event waiting for (some) remotes. */
 export interface OffsiteItem {

@@ -15,11 +15,11 @@
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { parseSidecar, type EventLocation } from '../catalog.js';
-import { InvalidSnapshotError, RemoteError } from '../errors.js';
-import { closeAfter, type FileSystem } from '../fs.js';
-import { createSha256, sha256Hex } from '../sha256.js';
-import { eventFileName } from '../timestamp.js';
+import { parseSidecar, type EventLocation } from '../commands/catalog.js';
+import { InvalidSnapshotError, RemoteError } from '../core/errors.js';
+import { closeAfter, type FileSystem } from '../core/fs.js';
+import { createSha256, sha256Hex } from '../core/sha256.js';
+import { eventFileName } from '../core/timestamp.js';
 import { MANIFEST_FORMAT, MANIFEST_MAX_BYTES, MANIFEST_VERSION, parseManifest, remoteName, serializeManifest, type Manifest, type ManifestObject } from '../targets/manifest.js';
 import type { S3Target, UploadCallbacks } from '../targets/s3.js';
 import type { OffsiteItem } from './state.js';

@@ -2,8 +2,8 @@
  * The local rule folder as an archive target: hard links, atomic rename, a
  * consistent readdir, no server checksums (the .sha256 sidecar is ours).
  */
-import type { FileSystem } from '../fs.js';
-import { eventFileNames, scanFolder } from '../retention.js';
+import type { FileSystem } from '../core/fs.js';
+import { eventFileNames, scanFolder } from '../pipeline/retention.js';
 import type { ArchiveTarget, TargetCapabilities, TargetEvent } from './target.js';
 
 export const LOCAL_CAPABILITIES: TargetCapabilities = { hardLinks: true, atomicRename: true, serverChecksums: false, consistentListing: true };

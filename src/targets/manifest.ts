@@ -10,7 +10,7 @@
  * An event whose manifest is missing is incomplete: never listed, restored or
  * counted by retention; its objects are removed after the grace period.
  */
-import { eventFileName, parseTimestamp, type Timestamp } from '../timestamp.js';
+import { eventFileName, parseTimestamp, type Timestamp } from '../core/timestamp.js';
 import type { TargetEvent } from './target.js';
 
 export const MANIFEST_FORMAT = 'rdb-archiver remote event';

@@ -18,9 +18,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { S3Client as S3ClientType } from '@aws-sdk/client-s3';
-import type { RemoteConfig } from '../config.js';
-import { RemoteError } from '../errors.js';
-import type { Handle } from '../fs.js';
+import type { RemoteConfig } from '../core/config.js';
+import { RemoteError } from '../core/errors.js';
+import type { Handle } from '../core/fs.js';
 import { groupListing, type ListedObject, type RemoteEvent } from './manifest.js';
 import type { ArchiveTarget, TargetCapabilities } from './target.js';
 

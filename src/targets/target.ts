@@ -1,11 +1,11 @@
 /**
  * Where events are kept: the local rule folders and off-site object stores
  * are both archive targets. Retention plans over a target's listing with the
- * one pure planner (src/retention.ts planRetention); the capability flags say
+ * one pure planner (src/pipeline/retention.ts planRetention); the capability flags say
  * which write and check paths a target offers, so callers choose by
  * capability, never by a switch on the target's kind.
  */
-import type { Timestamp } from '../timestamp.js';
+import type { Timestamp } from '../core/timestamp.js';
 
 export interface TargetCapabilities {
   /** One stored copy can appear under several names at no cost (local rule folders). */

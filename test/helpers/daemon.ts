@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterEach } from 'vitest';
-import { crc64 } from '../../src/crc64.js';
+import { crc64 } from '../../src/rdb/crc64.js';
 import { CLI } from './cli.js';
 import { buildRdb, concat, encodeString } from './rdb-builder.js';
 import type { Snapshot } from './snapshots.js';

@@ -1,5 +1,5 @@
 /**
- * A fault-injecting wrapper around the FileSystem interface (src/fs.ts).
+ * A fault-injecting wrapper around the FileSystem interface (src/core/fs.ts).
  *
  * Every call, on the filesystem and on every handle it opened, gets a number
  * (1, 2, 3... in the order the calls are made) and is recorded with the
@@ -15,7 +15,7 @@
  * It has no value imports, so test/reliability can transpile it for child
  * processes that run the built CLI (see crash-child.mjs).
  */
-import type { DirEntry, FileInfo, FileSystem, Handle, OpenMode } from '../../src/fs.js';
+import type { DirEntry, FileInfo, FileSystem, Handle, OpenMode } from '../../src/core/fs.js';
 
 /** The operation names OSFS puts in its error messages; handle calls use the handle's path. */
 export type FsOp =

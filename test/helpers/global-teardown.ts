@@ -1,5 +1,5 @@
 /**
- * Failure records (src/failure-record.ts) that test runs leave in the default
+ * Failure records (src/pipeline/failure-record.ts) that test runs leave in the default
  * fallback folders /var/tmp/rdb-archiver-<uid>: a test whose archive is
  * missing or read-only makes the CLI record its failure there, outside the
  * test's temp folder. After the run, remove the records whose state file

@@ -1,7 +1,7 @@
 /**
  * Builds synthetic RDB files for tests, byte by byte, with every string and
  * length encoding the validator has to read. The CRC here is an independent,
- * bit-at-a-time BigInt implementation, so a bug in src/crc64.ts cannot hide
+ * bit-at-a-time BigInt implementation, so a bug in src/rdb/crc64.ts cannot hide
  * behind a builder that shares it.
  */
 

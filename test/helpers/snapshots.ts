@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { crc64 } from '../../src/crc64.js';
+import { crc64 } from '../../src/rdb/crc64.js';
 import { buildRdb, concat, encodeString } from './rdb-builder.js';
 import { tempDir } from './cli.js';
 

@@ -1,11 +1,11 @@
 /**
  * --help of every command, through the real CLI: examples, exit codes and the
- * global options, and README.md showing the same text (src/help.ts,
+ * global options, and README.md showing the same text (src/commands/help.ts,
  * scripts/readme-help.mjs).
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { EXIT_CODE_MEANINGS, ExitCode } from '../../src/errors.js';
+import { EXIT_CODE_MEANINGS, ExitCode } from '../../src/core/errors.js';
 // @ts-expect-error: a plain .mjs script without types
 import { blockFor, commandPaths, epilogueOf, helpOf, README, readmeBlock } from '../../scripts/readme-help.mjs';
 
@@ -23,7 +23,7 @@ describe('--help', () => {
     const epilogue = (epilogueOf as (p: string[]) => string | undefined)(path);
 
     it('ends with one or two examples of this command and its exit codes', () => {
-      expect(epilogue, `add "${path.join(' ')}" to COMMAND_HELP in src/help.ts`).toBeDefined();
+      expect(epilogue, `add "${path.join(' ')}" to COMMAND_HELP in src/commands/help.ts`).toBeDefined();
       const examples = [...epilogue!.matchAll(/^ {2}\$ (.*)$/gm)].map((m) => m[1]!);
       expect(examples.length).toBeGreaterThanOrEqual(1);
       expect(examples.length).toBeLessThanOrEqual(2);
@@ -50,7 +50,7 @@ describe('--help', () => {
 });
 
 describe('exit codes', () => {
-  it('the shared meanings (src/errors.ts) cover every ExitCode, and README\'s table documents each one', () => {
+  it('the shared meanings (src/core/errors.ts) cover every ExitCode, and README\'s table documents each one', () => {
     const table = readme.slice(readme.indexOf('## Exit codes'));
     for (const code of Object.values(ExitCode)) {
       expect(EXIT_CODE_MEANINGS[code], `meaning of ${code}`).toBeTruthy();

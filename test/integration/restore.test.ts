@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { jsonOf, logLines, runCli } from '../helpers/cli.js';
 import { NODES_CONF, writeEvent } from '../helpers/events.js';
 import { setupArchive, writeSnapshot } from '../helpers/snapshots.js';
-import type { RestoreReport } from '../../src/restore.js';
+import type { RestoreReport } from '../../src/commands/restore.js';
 
 /** What `restore --json` prints: the report without its instance name. */
 type RestoreJson = Omit<RestoreReport, 'instance'>;

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const dist = process.env.RELIABILITY_DIST ? pathToFileURL(`${process.env.RELIABILITY_DIST.replace(/\/$/, '')}/`) : new URL('../../dist/', import.meta.url);
-const modules = readdirSync(dist).filter((f) => f.endsWith('.js') && f !== 'cli.js');
+const modules = readdirSync(dist, { recursive: true }).filter((f) => f.endsWith('.js') && f !== 'cli.js');
 await Promise.all(modules.map((f) => import(new URL(f, dist).href)));
 
 const dir = process.env.BARRIER_DIR;

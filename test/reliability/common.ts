@@ -525,8 +525,8 @@ export function faultyFsModule(): string {
 /** The built CLI must exist (npm test and test:reliability build first). */
 export function assertBuilt(): void {
   if (!existsSync(join(DIST, 'cli.js'))) throw new Error('dist/cli.js is missing: run `npx tsc -p tsconfig.json` (npm test builds first)');
-  const src = statSync(join(REPO, 'src/worker.ts')).mtimeMs;
-  const built = statSync(join(DIST, 'worker.js')).mtimeMs;
+  const src = statSync(join(REPO, 'src/pipeline/worker.ts')).mtimeMs;
+  const built = statSync(join(DIST, 'pipeline', 'worker.js')).mtimeMs;
   if (built + 1000 < src) process.stderr.write('reliability: warning: dist/ looks older than src/; run the build\n');
 }
 

@@ -10,9 +10,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TryAgainError } from '../../src/errors.js';
-import { OSFS, TEMP_PREFIX } from '../../src/fs.js';
-import { acquireLock } from '../../src/lock.js';
+import { TryAgainError } from '../../src/core/errors.js';
+import { OSFS, TEMP_PREFIX } from '../../src/core/fs.js';
+import { acquireLock } from '../../src/pipeline/lock.js';
 import type { FsCall } from '../helpers/faulty-fs.js';
 import { setupArchive, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
 import {

@@ -27,7 +27,7 @@ import { pathToFileURL } from 'node:url';
 const dist = process.env.RELIABILITY_DIST ? pathToFileURL(`${process.env.RELIABILITY_DIST.replace(/\/$/, '')}/`) : new URL('../../dist/', import.meta.url);
 const load = (name) => import(new URL(name, dist).href);
 const [{ OSFS }, { fsError, ExitCode, exitCodeOf, ArchiverError }, { loadConfig }, { runOnce }, { createLog }, { worstExitCode }] = await Promise.all(
-  ['fs.js', 'errors.js', 'config.js', 'cycle.js', 'log.js', 'context.js'].map(load),
+  ['core/fs.js', 'core/errors.js', 'core/config.js', 'pipeline/cycle.js', 'core/log.js', 'core/context.js'].map(load),
 );
 const modulePath = process.env.RELIABILITY_FAULTY_FS;
 if (!modulePath) {

@@ -10,7 +10,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEMP_PREFIX } from '../../src/fs.js';
+import { TEMP_PREFIX } from '../../src/core/fs.js';
 import type { FsCall } from '../helpers/faulty-fs.js';
 import {
   CLI_JS, CRASH_CHILD, FULL, Figures, assertBuilt, faultyFsModule, fsTypeOf, killLanded, lanes, printedResult, pool, removeTree, reproduce, rng, runNode,

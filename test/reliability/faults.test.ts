@@ -12,10 +12,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runOnce, runPrune, type RunReport } from '../../src/cycle.js';
-import { fsError } from '../../src/errors.js';
-import { OSFS, TEMP_PREFIX, type FileInfo } from '../../src/fs.js';
-import { memoryLog } from '../../src/log.js';
+import { runOnce, runPrune, type RunReport } from '../../src/pipeline/cycle.js';
+import { fsError } from '../../src/core/errors.js';
+import { OSFS, TEMP_PREFIX, type FileInfo } from '../../src/core/fs.js';
+import { memoryLog } from '../../src/core/log.js';
 import { FaultyFS, type FsCall, type InjectedFault, type Sticky } from '../helpers/faulty-fs.js';
 import { writeSnapshot } from '../helpers/snapshots.js';
 import {
@@ -53,7 +53,7 @@ const reportedOp = (f: InjectedFault) => (f.op === 'readFile' ? 'read' : f.op);
  */
 function tolerated(f: InjectedFault, scnSource: string): boolean {
   if (f.op === 'close' && f.path === scnSource) return true;
-  // Taking in failure records left by earlier runs is best effort by design (src/failure-record.ts):
+  // Taking in failure records left by earlier runs is best effort by design (src/pipeline/failure-record.ts):
   // one that cannot be read stays where it is, and `check` still reads it there.
   return (f.op === 'lstat' || f.op === 'readFile') && /(?:\/last-failure|-[0-9a-f]{16})\.json$/.test(f.path);
 }

@@ -12,10 +12,10 @@
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig, type InstanceConfig } from '../../src/config.js';
-import { runOnce, type RunReport } from '../../src/cycle.js';
-import { OSFS, TEMP_PREFIX } from '../../src/fs.js';
-import { memoryLog } from '../../src/log.js';
+import { loadConfig, type InstanceConfig } from '../../src/core/config.js';
+import { runOnce, type RunReport } from '../../src/pipeline/cycle.js';
+import { OSFS, TEMP_PREFIX } from '../../src/core/fs.js';
+import { memoryLog } from '../../src/core/log.js';
 import { writeSnapshot } from '../helpers/snapshots.js';
 
 export type Kind = 'rdb' | 'nodes' | 'sha256' | 'meta';

@@ -8,11 +8,11 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
-import { runOnce } from '../../src/cycle.js';
-import { fsError } from '../../src/errors.js';
-import { OSFS } from '../../src/fs.js';
-import { memoryLog } from '../../src/log.js';
+import { loadConfig } from '../../src/core/config.js';
+import { runOnce } from '../../src/pipeline/cycle.js';
+import { fsError } from '../../src/core/errors.js';
+import { OSFS } from '../../src/core/fs.js';
+import { memoryLog } from '../../src/core/log.js';
 import { FaultyFS } from '../helpers/faulty-fs.js';
 import { listTree, setupArchive, writeSnapshot } from '../helpers/snapshots.js';
 import { CLI_JS, Figures, reproduce, runNode, stackTraceLines } from './common.js';

@@ -6,12 +6,12 @@ import { mkdtempSync, rmSync, writeFileSync, linkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FileChecker, HEADER_READ_BYTES, ctimeOf, findEvent, parseSidecar, parseTsArgument, readRdbHeaderFile, versionOf, type RuleEvents } from '../../src/catalog.js';
-import { ConfigError, InvalidSnapshotError } from '../../src/errors.js';
-import { OSFS, type FileSystem, type Handle, type OpenMode } from '../../src/fs.js';
-import { RdbValidator } from '../../src/rdb.js';
-import { followUpSteps, shellQuote } from '../../src/restore.js';
-import type { Timestamp } from '../../src/timestamp.js';
+import { FileChecker, HEADER_READ_BYTES, ctimeOf, findEvent, parseSidecar, parseTsArgument, readRdbHeaderFile, versionOf, type RuleEvents } from '../../src/commands/catalog.js';
+import { ConfigError, InvalidSnapshotError } from '../../src/core/errors.js';
+import { OSFS, type FileSystem, type Handle, type OpenMode } from '../../src/core/fs.js';
+import { RdbValidator } from '../../src/rdb/validate.js';
+import { followUpSteps, shellQuote } from '../../src/commands/restore.js';
+import type { Timestamp } from '../../src/core/timestamp.js';
 import { ascii, buildRdb, concat, encodeString } from '../helpers/rdb-builder.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'catalog-unit-'));

@@ -3,8 +3,8 @@
  * The CLI tests (test/integration/config-check.test.ts) gather real facts.
  */
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
-import { exitCodeOfFindings, judgeConfig, judgeInstance, resolvedSettings, type InstanceCheckFacts } from '../../src/config-check.js';
+import { loadConfig } from '../../src/core/config.js';
+import { exitCodeOfFindings, judgeConfig, judgeInstance, resolvedSettings, type InstanceCheckFacts } from '../../src/commands/config-check.js';
 
 const instance = loadConfig({ source: '/srv/redis/dump.rdb', archive: '/backup/redis' }, {}).instances[0]!;
 const groupName = (gid: number) => (gid === 110 ? 'redis (gid 110)' : `gid ${gid}`);

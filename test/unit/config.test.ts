@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync, mkdirSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG_PATH, DEFAULT_RULES, loadConfig, parseConfigObject, type ConfigOverrides } from '../../src/config.js';
-import { ConfigError } from '../../src/errors.js';
+import { DEFAULT_CONFIG_PATH, DEFAULT_RULES, loadConfig, parseConfigObject, type ConfigOverrides } from '../../src/core/config.js';
+import { ConfigError } from '../../src/core/errors.js';
 
 let dir: string;
 beforeEach(() => {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Crc64, borrowPassBuffers, buildCrc64WasmModule, crc64, crc64Kernel, crc64WithKernel } from '../../src/crc64.js';
+import { Crc64, borrowPassBuffers, buildCrc64WasmModule, crc64, crc64Kernel, crc64WithKernel } from '../../src/rdb/crc64.js';
 import { ascii, buildRdb, prng, referenceCrc64, tableCrc64 } from '../helpers/rdb-builder.js';
 
 const FIXTURE = resolve(import.meta.dirname, '../fixtures/redis-7.0-small.rdb');

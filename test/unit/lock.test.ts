@@ -3,9 +3,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { TryAgainError } from '../../src/errors.js';
-import { OSFS } from '../../src/fs.js';
-import { acquireLock, isProcessAlive, judgeLock, leaseDurations, processStartTime, type HeldLock } from '../../src/lock.js';
+import { TryAgainError } from '../../src/core/errors.js';
+import { OSFS } from '../../src/core/fs.js';
+import { acquireLock, isProcessAlive, judgeLock, leaseDurations, processStartTime, type HeldLock } from '../../src/pipeline/lock.js';
 
 const fs = new OSFS();
 let dir: string;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chooseLogFormat, createLog, formatEntry, stderrText, wantsColor } from '../../src/log.js';
+import { chooseLogFormat, createLog, formatEntry, stderrText, wantsColor } from '../../src/core/log.js';
 
 const at = new Date(2026, 0, 2, 3, 4, 5, 6); // local time: the pretty clock is local
 

@@ -3,12 +3,12 @@
  * inspect.ts gathered, the thresholds and the clock.
  */
 import { describe, expect, it } from 'vitest';
-import type { InstanceFacts } from '../../src/inspect.js';
-import { Nagios, checkLine, evaluateInstance } from '../../src/monitor.js';
-import type { Timestamp } from '../../src/timestamp.js';
-import type { FailureRecord } from '../../src/failure-record.js';
-import { absorbFailureRecords, parseFailureRecord } from '../../src/failure-record.js';
-import { emptyState } from '../../src/state.js';
+import type { InstanceFacts } from '../../src/ops/inspect.js';
+import { Nagios, checkLine, evaluateInstance } from '../../src/ops/monitor.js';
+import type { Timestamp } from '../../src/core/timestamp.js';
+import type { FailureRecord } from '../../src/pipeline/failure-record.js';
+import { absorbFailureRecords, parseFailureRecord } from '../../src/pipeline/failure-record.js';
+import { emptyState } from '../../src/pipeline/state.js';
 
 const NOW = Date.parse('2025-06-01T12:00:00Z');
 const THRESHOLDS = { warnAgeMs: 2 * 3600_000, critAgeMs: 6 * 3600_000 };
@@ -186,7 +186,7 @@ describe('failure records', () => {
 
 describe('fallback record names', () => {
   it('FNV-1a 64 (published test vectors) names one file per state path', async () => {
-    const { fnv1a64, fallbackFileName } = await import('../../src/failure-record.js');
+    const { fnv1a64, fallbackFileName } = await import('../../src/pipeline/failure-record.js');
     expect(fnv1a64('')).toBe('cbf29ce484222325');
     expect(fnv1a64('a')).toBe('af63dc4c8601ec8c');
     expect(fnv1a64('foobar')).toBe('85944171f73967e8');

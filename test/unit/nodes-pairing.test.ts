@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../src/sha256.js';
-import { pairNodes, type NodesRead } from '../../src/worker.js';
+import { sha256Hex } from '../../src/core/sha256.js';
+import { pairNodes, type NodesRead } from '../../src/pipeline/worker.js';
 
 const read = (text: string, mtimeMs: number, complete = true): NodesRead => ({ data: Buffer.from(text), sha256: sha256Hex(Buffer.from(text)), mtimeMs, complete });
 const A = read('a\nvars currentEpoch 1 lastVoteEpoch 0\n', 1_000);

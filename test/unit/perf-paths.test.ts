@@ -14,11 +14,11 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { borrowPassBuffers, Crc64 } from '../../src/crc64.js';
-import { OSFS, type FileInfo, type Handle } from '../../src/fs.js';
-import { periodKey } from '../../src/retention.js';
-import { EVENT_FILE_PATTERN, parseEventFileName, parseTimestamp, timestampFromMs, timestampToMs, zonedParts } from '../../src/timestamp.js';
-import { COPY_CHUNK_BYTES, copyPass, WRITEBACK_START_BYTES } from '../../src/worker.js';
+import { borrowPassBuffers, Crc64 } from '../../src/rdb/crc64.js';
+import { OSFS, type FileInfo, type Handle } from '../../src/core/fs.js';
+import { periodKey } from '../../src/pipeline/retention.js';
+import { EVENT_FILE_PATTERN, parseEventFileName, parseTimestamp, timestampFromMs, timestampToMs, zonedParts } from '../../src/core/timestamp.js';
+import { COPY_CHUNK_BYTES, copyPass, WRITEBACK_START_BYTES } from '../../src/pipeline/worker.js';
 import { prng } from '../helpers/rdb-builder.js';
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { JobQueue } from '../../src/queue.js';
+import { JobQueue } from '../../src/pipeline/queue.js';
 
 interface Job {
   id: number;

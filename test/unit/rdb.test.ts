@@ -3,8 +3,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FsError, InvalidSnapshotError } from '../../src/errors.js';
-import { AUX_LIMIT, RdbValidator, lzfDecompress, validateRdb, validateRdbFile, type RdbInfo } from '../../src/rdb.js';
+import { FsError, InvalidSnapshotError } from '../../src/core/errors.js';
+import { AUX_LIMIT, RdbValidator, lzfDecompress, validateRdb, validateRdbFile, type RdbInfo } from '../../src/rdb/validate.js';
 import {
   ascii,
   auxField,

@@ -3,11 +3,11 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, sym
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Every, Rule } from '../../src/config.js';
-import { FsError } from '../../src/errors.js';
-import { OSFS } from '../../src/fs.js';
-import { applyPlan, effectiveTimes, periodKey, planRetention, scanFolder, type FolderEvent, type RetentionPlan } from '../../src/retention.js';
-import { eventFileName, parseTimestamp, timestampFromMs, type EventFileKind, type Timestamp } from '../../src/timestamp.js';
+import type { Every, Rule } from '../../src/core/config.js';
+import { FsError } from '../../src/core/errors.js';
+import { OSFS } from '../../src/core/fs.js';
+import { applyPlan, effectiveTimes, periodKey, planRetention, scanFolder, type FolderEvent, type RetentionPlan } from '../../src/pipeline/retention.js';
+import { eventFileName, parseTimestamp, timestampFromMs, type EventFileKind, type Timestamp } from '../../src/core/timestamp.js';
 import { prng } from '../helpers/rdb-builder.js';
 
 // ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import {
   timestampToMs,
   zonedParts,
   type Timestamp,
-} from '../../src/timestamp.js';
+} from '../../src/core/timestamp.js';
 
 const ts = (text: string): Timestamp => {
   const parsed = parseTimestamp(text);

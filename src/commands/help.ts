@@ -9,12 +9,12 @@
  * codes, and for a README.md whose block for it differs from --help
  * (`npm run readme:help` rewrites those blocks from the built CLI).
  *
- * Exit codes come from the one table in src/errors.ts (EXIT_CODE_MEANINGS):
+ * Exit codes come from the one table in src/core/errors.ts (EXIT_CODE_MEANINGS):
  * an entry lists codes, not meanings; only a meaning of the command's own
  * (verify's 1, check's plugin codes) is spelled out here.
  */
 import type { Command } from 'commander';
-import { EXIT_CODE_MEANINGS, ExitCode, type ExitCodeValue } from './errors.js';
+import { EXIT_CODE_MEANINGS, ExitCode, type ExitCodeValue } from '../core/errors.js';
 
 export interface CommandHelp {
   /** [command line, what it does]: one or two. */

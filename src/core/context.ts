@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { loadConfig, type Config, type ConfigOverrides } from './config.js';
 import { ExitCode } from './errors.js';
-import { checkHookExecutables } from './hooks.js';
+import { checkHookExecutables } from '../ops/hooks.js';
 import { OSFS } from './fs.js';
 import { chooseLogFormat, createLog, descriptorId, levelValue, stderrFacts, stderrText, wantsColor, type Log } from './log.js';
 

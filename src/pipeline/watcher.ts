@@ -4,9 +4,9 @@
  * It only stats and enqueues. It never copies and never makes a timestamp:
  * the worker does both from the descriptor it opens.
  */
-import { SourceUnavailableError } from './errors.js';
-import type { FileInfo, FileSystem } from './fs.js';
-import { errorCode } from './fs.js';
+import { SourceUnavailableError } from '../core/errors.js';
+import type { FileInfo, FileSystem } from '../core/fs.js';
+import { errorCode } from '../core/fs.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
 

@@ -20,14 +20,14 @@
  * The plan needs only file names: no file is read per event.
  */
 import { join } from 'node:path';
-import type { Every, Rule } from './config.js';
-import { describeEvery } from './config.js';
-import { FsError } from './errors.js';
-import { TEMP_PREFIX, errorCode, tempOwnerPid, type FileSystem } from './fs.js';
+import type { Every, Rule } from '../core/config.js';
+import { describeEvery } from '../core/config.js';
+import { FsError } from '../core/errors.js';
+import { TEMP_PREFIX, errorCode, tempOwnerPid, type FileSystem } from '../core/fs.js';
 import { isProcessAlive } from './lock.js';
-import { userName } from './trust.js';
+import { userName } from '../core/trust.js';
 import { FUTURE_TOLERANCE_MS, RECENT_PROTECTED, sortNewestArchivedFirst } from './event-order.js';
-import { type EventFileKind, type Timestamp, eventFileName, isUtc, parseEventFileName, timestampFromMs, timestampToMs, zonedParts } from './timestamp.js';
+import { type EventFileKind, type Timestamp, eventFileName, isUtc, parseEventFileName, timestampFromMs, timestampToMs, zonedParts } from '../core/timestamp.js';
 
 export interface FolderEvent {
   ts: Timestamp;

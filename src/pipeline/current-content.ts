@@ -7,13 +7,13 @@
  * sha256); the normal path takes the answer from the state and reads nothing.
  */
 import { join } from 'node:path';
-import type { InstanceConfig } from './config.js';
-import { ruleDir } from './config.js';
-import type { FileSystem } from './fs.js';
-import { errorCode } from './fs.js';
-import type { Log } from './log.js';
+import type { InstanceConfig } from '../core/config.js';
+import { ruleDir } from '../core/config.js';
+import type { FileSystem } from '../core/fs.js';
+import { errorCode } from '../core/fs.js';
+import type { Log } from '../core/log.js';
 import type { FolderScan } from './retention.js';
-import { eventFileName, timestampFromMs, withOrdinal, type Timestamp } from './timestamp.js';
+import { eventFileName, timestampFromMs, withOrdinal, type Timestamp } from '../core/timestamp.js';
 import { statSource } from './watcher.js';
 import { hashFile, listedSha, parseArchiveRecord } from './worker.js';
 

@@ -4,26 +4,26 @@
  * (those with a manifest).
  */
 import type { Command } from 'commander';
-import { EventNotFoundError, VERIFY_FAILED } from '../catalog.js';
-import type { InstanceConfig, RemoteConfig } from '../config.js';
-import { contextFor, formatBytes, printResults, type CommandContext } from '../context.js';
-import { errorReport, type ErrorReport } from '../cycle.js';
-import { ConfigError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../errors.js';
-import { tempPathFor, unlinkIfExists, writeNewFile, type FileSystem, type Handle } from '../fs.js';
-import { acquireLock } from '../lock.js';
-import type { Log } from '../log.js';
-import { RdbValidator } from '../rdb.js';
-import { versionOf, ctimeOf } from '../catalog.js';
-import { DEFAULT_NODES_NAME, DEFAULT_RDB_NAME, RESTORE_FILE_MODE, archiveIdentities, followUpSteps, publishRestored, resolveRestoreTarget, restoreJson, restoreText, type RestoreReport } from '../restore.js';
-import { createSha256, sha256Hex } from '../sha256.js';
-import { loadState } from '../state.js';
-import type { Timestamp } from '../timestamp.js';
+import { EventNotFoundError, VERIFY_FAILED } from './catalog.js';
+import type { InstanceConfig, RemoteConfig } from '../core/config.js';
+import { contextFor, formatBytes, printResults, type CommandContext } from '../core/context.js';
+import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
+import { ConfigError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
+import { tempPathFor, unlinkIfExists, writeNewFile, type FileSystem, type Handle } from '../core/fs.js';
+import { acquireLock } from '../pipeline/lock.js';
+import type { Log } from '../core/log.js';
+import { RdbValidator } from '../rdb/validate.js';
+import { versionOf, ctimeOf } from './catalog.js';
+import { DEFAULT_NODES_NAME, DEFAULT_RDB_NAME, RESTORE_FILE_MODE, archiveIdentities, followUpSteps, publishRestored, resolveRestoreTarget, restoreJson, restoreText, type RestoreReport } from './restore.js';
+import { createSha256, sha256Hex } from '../core/sha256.js';
+import { loadState } from '../pipeline/state.js';
+import type { Timestamp } from '../core/timestamp.js';
 import { remoteName, type Manifest, type RemoteEvent } from '../targets/manifest.js';
 import { S3Target } from '../targets/s3.js';
-import { pruneRemote, type RemotePruneReport } from './prune.js';
-import { runOffsite, type RemoteRunReport } from './run.js';
-import { remoteLockPath } from './state.js';
-import { readManifest } from './upload.js';
+import { pruneRemote, type RemotePruneReport } from '../offsite/prune.js';
+import { runOffsite, type RemoteRunReport } from '../offsite/run.js';
+import { remoteLockPath } from '../offsite/state.js';
+import { readManifest } from '../offsite/upload.js';
 
 /** The instances that have remote `name`; a ConfigError when none has it. */
 export function instancesWithRemote(ctx: CommandContext, name: string, option: string): Array<{ instance: InstanceConfig; remote: RemoteConfig }> {

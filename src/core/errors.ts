@@ -45,7 +45,7 @@ export const ExitCode = {
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
 /**
- * One line per exit code, as every command's --help lists them (src/help.ts).
+ * One line per exit code, as every command's --help lists them (src/commands/help.ts).
  * README's "Exit codes" table says the same at more length.
  */
 export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {

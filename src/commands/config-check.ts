@@ -16,18 +16,18 @@ import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Command } from 'commander';
-import { missingRootError, ownerMismatchError, sameFilesystemWarning } from './archive-root.js';
-import { describeEvery, ruleDir, type Config, type InstanceConfig, type MinFree, type RemoteConfig } from './config.js';
-import { contextFor, formatBytes, print } from './context.js';
-import { ExitCode } from './errors.js';
-import { errorCode, type FileInfo, type FileSystem } from './fs.js';
-import { hookExecutable, untrustedHookReason } from './hooks.js';
-import { archiveSpace, formatDuration } from './inspect.js';
-import { eventFileNames, scanFolder } from './retention.js';
-import { effectiveUid, untrustedPathReason, userName } from './trust.js';
+import { missingRootError, ownerMismatchError, sameFilesystemWarning } from '../pipeline/archive-root.js';
+import { describeEvery, ruleDir, type Config, type InstanceConfig, type MinFree, type RemoteConfig } from '../core/config.js';
+import { contextFor, formatBytes, print } from '../core/context.js';
+import { ExitCode } from '../core/errors.js';
+import { errorCode, type FileInfo, type FileSystem } from '../core/fs.js';
+import { hookExecutable, untrustedHookReason } from '../ops/hooks.js';
+import { archiveSpace, formatDuration } from '../ops/inspect.js';
+import { eventFileNames, scanFolder } from '../pipeline/retention.js';
+import { effectiveUid, untrustedPathReason, userName } from '../core/trust.js';
 import { scheduleProblem, scheduleTimezone } from './daemon.js';
-import { defaultFailureDir, isOwnFallbackDir } from './failure-record.js';
-import { reserveBytes } from './worker.js';
+import { defaultFailureDir, isOwnFallbackDir } from '../pipeline/failure-record.js';
+import { reserveBytes } from '../pipeline/worker.js';
 
 export type Verdict = 'ok' | 'warning' | 'error';
 
@@ -499,7 +499,7 @@ const REMOTE_PROBE_TIMEOUT_MS = 30_000;
 
 /** put, head, get, delete of a small object directly under the remote's prefix (never an event's name: nothing lists it as ours). */
 async function probeRemote(remote: RemoteConfig): Promise<RemoteProbeFacts> {
-  const { S3Target, scrubSecrets } = await import('./targets/s3.js');
+  const { S3Target, scrubSecrets } = await import('../targets/s3.js');
   const where = { name: remote.name, location: `s3://${remote.bucket}/${remote.prefix}` };
   const name = `.rdb-archiver-config-check-${hostname()}-${process.pid}`;
   const body = Buffer.from(`rdb-archiver config check probe, ${new Date().toISOString()}\n`);

@@ -9,7 +9,7 @@
  * themselves. `restore latest`, `list`, `verify`, `status`, `check`, the
  * metrics and retention all order events with this one function.
  */
-import type { Timestamp } from './timestamp.js';
+import type { Timestamp } from '../core/timestamp.js';
 
 export interface Ordered {
   ts: Timestamp;

@@ -6,18 +6,18 @@
  * another user with read access, at any time, next to a running archiver.
  */
 import type { Command } from 'commander';
-import { parseDuration, type InstanceConfig, type MonitorConfig } from './config.js';
-import { contextFor, formatBytes, print, printResults } from './context.js';
-import { ArchiverError, ExitCode } from './errors.js';
-import { clockJumpText } from './cycle.js';
-import { FUTURE_TOLERANCE_MS, RECENT_PROTECTED } from './event-order.js';
+import { parseDuration, type InstanceConfig, type MonitorConfig } from '../core/config.js';
+import { contextFor, formatBytes, print, printResults } from '../core/context.js';
+import { ArchiverError, ExitCode } from '../core/errors.js';
+import { clockJumpText } from '../pipeline/cycle.js';
+import { FUTURE_TOLERANCE_MS, RECENT_PROTECTED } from '../pipeline/event-order.js';
 import { ageSeconds, formatAge, formatDuration, inspectInstance, type InstanceFacts } from './inspect.js';
-import { ruleErrorsOf, type ClockJump, type RuleErrorRecord } from './state.js';
-import { timestampToIso } from './timestamp.js';
-import type { FoundRecord } from './failure-record.js';
-import { hookFailing } from './state.js';
-import { sameFilesystemWarning } from './archive-root.js';
-import { remoteProblems, remoteStatus, remoteStatusLines, type RemoteStatus } from './offsite/facts.js';
+import { ruleErrorsOf, type ClockJump, type RuleErrorRecord } from '../pipeline/state.js';
+import { timestampToIso } from '../core/timestamp.js';
+import type { FoundRecord } from '../pipeline/failure-record.js';
+import { hookFailing } from '../pipeline/state.js';
+import { sameFilesystemWarning } from '../pipeline/archive-root.js';
+import { remoteProblems, remoteStatus, remoteStatusLines, type RemoteStatus } from '../offsite/facts.js';
 
 // ---------------------------------------------------------------------------
 // check

@@ -110,7 +110,7 @@ export interface Config {
   /** The file it was read from, or undefined when built from flags alone. */
   file?: string;
   logLevel: LogLevel;
-  /** log.format / --log-format; undefined: chosen from where stderr goes (src/log.ts chooseLogFormat). */
+  /** log.format / --log-format; undefined: chosen from where stderr goes (src/core/log.ts chooseLogFormat). */
   logFormat?: LogFormat;
   /** croner expression for `daemon` (5 or 6 fields; 6 = with seconds). */
   schedule: string;
@@ -468,7 +468,7 @@ function describeNonRegular(s: Stats): string {
 /**
  * Reads the config file: a regular file (never a FIFO, which would block, or a
  * device such as /dev/zero, which never ends) of at most MAX_CONFIG_BYTES, that
- * passes the StrictModes check (src/trust.ts) on the very file descriptor read.
+ * passes the StrictModes check (src/core/trust.ts) on the very file descriptor read.
  */
 function readConfigBytes(file: string): Buffer {
   let fd: number;

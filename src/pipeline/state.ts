@@ -4,11 +4,11 @@
  * because the archive itself (not the state) is the source of truth.
  */
 import { dirname } from 'node:path';
-import type { FileInfo, FileSystem } from './fs.js';
-import { ensureDir, errorCode, replaceFileAtomic } from './fs.js';
-import { MAX_SEQ } from './timestamp.js';
+import type { FileInfo, FileSystem } from '../core/fs.js';
+import { ensureDir, errorCode, replaceFileAtomic } from '../core/fs.js';
+import { MAX_SEQ } from '../core/timestamp.js';
 import type { NodesChange } from './worker.js';
-import { parseQueue, type OffsiteItem } from './offsite/state.js';
+import { parseQueue, type OffsiteItem } from '../offsite/state.js';
 
 /** What makes a source file "the same file": any difference means a new snapshot. */
 export interface SourceIdentity {

@@ -7,20 +7,20 @@
  * field of the result, so one unreadable instance cannot hide the others.
  */
 import { dirname, join } from 'node:path';
-import type { InstanceConfig } from './config.js';
-import { ruleDir } from './config.js';
-import { errorReport, lockPathFor, type ErrorReport } from './cycle.js';
-import { readFailureRecord, type FoundRecord } from './failure-record.js';
-import { effectiveUid, userName } from './trust.js';
-import type { FileSystem } from './fs.js';
-import { errorCode, exists } from './fs.js';
-import { FUTURE_TOLERANCE_MS, newestArchivedFirst } from './event-order.js';
-import { eventFileNames, scanFolder, scanWarnings } from './retention.js';
-import { loadState, sameIdentity, identityOf, type State } from './state.js';
-import { type Timestamp, eventFileName, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
-import { statSource } from './watcher.js';
-import { parseArchiveRecord, type ArchiveRecord } from './worker.js';
-import { inspectRemotes, type RemoteFacts } from './offsite/facts.js';
+import type { InstanceConfig } from '../core/config.js';
+import { ruleDir } from '../core/config.js';
+import { errorReport, lockPathFor, type ErrorReport } from '../pipeline/cycle.js';
+import { readFailureRecord, type FoundRecord } from '../pipeline/failure-record.js';
+import { effectiveUid, userName } from '../core/trust.js';
+import type { FileSystem } from '../core/fs.js';
+import { errorCode, exists } from '../core/fs.js';
+import { FUTURE_TOLERANCE_MS, newestArchivedFirst } from '../pipeline/event-order.js';
+import { eventFileNames, scanFolder, scanWarnings } from '../pipeline/retention.js';
+import { loadState, sameIdentity, identityOf, type State } from '../pipeline/state.js';
+import { type Timestamp, eventFileName, timestampFromMs, timestampToMs, withOrdinal } from '../core/timestamp.js';
+import { statSource } from '../pipeline/watcher.js';
+import { parseArchiveRecord, type ArchiveRecord } from '../pipeline/worker.js';
+import { inspectRemotes, type RemoteFacts } from '../offsite/facts.js';
 
 export interface RuleUsage {
   rule: string;

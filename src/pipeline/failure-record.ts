@@ -23,10 +23,10 @@
  * a problem that is newer than the state's last run.
  */
 import { dirname, join } from 'node:path';
-import type { InstanceConfig } from './config.js';
-import type { FileInfo, FileSystem } from './fs.js';
-import { ensureDir, errorCode, replaceFileAtomic, unlinkIfExists } from './fs.js';
-import type { Log } from './log.js';
+import type { InstanceConfig } from '../core/config.js';
+import type { FileInfo, FileSystem } from '../core/fs.js';
+import { ensureDir, errorCode, replaceFileAtomic, unlinkIfExists } from '../core/fs.js';
+import type { Log } from '../core/log.js';
 import { bumpCounter, type State } from './state.js';
 
 export const FAILURE_FILE = 'last-failure.json';

@@ -20,9 +20,9 @@
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { TryAgainError } from './errors.js';
-import type { FileSystem } from './fs.js';
-import { closeAfter, ensureDir, errorCode, tempOwnerPid, tempPathFor, unlinkIfExists } from './fs.js';
+import { TryAgainError } from '../core/errors.js';
+import type { FileSystem } from '../core/fs.js';
+import { closeAfter, ensureDir, errorCode, tempOwnerPid, tempPathFor, unlinkIfExists } from '../core/fs.js';
 
 export interface LockOwner {
   pid: number;

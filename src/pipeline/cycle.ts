@@ -3,27 +3,27 @@
  * state -> retention. `once`, `prune` and each daemon tick call these.
  */
 import { dirname, join } from 'node:path';
-import type { InstanceConfig } from './config.js';
-import { ruleDir } from './config.js';
-import { ArchiverError, ConflictError, ExitCode, FoldersFailedError, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from './errors.js';
-import type { FileSystem } from './fs.js';
+import type { InstanceConfig } from '../core/config.js';
+import { ruleDir } from '../core/config.js';
+import { ArchiverError, ConflictError, ExitCode, FoldersFailedError, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from '../core/errors.js';
+import type { FileSystem } from '../core/fs.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { prepareArchiveRoot, sameFilesystemWarning } from './archive-root.js';
-import type { Log } from './log.js';
+import type { Log } from '../core/log.js';
 import { JobQueue } from './queue.js';
 import { eventsHoldingSource } from './current-content.js';
 import { FUTURE_TOLERANCE_MS, latestArchived } from './event-order.js';
-import { lstatIfExists } from './fs.js';
+import { lstatIfExists } from '../core/fs.js';
 import { applyPlan, planRetention, scanFolder, scanWarnings, type Decision, type FolderEvent, type FolderScan } from './retention.js';
-import { runCycleHooks, runPruneHooks } from './hooks.js';
+import { runCycleHooks, runPruneHooks } from '../ops/hooks.js';
 import { bumpCounter, loadState, saveState, type ClockJump, type RuleErrorRecord, type State } from './state.js';
 import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
-import { userName } from './trust.js';
-import { MAX_SEQ, type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from './timestamp.js';
+import { userName } from '../core/trust.js';
+import { MAX_SEQ, type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from '../core/timestamp.js';
 import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
 import { archiveSnapshot, type ArchiveTarget, type FolderFailure, type NodesChange, type SnapshotResult } from './worker.js';
-import { queueForRemotes, settleRemoteQueue } from './offsite/queue.js';
-import { runOffsite, type RemoteRunReport } from './offsite/run.js';
+import { queueForRemotes, settleRemoteQueue } from '../offsite/queue.js';
+import { runOffsite, type RemoteRunReport } from '../offsite/run.js';
 
 export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
 

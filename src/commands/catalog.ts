@@ -10,20 +10,20 @@
  */
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { InstanceConfig, Rule } from './config.js';
-import { ruleDir } from './config.js';
-import { contextFor, failureLine, formatBytes, printResults, type TextOptions } from './context.js';
-import { errorReport, type ErrorReport } from './cycle.js';
-import { ArchiverError, ConfigError, ExitCode, InvalidSnapshotError, type ExitCodeValue } from './errors.js';
-import { errorCode, readFromStart, type FileInfo, type FileSystem } from './fs.js';
-import type { Log } from './log.js';
-import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo } from './rdb.js';
-import { latestArchived } from './event-order.js';
-import { scanFolder, scanWarnings, type FolderEvent } from './retention.js';
-import { sha256Hex } from './sha256.js';
-import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from './timestamp.js';
-import { copyPass, parseArchiveRecord } from './worker.js';
-import { runRemoteList, runRemoteVerify } from './offsite/commands.js';
+import type { InstanceConfig, Rule } from '../core/config.js';
+import { ruleDir } from '../core/config.js';
+import { contextFor, failureLine, formatBytes, printResults, type TextOptions } from '../core/context.js';
+import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
+import { ArchiverError, ConfigError, ExitCode, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
+import { errorCode, readFromStart, type FileInfo, type FileSystem } from '../core/fs.js';
+import type { Log } from '../core/log.js';
+import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo } from '../rdb/validate.js';
+import { latestArchived } from '../pipeline/event-order.js';
+import { scanFolder, scanWarnings, type FolderEvent } from '../pipeline/retention.js';
+import { sha256Hex } from '../core/sha256.js';
+import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from '../core/timestamp.js';
+import { copyPass, parseArchiveRecord } from '../pipeline/worker.js';
+import { runRemoteList, runRemoteVerify } from './offsite.js';
 
 /** `verify` found at least one bad event. */
 export const VERIFY_FAILED = 1 as ExitCodeValue;

@@ -10,21 +10,21 @@
  * .rdb (which makes an event count) appears after its companions.
  */
 import { basename, dirname, join } from 'node:path';
-import type { InstanceConfig } from './config.js';
-import { ruleDir } from './config.js';
-import { ConflictError, FoldersFailedError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from './errors.js';
-import type { FileInfo, FileSystem, Handle } from './fs.js';
+import type { InstanceConfig } from '../core/config.js';
+import { ruleDir } from '../core/config.js';
+import { ConflictError, FoldersFailedError, FsError, InsufficientSpaceError, InvalidSnapshotError, SourceUnavailableError, TryAgainError } from '../core/errors.js';
+import type { FileInfo, FileSystem, Handle } from '../core/fs.js';
 import { missingRootError } from './archive-root.js';
-import { effectiveUid } from './trust.js';
-import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from './fs.js';
-import type { Log } from './log.js';
-import { borrowPassBuffers } from './crc64.js';
-import { RdbValidator, type RdbInfo } from './rdb.js';
-import { createSha256, sha256Hex } from './sha256.js';
+import { effectiveUid } from '../core/trust.js';
+import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from '../core/fs.js';
+import type { Log } from '../core/log.js';
+import { borrowPassBuffers } from '../rdb/crc64.js';
+import { RdbValidator, type RdbInfo } from '../rdb/validate.js';
+import { createSha256, sha256Hex } from '../core/sha256.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
 import type { FolderEvent, FolderScan } from './retention.js';
-import { type EventFileKind, type Timestamp, MAX_ORDINAL, eventFileName, ordinalOf, parseTimestamp, timestampFromMs, withOrdinal } from './timestamp.js';
+import { type EventFileKind, type Timestamp, MAX_ORDINAL, eventFileName, ordinalOf, parseTimestamp, timestampFromMs, withOrdinal } from '../core/timestamp.js';
 import type { SnapshotJob } from './watcher.js';
 import { describeSourceKind } from './watcher.js';
 

@@ -26,12 +26,12 @@
  * croner is imported lazily, so `once` and the other commands never load it.
  */
 import type { Command } from 'commander';
-import type { Config } from './config.js';
-import { contextFor, type CommandContext } from './context.js';
-import { runOnce } from './cycle.js';
-import { checkOwnerAtStart } from './archive-root.js';
-import { ArchiverError, ConfigError, ExitCode } from './errors.js';
-import { metricsInstances, writeMetrics } from './metrics.js';
+import type { Config } from '../core/config.js';
+import { contextFor, type CommandContext } from '../core/context.js';
+import { runOnce } from '../pipeline/cycle.js';
+import { checkOwnerAtStart } from '../pipeline/archive-root.js';
+import { ArchiverError, ConfigError, ExitCode } from '../core/errors.js';
+import { metricsInstances, writeMetrics } from '../ops/metrics.js';
 
 /** After an abort, how long the daemon waits for the cycle to unwind before it exits anyway. */
 export const ABORT_GRACE_MS = 10_000;

@@ -14,16 +14,16 @@
  */
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
-import { loadConfig, type ConfigOverrides, type InstanceConfig } from './config.js';
-import { contextFor, type CommandContext } from './context.js';
-import type { FileSystem } from './fs.js';
-import { ensureDir, replaceFileAtomic, tempPathFor } from './fs.js';
+import { loadConfig, type ConfigOverrides, type InstanceConfig } from '../core/config.js';
+import { contextFor, type CommandContext } from '../core/context.js';
+import type { FileSystem } from '../core/fs.js';
+import { ensureDir, replaceFileAtomic, tempPathFor } from '../core/fs.js';
 import { inspectInstance, type InstanceFacts } from './inspect.js';
-import type { Log } from './log.js';
-import { ruleErrorsOf } from './state.js';
-import { timestampToMs } from './timestamp.js';
+import type { Log } from '../core/log.js';
+import { ruleErrorsOf } from '../pipeline/state.js';
+import { timestampToMs } from '../core/timestamp.js';
 import { lastFailureOf, unrecordedFailure } from './monitor.js';
-import { hookFailing as isHookFailing } from './state.js';
+import { hookFailing as isHookFailing } from '../pipeline/state.js';
 
 export const METRICS_FILE_MODE = 0o644;
 const METRICS_DIR_MODE = 0o755;

@@ -5,11 +5,11 @@
  * files redis can never prune or replace). Also: is it on the same
  * filesystem as the source, which is no backup of that disk.
  */
-import { ArchiveUnavailableError, OwnerMismatchError } from './errors.js';
-import type { InstanceConfig } from './config.js';
-import type { FileInfo, FileSystem } from './fs.js';
-import { ensureDir, errorCode } from './fs.js';
-import { effectiveUid, userName } from './trust.js';
+import { ArchiveUnavailableError, OwnerMismatchError } from '../core/errors.js';
+import type { InstanceConfig } from '../core/config.js';
+import type { FileInfo, FileSystem } from '../core/fs.js';
+import { ensureDir, errorCode } from '../core/fs.js';
+import { effectiveUid, userName } from '../core/trust.js';
 
 /** stat (following a symlink: a root that links to a mount point is fine), or undefined when missing. */
 async function statIfExists(fs: FileSystem, path: string): Promise<FileInfo | undefined> {

@@ -26,18 +26,18 @@ import {
   versionOf,
   type EventLocation,
 } from './catalog.js';
-import type { InstanceConfig } from './config.js';
-import { ruleDir } from './config.js';
-import { contextFor, failureLine, formatBytes, printResults, type TextOptions } from './context.js';
-import { errorReport, type ErrorReport } from './cycle.js';
-import { ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from './errors.js';
-import { errorCode, lstatIfExists, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from './fs.js';
-import type { Log } from './log.js';
-import type { RdbInfo } from './rdb.js';
-import { sha256Hex } from './sha256.js';
-import { eventFileName, type Timestamp } from './timestamp.js';
-import { copyPass } from './worker.js';
-import { runRemoteRestore } from './offsite/commands.js';
+import type { InstanceConfig } from '../core/config.js';
+import { ruleDir } from '../core/config.js';
+import { contextFor, failureLine, formatBytes, printResults, type TextOptions } from '../core/context.js';
+import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
+import { ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
+import { errorCode, lstatIfExists, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from '../core/fs.js';
+import type { Log } from '../core/log.js';
+import type { RdbInfo } from '../rdb/validate.js';
+import { sha256Hex } from '../core/sha256.js';
+import { eventFileName, type Timestamp } from '../core/timestamp.js';
+import { copyPass } from '../pipeline/worker.js';
+import { runRemoteRestore } from './offsite.js';
 
 /** Restored files are readable by their owner only; the follow-up steps chown them to the redis user. */
 export const RESTORE_FILE_MODE = 0o600;
@@ -468,7 +468,7 @@ export function restoreText(report: RestoreReport, opts?: TextOptions): string {
   return lines.join('\n');
 }
 
-/** For `restore --from` (src/offsite/commands.ts): the same target rules and publishing. */
+/** For `restore --from` (src/commands/offsite.ts): the same target rules and publishing. */
 export { resolveTarget as resolveRestoreTarget, publish as publishRestored, archiveIdentities };
 
 export function registerRestoreCommand(program: Command): void {

@@ -20,7 +20,7 @@
 
 import { open, type FileHandle } from 'node:fs/promises';
 import { borrowPassBuffers, Crc64, type PassBuffers } from './crc64.js';
-import { InvalidSnapshotError, fsError } from './errors.js';
+import { InvalidSnapshotError, fsError } from '../core/errors.js';
 
 export interface RdbAux {
   redisVer?: string;

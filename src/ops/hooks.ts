@@ -24,15 +24,15 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { Config, InstanceConfig } from './config.js';
-import { ruleDir } from './config.js';
-import { ConfigError } from './errors.js';
-import { effectiveUid, untrustedPathReason } from './trust.js';
-import type { PruneReport, RunReport } from './cycle.js';
-import type { FileSystem } from './fs.js';
-import type { Log } from './log.js';
-import { bumpCounter, hookFailing, loadState, saveState, type State } from './state.js';
-import { type Timestamp, eventFileName } from './timestamp.js';
+import type { Config, InstanceConfig } from '../core/config.js';
+import { ruleDir } from '../core/config.js';
+import { ConfigError } from '../core/errors.js';
+import { effectiveUid, untrustedPathReason } from '../core/trust.js';
+import type { PruneReport, RunReport } from '../pipeline/cycle.js';
+import type { FileSystem } from '../core/fs.js';
+import type { Log } from '../core/log.js';
+import { bumpCounter, hookFailing, loadState, saveState, type State } from '../pipeline/state.js';
+import { type Timestamp, eventFileName } from '../core/timestamp.js';
 
 export type HookName = 'after_archive' | 'after_prune' | 'on_failure';
 
@@ -127,7 +127,7 @@ export function hookExecutable(command: string, env: NodeJS.ProcessEnv = process
 }
 
 /**
- * Why a hook's executable must not be run (StrictModes, src/trust.ts): it, or
+ * Why a hook's executable must not be run (StrictModes, src/core/trust.ts): it, or
  * a folder above it, can be changed by another user. Only argv[0] is checked:
  * a script handed to an interpreter (["/bin/sh", "ship.sh"]) is the
  * operator's to protect. A missing executable is not refused here; running it
