@@ -91,6 +91,8 @@ export interface EventLocation {
   dir: string;
   ts: Timestamp;
   kinds: FolderEvent['kinds'];
+  /** The archive sequence number in the name of its archive record in this folder; undefined without one. */
+  seq?: number;
 }
 
 /**
@@ -108,7 +110,7 @@ export function findEvent(scanned: readonly RuleEvents[], which: Timestamp | 'la
   const out: EventLocation[] = [];
   for (const r of scanned) {
     const e = r.events.find((ev) => ev.ts === ts && ev.kinds.includes('rdb'));
-    if (e) out.push({ rule: r.rule, dir: r.dir, ts: e.ts, kinds: e.kinds });
+    if (e) out.push({ rule: r.rule, dir: r.dir, ts: e.ts, kinds: e.kinds, ...(e.seq === undefined ? {} : { seq: e.seq }) });
   }
   return out;
 }

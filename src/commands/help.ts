@@ -91,7 +91,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
   restore: {
     examples: [
       ['rdb-archiver restore latest --to /var/tmp/restore/', 'verify the newest event and write it as /var/tmp/restore/dump.rdb'],
-      ['rdb-archiver restore latest --from offsite --to /var/tmp/restore/', 'download the newest complete remote event, verifying it while streaming'],
+      ['rdb-archiver restore latest --from offsite --to /var/tmp/restore/', 'download the most recently archived complete remote event, verifying it while streaming'],
     ],
     exitCodes: [[OK, 'OK: restored and verified'], NO_SPACE, CONFIG, [INVALID_SOURCE, 'the event fails verification; nothing is written'], [NO_SOURCE, 'no such event'],
       INTERNAL, [CONFLICT, 'the target exists and --force was not given'], IO, [OFFSITE, '--from: the remote failed; nothing is written'], [PERMISSION, 'permission denied (with --from: the remote refused the credentials)']],

@@ -18,6 +18,7 @@ import { DEFAULT_NODES_NAME, DEFAULT_RDB_NAME, RESTORE_FILE_MODE, archiveIdentit
 import { createSha256, sha256Hex } from '../core/sha256.js';
 import { loadState } from '../pipeline/state.js';
 import type { Timestamp } from '../core/timestamp.js';
+import { latestArchived } from '../pipeline/event-order.js';
 import { remoteName, type Manifest, type RemoteEvent } from '../targets/manifest.js';
 import { S3Target } from '../targets/s3.js';
 import { pruneRemote, type RemotePruneReport } from '../offsite/prune.js';
@@ -99,7 +100,8 @@ function registerPush(program: Command): void {
 interface RemoteListReport {
   remote: string;
   location: string;
-  events: Array<{ ts: Timestamp; bytes: number; nodes: boolean }>;
+  /** Complete events, most recently archived first (event-order.ts); seq null for a manifest written before sequence numbers. */
+  events: Array<{ ts: Timestamp; seq: number | null; bytes: number; nodes: boolean }>;
   incomplete: Array<{ ts: Timestamp; names: string[]; modified: string }>;
   error?: ErrorReport;
   exitCode: ExitCodeValue;
@@ -112,7 +114,7 @@ export async function listRemote(remote: RemoteConfig): Promise<RemoteListReport
     for (const e of events) {
       if (e.complete) {
         const rdb = e.objects.find((o) => o.name.startsWith(`dump-${e.ts}.rdb`));
-        report.events.push({ ts: e.ts, bytes: rdb?.bytes ?? 0, nodes: e.objects.some((o) => o.name.startsWith(`nodes-${e.ts}.`)) });
+        report.events.push({ ts: e.ts, seq: e.seq ?? null, bytes: rdb?.bytes ?? 0, nodes: e.objects.some((o) => o.name.startsWith(`nodes-${e.ts}.`)) });
       } else {
         report.incomplete.push({ ts: e.ts, names: e.names, modified: new Date(e.modifiedMs).toISOString() });
       }
@@ -305,14 +307,15 @@ export async function restoreFromRemote(
   try {
     await withTarget(remote, async (target) => {
       const complete = (await target.listEvents()).filter((e) => e.complete);
-      const event = options.which === 'latest' ? complete[0] : complete.find((e) => e.ts === options.which);
+      // "latest": the most recently archived (event-order.ts), whatever clock named it.
+      const event = options.which === 'latest' ? latestArchived(complete) : complete.find((e) => e.ts === options.which);
       if (!event) {
         throw new EventNotFoundError(options.which === 'latest'
           ? `no complete events at remote ${remote.name} (${target.location}): nothing to restore`
           : `no complete event ${options.which} at remote ${remote.name}; see \`rdb-archiver list --remote ${remote.name}\``);
       }
       const read = await readManifest(target, event);
-      if (!read || 'error' in read) throw new InvalidSnapshotError(`${target.location}${remoteName('manifest', event.ts)}`, `manifest cannot be read: ${read ? read.error : 'it vanished'}; nothing restored`);
+      if (!read || 'error' in read) throw new InvalidSnapshotError(`${target.location}${event.manifest ?? remoteName('manifest', event.ts, event.seq)}`, `manifest cannot be read: ${read ? read.error : 'it vanished'}; nothing restored`);
       const m = read.manifest;
 
       const archive = { dir: instance.archiveDir, ids: await archiveIdentities(fs, instance) };

@@ -19,7 +19,7 @@ import { errorReport, type ErrorReport, type RuleReport } from '../pipeline/cycl
 import { RemoteError } from '../core/errors.js';
 import { planRetention, type Decision } from '../pipeline/retention.js';
 import type { Timestamp } from '../core/timestamp.js';
-import { remoteName, staleIncomplete, type RemoteEvent } from '../targets/manifest.js';
+import { parseRemoteName, staleIncomplete, type RemoteEvent } from '../targets/manifest.js';
 import type { S3Target } from '../targets/s3.js';
 import { retentionInput } from '../targets/target.js';
 import { readManifest } from './upload.js';
@@ -91,7 +91,7 @@ export async function pruneRemote(
   const plan = planRemoteRetention(events, remote.rules, timeZone, options.protect);
   report.rules = plan.rules;
   report.kept = [...plan.keep];
-  const newest = events.find((e) => e.complete);
+  const newest = events.find((e) => e.complete); // the listing is in archive order (event-order.ts)
   const byTs = new Map(events.map((e) => [e.ts, e]));
 
   for (const decision of [...plan.delete].reverse()) { // oldest first
@@ -99,8 +99,9 @@ export async function pruneRemote(
       report.kept.push({ ts: decision.ts, reason: 'newest complete event: never deleted' });
       continue;
     }
+    const event = byTs.get(decision.ts)!;
     try {
-      const manifest = await readManifest(target, decision, options.signal);
+      const manifest = await readManifest(target, event, options.signal);
       if (!manifest || 'error' in manifest) {
         report.refused.push({ ts: decision.ts, reason: `kept: its manifest cannot be read (${manifest ? manifest.error : 'gone since the listing'})` });
         continue;
@@ -109,8 +110,10 @@ export async function pruneRemote(
         report.deleted.push(decision);
         continue;
       }
+      // Every manifest of the event first (normally one): from then on it no longer counts as complete.
+      const manifests = event.objects.filter((o) => parseRemoteName(o.name)?.manifest);
       try {
-        await target.delete(remoteName('manifest', decision.ts), options.signal);
+        for (const m of manifests) await target.delete(m.name, options.signal);
       } catch (err) {
         if (err instanceof RemoteError && err.kind === 'remote-auth') {
           report.refused.push({ ts: decision.ts, reason: `kept: the server refused to delete its manifest (object-lock retention or legal hold?): ${err.message}` });
@@ -119,8 +122,8 @@ export async function pruneRemote(
         throw err;
       }
       const leftover: string[] = [];
-      for (const obj of byTs.get(decision.ts)?.objects ?? []) {
-        if (obj.name === remoteName('manifest', decision.ts)) continue;
+      for (const obj of event.objects) {
+        if (manifests.includes(obj)) continue;
         try {
           await target.delete(obj.name, options.signal);
         } catch (err) {

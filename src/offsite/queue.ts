@@ -15,6 +15,7 @@ export function queueForRemotes(state: State, instance: InstanceConfig, result: 
   if (instance.remotes.length === 0) return;
   const item = {
     ts: result.ts,
+    seq: result.seq,
     bytes: result.bytes,
     sha256: result.sha256,
     rdbVersion: result.rdb.version ?? null,

@@ -16,11 +16,14 @@
 import { dirname, join } from 'node:path';
 import type { InstanceConfig, RemoteConfig } from '../core/config.js';
 import { errorCode, replaceFileAtomic, ensureDir, type FileSystem } from '../core/fs.js';
-import { parseTimestamp, type Timestamp } from '../core/timestamp.js';
+import { isSeq, parseTimestamp, type Timestamp } from '../core/timestamp.js';
+import { newestArchivedFirst } from '../pipeline/event-order.js';
 
 /** One archived event waiting for (some) remotes. */
 export interface OffsiteItem {
   ts: Timestamp;
+  /** The event's archive sequence number (absent in a queue written before it was recorded). */
+  seq?: number;
   bytes: number;
   /** From the local copy pass: what the manifest records and the upload must match. */
   sha256: string;
@@ -65,13 +68,14 @@ export function parseQueue(raw: unknown): OffsiteItem[] {
     const o = v as Partial<OffsiteItem>;
     const ts = isStr(o?.ts) ? parseTimestamp(o.ts) : undefined;
     if (!ts || !isNum(o.bytes) || !isStr(o.sha256) || !/^[0-9a-f]{64}$/.test(o.sha256) || !isStr(o.archivedAt)) continue;
-    out.push({ ts, bytes: o.bytes, sha256: o.sha256, rdbVersion: isNum(o.rdbVersion) ? o.rdbVersion : null, redisVersion: isStr(o.redisVersion) ? o.redisVersion : null, archivedAt: o.archivedAt });
+    out.push({ ts, ...(isNum(o.seq) && isSeq(o.seq) ? { seq: o.seq } : {}), bytes: o.bytes, sha256: o.sha256, rdbVersion: isNum(o.rdbVersion) ? o.rdbVersion : null, redisVersion: isStr(o.redisVersion) ? o.redisVersion : null, archivedAt: o.archivedAt });
   }
   return sortOldestFirst(out);
 }
 
+/** Archive order (event-order.ts), the least recently archived first: the order uploads go in. */
 function sortOldestFirst(items: OffsiteItem[]): OffsiteItem[] {
-  return items.sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
+  return items.sort((a, b) => newestArchivedFirst(b, a));
 }
 
 /** Adds (or refreshes) an item; one item per timestamp. */

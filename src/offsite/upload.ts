@@ -19,8 +19,8 @@ import { parseSidecar, type EventLocation } from '../commands/catalog.js';
 import { InvalidSnapshotError, RemoteError } from '../core/errors.js';
 import { closeAfter, type FileSystem } from '../core/fs.js';
 import { createSha256, sha256Hex } from '../core/sha256.js';
-import { eventFileName } from '../core/timestamp.js';
-import { MANIFEST_FORMAT, MANIFEST_MAX_BYTES, MANIFEST_VERSION, parseManifest, remoteName, serializeManifest, type Manifest, type ManifestObject } from '../targets/manifest.js';
+import { eventFileName, type Timestamp } from '../core/timestamp.js';
+import { MANIFEST_FORMAT, MANIFEST_MAX_BYTES, MANIFEST_VERSION, parseManifest, remoteName, serializeManifest, type Manifest, type ManifestObject, type RemoteEvent } from '../targets/manifest.js';
 import type { S3Target, UploadCallbacks } from '../targets/s3.js';
 import type { OffsiteItem } from './state.js';
 
@@ -37,18 +37,29 @@ export interface UploadContext {
   signal?: AbortSignal;
 }
 
-/** Reads and parses an event's manifest; undefined when it does not exist. */
-export async function readManifest(target: S3Target, item: Pick<OffsiteItem, 'ts'>, signal?: AbortSignal): Promise<{ manifest: Manifest } | { error: string } | undefined> {
-  const name = remoteName('manifest', item.ts);
+/** Reads and parses a listed event's manifest; undefined when it does not exist (any more). */
+export async function readManifest(target: S3Target, event: Pick<RemoteEvent, 'ts' | 'seq' | 'manifest'>, signal?: AbortSignal): Promise<{ manifest: Manifest } | { error: string } | undefined> {
+  const name = event.manifest ?? remoteName('manifest', event.ts, event.seq);
   const head = await target.head(name, signal);
   if (!head) return undefined;
   if (head.bytes > MANIFEST_MAX_BYTES) return { error: `manifest is ${head.bytes} bytes: not one of ours` };
-  return parseManifest((await target.getSmall(name, MANIFEST_MAX_BYTES, signal)).toString('utf8'), item.ts);
+  return parseManifest((await target.getSmall(name, MANIFEST_MAX_BYTES, signal)).toString('utf8'), event.ts, event.seq);
+}
+
+/**
+ * The manifest an event already has at the remote: under its own name (with
+ * its archive sequence number), or under the name manifests had before.
+ */
+async function existingManifest(target: S3Target, ts: Timestamp, seq: number | undefined, signal?: AbortSignal): ReturnType<typeof readManifest> {
+  const own = seq === undefined ? undefined : await readManifest(target, { ts, seq }, signal);
+  return own ?? readManifest(target, { ts }, signal);
 }
 
 export async function uploadEvent(ctx: UploadContext, item: OffsiteItem, loc: EventLocation): Promise<UploadOutcome> {
   const { fs, target, signal } = ctx;
-  const existing = await readManifest(target, item, signal);
+  // The archive sequence number: in the name of the local archive record (the queue's copy for a queue item of an older record-less event).
+  const seq = loc.seq ?? item.seq;
+  const existing = await existingManifest(target, item.ts, seq, signal);
   if (existing && 'manifest' in existing) {
     if (existing.manifest.rdb.sha256 === item.sha256) return { outcome: 'already-there' };
     return { outcome: 'conflict', reason: `the remote already holds an event ${item.ts} with other content (sha256 ${existing.manifest.rdb.sha256.slice(0, 16)}…, ours ${item.sha256.slice(0, 16)}…): left as it is` };
@@ -114,6 +125,8 @@ export async function uploadEvent(ctx: UploadContext, item: OffsiteItem, loc: Ev
     ts: item.ts,
     instance: ctx.instanceName,
     host: hostname(),
+    seq: seq ?? null,
+    archivedAt: item.archivedAt,
     uploadedAt: new Date().toISOString(),
     rdbVersion: item.rdbVersion,
     redisVersion: item.redisVersion,
@@ -122,6 +135,6 @@ export async function uploadEvent(ctx: UploadContext, item: OffsiteItem, loc: Ev
     sidecar: sidecarObject,
   };
   const body = serializeManifest(manifest);
-  await target.putSmall(remoteName('manifest', item.ts), body, 'application/json', signal);
+  await target.putSmall(remoteName('manifest', item.ts, seq), body, 'application/json', signal);
   return { outcome: 'uploaded', bytes: rdbObject.storedBytes + (nodesObject?.storedBytes ?? 0) + sidecarObject.storedBytes + body.length };
 }

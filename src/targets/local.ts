@@ -23,6 +23,7 @@ export class LocalFolderTarget implements ArchiveTarget {
       complete: e.kinds.includes('rdb'),
       names: eventFileNames(e), // (an archive record's name carries its sequence number)
       bytes: 0,
+      ...(e.seq === undefined ? {} : { seq: e.seq }),
     }));
   }
 }

@@ -5,12 +5,20 @@
  *   <prefix>dump-<ts>.rdb        the snapshot (stored as is: encoding chain [])
  *   <prefix>nodes-<ts>.config    its nodes.conf, when it has one
  *   <prefix>dump-<ts>.sha256     the same sha256sum sidecar as the local one
- *   <prefix>manifest-<ts>.json   written last, after HEAD checks of the others
+ *   <prefix>manifest-<ts>.seq<N>.json   written last, after HEAD checks of the others
+ *
+ * N is the event's archive sequence number, the one in the name of its local
+ * archive record (dump-<ts>.seq<N>.json): in the manifest's name so that a
+ * listing alone orders the remote's events the way the archive does
+ * (src/pipeline/event-order.ts: "latest" is the highest N, whatever clock
+ * named the event). A manifest written before that is manifest-<ts>.json:
+ * still complete, ranked below every event with a sequence number.
  *
  * An event whose manifest is missing is incomplete: never listed, restored or
  * counted by retention; its objects are removed after the grace period.
  */
-import { eventFileName, parseTimestamp, type Timestamp } from '../core/timestamp.js';
+import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
+import { eventFileName, isSeq, parseTimestamp, type Timestamp } from '../core/timestamp.js';
 import type { TargetEvent } from './target.js';
 
 export const MANIFEST_FORMAT = 'rdb-archiver remote event';
@@ -46,6 +54,10 @@ export interface Manifest {
   ts: Timestamp;
   instance: string;
   host: string;
+  /** The event's archive sequence number (its local archive record's); null in a manifest written before it was recorded. */
+  seq: number | null;
+  /** When the event was archived locally (ISO 8601); null when not recorded. */
+  archivedAt: string | null;
   /** When the upload completed (ISO 8601). */
   uploadedAt: string;
   /** RDB format version from the header, when known. */
@@ -59,26 +71,39 @@ export interface Manifest {
 
 export type RemoteKind = 'rdb' | 'nodes' | 'sha256' | 'manifest';
 
-/** The event's files keep their local names (timestamp.ts makes them); the manifest is the remote's own. */
-export function remoteName(kind: RemoteKind, ts: Timestamp): string {
-  return kind === 'manifest' ? `manifest-${ts}.json` : eventFileName(kind, ts);
+/**
+ * The event's files keep their local names (timestamp.ts makes them); the
+ * manifest is the remote's own, with the archive sequence number when the
+ * event has one (without: the name manifests had before).
+ */
+export function remoteName(kind: RemoteKind, ts: Timestamp, seq?: number): string {
+  if (kind !== 'manifest') return eventFileName(kind, ts);
+  if (seq === undefined) return `manifest-${ts}.json`;
+  if (!isSeq(seq)) throw new RangeError(`a manifest's sequence number must be >= 1, not ${seq}`);
+  return `manifest-${ts}.seq${seq}.json`;
 }
 
-const OUR_NAME = /^(dump|nodes|manifest)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})\.[A-Za-z0-9.]+$/;
+/** Ours: the event's timestamp (with a same-second ordinal), then a suffix. */
+const OUR_NAME = /^(dump|nodes|manifest)-(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:_[1-9])?)\.([A-Za-z0-9.]+)$/;
+const MANIFEST_SUFFIX = /^(?:seq([1-9]\d{0,14})\.)?json$/;
 
 /**
  * The event a name under the prefix belongs to, or undefined for names that
  * are not ours (left alone by every command). An encoded data object
- * (dump-<ts>.rdb.zst.age, issue 12) still belongs to its event.
+ * (dump-<ts>.rdb.zst.age, issue 12) still belongs to its event. A manifest's
+ * name gives the event's archive sequence number, when it has one.
  */
-export function parseRemoteName(name: string): { ts: Timestamp; manifest: boolean } | undefined {
+export function parseRemoteName(name: string): { ts: Timestamp; manifest: boolean; seq?: number } | undefined {
   const m = OUR_NAME.exec(name);
   if (!m) return undefined;
   const ts = parseTimestamp(m[2]!);
   if (!ts) return undefined;
-  const manifest = m[1] === 'manifest';
-  if (manifest && name !== remoteName('manifest', ts)) return undefined;
-  return { ts, manifest };
+  if (m[1] !== 'manifest') return { ts, manifest: false };
+  const suffix = MANIFEST_SUFFIX.exec(m[3]!);
+  if (!suffix) return undefined;
+  if (suffix[1] === undefined) return { ts, manifest: true };
+  const seq = Number(suffix[1]);
+  return isSeq(seq) ? { ts, manifest: true, seq } : undefined;
 }
 
 export function serializeManifest(m: Manifest): Buffer {
@@ -111,8 +136,8 @@ function parseObject(v: unknown, where: string, problems: string[]): ManifestObj
   return { name: o.name!, bytes: o.bytes!, sha256: o.sha256!, storedBytes: o.storedBytes!, etag: o.etag ?? null, encoding: o.encoding! };
 }
 
-/** Parses a manifest defensively; `expectedTs` is the timestamp its name carries. */
-export function parseManifest(text: string, expectedTs: Timestamp): { manifest: Manifest } | { error: string } {
+/** Parses a manifest defensively; `expectedTs` and `expectedSeq` are what its name carries. */
+export function parseManifest(text: string, expectedTs: Timestamp, expectedSeq?: number): { manifest: Manifest } | { error: string } {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -123,6 +148,8 @@ export function parseManifest(text: string, expectedTs: Timestamp): { manifest: 
   if (!o || typeof o !== 'object' || o.format !== MANIFEST_FORMAT) return { error: 'not an rdb-archiver manifest' };
   if (o.version !== MANIFEST_VERSION) return { error: `manifest version ${String(o.version)} is not supported by this version of rdb-archiver` };
   if (o.ts !== expectedTs) return { error: `names event ${String(o.ts)}, not ${expectedTs}` };
+  const seq = o.seq === undefined || o.seq === null ? null : o.seq;
+  if ((seq ?? undefined) !== expectedSeq) return { error: `records archive sequence number ${String(seq)}, its name ${String(expectedSeq ?? 'none')}` };
   const problems: string[] = [];
   const rdb = parseObject(o.rdb, 'rdb', problems);
   const sidecar = parseObject(o.sidecar, 'sidecar', problems);
@@ -136,6 +163,8 @@ export function parseManifest(text: string, expectedTs: Timestamp): { manifest: 
       ts: expectedTs,
       instance: typeof o.instance === 'string' ? o.instance : '',
       host: typeof o.host === 'string' ? o.host : '',
+      seq,
+      archivedAt: typeof o.archivedAt === 'string' ? o.archivedAt : null,
       uploadedAt: typeof o.uploadedAt === 'string' ? o.uploadedAt : '',
       rdbVersion: typeof o.rdbVersion === 'number' ? o.rdbVersion : null,
       redisVersion: typeof o.redisVersion === 'string' ? o.redisVersion : null,
@@ -156,9 +185,15 @@ export interface ListedObject {
 export interface RemoteEvent extends TargetEvent {
   objects: ListedObject[];
   modifiedMs: number;
+  /** The name of the manifest that makes it complete (the one with the highest sequence number), when there is one. */
+  manifest?: string;
 }
 
-/** Groups a listing into events, newest first; names that are not ours are dropped. */
+/**
+ * Groups a listing into events, most recently archived first (event-order.ts:
+ * by the sequence number in the manifest's name; events without one below,
+ * by name); names that are not ours are dropped.
+ */
 export function groupListing(objects: readonly ListedObject[]): RemoteEvent[] {
   const byTs = new Map<Timestamp, RemoteEvent>();
   for (const obj of objects) {
@@ -173,9 +208,14 @@ export function groupListing(objects: readonly ListedObject[]): RemoteEvent[] {
     ev.names.push(obj.name);
     ev.bytes += obj.bytes;
     ev.modifiedMs = Math.max(ev.modifiedMs, obj.modifiedMs);
-    if (parsed.manifest) ev.complete = true;
+    if (parsed.manifest && (!ev.complete || (parsed.seq ?? 0) > (ev.seq ?? 0))) {
+      ev.complete = true;
+      ev.manifest = obj.name;
+      if (parsed.seq === undefined) delete ev.seq;
+      else ev.seq = parsed.seq;
+    }
   }
-  return [...byTs.values()].sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+  return sortNewestArchivedFirst([...byTs.values()].sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0)));
 }
 
 /**

@@ -27,6 +27,8 @@ export interface TargetEvent {
   names: string[];
   /** Stored bytes of all its names. */
   bytes: number;
+  /** The archive sequence number (event-order.ts), when the target's names carry one. */
+  seq?: number;
   /** The newest modification time of its names (ms), where the target knows it. */
   modifiedMs?: number;
 }
@@ -35,11 +37,11 @@ export interface ArchiveTarget {
   /** For messages: a folder path or s3://bucket/prefix. */
   readonly location: string;
   readonly capabilities: TargetCapabilities;
-  /** Every event of ours at the target, newest first; names that are not ours are ignored. */
+  /** Every event of ours at the target, most recently archived first (event-order.ts); names that are not ours are ignored. */
   listEvents(): Promise<TargetEvent[]>;
 }
 
 /** The shape planRetention takes: a complete event counts as having its 'rdb'. */
-export function retentionInput(events: readonly TargetEvent[]): Array<{ ts: Timestamp; kinds: Array<'rdb'> }> {
-  return events.filter((e) => e.complete).map((e) => ({ ts: e.ts, kinds: ['rdb'] }));
+export function retentionInput(events: readonly TargetEvent[]): Array<{ ts: Timestamp; kinds: Array<'rdb'>; seq?: number }> {
+  return events.filter((e) => e.complete).map((e) => (e.seq === undefined ? { ts: e.ts, kinds: ['rdb'] } : { ts: e.ts, kinds: ['rdb'], seq: e.seq }));
 }

@@ -48,19 +48,22 @@ describe('off-site copies to an S3-compatible server', () => {
     expect(out.offsite).toMatchObject([{ remote: 'offsite', status: 'uploaded', uploaded: ['2025-03-01T10-00-00'], pending: [] }]);
     expect(r.stderr).not.toMatch(/Warning|NodeVersionSupport|deprecat/i);
 
-    expect(keysUnder(prefix)).toEqual(['dump-2025-03-01T10-00-00.rdb', 'dump-2025-03-01T10-00-00.sha256', 'manifest-2025-03-01T10-00-00.json']);
+    expect(keysUnder(prefix)).toEqual(['dump-2025-03-01T10-00-00.rdb', 'dump-2025-03-01T10-00-00.sha256', 'manifest-2025-03-01T10-00-00.seq1.json']);
     // The manifest records the copy pass's sha256 and the empty encoding chain.
     const dl = tempDir();
     expect(runAws(['s3', 'cp', `s3://${TEST_BUCKET}/${prefix}`, dl, '--recursive'], s3.endpoint).code).toBe(0);
-    const manifest = readJson<{ ts: string; rdb: { sha256: string; bytes: number; encoding: string[] }; nodes: null; rdbVersion: number }>(join(dl, 'manifest-2025-03-01T10-00-00.json'));
-    expect(manifest).toMatchObject({ ts: '2025-03-01T10-00-00', rdb: { sha256: snap.sha256, bytes: snap.length, encoding: [] }, nodes: null });
+    const manifest = readJson<{ ts: string; seq: number; archivedAt: string; rdb: { sha256: string; bytes: number; encoding: string[] }; nodes: null; rdbVersion: number }>(join(dl, 'manifest-2025-03-01T10-00-00.seq1.json'));
+    // Its archive sequence number is the local archive record's (dump-<ts>.seq1.json): the remote's archive order.
+    expect(readdirSync(join(env.archive, 'all'))).toContain('dump-2025-03-01T10-00-00.seq1.json');
+    expect(manifest.archivedAt).toMatch(/^\d{4}-\d{2}-\d{2}T/);
+    expect(manifest).toMatchObject({ ts: '2025-03-01T10-00-00', seq: 1, rdb: { sha256: snap.sha256, bytes: snap.length, encoding: [] }, nodes: null });
     expect(readFileSync(join(dl, 'dump-2025-03-01T10-00-00.rdb')).equals(snap.bytes)).toBe(true);
     const check = spawnSync('sha256sum', ['-c', 'dump-2025-03-01T10-00-00.sha256'], { cwd: dl, encoding: 'utf8' });
     expect(check.status, check.stdout + check.stderr).toBe(0);
 
     const list = await cli(['list', '--remote', 'offsite', '--json', '-c', env.config]);
     expect(list.code, list.stderr).toBe(0);
-    expect(jsonOf(list)).toMatchObject({ remote: 'offsite', events: [{ ts: '2025-03-01T10-00-00', bytes: snap.length, nodes: false }], incomplete: [] });
+    expect(jsonOf(list)).toMatchObject({ remote: 'offsite', events: [{ ts: '2025-03-01T10-00-00', seq: 1, bytes: snap.length, nodes: false }], incomplete: [] });
     const verify = await cli(['verify', '--remote', 'offsite', '--read-data', '--json', '-c', env.config]);
     expect(verify.code, verify.stderr).toBe(0);
     expect(jsonOf(verify)).toMatchObject({ ok: true, readData: true, events: [{ ts: '2025-03-01T10-00-00', ok: true, checked: 'data' }], bytesRead: snap.length + 95 });
@@ -123,7 +126,7 @@ describe('off-site copies to an S3-compatible server', () => {
     const pruned = await cli(['prune', '--remote', 'offsite', '--json', '-c', env.config]);
     expect(pruned.code, pruned.stderr).toBe(0);
     // The complete event stays (newest, kept by the rule); the stray name that is not ours is left alone.
-    expect(keysUnder(prefix)).toEqual(['dump-2025-03-03T10-00-00.rdb', 'dump-2025-03-03T10-00-00.sha256', 'manifest-2025-03-03T10-00-00.json', 'notes.txt']);
+    expect(keysUnder(prefix)).toEqual(['dump-2025-03-03T10-00-00.rdb', 'dump-2025-03-03T10-00-00.sha256', 'manifest-2025-03-03T10-00-00.seq1.json', 'notes.txt']);
   });
 
   it('remote retention over days of events: its own rules, a dry run with reasons, manifest-first deletion', async () => {
@@ -148,11 +151,63 @@ describe('off-site copies to an S3-compatible server', () => {
     expect(dry.stdout).toContain('remote retention plan (dry run: nothing deleted) for offsite: keep 1, would delete 1');
     expect(dry.stdout).toMatch(/delete +2025-04-02T10-00-00 +daily: older than the 1 most recent day periods that have events/);
     expect(dry.stdout).toMatch(/keep +2025-04-03T21-00-00 +daily: .*\(day 2025-04-03, 1 of 1\)/);
-    expect(keysUnder(prefix)).toContain('manifest-2025-04-02T10-00-00.json');
+    expect(keysUnder(prefix)).toContain('manifest-2025-04-02T10-00-00.seq3.json');
     const real = await cli(['prune', '--remote', 'offsite', '--json', '-c', env.config]);
     expect(real.code, real.stderr).toBe(0);
     expect(jsonOf(real)).toMatchObject({ deleted: [{ ts: '2025-04-02T10-00-00' }], refused: [] });
     expect(keysUnder(prefix).filter((k) => k.includes('2025-04-02'))).toEqual([]);
+  });
+
+  it('a skewed source clock (named in the future, then stepped back): restore latest --from, list, verify and remote retention follow the archive order, not the names', async () => {
+    const prefix = newPrefix();
+    const roomy = ['{ name: last, count: 10 }'];
+    const env = withRemote({ prefix, rules: roomy });
+    // In archive order: a clock years ahead, then corrected, then stepped back further; the last two
+    // within one second (a same-second ordinal, _1, which the remote must list as complete too).
+    const named = ['2099-01-01T00:00:00Z', '2025-06-01T10:00:00Z', '2025-05-01T10:00:00Z', '2025-04-01T10:00:00Z', '2025-04-01T10:00:00Z'];
+    const snaps = [];
+    for (const [i, at] of named.entries()) {
+      snaps.push(writeSnapshot(env.source, { seed: `skew${i}`, mtime: new Date(at), size: 100_000 + i * 1000 }));
+      const r = await cli(['once', '--json', '-c', env.config]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(jsonOf<{ offsite: Array<{ status: string }> }>(r).offsite[0]!.status, `${i}: ${r.stdout}`).toBe('uploaded');
+    }
+    const archiveOrder = ['2025-04-01T10-00-00_1', '2025-04-01T10-00-00', '2025-05-01T10-00-00', '2025-06-01T10-00-00', '2099-01-01T00-00-00'];
+    expect(keysUnder(prefix).filter((k) => k.startsWith('manifest-'))).toEqual([
+      'manifest-2025-04-01T10-00-00.seq4.json', 'manifest-2025-04-01T10-00-00_1.seq5.json', 'manifest-2025-05-01T10-00-00.seq3.json',
+      'manifest-2025-06-01T10-00-00.seq2.json', 'manifest-2099-01-01T00-00-00.seq1.json',
+    ]);
+    const list = jsonOf<{ events: Array<{ ts: string; seq: number }>; incomplete: unknown[] }>(await cli(['list', '--remote', 'offsite', '--json', '-c', env.config]));
+    expect(list.events.map((e) => e.ts)).toEqual(archiveOrder);
+    expect(list.incomplete).toEqual([]);
+    const verify = await cli(['verify', '--remote', 'offsite', '--json', '-c', env.config]);
+    expect(verify.code, verify.stdout).toBe(0);
+    expect(jsonOf<{ events: Array<{ ts: string }> }>(verify).events.map((e) => e.ts)).toEqual(archiveOrder);
+
+    // The host is gone: "latest" is what was archived last, not the highest name (2099).
+    rmSync(env.archive, { recursive: true, force: true });
+    mkdirSync(env.archive, { mode: 0o700 });
+    const out = join(env.root, 'latest.rdb');
+    const restored = await cli(['restore', 'latest', '--from', 'offsite', '--to', out, '--json', '-c', env.config]);
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(jsonOf(restored)).toMatchObject({ status: 'restored', ts: '2025-04-01T10-00-00_1', sha256: snaps[4]!.sha256 });
+    expect(readFileSync(out).equals(snaps[4]!.bytes)).toBe(true);
+
+    // Remote retention keeps the 2 most recently archived, whatever their names; the dry run says why.
+    env.writeConfig({ extra: remoteYaml({ endpoint: s3.endpoint, prefix, rules: ['{ name: last, count: 2 }'] }) });
+    const dry = await cli(['prune', '--remote', 'offsite', '--dry-run', '-c', env.config]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain('keep 2, would delete 3');
+    expect(dry.stdout).toMatch(/keep +2025-04-01T10-00-00_1 +last: most recently archived event/);
+    expect(dry.stdout).toMatch(/keep +2025-04-01T10-00-00 +last: snapshot 2 of 2/);
+    for (const ts of ['2025-05-01T10-00-00', '2025-06-01T10-00-00', '2099-01-01T00-00-00']) {
+      expect(dry.stdout).toMatch(new RegExp(`delete +${ts} +last: older than the 2 most recently archived snapshots`));
+    }
+    const real = await cli(['prune', '--remote', 'offsite', '--json', '-c', env.config]);
+    expect(real.code, real.stderr).toBe(0);
+    expect(jsonOf<{ deleted: Array<{ ts: string }> }>(real).deleted.map((d) => d.ts).sort()).toEqual(['2025-05-01T10-00-00', '2025-06-01T10-00-00', '2099-01-01T00-00-00']);
+    expect(jsonOf<{ events: Array<{ ts: string }> }>(await cli(['list', '--remote', 'offsite', '--json', '-c', env.config])).events.map((e) => e.ts))
+      .toEqual(['2025-04-01T10-00-00_1', '2025-04-01T10-00-00']);
   });
 
   it('a no-change once with a remote configured and nothing pending never loads the S3 SDK', async () => {

@@ -12,7 +12,7 @@ import { ConfigError } from '../../src/core/errors.js';
 import { OSFS } from '../../src/core/fs.js';
 import { planRetention } from '../../src/pipeline/retention.js';
 import type { Timestamp } from '../../src/core/timestamp.js';
-import { groupListing, MANIFEST_FORMAT, parseManifest, parseRemoteName, serializeManifest, staleIncomplete, type Manifest } from '../../src/targets/manifest.js';
+import { groupListing, MANIFEST_FORMAT, parseManifest, parseRemoteName, remoteName, serializeManifest, staleIncomplete, type Manifest } from '../../src/targets/manifest.js';
 import { LocalFolderTarget } from '../../src/targets/local.js';
 import { retentionInput } from '../../src/targets/target.js';
 import { scrubSecrets } from '../../src/targets/s3.js';
@@ -108,7 +108,7 @@ describe('remotes config', () => {
 
 describe('manifest and listing', () => {
   const manifest: Manifest = {
-    format: MANIFEST_FORMAT, version: 1, ts: T('2025-01-02T03-04-05'), instance: 'default', host: 'h', uploadedAt: '2025-01-02T03:05:00Z', rdbVersion: 11, redisVersion: '7.2.4',
+    format: MANIFEST_FORMAT, version: 1, ts: T('2025-01-02T03-04-05'), instance: 'default', host: 'h', seq: 7, archivedAt: '2025-01-02T03:04:30Z', uploadedAt: '2025-01-02T03:05:00Z', rdbVersion: 11, redisVersion: '7.2.4',
     rdb: { name: 'dump-2025-01-02T03-04-05.rdb', bytes: 10, storedBytes: 10, sha256: 'a'.repeat(64), etag: 'x', encoding: [] },
     nodes: null,
     sidecar: { name: 'dump-2025-01-02T03-04-05.sha256', bytes: 95, storedBytes: 95, sha256: 'b'.repeat(64), etag: null, encoding: [] },
@@ -116,18 +116,33 @@ describe('manifest and listing', () => {
 
   it('round-trips, and refuses another event, another format, or an encoding this version cannot undo', () => {
     const text = serializeManifest(manifest).toString();
-    expect(parseManifest(text, T('2025-01-02T03-04-05'))).toEqual({ manifest });
-    expect(parseManifest(text, T('2025-01-02T03-04-06'))).toMatchObject({ error: expect.stringContaining('names event') });
+    expect(parseManifest(text, T('2025-01-02T03-04-05'), 7)).toEqual({ manifest });
+    expect(parseManifest(text, T('2025-01-02T03-04-06'), 7)).toMatchObject({ error: expect.stringContaining('names event') });
+    // The sequence number in its name and in its body must agree (a copied or renamed manifest is not trusted).
+    expect(parseManifest(text, T('2025-01-02T03-04-05'), 8)).toMatchObject({ error: expect.stringContaining('archive sequence number 7') });
+    expect(parseManifest(text, T('2025-01-02T03-04-05'))).toMatchObject({ error: expect.stringContaining('archive sequence number 7') });
+    // A manifest from before sequence numbers (no seq, no archivedAt) still reads, with nulls.
+    const { seq: _s, archivedAt: _a, ...old } = manifest;
+    expect(parseManifest(JSON.stringify(old), T('2025-01-02T03-04-05'))).toEqual({ manifest: { ...manifest, seq: null, archivedAt: null } });
     expect(parseManifest('{"format":"other"}', T('2025-01-02T03-04-05'))).toMatchObject({ error: 'not an rdb-archiver manifest' });
     expect(parseManifest('not json', T('2025-01-02T03-04-05'))).toMatchObject({ error: 'not valid JSON' });
     const encoded = JSON.parse(text) as Manifest;
     encoded.rdb.encoding = ['zstd', 'age'];
-    expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'))).toMatchObject({ error: expect.stringContaining('encoding zstd, age is not supported') });
+    expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('encoding zstd, age is not supported') });
   });
 
   it('groups a listing into events: complete only with a manifest; foreign names are dropped', () => {
     expect(parseRemoteName('dump-2025-01-02T03-04-05.rdb.zst.age')).toEqual({ ts: '2025-01-02T03-04-05', manifest: false });
     expect(parseRemoteName('manifest-2025-01-02T03-04-05.json.bak')).toBeUndefined();
+    expect(parseRemoteName('manifest-2025-01-02T03-04-05.seq12.json')).toEqual({ ts: '2025-01-02T03-04-05', manifest: true, seq: 12 });
+    expect(parseRemoteName('manifest-2025-01-02T03-04-05.json')).toEqual({ ts: '2025-01-02T03-04-05', manifest: true });
+    expect(parseRemoteName('manifest-2025-01-02T03-04-05.seq0.json')).toBeUndefined();
+    expect(parseRemoteName('manifest-2025-01-02T03-04-05.seq1.json.tmp')).toBeUndefined();
+    // A same-second ordinal is part of the event's name, at the remote too.
+    expect(parseRemoteName('manifest-2025-01-02T03-04-05_2.seq3.json')).toEqual({ ts: '2025-01-02T03-04-05_2', manifest: true, seq: 3 });
+    expect(parseRemoteName('dump-2025-01-02T03-04-05_2.rdb')).toEqual({ ts: '2025-01-02T03-04-05_2', manifest: false });
+    expect(remoteName('manifest', T('2025-01-02T03-04-05'), 12)).toBe('manifest-2025-01-02T03-04-05.seq12.json');
+    expect(remoteName('manifest', T('2025-01-02T03-04-05'))).toBe('manifest-2025-01-02T03-04-05.json');
     expect(parseRemoteName('notes.txt')).toBeUndefined();
     expect(parseRemoteName('dump-2025-13-02T03-04-05.rdb')).toBeUndefined();
     const events = groupListing([
@@ -139,6 +154,23 @@ describe('manifest and listing', () => {
     expect(events.map((e) => [e.ts, e.complete, e.bytes])).toEqual([['2025-01-03T00-00-00', false, 7], ['2025-01-01T00-00-00', true, 6]]);
     expect(staleIncomplete(events, 5000 + 999, 1000)).toEqual([]);
     expect(staleIncomplete(events, 5000 + 1000, 1000).map((e) => e.ts)).toEqual(['2025-01-03T00-00-00']);
+  });
+
+  it('orders a listing by archive sequence number, whatever clock named the events; manifests without one rank below', () => {
+    const events = groupListing([
+      { name: 'manifest-2030-01-01T00-00-00.seq2.json', bytes: 1, modifiedMs: 0 }, // a clock in the future
+      { name: 'manifest-2020-01-01T00-00-00.seq3.json', bytes: 1, modifiedMs: 0 }, // then stepped far back: archived last
+      { name: 'manifest-2025-01-01T00-00-00.seq1.json', bytes: 1, modifiedMs: 0 },
+      { name: 'manifest-2026-01-01T00-00-00.json', bytes: 1, modifiedMs: 0 }, // written before sequence numbers
+      { name: 'manifest-2024-01-01T00-00-00.json', bytes: 1, modifiedMs: 0 },
+      { name: 'dump-2031-01-01T00-00-00.rdb', bytes: 1, modifiedMs: 0 }, // incomplete
+    ]);
+    expect(events.filter((e) => e.complete).map((e) => [e.ts, e.seq])).toEqual([
+      ['2020-01-01T00-00-00', 3], ['2030-01-01T00-00-00', 2], ['2025-01-01T00-00-00', 1], ['2026-01-01T00-00-00', undefined], ['2024-01-01T00-00-00', undefined],
+    ]);
+    // Two manifests of one event (an upgrade re-uploaded it): the one with the sequence number names it.
+    const twice = groupListing([{ name: 'manifest-2025-01-01T00-00-00.json', bytes: 1, modifiedMs: 0 }, { name: 'manifest-2025-01-01T00-00-00.seq4.json', bytes: 1, modifiedMs: 0 }]);
+    expect(twice).toMatchObject([{ ts: '2025-01-01T00-00-00', seq: 4, manifest: 'manifest-2025-01-01T00-00-00.seq4.json', complete: true }]);
   });
 
   it('a local rule folder and a remote listing feed the same planner the same way', async () => {
