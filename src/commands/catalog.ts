@@ -20,6 +20,7 @@ import type { Log } from '../core/log.js';
 import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo } from '../rdb/validate.js';
 import { latestArchived } from '../pipeline/event-order.js';
 import { scanFolder, scanWarnings, type FolderEvent } from '../pipeline/retention.js';
+import { discoverFolders, folderNote, type FolderOrigin } from '../pipeline/archive-index.js';
 import { sha256Hex } from '../core/sha256.js';
 import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from '../core/timestamp.js';
 import { copyPass, parseArchiveRecord } from '../pipeline/worker.js';
@@ -44,18 +45,6 @@ export class EventNotFoundError extends ArchiverError {
 // ---------------------------------------------------------------------------
 // Rules, timestamps, events
 
-/** The rules a command works on: all, or the one named by --rule (a ConfigError if no instance has it). */
-export function selectRules(instance: InstanceConfig, ruleName: string | undefined): Rule[] {
-  return ruleName === undefined ? instance.rules : instance.rules.filter((r) => r.name === ruleName);
-}
-
-export function checkRuleExists(instances: readonly InstanceConfig[], ruleName: string | undefined): void {
-  if (ruleName === undefined) return;
-  if (instances.some((i) => i.rules.some((r) => r.name === ruleName))) return;
-  const known = [...new Set(instances.flatMap((i) => i.rules.map((r) => r.name)))].join(', ');
-  throw new ConfigError(undefined, '--rule', `no rule named "${ruleName}" (rules: ${known})`);
-}
-
 /** Parses a TS argument: our file-name form (2025-02-24T23-59-00) or an ISO 8601 instant. */
 export function parseTsArgument(text: string, what = 'TS'): Timestamp {
   const ts = parseUserTimestamp(text);
@@ -69,6 +58,8 @@ export function parseTsArgument(text: string, what = 'TS'): Timestamp {
 export interface RuleEvents {
   rule: string;
   dir: string;
+  /** Where the folder's name came from (archive-index.ts); 'config' for a configured rule. */
+  origin?: FolderOrigin;
   /** Newest first, as scanned (including incomplete events). */
   events: FolderEvent[];
   /** Foreign files and a folder others can write (scanWarnings): reported by every command that scans. */
@@ -84,6 +75,33 @@ export async function scanRules(fs: FileSystem, instance: InstanceConfig, rules:
     out.push({ rule: rule.name, dir, events: scan.events, warnings: scanWarnings(scan) });
   }
   return out;
+}
+
+/**
+ * Scans every rule folder of the archive (archive-index.ts discoverFolders):
+ * the config's rules and any other folder holding events, each marked with
+ * its origin. `ruleName` keeps only that folder. `notes` says which folders
+ * the config does not name.
+ */
+export async function scanArchive(fs: FileSystem, instance: InstanceConfig, ruleName: string | undefined): Promise<{ scanned: RuleEvents[]; notes: string[]; names: string[] }> {
+  const { folders, warnings } = await discoverFolders(fs, instance);
+  const notes = [...warnings];
+  const scanned: RuleEvents[] = [];
+  for (const folder of folders) {
+    if (ruleName !== undefined && folder.name !== ruleName) continue;
+    const note = folderNote(folder, instance.archiveOnly === true);
+    if (note) notes.push(note);
+    const scan = await scanFolder(fs, folder.dir);
+    scanned.push({ rule: folder.name, dir: folder.dir, origin: folder.origin, events: scan.events, warnings: scanWarnings(scan) });
+  }
+  return { scanned, notes, names: folders.map((f) => f.name) };
+}
+
+/** --rule names no folder of any instance (configured or found in the archive): a usage error listing those there are. */
+export function checkFolderNamed(ruleName: string | undefined, names: ReadonlyArray<readonly string[]>): void {
+  if (ruleName === undefined || names.some((n) => n.includes(ruleName))) return;
+  const known = [...new Set(names.flat())].join(', ');
+  throw new ConfigError(undefined, '--rule', `no rule named "${ruleName}" (rules: ${known || 'none'})`);
 }
 
 export interface EventLocation {
@@ -145,6 +163,8 @@ export function parseSidecar(text: string): { entries: SidecarEntry[]; errors: s
 // Reading files once per inode
 
 export interface FileCheck {
+  /** The file's device:inode: hard links share it. */
+  key?: string;
   bytes: number;
   /** Undefined when the read failed or the RDB check failed before the digest was known. */
   sha256?: string;
@@ -185,7 +205,7 @@ export class FileChecker {
     const key = `${kind}:${identityKey(info)}`;
     let pending = this.cache.get(key);
     if (!pending) {
-      pending = this.read(path, kind);
+      pending = this.read(path, kind).then((c) => ({ ...c, key: `${info.dev}:${info.ino}` }));
       this.cache.set(key, pending);
     }
     return pending;
@@ -349,11 +369,17 @@ export interface ListedEvent {
   redisVersion: string | null;
   /** The RDB header's ctime (when the snapshot was taken), ISO 8601; null when unreadable. */
   ctime: string | null;
+  /** Its folder is a configured rule ('config'), named by the archive index only ('index'), or found by scanning ('found'). */
+  origin: FolderOrigin;
 }
 
 export interface ListReport {
   instance: string;
   rules: Record<string, ListedEvent[]>;
+  /** Each listed folder's origin (see ListedEvent.origin). */
+  origins: Record<string, FolderOrigin>;
+  /** Folders the config does not name, one line each. */
+  notes: string[];
   warnings: string[];
   exitCode: ExitCodeValue;
 }
@@ -412,10 +438,14 @@ export function ctimeOf(header: { aux: RdbAux } | null): string | null {
   return Number.isNaN(d.getTime()) ? null : d.toISOString().replace('.000Z', 'Z');
 }
 
-export async function listInstance(fs: FileSystem, log: Log, instance: InstanceConfig, ruleName: string | undefined): Promise<ListReport> {
-  const report: ListReport = { instance: instance.name, rules: {}, warnings: [], exitCode: ExitCode.OK };
+export async function listInstance(fs: FileSystem, log: Log, instance: InstanceConfig, ruleName: string | undefined, archive?: Awaited<ReturnType<typeof scanArchive>>): Promise<ListReport> {
+  const report: ListReport = { instance: instance.name, rules: {}, origins: {}, notes: [], warnings: [], exitCode: ExitCode.OK };
   const headers = new Map<string, Promise<HeaderRead>>();
-  for (const { rule, dir, events, warnings } of await scanRules(fs, instance, selectRules(instance, ruleName))) {
+  const { scanned, notes } = archive ?? await scanArchive(fs, instance, ruleName);
+  report.notes = notes;
+  for (const n of notes) log.info({ archive: instance.archiveDir }, n);
+  for (const { rule, dir, events, warnings, origin = 'config' } of scanned) {
+    report.origins[rule] = origin;
     for (const w of warnings) {
       report.warnings.push(w);
       log.warn({ rule, dir }, w);
@@ -448,7 +478,7 @@ export async function listInstance(fs: FileSystem, log: Log, instance: InstanceC
         report.warnings.push(w);
         log.warn({ path }, w);
       }
-      listed.push({ ts: event.ts, seq: event.seq ?? null, bytes: read.bytes, nodes: event.kinds.includes('nodes'), redisVersion: versionOf(read.header), ctime: ctimeOf(read.header) });
+      listed.push({ ts: event.ts, seq: event.seq ?? null, bytes: read.bytes, nodes: event.kinds.includes('nodes'), redisVersion: versionOf(read.header), ctime: ctimeOf(read.header), origin });
     }
     report.rules[rule] = listed;
   }
@@ -458,12 +488,15 @@ export async function listInstance(fs: FileSystem, log: Log, instance: InstanceC
 export function listText(report: ListReport): string {
   const lines: string[] = [];
   for (const [rule, events] of Object.entries(report.rules)) {
-    lines.push(`${rule}: ${events.length === 0 ? 'no events' : `${events.length} event${events.length === 1 ? '' : 's'}`}`);
+    const origin = report.origins[rule];
+    const mark = origin === 'index' ? ' [not in the config: named by the archive index]' : origin === 'found' ? ' [not in the config: found in the archive]' : '';
+    lines.push(`${rule}: ${events.length === 0 ? 'no events' : `${events.length} event${events.length === 1 ? '' : 's'}`}${mark}`);
     for (const e of events) {
       const version = e.redisVersion ?? 'version ?';
       lines.push(`  ${e.ts}  ${formatBytes(e.bytes).padStart(10)}  ${e.nodes ? 'nodes' : '-    '}  ${version.padEnd(9)}  ctime ${e.ctime ?? '?'}`);
     }
   }
+  for (const n of report.notes) lines.push(`note: ${n}`);
   for (const w of report.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');
 }
@@ -478,11 +511,23 @@ export interface VerifiedEvent {
   warnings: string[];
 }
 
+/** A bad event, once per file: the rule folders that hold this copy (hard links) are listed together. */
+export interface BadCopy {
+  ts: Timestamp;
+  /** The rule folders holding this copy of the event. */
+  rules: string[];
+  problems: string[];
+}
+
 export interface VerifyReport {
   instance: string;
   ok: boolean;
   events: Record<string, VerifiedEvent[]>;
   bad: Array<{ rule: string; ts: Timestamp; problems: string[] }>;
+  /** The bad events, once per inode of their .rdb (not once per hard link). */
+  badCopies: BadCopy[];
+  /** Folders the config does not name (verified too). */
+  notes: string[];
   warnings: string[];
   filesRead: number;
   bytesRead: number;
@@ -491,54 +536,82 @@ export interface VerifyReport {
   exitCode: ExitCodeValue;
 }
 
+export interface VerifyTarget {
+  rule: string;
+  dir: string;
+  event: FolderEvent;
+}
+
+/**
+ * Verifies events (each inode read once: FileChecker) into `report`: a file
+ * that vanished between the scan and the read is looked up again once (retention
+ * or a run in progress); an event that is gone by then is skipped with a warning.
+ */
+export async function verifyTargets(fs: FileSystem, log: Log, checker: FileChecker, targets: readonly VerifyTarget[], report: VerifyReport): Promise<void> {
+  const byCopy = new Map<string, BadCopy>();
+  for (const { rule, dir, event } of targets) {
+    const results = (report.events[rule] ??= []);
+    let verdict = await verifyEvent(fs, checker, dir, event);
+    if (verdict.raced) {
+      const now = (await scanFolder(fs, dir)).events.find((e) => e.ts === event.ts);
+      if (!now) {
+        const w = `${rule}: event ${event.ts} was removed while verifying (retention); skipped`;
+        report.warnings.push(w);
+        log.warn({ rule, ts: event.ts }, w);
+        continue;
+      }
+      verdict = await verifyEvent(fs, checker, dir, now);
+    }
+    results.push({ ts: verdict.ts, ok: verdict.ok, problems: verdict.problems, warnings: verdict.warnings });
+    for (const w of verdict.warnings) log.warn({ rule, ts: event.ts }, w);
+    if (verdict.ok) continue;
+    report.bad.push({ rule, ts: verdict.ts, problems: verdict.problems });
+    // Hard links of one bad file are one bad copy: reported (and logged) once.
+    const key = `${verdict.ts}|${verdict.rdb?.key ?? `${rule}`}`;
+    const copy = byCopy.get(key);
+    if (copy) {
+      copy.rules.push(rule);
+      continue;
+    }
+    const fresh: BadCopy = { ts: verdict.ts, rules: [rule], problems: verdict.problems };
+    byCopy.set(key, fresh);
+    report.badCopies.push(fresh);
+    log.error({ rule, ts: verdict.ts, problems: verdict.problems }, 'archived event failed verification');
+  }
+}
+
+export function emptyVerifyReport(instance: string): VerifyReport {
+  return { instance, ok: true, events: {}, bad: [], badCopies: [], notes: [], warnings: [], filesRead: 0, bytesRead: 0, durationMs: 0, exitCode: ExitCode.OK };
+}
+
 export async function verifyInstance(
   fs: FileSystem,
   log: Log,
   instance: InstanceConfig,
   options: { rule?: string; ts?: Timestamp },
+  archive?: Awaited<ReturnType<typeof scanArchive>>,
 ): Promise<VerifyReport> {
   const started = Date.now();
-  const report: VerifyReport = { instance: instance.name, ok: true, events: {}, bad: [], warnings: [], filesRead: 0, bytesRead: 0, durationMs: 0, exitCode: ExitCode.OK };
+  const report = emptyVerifyReport(instance.name);
   const checker = new FileChecker(fs);
   try {
-    const rules = selectRules(instance, options.rule);
-    const scanned = await scanRules(fs, instance, rules);
+    const { scanned, notes } = archive ?? await scanArchive(fs, instance, options.rule);
+    report.notes = notes;
+    for (const n of notes) log.info({ archive: instance.archiveDir }, n);
     for (const { rule, dir, warnings } of scanned) {
+      report.events[rule] = [];
       for (const w of warnings) {
         report.warnings.push(w);
         log.warn({ rule, dir }, w);
       }
     }
     // (An instance without the --rule at all has nothing to check, which is not an error.)
-    if (options.ts && rules.length > 0 && !scanned.some((r) => r.events.some((e) => e.ts === options.ts))) {
+    if (options.ts && scanned.length > 0 && !scanned.some((r) => r.events.some((e) => e.ts === options.ts))) {
       const where = scanned.map((r) => r.rule).join(', ');
       throw new EventNotFoundError(`no archived event ${options.ts} in ${where || 'any rule'} (instance ${instance.name}); see \`rdb-archiver list\``);
     }
-    for (const { rule, dir, events } of scanned) {
-      const results: VerifiedEvent[] = [];
-      for (const event of events) {
-        if (options.ts && event.ts !== options.ts) continue;
-        let verdict = await verifyEvent(fs, checker, dir, event);
-        if (verdict.raced) {
-          // A file vanished between the scan and the read: retention or a run in progress. Look again once.
-          const now = (await scanFolder(fs, dir)).events.find((e) => e.ts === event.ts);
-          if (!now) {
-            const w = `${rule}: event ${event.ts} was removed while verifying (retention); skipped`;
-            report.warnings.push(w);
-            log.warn({ rule, ts: event.ts }, w);
-            continue;
-          }
-          verdict = await verifyEvent(fs, checker, dir, now);
-        }
-        results.push({ ts: verdict.ts, ok: verdict.ok, problems: verdict.problems, warnings: verdict.warnings });
-        for (const w of verdict.warnings) log.warn({ rule, ts: event.ts }, w);
-        if (!verdict.ok) {
-          report.bad.push({ rule, ts: verdict.ts, problems: verdict.problems });
-          log.error({ rule, ts: verdict.ts, problems: verdict.problems }, 'archived event failed verification');
-        }
-      }
-      report.events[rule] = results;
-    }
+    const targets = scanned.flatMap(({ rule, dir, events }) => events.filter((e) => !options.ts || e.ts === options.ts).map((event) => ({ rule, dir, event })));
+    await verifyTargets(fs, log, checker, targets, report);
   } catch (err) {
     report.error = errorReport(err);
     report.ok = false;
@@ -560,6 +633,8 @@ export function verifyJson(report: VerifyReport): object {
     ok: report.ok,
     events: report.events,
     bad: report.bad,
+    badCopies: report.badCopies,
+    notes: report.notes,
     warnings: report.warnings,
     filesRead: report.filesRead,
     bytesRead: report.bytesRead,
@@ -581,13 +656,15 @@ export function verifyText(report: VerifyReport, opts?: TextOptions): string {
       for (const w of e.warnings) lines.push(`     warning: ${w}`);
     }
   }
+  for (const n of report.notes) lines.push(`note: ${n}`);
   for (const w of report.warnings) lines.push(`warning: ${w}`);
   if (report.error) lines.push(failureLine('error', report.error.message, report.exitCode, opts));
   lines.push(`verified ${total} event${total === 1 ? '' : 's'} (${report.filesRead} file${report.filesRead === 1 ? '' : 's'} read, ${formatBytes(report.bytesRead)}, ${(report.durationMs / 1000).toFixed(1)} s): ${total - report.bad.length} ok, ${report.bad.length} bad`);
-  if (report.bad.length > 0) {
+  if (report.badCopies.length > 0) {
+    // Once per file: the rule folders holding hard links of one bad file share a line.
     lines.push('bad events:');
-    for (const b of report.bad) {
-      lines.push(`  ${b.rule} ${b.ts}`);
+    for (const b of report.badCopies) {
+      lines.push(`  ${b.rules.join(', ')} ${b.ts}`);
       if (!opts?.errorsLogged) for (const p of b.problems) lines.push(`    - ${p}`);
     }
   }
@@ -596,6 +673,14 @@ export function verifyText(report: VerifyReport, opts?: TextOptions): string {
 
 // ---------------------------------------------------------------------------
 // Commands
+
+/** Discovers and scans every instance's folders; a --rule that names no folder anywhere is a usage error (exit 2). */
+export async function scanInstances(fs: FileSystem, instances: readonly InstanceConfig[], ruleName: string | undefined): Promise<Array<Awaited<ReturnType<typeof scanArchive>>>> {
+  const all = [];
+  for (const instance of instances) all.push(await scanArchive(fs, instance, ruleName));
+  checkFolderNamed(ruleName, all.map((a) => a.names));
+  return all;
+}
 
 export function registerCatalogCommands(program: Command): void {
   program
@@ -610,11 +695,11 @@ export function registerCatalogCommands(program: Command): void {
         await runRemoteList(cmd, opts.remote);
         return;
       }
-      const ctx = contextFor(cmd);
-      checkRuleExists(ctx.config.instances, opts.rule);
+      const ctx = contextFor(cmd, { archiveOnly: true });
+      const archives = await scanInstances(ctx.fs, ctx.config.instances, opts.rule);
       const results = [];
-      for (const instance of ctx.config.instances) {
-        results.push({ instance: instance.name, report: await listInstance(ctx.fs, ctx.log, instance, opts.rule) });
+      for (const [i, instance] of ctx.config.instances.entries()) {
+        results.push({ instance: instance.name, report: await listInstance(ctx.fs, ctx.log, instance, opts.rule, archives[i]) });
       }
       // One instance: keyed by rule. Several: the rules go under "rules", since a rule may be named "instance".
       printResults(ctx, results, (r: ListReport) => r.rules, listText, (r) => ({ rules: r.rules }));
@@ -635,12 +720,12 @@ export function registerCatalogCommands(program: Command): void {
         return;
       }
       if (opts.readData) throw new ConfigError(undefined, '--read-data', 'applies to --remote only (a local verify always reads every byte)');
-      const ctx = contextFor(cmd);
-      checkRuleExists(ctx.config.instances, opts.rule);
+      const ctx = contextFor(cmd, { archiveOnly: true });
       const ts = tsText === undefined ? undefined : parseTsArgument(tsText);
+      const archives = await scanInstances(ctx.fs, ctx.config.instances, opts.rule);
       const results = [];
-      for (const instance of ctx.config.instances) {
-        results.push({ instance: instance.name, report: await verifyInstance(ctx.fs, ctx.log, instance, { rule: opts.rule, ts }) });
+      for (const [i, instance] of ctx.config.instances.entries()) {
+        results.push({ instance: instance.name, report: await verifyInstance(ctx.fs, ctx.log, instance, { rule: opts.rule, ts }, archives[i]) });
       }
       printResults(ctx, results, verifyJson, verifyText);
     });

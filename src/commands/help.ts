@@ -38,7 +38,7 @@ export function helpEpilogue(help: CommandHelp): string {
   return lines.join('\n');
 }
 
-const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION } = ExitCode;
+const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, NEWEST_BAD } = ExitCode;
 
 /** The examples and exit codes of the program itself ("") and of each command, by path. */
 export const COMMAND_HELP: Record<string, CommandHelp> = {
@@ -47,7 +47,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed, then prune (what cron and the timer run)'],
       ['rdb-archiver status', 'what is archived, and how the last run went'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION],
+    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, NEWEST_BAD],
     note: 'Some commands give codes a meaning of their own (verify, restore, daemon; check follows the\nmonitoring-plugin convention): see `rdb-archiver <command> --help`.',
   },
   once: {
@@ -79,6 +79,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver list --remote offsite', 'the complete events at an off-site remote'],
     ],
     exitCodes: [OK, CONFIG, INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
+    note: 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning.',
   },
   verify: {
     examples: [
@@ -87,14 +88,17 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
     ],
     exitCodes: [[OK, 'OK: every event checked is intact'], [1, 'an archived event is bad (they are listed)'], CONFIG, [NO_SOURCE, 'TS names no archived event'],
       INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
+    note: 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning.',
   },
   restore: {
     examples: [
       ['rdb-archiver restore latest --to /var/tmp/restore/', 'verify the newest event and write it as /var/tmp/restore/dump.rdb'],
       ['rdb-archiver restore latest --from offsite --to /var/tmp/restore/', 'download the most recently archived complete remote event, verifying it while streaming'],
     ],
-    exitCodes: [[OK, 'OK: restored and verified'], NO_SPACE, CONFIG, [INVALID_SOURCE, 'the event fails verification; nothing is written'], [NO_SOURCE, 'no such event'],
-      INTERNAL, [CONFLICT, 'the target exists and --force was not given'], IO, [OFFSITE, '--from: the remote failed; nothing is written'], [PERMISSION, 'permission denied (with --from: the remote refused the credentials)']],
+    exitCodes: [[OK, 'OK: restored and verified'], NO_SPACE, CONFIG, [INVALID_SOURCE, 'the event fails verification (with latest: no event passes); nothing is written'], [NO_SOURCE, 'no such event'],
+      INTERNAL, [CONFLICT, 'the target exists and --force was not given'], IO, [OFFSITE, '--from: the remote failed; nothing is written'], [PERMISSION, 'permission denied (with --from: the remote refused the credentials)'],
+      [NEWEST_BAD, 'latest: the newest event fails verification; the message names the newest that passes (add --fallback); nothing is written']],
+    note: 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning.',
   },
   daemon: {
     examples: [

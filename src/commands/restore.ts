@@ -16,21 +16,24 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import {
   EventNotFoundError,
-  checkRuleExists,
+  FileChecker,
   ctimeOf,
   findEvent,
   parseSidecar,
   parseTsArgument,
-  scanRules,
-  selectRules,
+  scanArchive,
+  scanInstances,
+  verifyEvent,
   versionOf,
   type EventLocation,
+  type RuleEvents,
 } from './catalog.js';
+import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import type { InstanceConfig } from '../core/config.js';
 import { ruleDir } from '../core/config.js';
 import { contextFor, failureLine, formatBytes, printResults, type TextOptions } from '../core/context.js';
 import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
-import { ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
+import { ArchiverError, ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
 import { errorCode, lstatIfExists, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from '../core/fs.js';
 import type { Log } from '../core/log.js';
 import type { RdbInfo } from '../rdb/validate.js';
@@ -51,6 +54,8 @@ export interface RestoreOptions {
   nodesTo?: string;
   rule?: string;
   force: boolean;
+  /** With latest: when the newest event fails verification, restore the newest one that passes (never without it). */
+  fallback?: boolean;
 }
 
 export interface RestoreReport {
@@ -66,10 +71,26 @@ export interface RestoreReport {
   ctime: string | null;
   nodes: { from: string; to: string | null } | null;
   replaced: string[];
+  /** latest --fallback restored an older event: the newer ones that failed verification, newest first. */
+  fallback?: { skipped: Array<{ ts: Timestamp; problem: string }> } | null;
   warnings: string[];
   steps: string[];
   error?: ErrorReport;
   exitCode: ExitCodeValue;
+}
+
+/**
+ * `restore latest` without --fallback: the newest event failed verification
+ * and an older one passes. Nothing is restored; the message names both.
+ */
+export class NewestEventBadError extends ArchiverError {
+  readonly exitCode = ExitCode.NEWEST_BAD;
+  readonly kind = 'newest-bad';
+  constructor(readonly newest: Timestamp, readonly problem: string, readonly good: Timestamp) {
+    super(`the newest event ${newest} failed verification (${problem}); nothing restored. The newest event that passes is ${good}: ` +
+      `restore it with \`restore latest --fallback\` (or \`restore ${good}\`), knowing it is older`);
+    this.name = 'NewestEventBadError';
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -154,8 +175,8 @@ const identity = (info: FileInfo) => `${info.dev}:${info.ino}`;
  * root, its rule folders and the state folder. Compared by identity, not by
  * path, so a symlink or a bind mount cannot spell its way in.
  */
-async function archiveIdentities(fs: FileSystem, instance: InstanceConfig): Promise<Set<string>> {
-  const folders = [instance.archiveDir, dirname(instance.statePath), ...instance.rules.map((rule) => ruleDir(instance, rule))];
+async function archiveIdentities(fs: FileSystem, instance: InstanceConfig, scanned: readonly RuleEvents[] = []): Promise<Set<string>> {
+  const folders = [instance.archiveDir, dirname(instance.statePath), ...instance.rules.map((rule) => ruleDir(instance, rule)), ...scanned.map((r) => r.dir)];
   const ids = new Set<string>();
   for (const folder of folders) {
     const info = await statOrUndefined(fs, folder);
@@ -338,10 +359,65 @@ async function publish(fs: FileSystem, temp: string, target: Target, force: bool
   }
 }
 
+/** The complete events' timestamps, most recently archived first (event-order.ts), each once. */
+function archiveOrder(scanned: readonly RuleEvents[]): Timestamp[] {
+  const events = sortNewestArchivedFirst(scanned.flatMap((r) => r.events.filter((e) => e.kinds.includes('rdb'))));
+  return [...new Set(events.map((e) => e.ts))];
+}
+
+/**
+ * Stages the first copy of the event (distinct inodes only) that verifies.
+ * `failures` says why each other copy was refused; on success the temps are
+ * added to `temps`, otherwise none is left.
+ */
+async function stageFirstGoodCopy(
+  fs: FileSystem,
+  log: Log,
+  locations: readonly EventLocation[],
+  rdbTarget: Target,
+  nodesTarget: Target | undefined,
+  temps: string[],
+): Promise<{ staged?: Staged; used?: EventLocation; failures: string[] }> {
+  const seen = new Set<string>();
+  const failures: string[] = [];
+  for (const loc of locations) {
+    const rdbPath = join(loc.dir, eventFileName('rdb', loc.ts));
+    const info = await lstatIfExists(fs, rdbPath);
+    if (!info) continue; // pruned since the scan
+    const key = `${info.dev}:${info.ino}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    const mine: string[] = [];
+    try {
+      const staged = await stageCopy(fs, loc, rdbTarget, nodesTarget, mine);
+      temps.push(...mine);
+      return { staged, used: loc, failures };
+    } catch (err) {
+      for (const t of mine) await unlinkIfExists(fs, t).catch(() => undefined);
+      if (!(err instanceof InvalidSnapshotError)) throw err;
+      failures.push(`${loc.rule}/${eventFileName('rdb', loc.ts)}: ${err.reason}`);
+      log.error({ rule: loc.rule, ts: loc.ts, problem: err.reason }, 'archived copy failed verification');
+    }
+  }
+  return { failures };
+}
+
+/** The newest of `candidates` (newest first) with a copy that passes verify's checks; read only. */
+async function newestGoodEvent(fs: FileSystem, scanned: readonly RuleEvents[], candidates: readonly Timestamp[]): Promise<Timestamp | undefined> {
+  const checker = new FileChecker(fs);
+  for (const ts of candidates) {
+    for (const r of scanned) {
+      const event = r.events.find((e) => e.ts === ts && e.kinds.includes('rdb'));
+      if (event && (await verifyEvent(fs, checker, r.dir, event)).ok) return ts;
+    }
+  }
+  return undefined;
+}
+
 export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceConfig, options: RestoreOptions): Promise<RestoreReport> {
   const report: RestoreReport = {
     instance: instance.name, status: 'failed', ts: null, rule: null, from: null, to: null, bytes: 0, sha256: null,
-    redisVersion: null, ctime: null, nodes: null, replaced: [], warnings: [], steps: [], exitCode: ExitCode.OK,
+    redisVersion: null, ctime: null, nodes: null, replaced: [], fallback: null, warnings: [], steps: [], exitCode: ExitCode.OK,
   };
   const temps: string[] = [];
   const warn = (w: string, obj: object = {}) => {
@@ -349,25 +425,26 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
     log.warn(obj, w);
   };
   try {
-    const rules = selectRules(instance, options.rule);
-    const scanned = await scanRules(fs, instance, rules);
+    const { scanned, notes } = await scanArchive(fs, instance, options.rule);
+    for (const n of notes) log.info({ archive: instance.archiveDir }, n);
     for (const { rule, dir, warnings } of scanned) for (const w of warnings) warn(w, { rule, dir });
-    const locations = findEvent(scanned, options.which);
-    if (locations.length === 0) {
-      const where = rules.map((r) => r.name).join(', ');
+    // latest: every complete event, most recently archived first (a bad newest one is never skipped silently).
+    const candidates = options.which === 'latest' ? archiveOrder(scanned) : [options.which];
+    const first = candidates.length > 0 ? findEvent(scanned, candidates[0]!) : [];
+    if (first.length === 0) {
+      const where = scanned.map((r) => r.rule).join(', ') || 'any rule folder';
       throw new EventNotFoundError(options.which === 'latest'
         ? `no archived events in ${where} (instance ${instance.name}): nothing to restore`
         : `no archived event ${options.which} in ${where} (instance ${instance.name}); see \`rdb-archiver list\``);
     }
-    const ts = locations[0]!.ts;
-    const hasNodes = locations.some((l) => l.kinds.includes('nodes'));
+    const hasNodes = first.some((l) => l.kinds.includes('nodes'));
 
-    const archive = { dir: instance.archiveDir, ids: await archiveIdentities(fs, instance) };
+    const archive = { dir: instance.archiveDir, ids: await archiveIdentities(fs, instance, scanned) };
     const rdbTarget = await resolveTarget(fs, '--to', options.to, DEFAULT_RDB_NAME, options.force, archive);
     let nodesTarget: Target | undefined;
     if (options.nodesTo !== undefined) {
       if (!hasNodes) {
-        warn(`event ${ts} has no nodes.conf: --nodes-to ${options.nodesTo} ignored`, { ts });
+        warn(`event ${first[0]!.ts} has no nodes.conf: --nodes-to ${options.nodesTo} ignored`, { ts: first[0]!.ts });
       } else {
         nodesTarget = await resolveTarget(fs, '--nodes-to', options.nodesTo, DEFAULT_NODES_NAME, options.force, archive);
         if (sameFile(nodesTarget, rdbTarget)) {
@@ -376,34 +453,41 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
       }
     }
 
-    // Try each copy of the event (distinct inodes only) until one verifies.
-    const seen = new Set<string>();
-    const failures: string[] = [];
     let staged: Staged | undefined;
     let used: EventLocation | undefined;
-    for (const loc of locations) {
-      const rdbPath = join(loc.dir, eventFileName('rdb', loc.ts));
-      const info = await lstatIfExists(fs, rdbPath);
-      if (!info) continue; // pruned since the scan
-      const key = `${info.dev}:${info.ino}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      const mine: string[] = [];
-      try {
-        staged = await stageCopy(fs, loc, rdbTarget, nodesTarget, mine);
-        temps.push(...mine);
-        used = loc;
+    let failures: string[] = [];
+    const skipped: Array<{ ts: Timestamp; problem: string }> = [];
+    for (const [i, candidate] of candidates.entries()) {
+      const locations = i === 0 ? first : findEvent(scanned, candidate);
+      if (locations.length === 0) continue;
+      const attempt = await stageFirstGoodCopy(fs, log, locations, rdbTarget, nodesTarget, temps);
+      failures = attempt.failures;
+      if (attempt.staged) {
+        staged = attempt.staged;
+        used = attempt.used;
         break;
-      } catch (err) {
-        for (const t of mine) await unlinkIfExists(fs, t).catch(() => undefined);
-        if (!(err instanceof InvalidSnapshotError)) throw err;
-        failures.push(`${loc.rule}/${eventFileName('rdb', loc.ts)}: ${err.reason}`);
-        log.error({ rule: loc.rule, ts: loc.ts, problem: err.reason }, 'archived copy failed verification');
+      }
+      const problem = failures.join(' | ') || 'no readable copy';
+      if (options.which !== 'latest') {
+        throw new InvalidSnapshotError(join(locations[0]!.dir, eventFileName('rdb', candidate)), `event ${candidate} failed verification; nothing restored: ${problem}`);
+      }
+      skipped.push({ ts: candidate, problem });
+      log.error({ ts: candidate, problem }, options.fallback ? 'event failed verification; trying the next older one (--fallback)' : 'the newest event failed verification');
+      if (!options.fallback) {
+        // Name the newest event that passes (read-only: nothing is written), and stop.
+        const good = await newestGoodEvent(fs, scanned, candidates.slice(i + 1));
+        if (good) throw new NewestEventBadError(candidate, problem, good);
+        throw new InvalidSnapshotError(join(locations[0]!.dir, eventFileName('rdb', candidate)), `event ${candidate} failed verification; nothing restored: ${problem} (it is the newest event, and no older one passes either)`);
       }
     }
     if (!staged || !used) {
-      throw new InvalidSnapshotError(join(locations[0]!.dir, eventFileName('rdb', ts)),
-        `event ${ts} failed verification; nothing restored: ${failures.join(' | ') || 'no readable copy'}`);
+      throw new InvalidSnapshotError(instance.archiveDir,
+        `no archived event passes verification (${skipped.length} tried, newest first); nothing restored: ${skipped.map((k) => `${k.ts}: ${k.problem}`).join(' || ')}`);
+    }
+    const ts = used.ts;
+    if (skipped.length > 0) {
+      report.fallback = { skipped };
+      warn(`--fallback: restored ${ts}, an OLDER event: the newer ${skipped.map((k) => k.ts).join(', ')} failed verification (${skipped.map((k) => k.problem).join(' || ')})`, { ts });
     }
     for (const f of failures) warn(`skipped a bad copy of event ${ts}: ${f}; restored the copy in ${used.rule} instead`);
     for (const w of staged.rdb.warnings) warn(`${eventFileName('rdb', ts)}: ${w}`);
@@ -481,22 +565,24 @@ export function registerRestoreCommand(program: Command): void {
     .option('--rule <name>', 'look only in this rule folder (with latest: the event it archived most recently)')
     .option('--from <remote>', 'restore from this off-site remote (downloads and verifies while streaming) instead of the local archive')
     .option('--force', 'replace existing target files (atomically)')
+    .option('--fallback', 'with latest: if the newest event fails verification, restore the newest one that passes (without it: exit 79, nothing restored)')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (tsText: string, opts: { to: string; nodesTo?: string; rule?: string; from?: string; force?: boolean }, cmd: Command) => {
+    .action(async (tsText: string, opts: { to: string; nodesTo?: string; rule?: string; from?: string; force?: boolean; fallback?: boolean }, cmd: Command) => {
       if (opts.from !== undefined) {
         if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --from (a remote holds one copy of each event)');
         const which = tsText === 'latest' ? 'latest' : parseTsArgument(tsText);
         await runRemoteRestore(cmd, opts.from, { which, to: opts.to, nodesTo: opts.nodesTo, force: opts.force === true });
         return;
       }
-      const ctx = contextFor(cmd);
+      if (opts.fallback && tsText !== 'latest') throw new ConfigError(undefined, '--fallback', 'applies to latest only (a named event is restored as it is, or not at all)');
+      const ctx = contextFor(cmd, { archiveOnly: true });
       if (ctx.config.instances.length !== 1) {
         throw new ConfigError(ctx.config.file, '--instance', `restore works on one instance: add --instance NAME (instances: ${ctx.config.instances.map((i) => i.name).join(', ')})`);
       }
-      checkRuleExists(ctx.config.instances, opts.rule);
       const which = tsText === 'latest' ? 'latest' : parseTsArgument(tsText);
+      await scanInstances(ctx.fs, ctx.config.instances, opts.rule); // a --rule that names no folder: exit 2
       const instance = ctx.config.instances[0]!;
-      const report = await restoreEvent(ctx.fs, ctx.log, instance, { which, to: opts.to, nodesTo: opts.nodesTo, rule: opts.rule, force: opts.force === true });
+      const report = await restoreEvent(ctx.fs, ctx.log, instance, { which, to: opts.to, nodesTo: opts.nodesTo, rule: opts.rule, force: opts.force === true, fallback: opts.fallback === true });
       printResults(ctx, [{ instance: instance.name, report }], restoreJson, restoreText);
     });
 }

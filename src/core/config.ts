@@ -2,7 +2,7 @@
  * Config: YAML file + command-line overrides -> one validated, resolved
  * Config. Every problem becomes a ConfigError naming the file and key path.
  */
-import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
@@ -77,6 +77,27 @@ export interface HooksConfig {
   timeoutMs: number;
 }
 
+/** `verify:` scheduled re-reads of archived events (src/pipeline/scheduled-verify.ts). */
+export interface VerifyConfig {
+  everyMs: number;
+  /** Which events each scheduled run re-reads: the newest, all, or the N most recently archived. */
+  sample: 'newest' | 'all' | number;
+}
+
+/** `drill:` restore drills (src/ops/drill.ts): a throwaway server loads an archived event. */
+export interface DrillConfig {
+  /** How often `once`/the daemon run a drill of the newest event; undefined: only `rdb-archiver drill`. */
+  everyMs?: number;
+  /** redis-server or valkey-server binary; undefined: redis-server, else valkey-server, from PATH. */
+  server?: string;
+  /** Parent folder of the drill's temp folder (it holds a copy of the event); undefined: the system temp folder. */
+  dir?: string;
+  /** How long the server may take to load the event. */
+  timeoutMs: number;
+}
+
+export const DEFAULT_DRILL_TIMEOUT_MS = 10 * 60_000;
+
 export interface InstanceConfig {
   name: string;
   sourceRdb: string;
@@ -102,6 +123,16 @@ export interface InstanceConfig {
   hooks: HooksConfig;
   /** Off-site repositories, in config order; empty when none. */
   remotes: RemoteConfig[];
+  /** Scheduled verification; undefined: off (only `rdb-archiver verify`). */
+  verify?: VerifyConfig;
+  /** Drill settings; absent in an instance built by hand (tests): the defaults apply. */
+  drill?: DrillConfig;
+  /**
+   * Built from --archive alone (no config, no source: a rescue host). Only the
+   * read-only commands (list, verify, restore, drill) accept such an instance;
+   * its rule folders are discovered (archive-index.ts).
+   */
+  archiveOnly?: boolean;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -135,6 +166,12 @@ export interface ConfigOverrides {
   instance?: string;
   /** Let a writing run proceed although the archive root belongs to another user. */
   allowOwnerMismatch?: boolean;
+  /**
+   * The command only reads the archive (list, verify, restore, drill): with
+   * --archive and neither a config file nor --source, it works on the archive
+   * alone (a rescue host) instead of failing for want of a source.
+   */
+  archiveOnly?: boolean;
 }
 
 export const DEFAULT_SCHEDULE = '* * * * *';
@@ -365,6 +402,28 @@ function sanitizedHostname(): string {
   return hostname().toLowerCase().replace(/[^a-z0-9._-]/g, '-') || 'localhost';
 }
 
+const SAMPLE_ERROR = 'must be newest, all, or a number N >= 1 (the N most recently archived events)';
+const sampleValue = z.pipe(
+  z.union([z.number(), z.string()], { error: SAMPLE_ERROR }),
+  z.transform((value: number | string, ctx): 'newest' | 'all' | number => {
+    if (value === 'newest' || value === 'all') return value;
+    const n = typeof value === 'number' ? value : /^\d+$/.test(value) ? Number(value) : NaN;
+    if (Number.isSafeInteger(n) && n >= 1) return n;
+    ctx.issues.push({ code: 'custom', message: SAMPLE_ERROR, input: value });
+    return z.NEVER;
+  }),
+);
+const verifySchema = z.strictObject({
+  every: durationValue,
+  sample: z.optional(sampleValue),
+});
+const drillSchema = z.strictObject({
+  every: z.optional(durationValue),
+  server: z.optional(pathString),
+  dir: z.optional(pathString),
+  timeout: z.optional(durationValue),
+});
+
 // ------------------------------------------------------------------------------
 const hooksSchema = z.strictObject({
   after_archive: z.optional(argvValue),
@@ -588,6 +647,8 @@ function resolveInstance(
   // An instance's own remotes replace the top-level list (like rules); the key path names where each came from.
   const remotesKey = entry.remotes ? key('remotes') : 'remotes';
   const remotes = (entry.remotes ?? defaults.remotes ?? []).map((r, i) => resolveRemote(r, name, resolvedRules, file, `${remotesKey}[${i}]`));
+  const verify = (entry as { verify?: z.output<typeof verifySchema> }).verify ?? (defaults as { verify?: z.output<typeof verifySchema> }).verify;
+  const drill: z.output<typeof drillSchema> = { ...(defaults as { drill?: object }).drill, ...(entry as { drill?: object }).drill };
 
   return {
     name,
@@ -611,6 +672,14 @@ function resolveInstance(
       timeoutMs: hooks.timeout ?? DEFAULT_HOOK_TIMEOUT_MS,
     },
     remotes,
+    ...(verify ? { verify: { everyMs: verify.every, sample: verify.sample ?? 'newest' } } : {}),
+    drill: {
+      ...(drill.every !== undefined ? { everyMs: drill.every } : {}),
+      // A bare name ("valkey-server") is looked up in PATH; a path is read against the config's folder.
+      ...(drill.server !== undefined ? { server: drill.server.includes('/') ? resolveAgainst(base, drill.server) : drill.server } : {}),
+      ...(drill.dir !== undefined ? { dir: resolveAgainst(base, drill.dir) } : {}),
+      timeoutMs: drill.timeout ?? DEFAULT_DRILL_TIMEOUT_MS,
+    },
   };
 }
 
@@ -650,6 +719,9 @@ function checkIsolation(file: string | undefined, instances: InstanceConfig[]): 
 /** Loads, validates and resolves the configuration for a command. */
 export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = process.env): Config {
   const explicit = overrides.config ?? env.RDB_ARCHIVER_CONFIG;
+  if (explicit === undefined && overrides.archiveOnly && overrides.archive !== undefined && overrides.source === undefined && !existsSync(DEFAULT_CONFIG_PATH)) {
+    return archiveOnlyConfig(overrides);
+  }
   const flagsSuffice = overrides.source !== undefined && overrides.archive !== undefined;
   const file = explicit ?? (flagsSuffice ? undefined : DEFAULT_CONFIG_PATH);
   const raw: FileConfig = file ? parseConfigObject(readYaml(file, env), file) : {};
@@ -704,6 +776,49 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
     timezone: defaults.timezone ?? 'UTC',
     metricsTextfile: metrics?.textfile ? resolveAgainst(base, metrics.textfile) : undefined,
     instances,
+  };
+}
+
+/**
+ * The config of a rescue host: only --archive (and --state, --log-*). No
+ * source, no rules: the read-only commands discover the rule folders from the
+ * archive's index and by scanning (src/pipeline/archive-index.ts).
+ */
+function archiveOnlyConfig(overrides: ConfigOverrides): Config {
+  const logLevel = overrides.logLevel ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigError(undefined, '--log-level', `"${logLevel}" is not one of fatal, error, warn, info, debug, trace, silent`);
+  }
+  const logFormat = overrides.logFormat;
+  if (logFormat !== undefined && !(LOG_FORMATS as readonly string[]).includes(logFormat)) {
+    throw new ConfigError(undefined, '--log-format', `"${logFormat}" is not one of ${LOG_FORMATS.join(', ')}`);
+  }
+  const archiveDir = resolve(process.cwd(), overrides.archive!);
+  const instance: InstanceConfig = {
+    name: overrides.instance ?? DEFAULT_INSTANCE_NAME,
+    sourceRdb: '',
+    archiveDir,
+    createArchive: false,
+    allowOwnerMismatch: false,
+    fileMode: 0o600,
+    dirMode: 0o700,
+    minFree: { kind: 'default' },
+    statePath: overrides.state ? resolve(process.cwd(), overrides.state) : join(archiveDir, '.rdb-archiver', 'state.json'),
+    timezone: 'UTC',
+    rules: [],
+    monitor: DEFAULT_MONITOR,
+    hooks: { timeoutMs: DEFAULT_HOOK_TIMEOUT_MS },
+    remotes: [],
+    drill: { timeoutMs: DEFAULT_DRILL_TIMEOUT_MS },
+    archiveOnly: true,
+  };
+  return {
+    logLevel: logLevel as LogLevel,
+    ...(logFormat ? { logFormat: logFormat as LogFormat } : {}),
+    schedule: DEFAULT_SCHEDULE,
+    shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    timezone: 'UTC',
+    instances: [instance],
   };
 }
 

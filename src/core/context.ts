@@ -55,11 +55,13 @@ export function failureLine(what: string, message: string, exitCode: number, opt
 export interface ContextOptions {
   /** The command runs hooks (once, prune, daemon): their executables must pass the StrictModes check first. */
   runsHooks?: boolean;
+  /** The command only reads the archive: --archive alone (no config, no source) is enough (config.ts archiveOnly). */
+  archiveOnly?: boolean;
 }
 
 export function contextFor(cmd: Command, options: ContextOptions = {}): CommandContext {
   const opts = cmd.optsWithGlobals<GlobalOptions>();
-  const config = loadConfig(opts);
+  const config = loadConfig(options.archiveOnly ? { ...opts, archiveOnly: true } : opts);
   if (options.runsHooks) checkHookExecutables(config);
   const format = chooseLogFormat(config.logFormat, stderrFacts());
   return { config, log: createLog(config.logLevel, { format, color: format === 'pretty' && wantsColor() }), fs: new OSFS(), json: opts.json === true };

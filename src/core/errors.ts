@@ -41,6 +41,11 @@ export const ExitCode = {
    * is not the archive root's owner (without --allow-owner-mismatch) (EX_NOPERM).
    */
   PERMISSION: 77,
+  /**
+   * `restore latest`: the newest event failed verification and an older one
+   * passes; nothing restored without --fallback (the message names both).
+   */
+  NEWEST_BAD: 79,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -61,6 +66,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   75: 'try again later: another run holds the lock, or the source changed during the copy',
   76: 'off-site: archived locally but an off-site copy is pending, or the remote failed (unreachable, timeout, missing bucket)',
   77: 'permission denied, or a read-only filesystem; or a run as another user than the archive\'s owner',
+  79: 'restore latest: the newest event failed verification; the message names the newest event that passes (restore it with --fallback); nothing restored',
 };
 
 export abstract class ArchiverError extends Error {

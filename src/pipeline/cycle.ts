@@ -24,6 +24,7 @@ import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
 import { archiveSnapshot, type ArchiveTarget, type FolderFailure, type NodesChange, type SnapshotResult } from './worker.js';
 import { queueForRemotes, settleRemoteQueue } from '../offsite/queue.js';
 import { runOffsite, type RemoteRunReport } from '../offsite/run.js';
+import { writeArchiveIndex } from './archive-index.js';
 
 export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
 
@@ -316,6 +317,15 @@ export async function runOnce(
     } catch (err) {
       recordFailure(state, err);
     }
+    // The archive describes itself (archive-index.ts): after a good cycle only, so a refused
+    // run (a full disk, say) writes nothing. Unchanged content is not rewritten.
+    if (!options.dryRun && report.exitCode === ExitCode.OK) {
+      const w = await writeArchiveIndex(deps.fs, instance);
+      if (w) {
+        report.warnings.push(w);
+        log.warn({ archive: instance.archiveDir }, w);
+      }
+    }
     // Hooks run under the lock, after archive and retention; they never change the report.
     if (!options.dryRun) {
       await runCycleHooks({ log, signal: deps.signal }, instance, state, report);
@@ -555,6 +565,13 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
     const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect, startedMs: started });
     report.retention = pruned.retention;
     report.errors = pruned.errors;
+    if (!options.dryRun && report.errors.length === 0) {
+      const w = await writeArchiveIndex(deps.fs, instance);
+      if (w) {
+        report.warnings.push(w);
+        log.warn({ archive: instance.archiveDir }, w);
+      }
+    }
     if (!options.dryRun) await runPruneHooks({ fs: deps.fs, log, signal: deps.signal }, instance, report);
     if (!options.dryRun && report.errors.length === 0) {
       await absorbPruneFailures(deps.fs, instance).catch((err) => log.warn({ err: errorReport(err).message }, 'could not take earlier failure records into the state'));

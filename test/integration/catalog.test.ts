@@ -41,7 +41,7 @@ describe('rdb-archiver list', () => {
     const r = await runCli(['list', '--json', '-c', env.config]);
     expect(r.code, r.stderr).toBe(0);
     // The builder writes redis-ver 7.2.4 and ctime 1735689600 into every header.
-    const common = { redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z' };
+    const common = { redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z', origin: 'config' };
     const e3 = { ts: '2025-02-24T23-59-00', seq: 3, bytes: sizes[2], nodes: true, ...common };
     const e2 = { ts: '2025-02-24T22-00-00', seq: 2, bytes: sizes[1], nodes: false, ...common };
     const e1 = { ts: '2025-02-24T21-00-00', seq: 1, bytes: sizes[0], nodes: true, ...common };
@@ -89,7 +89,7 @@ describe('rdb-archiver list', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(Date.now() - started).toBeLessThan(10_000);
     // (written by hand, without an archive record: as by a version before records existed)
-    expect(jsonOf<ListJson>(r).all).toEqual([{ ts: '2025-01-01T00-00-00', seq: null, bytes: big, nodes: false, redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z' }]);
+    expect(jsonOf<ListJson>(r).all).toEqual([{ ts: '2025-01-01T00-00-00', seq: null, bytes: big, nodes: false, redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z', origin: 'config' }]);
   });
 });
 
