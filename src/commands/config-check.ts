@@ -361,6 +361,8 @@ export function resolvedSettings(config: Config): object {
     schedule: config.schedule,
     timezone: config.timezone,
     shutdownTimeout: formatDuration(config.shutdownTimeoutMs),
+    watch: config.watch,
+    watchDebounceMs: config.watchDebounceMs,
     metricsTextfile: config.metricsTextfile ?? null,
     instances: config.instances.map((i) => ({
       name: i.name,
@@ -371,7 +373,7 @@ export function resolvedSettings(config: Config): object {
       rules: i.rules.map((r) => ({ name: r.name, every: describeEvery(r.every), count: r.count, dir: ruleDir(i, r) })),
       remotes: i.remotes.map((r) => ({ name: r.name, type: r.type, location: `s3://${r.bucket}/${r.prefix}`, endpoint: r.endpoint ?? null, region: r.region ?? null, profile: r.profile ?? null,
         rules: r.rules.map((x) => ({ name: x.name, every: describeEvery(x.every), count: x.count })) })),
-      monitor: { warnAge: formatDuration(i.monitor.warnAgeMs), critAge: formatDuration(i.monitor.critAgeMs), failureDir: i.monitor.failureDir ?? null },
+      monitor: { warnAge: formatDuration(i.monitor.warnAgeMs), critAge: formatDuration(i.monitor.critAgeMs), maxLag: i.monitor.maxLagMs !== undefined ? formatDuration(i.monitor.maxLagMs) : null, failureDir: i.monitor.failureDir ?? null },
       hooks: {
         afterArchive: hookSummary(i.hooks.afterArchive),
         afterPrune: hookSummary(i.hooks.afterPrune),
@@ -639,7 +641,7 @@ export function findingsText(instance: string, findings: readonly Finding[]): st
 }
 
 function settingsText(config: Config): string {
-  const lines = [`config: ${config.file ?? '(command-line flags)'}`, `schedule: ${config.schedule} (${config.timezone}); log level ${config.logLevel}`];
+  const lines = [`config: ${config.file ?? '(command-line flags)'}`, `schedule: ${config.schedule} (${config.timezone})${config.watch ? `; daemon watches the sources (debounce ${config.watchDebounceMs} ms)` : ''}; log level ${config.logLevel}`];
   if (config.metricsTextfile) lines.push(`metrics textfile: ${config.metricsTextfile}`);
   for (const i of config.instances) {
     lines.push(`instance ${i.name}:`);

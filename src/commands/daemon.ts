@@ -23,6 +23,12 @@
  *   cycle does not unwind within ABORT_GRACE_MS (a hung filesystem) does the
  *   daemon exit 1 without waiting; the next run removes any temp file left.
  *
+ * - watch: true / --watch: each source's folder is watched too (source-watch.ts);
+ *   a save starts a cycle after the debounce. Ticks and watch cycles share one
+ *   lane (cycle-runner.ts): never two at once, one follow-up at most. The
+ *   schedule keeps running as the fallback; the watch's mode goes to each
+ *   instance's watch.json (watch-record.ts) for status, check and the metrics.
+ *
  * croner is imported lazily, so `once` and the other commands never load it.
  */
 import type { Command } from 'commander';
@@ -32,6 +38,10 @@ import { runOnce } from '../pipeline/cycle.js';
 import { checkOwnerAtStart } from '../pipeline/archive-root.js';
 import { ArchiverError, ConfigError, ExitCode } from '../core/errors.js';
 import { metricsInstances, writeMetrics } from '../ops/metrics.js';
+import { lstatIfExists } from '../core/fs.js';
+import { CycleRunner, type CycleJob } from '../pipeline/cycle-runner.js';
+import { SourceWatch } from '../pipeline/source-watch.js';
+import { makeWatchRecord, removeWatchRecord, writeWatchRecord, type WatchRecord } from '../pipeline/watch-record.js';
 
 /** After an abort, how long the daemon waits for the cycle to unwind before it exits anyway. */
 export const ABORT_GRACE_MS = 10_000;
@@ -72,15 +82,78 @@ export async function scheduleProblem(schedule: string, timezone: string): Promi
   }
 }
 
-export async function runDaemon(cmd: Command, ctx: CommandContext, options: { schedule?: string }): Promise<number> {
+export async function runDaemon(cmd: Command, ctx: CommandContext, options: { schedule?: string; watch?: boolean }): Promise<number> {
   const { config, log, fs } = ctx;
   const schedule = options.schedule ?? config.schedule;
   const timezone = scheduleTimezone(config);
+  const watching = options.watch === true || config.watch;
   const { Cron } = await import('croner');
 
-  const counts = { ticks: 0, skipped: 0, failed: 0 };
+  const counts = { ticks: 0, skipped: 0, failed: 0, watchCycles: 0 };
   const problem = await scheduleProblem(schedule, timezone);
   if (problem) throw new ConfigError(options.schedule ? undefined : config.file, options.schedule ? '--schedule' : 'schedule', problem);
+
+  const instances = config.instances;
+  const metricsPath = config.metricsTextfile;
+  const metricsFor = metricsPath ? metricsInstances(cmd, ctx) : [];
+  const controller = new AbortController();
+  let stopping = false;
+
+  /** One cycle job: the named instances one after the other, then the metrics. */
+  const runJob = async (job: CycleJob): Promise<void> => {
+    const no = job.trigger === 'schedule' ? (counts.ticks += 1) : (counts.watchCycles += 1);
+    const where = job.trigger === 'schedule' ? { tick: no } : { watchCycle: no };
+    try {
+      for (const instance of instances) {
+        if (!job.instances.includes(instance.name)) continue;
+        if (stopping) {
+          log.info({ instance: instance.name, ...where }, 'shutting down: instance skipped in this tick');
+          continue;
+        }
+        // An event that removed the source (its folder deleted, say) is no save: the schedule reports a missing source.
+        if (job.trigger === 'watch' && !(await lstatIfExists(fs, instance.sourceRdb).catch(() => undefined))) {
+          log.info({ instance: instance.name, source: instance.sourceRdb }, 'watch: the source is gone after the event; no cycle (the schedule reports a missing source)');
+          continue;
+        }
+        const report = await runOnce({ fs, log, signal: controller.signal, command: 'daemon tick', trigger: job.trigger }, instance, { dryRun: false, force: false });
+        if (report.error?.kind === 'locked') {
+          log.warn({ instance: instance.name, ...where }, 'tick skipped for this instance: another run holds the lock');
+        } else if (report.exitCode !== ExitCode.OK) {
+          counts.failed += 1;
+          // The cycle has logged the error itself ("run failed"): not repeated here.
+          log.error({ instance: instance.name, ...where, exitCode: report.exitCode, kind: report.error?.kind }, 'tick failed for this instance; the daemon keeps running');
+        }
+      }
+      if (unwritten.size > 0) await writeWatchRecords();
+      if (metricsPath && !controller.signal.aborted) await writeMetrics(fs, log, metricsPath, metricsFor);
+    } catch (err) {
+      counts.failed += 1;
+      log.error({ err: err instanceof Error ? err.message : String(err) }, 'tick failed; the daemon keeps running');
+    }
+  };
+  const runner = new CycleRunner(runJob);
+
+  /**
+   * Watch records not written yet (watch-record.ts), by instance: before an
+   * instance's first run its state folder may not exist (it is never made
+   * here: a missing archive root must stay missing), so they are tried again
+   * after every cycle.
+   */
+  const unwritten = new Map<string, WatchRecord>();
+  let writingRecords: Promise<void> = Promise.resolve();
+  const writeWatchRecords = (): Promise<void> => (writingRecords = writingRecords.then(async () => {
+    for (const instance of instances) {
+      const record = unwritten.get(instance.name);
+      if (!record || stopping) continue;
+      try {
+        await writeWatchRecord(fs, instance.statePath, record);
+        if (unwritten.get(instance.name) === record) unwritten.delete(instance.name);
+      } catch (err) {
+        log.debug({ instance: instance.name, err: err instanceof Error ? err.message : String(err) }, 'watch record not written yet (status shows the watch once it is)');
+      }
+    }
+  }));
+
   const job = new Cron(schedule, {
     timezone,
     mode: '5-or-6-parts',
@@ -92,49 +165,37 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
     catch: (err: unknown) => log.error({ err: String(err) }, 'tick failed; the daemon keeps running'),
   });
 
-  const instances = config.instances;
-  const metricsPath = config.metricsTextfile;
-  const metricsFor = metricsPath ? metricsInstances(cmd, ctx) : [];
-  const controller = new AbortController();
-  let stopping = false;
-  let running: Promise<void> | undefined;
-
   const tick = async (): Promise<void> => {
     if (stopping) return;
-    if (running) {
+    const outcome = runner.request({ trigger: 'schedule', instances: instances.map((i) => i.name) });
+    if (outcome === 'skipped') {
       // croner's protect already prevents this; kept so the guarantee does not rest on a library detail.
       counts.skipped += 1;
       log.warn({}, 'tick skipped: the previous tick is still running');
-      return;
-    }
-    counts.ticks += 1;
-    const tickNo = counts.ticks;
-    running = (async () => {
-      for (const instance of instances) {
-        if (stopping) {
-          log.info({ instance: instance.name, tick: tickNo }, 'shutting down: instance skipped in this tick');
-          continue;
-        }
-        const report = await runOnce({ fs, log, signal: controller.signal, command: 'daemon tick' }, instance, { dryRun: false, force: false });
-        if (report.error?.kind === 'locked') {
-          log.warn({ instance: instance.name, tick: tickNo }, 'tick skipped for this instance: another run holds the lock');
-        } else if (report.exitCode !== ExitCode.OK) {
-          counts.failed += 1;
-          // The cycle has logged the error itself ("run failed"): not repeated here.
-          log.error({ instance: instance.name, tick: tickNo, exitCode: report.exitCode, kind: report.error?.kind }, 'tick failed for this instance; the daemon keeps running');
-        }
-      }
-      if (metricsPath && !controller.signal.aborted) await writeMetrics(fs, log, metricsPath, metricsFor);
-    })();
-    try {
-      await running;
-    } catch (err) {
-      counts.failed += 1;
-      log.error({ err: err instanceof Error ? err.message : String(err) }, 'tick failed; the daemon keeps running');
-    } finally {
-      running = undefined;
+    } else if (outcome === 'follow-up') {
+      log.info({}, 'tick deferred: a watch-triggered cycle is running; the scheduled cycle follows it');
+    } else if (outcome === 'started') {
+      await runner.running;
     }
   };
+
+  const startedAt = new Date().toISOString();
+  const watch = watching ? new SourceWatch(instances.map((i) => ({ instance: i.name, rdb: i.sourceRdb })), {
+    debounceMs: config.watchDebounceMs,
+    log,
+    env: process.env,
+    trigger: (names, info) => {
+      if (stopping) return;
+      const outcome = runner.request({ trigger: 'watch', instances: names });
+      const fields = { instances: names, events: info.events, files: info.files, ...(info.rearmed ? { rearmed: true } : {}) };
+      if (outcome === 'started') log.info(fields, 'watch triggered a cycle');
+      else if (outcome === 'follow-up') log.info(fields, 'watch: a cycle is running; one follow-up cycle will look at the source');
+    },
+    onMode: (dir, names, mode) => {
+      for (const name of names) unwritten.set(name, makeWatchRecord(dir, config.watchDebounceMs, startedAt, mode));
+      void writeWatchRecords();
+    },
+  }) : undefined;
 
   return new Promise<number>((resolveExit) => {
     let finished = false;
@@ -149,7 +210,8 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
       log.info({ exitCode, ...counts }, 'daemon stopped');
-      resolveExit(exitCode);
+      const records = watch ? writingRecords.then(() => Promise.all(instances.map((i) => removeWatchRecord(fs, i.statePath).catch(() => undefined)))) : Promise.resolve();
+      void records.then(() => resolveExit(exitCode));
     };
 
     const abort = (why: string) => {
@@ -171,7 +233,9 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
       }
       stopping = true;
       job.stop();
-      const current = running;
+      watch?.close();
+      runner.stop();
+      const current = runner.running;
       if (!current) {
         log.info({ signal }, 'stopping: no job running');
         done(0);
@@ -186,14 +250,22 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
     process.on('SIGINT', onSignal);
 
     job.schedule(tick);
-    log.info({
+    const started = () => log.info({
       schedule,
       timezone,
       instances: instances.map((i) => i.name),
       nextRun: job.nextRun()?.toISOString(),
       shutdownTimeoutMs: config.shutdownTimeoutMs,
       metrics: metricsPath,
+      ...(watch ? { watch: watch.modes().map((m) => ({ dir: m.dir, instances: m.instances, mode: m.mode?.mode ?? 'starting' })), watchDebounceMs: config.watchDebounceMs } : {}),
     }, 'daemon started');
+    if (!watch) started();
+    else {
+      void watch.start().then(started, (err) => {
+        log.error({ err: err instanceof Error ? err.message : String(err) }, 'the watch could not start; the schedule archives');
+        started();
+      });
+    }
   });
 }
 
@@ -202,7 +274,8 @@ export function registerDaemonCommand(program: Command): void {
     .command('daemon')
     .description('run the `once` cycle for every instance on a cron schedule (croner; seconds supported) until SIGTERM/SIGINT')
     .option('--schedule <cron>', 'cron expression, 5 fields or 6 with seconds (overrides schedule; default every minute)')
-    .action(async (opts: { schedule?: string }, cmd: Command) => {
+    .option('--watch', 'also watch each source\'s folder (inotify) and archive a save within watch_debounce (default 500ms); the schedule stays as the fallback (same as watch: true)')
+    .action(async (opts: { schedule?: string; watch?: boolean }, cmd: Command) => {
       const ctx = contextFor(cmd, { runsHooks: true });
       for (const instance of ctx.config.instances) await checkOwnerAtStart(ctx.fs, instance);
       process.exitCode = await runDaemon(cmd, ctx, opts);

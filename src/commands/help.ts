@@ -103,7 +103,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
   daemon: {
     examples: [
       ['rdb-archiver daemon -c /etc/rdb-archiver/config.yaml', 'run the once cycle on the config\'s schedule (default: every minute)'],
-      ["rdb-archiver daemon --schedule '*/30 * * * * *'", 'every 30 seconds (6 fields: seconds first)'],
+      ["rdb-archiver daemon --watch --schedule '*/30 * * * * *'", 'archive each save within watch_debounce of Redis finishing it (inotify), and every 30 seconds as the fallback (6 fields: seconds first)'],
     ],
     exitCodes: [[OK, 'stopped by SIGTERM/SIGINT (a failed tick never stops the daemon)'], [1, 'an aborted job did not stop within 10 s of a second signal or the shutdown timeout'], CONFIG, INTERNAL,
       [PERMISSION, 'at start-up: the archive root belongs to another user (see --allow-owner-mismatch)']],

@@ -40,6 +40,12 @@ export interface MonitorConfig {
    * record (failure-record.ts); undefined: /var/tmp/rdb-archiver-<uid>.
    */
   failureDir?: string;
+  /**
+   * `check` warns when the recovery point lag (seconds from the source's mtime
+   * to its event being durable; or, while the source is not archived yet, to
+   * now) exceeds this; undefined: not checked.
+   */
+  maxLagMs?: number;
   /** `check` warns when an event has waited this long for its upload to a remote. */
   offsiteWarnLagMs: number;
   /** `check` is critical when an event has waited this long for its upload to a remote. */
@@ -147,6 +153,10 @@ export interface Config {
   schedule: string;
   /** How long `daemon` lets a running job finish after SIGTERM/SIGINT. */
   shutdownTimeoutMs: number;
+  /** `daemon` also watches each source's folder (inotify) and runs a cycle soon after a save; the schedule stays as the fallback. */
+  watch: boolean;
+  /** How long the watch waits after the last event before it starts a cycle (events in between collapse). */
+  watchDebounceMs: number;
   /** The top-level `timezone` (default UTC): the daemon reads its schedule in it when instances' timezones differ. */
   timezone: string;
   /** node_exporter textfile-collector file, rewritten atomically after every run. */
@@ -178,6 +188,17 @@ export const DEFAULT_SCHEDULE = '* * * * *';
 export const DEFAULT_MONITOR: MonitorConfig = { warnAgeMs: 2 * 3_600_000, critAgeMs: 6 * 3_600_000, offsiteWarnLagMs: 3_600_000, offsiteCritLagMs: 6 * 3_600_000 };
 export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
+export const DEFAULT_WATCH_DEBOUNCE_MS = 500;
+/** A longer debounce would defeat the point of watching: the schedule covers anything slower. */
+export const MAX_WATCH_DEBOUNCE_MS = 60_000;
+
+/** Parses a short duration for watch_debounce: "500ms", "2s", "0ms"; undefined when not one (or over a minute). */
+export function parseShortDuration(text: string): number | undefined {
+  const m = /^(\d+)(ms|s)$/.exec(text.trim());
+  if (!m) return undefined;
+  const ms = Number(m[1]) * (m[2] === 's' ? 1000 : 1);
+  return ms <= MAX_WATCH_DEBOUNCE_MS ? ms : undefined;
+}
 export const DEFAULT_INSTANCE_NAME = 'default';
 
 export const DEFAULT_RULES: Rule[] = [
@@ -306,6 +327,7 @@ const monitorSchema = z.strictObject({
   failure_dir: z.optional(pathString),
   offsite_warn_lag: z.optional(durationValue),
   offsite_crit_lag: z.optional(durationValue),
+  max_lag: z.optional(durationValue),
 });
 
 // --- remotes (off-site repositories) ----------------------------------------
@@ -460,6 +482,9 @@ const fileSchema = z.strictObject({
   ),
   schedule: z.optional(z.string({ error: 'must be a cron expression such as "*/30 * * * * *"' }).check(z.minLength(1))),
   shutdown_timeout: z.optional(durationValue),
+  watch: z.optional(z.boolean({ error: 'must be true or false' })),
+  watch_debounce: z.optional(parsedString('must be a short duration such as "500ms" or "2s"', (text) =>
+    parseShortDuration(text) ?? { error: `"${text}" is not a debounce: use milliseconds or seconds up to a minute, such as "500ms" or "2s"` })),
   metrics: z.optional(z.strictObject({ textfile: z.optional(pathString) })),
   instances: z.optional(
     z
@@ -664,7 +689,7 @@ function resolveInstance(
     statePath,
     timezone: entry.timezone ?? defaults.timezone ?? 'UTC',
     rules: resolvedRules,
-    monitor: { warnAgeMs, critAgeMs, offsiteWarnLagMs, offsiteCritLagMs, ...(monitor.failure_dir ? { failureDir: resolveAgainst(base, monitor.failure_dir) } : {}) },
+    monitor: { warnAgeMs, critAgeMs, offsiteWarnLagMs, offsiteCritLagMs, ...(monitor.max_lag ? { maxLagMs: monitor.max_lag } : {}), ...(monitor.failure_dir ? { failureDir: resolveAgainst(base, monitor.failure_dir) } : {}) },
     hooks: {
       afterArchive: hooks.after_archive,
       afterPrune: hooks.after_prune,
@@ -737,7 +762,7 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
     throw new ConfigError(undefined, '--log-format', `"${logFormat}" is not one of ${LOG_FORMATS.join(', ')}`);
   }
 
-  const { instances: listed, log: _log, schedule, shutdown_timeout, metrics, ...defaults } = raw;
+  const { instances: listed, log: _log, schedule, shutdown_timeout, watch, watch_debounce, metrics, ...defaults } = raw;
   let instances: InstanceConfig[];
   if (listed) {
     if (raw.source) throw new ConfigError(file, 'source', 'cannot stand beside instances: give each instance its own source');
@@ -773,6 +798,8 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
     ...(logFormat ? { logFormat: logFormat as LogFormat } : {}),
     schedule: schedule ?? DEFAULT_SCHEDULE,
     shutdownTimeoutMs: shutdown_timeout ?? DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    watch: watch ?? false,
+    watchDebounceMs: watch_debounce ?? DEFAULT_WATCH_DEBOUNCE_MS,
     timezone: defaults.timezone ?? 'UTC',
     metricsTextfile: metrics?.textfile ? resolveAgainst(base, metrics.textfile) : undefined,
     instances,

@@ -21,6 +21,7 @@ import { type Timestamp, eventFileName, timestampFromMs, timestampToMs, withOrdi
 import { statSource } from '../pipeline/watcher.js';
 import { parseArchiveRecord, type ArchiveRecord } from '../pipeline/worker.js';
 import { inspectRemotes, type RemoteFacts } from '../offsite/facts.js';
+import { readWatchRecord, type WatchRecord } from '../pipeline/watch-record.js';
 
 export interface RuleUsage {
   rule: string;
@@ -122,6 +123,8 @@ export interface InstanceFacts {
   archiveRoot: { exists: boolean; sameFilesystemAsSource?: boolean };
   /** Off-site remotes (empty or absent without remotes). */
   remotes?: RemoteFacts[];
+  /** A watching daemon's record (watch-record.ts), with whether that daemon still runs (undefined: cannot tell). */
+  watch?: { record: WatchRecord; alive?: boolean };
 }
 
 async function statSize(fs: FileSystem, path: string): Promise<{ key: string; size: number } | undefined> {
@@ -272,6 +275,7 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     facts.spaceError = errorReport(err).message;
   }
   facts.remotes = await inspectRemotes(fs, instance, facts.state, Date.now());
+  facts.watch = await readWatchRecord(fs, instance.statePath).catch(() => undefined);
   return facts;
 }
 

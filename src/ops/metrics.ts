@@ -20,7 +20,7 @@ import type { FileSystem } from '../core/fs.js';
 import { ensureDir, replaceFileAtomic, tempPathFor } from '../core/fs.js';
 import { inspectInstance, type InstanceFacts } from './inspect.js';
 import type { Log } from '../core/log.js';
-import { ruleErrorsOf } from '../pipeline/state.js';
+import { LAG_BUCKETS, ruleErrorsOf } from '../pipeline/state.js';
 import { timestampToMs } from '../core/timestamp.js';
 import { lastFailureOf, unrecordedFailure } from './monitor.js';
 import { hookFailing as isHookFailing } from '../pipeline/state.js';
@@ -42,8 +42,9 @@ type Labels = { instance: string } & Record<string, string>;
 interface Family {
   name: string;
   help: string;
-  type: 'gauge' | 'counter';
-  samples: Array<{ labels: Labels; value: number }>;
+  type: 'gauge' | 'counter' | 'histogram';
+  /** suffix: a histogram's _bucket, _sum and _count samples. */
+  samples: Array<{ labels: Labels; value: number; suffix?: string }>;
 }
 
 /** The hooks whose failures are counted (state.counters `hook_failures_<hook>`). */
@@ -131,6 +132,9 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const hookLastFailure = family('rdb_archiver_hook_last_failure_timestamp_seconds', 'gauge', 'Unix time the hook last failed; 0 if it never did.');
   const orphanBytes = family('rdb_archiver_orphan_folder_bytes', 'gauge', 'Bytes of event files in a folder of the archive root that no configured rule names (a renamed or removed rule): never pruned.');
   const orphanEvents = family('rdb_archiver_orphan_folder_events', 'gauge', 'Complete snapshot events in an orphan rule folder.');
+  const lastLag = family('rdb_archiver_last_recovery_point_lag_seconds', 'gauge', 'Recovery point lag of the last new event: seconds from the source\'s mtime (the save) to the event being durable in the archive.');
+  const lagHist = family('rdb_archiver_recovery_point_lag_seconds', 'histogram', 'Recovery point lag of every new event: seconds from the source\'s mtime to the event being durable.');
+  const watchActive = family('rdb_archiver_watch_active', 'gauge', '1 while the daemon watches the source\'s folder (watch: true), 0 while it fell back to its schedule; absent without a watching daemon.');
   const remote = remoteFamilies(family);
 
   const now = Date.now();
@@ -176,6 +180,19 @@ export function renderMetrics(all: InstanceFacts[]): string {
       hookFailing.samples.push({ labels: { instance, hook }, value: isHookFailing(rec) ? 1 : 0 });
       hookLastFailure.samples.push({ labels: { instance, hook }, value: seconds(rec?.lastFailureAt) });
     }
+    if (state?.lag) lastLag.samples.push({ labels: { instance }, value: state.lag.seconds });
+    const h = state?.lagHistogram;
+    if (h) {
+      let cumulative = 0;
+      LAG_BUCKETS.forEach((le, i) => {
+        cumulative += h.counts[i] ?? 0;
+        lagHist.samples.push({ labels: { instance, le: String(le) }, value: cumulative, suffix: '_bucket' });
+      });
+      lagHist.samples.push({ labels: { instance, le: '+Inf' }, value: h.count, suffix: '_bucket' });
+      lagHist.samples.push({ labels: { instance }, value: h.sum, suffix: '_sum' });
+      lagHist.samples.push({ labels: { instance }, value: h.count, suffix: '_count' });
+    }
+    if (facts.watch && facts.watch.alive !== false) watchActive.samples.push({ labels: { instance }, value: facts.watch.record.mode === 'watching' ? 1 : 0 });
     for (const orphan of facts.orphans) {
       orphanBytes.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.bytes });
       orphanEvents.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.events });
@@ -191,7 +208,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
     for (const s of f.samples) {
       const { instance, ...rest } = s.labels;
       const labels = Object.entries({ [INSTANCE_LABEL]: instance, ...rest }).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',');
-      lines.push(`${f.name}{${labels}} ${formatValue(s.value)}`);
+      lines.push(`${f.name}${s.suffix ?? ''}{${labels}} ${formatValue(s.value)}`);
     }
   }
   return lines.join('\n') + '\n';

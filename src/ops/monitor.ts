@@ -60,6 +60,10 @@ export interface InstanceCheck {
   orphanBytes: number;
   /** Seconds the run lock has been held (0 when free). */
   lockAgeSeconds: number;
+  /** The recovery point lag now: the pending source's wait, else the last new event's lag; null when unknown. */
+  lagSeconds: number | null;
+  /** monitor.max_lag in seconds; null when not set. */
+  maxLagSeconds: number | null;
 }
 
 /** The check's verdict for one instance: a pure function of what inspect found, the thresholds and the clock. */
@@ -123,6 +127,15 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   }
 
   for (const text of clockProblems(facts, nowMs)) add(Nagios.WARNING, text);
+  const watch = watchProblem(facts);
+  if (watch) add(Nagios.WARNING, watch);
+  const lag = lagNow(facts, nowMs);
+  const maxLagS = thresholds.maxLagMs !== undefined ? thresholds.maxLagMs / 1000 : null;
+  if (lag && maxLagS !== null && lag.seconds > maxLagS) {
+    add(Nagios.WARNING, lag.pending
+      ? `the source saved at ${new Date(src.mtimeMs!).toISOString()} is not archived yet after ${formatAge(Math.floor(lag.seconds))} (> max_lag ${formatDuration(thresholds.maxLagMs!)}): a host loss now loses it`
+      : `recovery point lag of the newest event ${facts.state?.lag?.ts}: ${lag.seconds.toFixed(1)}s from save to durable (> max_lag ${formatDuration(thresholds.maxLagMs!)})`);
+  }
 
   const age = facts.newest ? ageSeconds(facts.newest.ts, nowMs, facts.newest.archivedAt) : null;
   const warnS = Math.round(thresholds.warnAgeMs / 1000);
@@ -151,6 +164,8 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   if (src.exists && src.unarchived) parts.push('source changed since, not archived yet');
   // A note, not a WARNING: a one-disk setup (a demo, or a local archive shipped off by a hook) is a choice.
   if (facts.archiveRoot.sameFilesystemAsSource) parts.push('note: archive on the same filesystem as the source');
+  const w = liveWatch(facts);
+  if (w?.mode === 'fallback' && w.kind === 'unsupported') parts.push(`note: the daemon polls on its schedule (${w.reason})`);
   if (lastRun) parts.push(`last run ${formatAge(Math.max(0, Math.floor((nowMs - Date.parse(lastRun.at)) / 1000)))} ago: ${lastRun.result}`);
   return {
     instance: facts.instance,
@@ -167,7 +182,39 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
     orphans: facts.orphans.length,
     orphanBytes: facts.orphans.reduce((sum, o) => sum + o.bytes, 0),
     lockAgeSeconds: lockAge,
+    lagSeconds: lag ? Math.round(lag.seconds * 1000) / 1000 : null,
+    maxLagSeconds: maxLagS,
   };
+}
+
+/** The watch record of a daemon that still runs (or that we cannot see from here); undefined otherwise. */
+export function liveWatch(facts: InstanceFacts) {
+  return facts.watch && facts.watch.alive !== false ? facts.watch.record : undefined;
+}
+
+/**
+ * A watching daemon that fell back to its schedule for a fault (the watch
+ * limit, its folder gone, an error) is a WARNING: saves now wait for the
+ * schedule. A filesystem inotify cannot watch is a note (a fact of the setup).
+ */
+export function watchProblem(facts: InstanceFacts): string | undefined {
+  const w = liveWatch(facts);
+  if (!w || w.mode !== 'fallback' || w.kind === 'unsupported') return undefined;
+  return `the daemon (pid ${w.pid}) watches no more: it fell back to its schedule at ${w.since} (${w.reason ?? w.kind})`;
+}
+
+/**
+ * The recovery point lag as it stands: while the current source is not
+ * archived (and is valid), the time since it was saved; else the last new
+ * event's lag. Undefined when neither is known.
+ */
+export function lagNow(facts: InstanceFacts, nowMs: number): { seconds: number; pending: boolean } | undefined {
+  const src = facts.source;
+  if (src.exists && src.unarchived && !src.rejected && src.mtimeMs !== undefined && src.mtimeMs <= nowMs) {
+    return { seconds: (nowMs - src.mtimeMs) / 1000, pending: true };
+  }
+  const last = facts.state?.lag;
+  return last ? { seconds: last.seconds, pending: false } : undefined;
 }
 
 /** The failure record, when it is newer than the state's last run (else the state already tells). */
@@ -217,6 +264,7 @@ function perfData(c: InstanceCheck, prefix: string): string[] {
     `${prefix}orphans=${c.orphans};;;0`,
     `${prefix}orphan_bytes=${c.orphanBytes}B;;;0`,
     `${prefix}lock_age=${c.lockAgeSeconds}s;${c.warnAgeSeconds};${c.critAgeSeconds};0`,
+    ...(c.lagSeconds === null ? [] : [`${prefix}lag=${c.lagSeconds}s;${c.maxLagSeconds ?? ''};;0`]),
   ];
 }
 
@@ -288,7 +336,7 @@ async function runCheck(cmd: Command, flags: { warnAge?: string; critAge?: strin
     } catch (err) {
       checks.push({
         instance: instance.name, state: Nagios.UNKNOWN, status: 'UNKNOWN', problems: [{ state: Nagios.UNKNOWN, text: `internal error: ${String(err)}` }],
-        summary: '', ageSeconds: null, warnAgeSeconds: 0, critAgeSeconds: 0, events: 0, archiveBytes: 0, freeBytes: null, orphans: 0, orphanBytes: 0, lockAgeSeconds: 0,
+        summary: '', ageSeconds: null, warnAgeSeconds: 0, critAgeSeconds: 0, events: 0, archiveBytes: 0, freeBytes: null, orphans: 0, orphanBytes: 0, lockAgeSeconds: 0, lagSeconds: null, maxLagSeconds: null,
       });
     }
   }
@@ -335,6 +383,13 @@ export interface StatusReport {
   unwritable: Array<{ path: string; reason: string }>;
   /** Off-site remotes: what waits for each, and how its last attempts went (src/offsite/facts.ts). */
   remotes: RemoteStatus[];
+  /** A watching daemon's watch (watch: true): watching, or fallen back to its schedule and why; null without one. */
+  watch: { mode: 'watching' | 'fallback'; dir: string; kind: string | null; reason: string | null; since: string; pid: number; daemonRunning: boolean | null; debounceMs: number } | null;
+  /**
+   * The recovery point lag: seconds from the source's mtime to the event being durable, for the
+   * last new event (and what started its cycle); pendingSeconds while the current source waits.
+   */
+  lag: { lastSeconds: number | null; ts: string | null; durableAt: string | null; trigger: string | null; pendingSeconds: number | null };
   exitCode: number;
 }
 
@@ -397,6 +452,18 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
     } : null,
     unwritable: facts.unwritable,
     remotes: remoteStatus(facts.remotes ?? []),
+    watch: facts.watch ? {
+      mode: facts.watch.record.mode, dir: facts.watch.record.dir, kind: facts.watch.record.kind ?? null, reason: facts.watch.record.reason ?? null,
+      since: facts.watch.record.since, pid: facts.watch.record.pid, daemonRunning: facts.watch.alive ?? null, debounceMs: facts.watch.record.debounceMs,
+    } : null,
+    lag: (() => {
+      const now = lagNow(facts, nowMs);
+      const last = facts.state?.lag;
+      return {
+        lastSeconds: last?.seconds ?? null, ts: last?.ts ?? null, durableAt: last?.durableAt ?? null, trigger: last?.trigger ?? null,
+        pendingSeconds: now?.pending ? Math.round(now.seconds * 1000) / 1000 : null,
+      };
+    })(),
     // status only reports; an unreadable rule folder is the one thing it could not report.
     exitCode: ruleErrors.length > 0 ? ruleErrors[0]!.error!.exitCode : ExitCode.OK,
   };
@@ -447,6 +514,14 @@ export function statusText(r: StatusReport): string {
   if (!a.exists) lines.push(`warning: the archive root ${a.dir} does not exist (is the backup disk mounted?)`);
   if (a.sameFilesystemAsSource) lines.push(`warning: ${sameFilesystemWarning(a.dir, r.source.path)}`);
   if (r.state.error) lines.push(`state:          ${r.state.error}`);
+  if (r.lag.lastSeconds !== null) lines.push(`recovery lag:   ${r.lag.lastSeconds.toFixed(1)}s from save to durable for ${r.lag.ts} (${r.lag.trigger})${r.lag.pendingSeconds !== null ? `; the current source has waited ${r.lag.pendingSeconds.toFixed(0)}s` : ''}`);
+  const w = r.watch;
+  if (w) {
+    const who = w.daemonRunning === false ? ` (daemon pid ${w.pid} is not running: stale record)` : ` (daemon pid ${w.pid})`;
+    lines.push(w.mode === 'watching'
+      ? `watch:          watching ${w.dir} since ${w.since}, debounce ${w.debounceMs} ms${who}`
+      : `watch:          FALLBACK to the schedule since ${w.since}: ${w.reason ?? w.kind}${who}`);
+  }
   lines.push(...remoteStatusLines(r.remotes ?? []));
   return lines.join('\n');
 }

@@ -16,7 +16,7 @@ import { FUTURE_TOLERANCE_MS, latestArchived } from './event-order.js';
 import { lstatIfExists } from '../core/fs.js';
 import { applyPlan, planRetention, scanFolder, scanWarnings, type Decision, type FolderEvent, type FolderScan } from './retention.js';
 import { runCycleHooks, runPruneHooks } from '../ops/hooks.js';
-import { bumpCounter, loadState, saveState, type ClockJump, type RuleErrorRecord, type State } from './state.js';
+import { bumpCounter, loadState, recordLag, saveState, type ClockJump, type RuleErrorRecord, type State } from './state.js';
 import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
 import { userName } from '../core/trust.js';
 import { MAX_SEQ, type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from '../core/timestamp.js';
@@ -77,6 +77,8 @@ export interface CycleDeps {
   signal?: AbortSignal;
   /** What a failure record calls this run (the daemon says "daemon tick"); default: the command. */
   command?: FailedCommand;
+  /** What started this cycle (logged, and kept with the recovery point lag); default 'once'. */
+  trigger?: 'once' | 'schedule' | 'watch';
 }
 
 /** How long `once` waits for a running `prune` to finish before giving up with exit 75. */
@@ -296,7 +298,7 @@ export async function runOnce(
 ): Promise<RunReport> {
   const report: RunReport = { instance: instance.name, status: 'failed', snapshot: null, retention: {}, warnings: [], notes: [], ruleErrors: [], exitCode: ExitCode.OK };
   const started = Date.now();
-  const log = deps.log.child({ instance: instance.name });
+  const log = deps.log.child({ instance: instance.name, ...(deps.trigger ? { trigger: deps.trigger } : {}) });
   /** Whether this run's outcome reached the state file; when a failure did not, a failure record carries it. */
   let stateSaved = false;
   /** Failure records of earlier runs, taken into the state by this run. */
@@ -445,6 +447,15 @@ export async function runOnce(
         };
         state.seq = Math.max(state.seq ?? 0, result.seq);
         delete state.rejected;
+        // The recovery point lag: Redis finished the save at the source's mtime; the event is durable now.
+        const mtimeMs = Number(BigInt(result.identity.mtimeNs) / 1_000_000n);
+        const durableMs = Date.now();
+        if (result.outcome === 'archived') {
+          recordLag(state, {
+            seconds: (durableMs - mtimeMs) / 1000, ts: result.ts, sourceMtime: new Date(mtimeMs).toISOString(),
+            durableAt: new Date(durableMs).toISOString(), trigger: deps.trigger ?? 'once',
+          });
+        }
         queueForRemotes(state, instance, result);
         protect.clear();
         protect.set(result.ts, 'archived by this run (the source\'s current content), kept whatever its timestamp');
@@ -458,7 +469,10 @@ export async function runOnce(
           report.warnings.push(w);
           log.warn({ clock: jump }, w);
         }
-        log.info({ ts: result.ts, bytes: result.bytes, sha256: result.sha256, outcome: result.outcome, durationMs: result.durationMs, rdbVersion: result.rdb.version }, 'snapshot archived');
+        log.info({
+          ts: result.ts, seq: result.seq, bytes: result.bytes, sha256: result.sha256, outcome: result.outcome, durationMs: result.durationMs, rdbVersion: result.rdb.version,
+          ...(result.outcome === 'archived' ? { lagSeconds: state.lag!.seconds } : {}),
+        }, 'snapshot archived');
       }
     }
     // Retention runs after the archive step, also when rule folders failed to take the

@@ -56,6 +56,30 @@ export interface ClockJump {
   offsetMs: number;
 }
 
+/**
+ * The recovery point lag of the event archived last: seconds from the
+ * source's mtime (Redis finished the save) to the event being durable in the
+ * archive. A save lost with the host inside that window is lost for good.
+ */
+export interface LagRecord {
+  seconds: number;
+  ts: string;
+  sourceMtime: string;
+  durableAt: string;
+  /** What started the cycle: once, a schedule tick, the watch. */
+  trigger: string;
+}
+
+/** Upper bounds (seconds) of the recovery point lag histogram's buckets; +Inf is implied. */
+export const LAG_BUCKETS = [1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600] as const;
+
+/** Every lag recorded, bucketed (counts per bucket, not cumulative; the last entry is +Inf). */
+export interface LagHistogram {
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
 export interface RejectedRecord {
   identity: SourceIdentity;
   reason: string;
@@ -95,6 +119,9 @@ export interface State {
   /** The last clock jump seen in the source's mtimes. */
   clock?: ClockJump;
   rejected?: RejectedRecord;
+  /** The recovery point lag of the last new event, and of every one so far. */
+  lag?: LagRecord;
+  lagHistogram?: LagHistogram;
   lastRun?: RunRecord;
   lastSuccessAt?: string;
   lastFailure?: FailureSummary;
@@ -141,6 +168,15 @@ export function parseState(text: string): State | undefined {
     state.clock = o.clock;
   }
   if (o.rejected && isIdentity(o.rejected.identity) && typeof o.rejected.reason === 'string') state.rejected = o.rejected;
+  const lag = o.lag;
+  if (lag && typeof lag.seconds === 'number' && Number.isFinite(lag.seconds) && typeof lag.ts === 'string' && typeof lag.durableAt === 'string') {
+    state.lag = { seconds: lag.seconds, ts: lag.ts, durableAt: lag.durableAt, sourceMtime: String(lag.sourceMtime ?? ''), trigger: String(lag.trigger ?? 'once') };
+  }
+  const h = o.lagHistogram;
+  if (h && Array.isArray(h.counts) && h.counts.length === LAG_BUCKETS.length + 1 && h.counts.every((c) => Number.isSafeInteger(c) && c >= 0)
+    && typeof h.sum === 'number' && Number.isFinite(h.sum) && Number.isSafeInteger(h.count)) {
+    state.lagHistogram = { counts: [...h.counts], sum: h.sum, count: h.count };
+  }
   if (o.lastRun && typeof o.lastRun.at === 'string' && typeof o.lastRun.result === 'string') state.lastRun = o.lastRun;
   if (typeof o.lastSuccessAt === 'string') state.lastSuccessAt = o.lastSuccessAt;
   const f = o.lastFailure;
@@ -201,6 +237,18 @@ export function hookFailing(h: HookRecord | undefined): boolean {
 export function ruleErrorsOf(run: RunRecord | undefined): RuleErrorRecord[] {
   const list: unknown = run?.ruleErrors;
   return Array.isArray(list) ? list.filter((e): e is RuleErrorRecord => !!e && typeof e.rule === 'string' && typeof e.message === 'string') : [];
+}
+
+/** Records a new event's recovery point lag (never negative: a source clock ahead says nothing about the wait). */
+export function recordLag(state: State, lag: LagRecord): void {
+  const seconds = Math.max(0, lag.seconds);
+  state.lag = { ...lag, seconds };
+  const h = state.lagHistogram ?? { counts: new Array<number>(LAG_BUCKETS.length + 1).fill(0), sum: 0, count: 0 };
+  const i = LAG_BUCKETS.findIndex((le) => seconds <= le);
+  h.counts[i < 0 ? LAG_BUCKETS.length : i]! += 1;
+  h.sum += seconds;
+  h.count += 1;
+  state.lagHistogram = h;
 }
 
 export function bumpCounter(state: State, name: string, by = 1): void {

@@ -32,10 +32,12 @@ afterEach(() => {
   for (const child of running.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
-export function startCli(args: string[], env: Record<string, string | undefined> = {}): RunningCli {
+/** prefix: a command that execs the rest (e.g. `unshare -Ur sh -c '…; exec "$0" "$@"'`). */
+export function startCli(args: string[], env: Record<string, string | undefined> = {}, options: { prefix?: string[] } = {}): RunningCli {
   const fullEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...process.env, RDB_ARCHIVER_CONFIG: undefined, ...env })) if (v !== undefined) fullEnv[k] = v;
-  const child = spawn(process.execPath, [CLI, ...args], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [...(options.prefix ?? []), process.execPath, CLI, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   running.push(child);
   let out = '';
   let err = '';
