@@ -34,6 +34,9 @@ function readMetrics(path: string): Map<string, MetricFamily> {
     const mine = families.get(f.name)!;
     expect(f.type.toLowerCase()).toBe(mine.type);
     expect(f.help).toBe(mine.help);
+    // That parser drops the labels of a histogram's samples (and so merges the instances'):
+    // histograms are checked by the strict parser above and by promtool only.
+    if (mine.type === 'histogram') continue;
     expect(f.metrics.map((m) => [m.labels ?? {}, Number(m.value)])).toEqual(mine.samples.map((s) => [s.labels, s.value]));
   }
   for (const [name, f] of families) {
