@@ -844,6 +844,8 @@ function archiveOnlyConfig(overrides: ConfigOverrides): Config {
     ...(logFormat ? { logFormat: logFormat as LogFormat } : {}),
     schedule: DEFAULT_SCHEDULE,
     shutdownTimeoutMs: DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    watch: false,
+    watchDebounceMs: DEFAULT_WATCH_DEBOUNCE_MS,
     timezone: 'UTC',
     instances: [instance],
   };
