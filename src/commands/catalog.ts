@@ -17,7 +17,7 @@ import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
 import { ArchiverError, ConfigError, ExitCode, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
 import { errorCode, readFromStart, type FileInfo, type FileSystem } from '../core/fs.js';
 import type { Log } from '../core/log.js';
-import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo } from '../rdb/validate.js';
+import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo, type ValidationMode } from '../rdb/validate.js';
 import { latestArchived } from '../pipeline/event-order.js';
 import { scanFolder, scanWarnings, type FolderEvent } from '../pipeline/retention.js';
 import { discoverFolders, folderNote, type FolderOrigin } from '../pipeline/archive-index.js';
@@ -190,7 +190,10 @@ export class FileChecker {
   filesRead = 0;
   bytesRead = 0;
 
-  constructor(private readonly fs: FileSystem) {}
+  constructor(
+    private readonly fs: FileSystem,
+    private readonly validation: ValidationMode = 'full',
+  ) {}
 
   /** undefined when the file does not exist. */
   async check(path: string, kind: 'rdb' | 'other'): Promise<FileCheck | undefined> {
@@ -224,7 +227,7 @@ export class FileChecker {
       this.filesRead += 1;
       if (kind === 'rdb') {
         try {
-          const pass = await copyPass(handle, path, undefined);
+          const pass = await copyPass(handle, path, undefined, undefined, this.validation);
           this.bytesRead += pass.bytes;
           return { bytes: pass.bytes, sha256: pass.sha256, rdb: pass.rdb };
         } catch (err) {
@@ -593,7 +596,7 @@ export async function verifyInstance(
 ): Promise<VerifyReport> {
   const started = Date.now();
   const report = emptyVerifyReport(instance.name);
-  const checker = new FileChecker(fs);
+  const checker = new FileChecker(fs, instance.validation);
   try {
     const { scanned, notes } = archive ?? await scanArchive(fs, instance, options.rule);
     report.notes = notes;

@@ -36,7 +36,7 @@ import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
 import { ArchiverError, ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
 import { errorCode, lstatIfExists, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from '../core/fs.js';
 import type { Log } from '../core/log.js';
-import type { RdbInfo } from '../rdb/validate.js';
+import type { RdbInfo, ValidationMode } from '../rdb/validate.js';
 import { sha256Hex } from '../core/sha256.js';
 import { eventFileName, type Timestamp } from '../core/timestamp.js';
 import { copyPass } from '../pipeline/worker.js';
@@ -276,6 +276,7 @@ async function stageCopy(
   rdbTarget: Target,
   nodesTarget: Target | undefined,
   temps: string[],
+  validation: ValidationMode | undefined,
 ): Promise<Staged> {
   const rdbName = eventFileName('rdb', loc.ts);
   const nodesName = eventFileName('nodes', loc.ts);
@@ -332,7 +333,7 @@ async function stageCopy(
     let pass;
     try {
       await out.chmod(RESTORE_FILE_MODE);
-      pass = await copyPass(source, rdbPath, out);
+      pass = await copyPass(source, rdbPath, out, undefined, validation);
       await out.sync();
     } finally {
       await out.close();
@@ -377,6 +378,7 @@ async function stageFirstGoodCopy(
   rdbTarget: Target,
   nodesTarget: Target | undefined,
   temps: string[],
+  validation: ValidationMode | undefined,
 ): Promise<{ staged?: Staged; used?: EventLocation; failures: string[] }> {
   const seen = new Set<string>();
   const failures: string[] = [];
@@ -389,7 +391,7 @@ async function stageFirstGoodCopy(
     seen.add(key);
     const mine: string[] = [];
     try {
-      const staged = await stageCopy(fs, loc, rdbTarget, nodesTarget, mine);
+      const staged = await stageCopy(fs, loc, rdbTarget, nodesTarget, mine, validation);
       temps.push(...mine);
       return { staged, used: loc, failures };
     } catch (err) {
@@ -460,7 +462,7 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
     for (const [i, candidate] of candidates.entries()) {
       const locations = i === 0 ? first : findEvent(scanned, candidate);
       if (locations.length === 0) continue;
-      const attempt = await stageFirstGoodCopy(fs, log, locations, rdbTarget, nodesTarget, temps);
+      const attempt = await stageFirstGoodCopy(fs, log, locations, rdbTarget, nodesTarget, temps, instance.validation);
       failures = attempt.failures;
       if (attempt.staged) {
         staged = attempt.staged;

@@ -139,6 +139,12 @@ export interface InstanceConfig {
    * its rule folders are discovered (archive-index.ts).
    */
   archiveOnly?: boolean;
+  /**
+   * How a snapshot is validated (src/rdb/validate.ts): 'full' (default)
+   * walks every opcode and value as well as checking the header and the
+   * CRC-64; 'crc' checks only those. Absent (an instance built by hand): 'full'.
+   */
+  validation?: 'full' | 'crc';
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -464,6 +470,7 @@ const instanceKeys = {
   monitor: z.optional(monitorSchema),
   hooks: z.optional(hooksSchema),
   remotes: z.optional(remotesSchema),
+  validation: z.optional(z.enum(['full', 'crc'], { error: 'must be full (walk every value: the default) or crc (header and CRC-64 only)' })),
 };
 
 const instanceName = z.string({ error: 'must be a string' }).check(z.regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$' }));
@@ -705,6 +712,7 @@ function resolveInstance(
       ...(drill.dir !== undefined ? { dir: resolveAgainst(base, drill.dir) } : {}),
       timeoutMs: drill.timeout ?? DEFAULT_DRILL_TIMEOUT_MS,
     },
+    validation: entry.validation ?? defaults.validation ?? 'full',
   };
 }
 

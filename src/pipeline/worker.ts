@@ -19,7 +19,7 @@ import { effectiveUid } from '../core/trust.js';
 import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from '../core/fs.js';
 import type { Log } from '../core/log.js';
 import { borrowPassBuffers } from '../rdb/crc64.js';
-import { RdbValidator, type RdbInfo } from '../rdb/validate.js';
+import { RdbValidator, type RdbInfo, type ValidationMode } from '../rdb/validate.js';
 import { createSha256, sha256Hex } from '../core/sha256.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
@@ -96,12 +96,13 @@ export async function copyPass(
   sourcePath: string,
   out: Handle | undefined,
   signal?: AbortSignal,
+  validation: ValidationMode = 'full',
 ): Promise<PassResult> {
   // Page-aligned buffers the CRC runs over in place (see borrowPassBuffers);
   // given back only when no read or write into them is left in flight.
   const lent = borrowPassBuffers(2, COPY_CHUNK_BYTES);
   try {
-    return await passThrough(source, sourcePath, out, lent.buffers, signal);
+    return await passThrough(source, sourcePath, out, lent.buffers, signal, validation);
   } finally {
     lent.release();
   }
@@ -112,10 +113,11 @@ async function passThrough(
   sourcePath: string,
   out: Handle | undefined,
   buffers: Buffer[],
-  signal?: AbortSignal,
+  signal: AbortSignal | undefined,
+  validation: ValidationMode,
 ): Promise<PassResult> {
   const hash = createSha256();
-  const validator = new RdbValidator(sourcePath);
+  const validator = new RdbValidator(sourcePath, { validation });
   let position = 0;
   let which = 0;
   // The read in flight is awaited later: mark its rejection handled now, or a read
@@ -626,7 +628,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
     const pass = async (out: Handle | undefined): Promise<PassResult> => {
       let result: PassResult;
       try {
-        result = await copyPass(source, job.sourceRdb, out, ctx.signal);
+        result = await copyPass(source, job.sourceRdb, out, ctx.signal, instance.validation);
       } catch (err) {
         if (err instanceof InvalidSnapshotError) throw (await changedError()) ?? err;
         throw err;

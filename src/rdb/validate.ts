@@ -3,14 +3,19 @@
  * same read pass as the copy: feed every chunk to `update`, then call
  * `finish`.
  *
- * What is checked (a full parse of every value is `redis-check-rdb`'s job):
+ * What is checked:
  *  - the magic: `REDIS` + 4 digits or `VALKEY` + 3 digits;
  *  - the leading AUX fields (0xFA), which are decoded for redis-ver,
  *    ctime, used-mem and friends, and must be well formed;
  *  - the trailer: for RDB >= 5 (and every VALKEY version) the last 8 bytes
  *    are the CRC-64 of everything before them, stored little-endian, and the
  *    byte before them is the EOF opcode 0xFF. For RDB < 5 the last byte is
- *    0xFF and there is no checksum.
+ *    0xFF and there is no checksum;
+ *  - with validation 'full' (the default), the structure: every opcode and
+ *    value walked by RdbWalker (walker.ts), which must end with the EOF
+ *    opcode exactly where the trailer begins. This is what catches damage
+ *    that a CRC cannot: a file written with a valid CRC around bad data, or
+ *    one with the checksum disabled (rdbchecksum no). 'crc' skips it.
  *
  * Memory: the validator keeps the 8 bytes that might be the trailer, the
  * byte before them, and a copy of the header (at most AUX_LIMIT bytes, only
@@ -21,6 +26,18 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { borrowPassBuffers, Crc64, type PassBuffers } from './crc64.js';
 import { InvalidSnapshotError, fsError } from '../core/errors.js';
+import { RdbWalker, type WalkSummary } from './walker.js';
+import { lzfDecompress } from './lzf.js';
+export { lzfDecompress };
+
+/** validation: 'full' walks the structure as well as the header and CRC; 'crc' checks only those (the cheaper, older check). */
+export type ValidationMode = 'full' | 'crc';
+export const VALIDATION_MODES: readonly ValidationMode[] = ['full', 'crc'];
+
+export interface RdbValidatorOptions {
+  /** Default 'full'. */
+  validation?: ValidationMode;
+}
 
 export interface RdbAux {
   redisVer?: string;
@@ -49,6 +66,10 @@ export interface RdbInfo {
   storedCrc: string | null;
   /** Total bytes seen. */
   bytes: number;
+  /** The validation that ran. */
+  validation: ValidationMode;
+  /** With validation 'full': what the structural walk found. */
+  structure?: WalkSummary;
   warnings: string[];
 }
 
@@ -122,8 +143,16 @@ export class RdbValidator {
   private readonly aux: RdbAux = {};
 
   private outcome: { info: RdbInfo } | { error: InvalidSnapshotError } | null = null;
+  private readonly walker: RdbWalker | null;
+  readonly validation: ValidationMode;
 
-  constructor(readonly path: string) {}
+  constructor(
+    readonly path: string,
+    options: RdbValidatorOptions = {},
+  ) {
+    this.validation = options.validation ?? 'full';
+    this.walker = this.validation === 'full' ? new RdbWalker() : null;
+  }
 
   /**
    * A failure already certain before the end of the file (bad magic or
@@ -168,6 +197,7 @@ export class RdbValidator {
     const n = chunk.length;
     if (n === 0) return;
     if (this.state === 'magic' || this.state === 'aux') this.feedHeader(chunk);
+    this.walker?.update(chunk);
     this.feedCrc(chunk);
     this.total += n;
   }
@@ -447,6 +477,16 @@ export class RdbValidator {
       this.reject(`AUX field at offset ${MAGIC_LEN} in an RDB version ${this.version} file (AUX fields start at version 7)`);
     }
 
+    let structure: WalkSummary | undefined;
+    if (this.walker) {
+      const walked = this.walker.conclude(trailered ? n - TRAILER_LEN : n);
+      if (typeof walked === 'string') this.reject(`structure: ${walked}`);
+      structure = walked;
+      if (walked.shallowContainers > 0) {
+        warnings.push(`${walked.shallowContainers} encoded value(s) larger than the walker buffers were checked by their header and terminator only`);
+      }
+    }
+
     if (!versionKnown) {
       warnings.push(
         checksum === 'verified'
@@ -454,9 +494,15 @@ export class RdbValidator {
           : `unrecognised RDB version ${this.version} (${this.magicText}): accepted without verification`,
       );
     }
-    if (checksum === 'disabled') warnings.push('checksum disabled (rdbchecksum no): the file could not be verified');
+    if (checksum === 'disabled') {
+      warnings.push(structure
+        ? 'checksum disabled (rdbchecksum no): the structure was walked and is sound, but damage inside values cannot be detected'
+        : 'checksum disabled (rdbchecksum no): the file could not be verified');
+    }
     if (checksum === 'absent') {
-      warnings.push(`RDB version ${this.version} has no checksum: only the header and the EOF marker were checked`);
+      warnings.push(structure
+        ? `RDB version ${this.version} has no checksum: the structure was walked and is sound, but damage inside values cannot be detected`
+        : `RDB version ${this.version} has no checksum: only the header and the EOF marker were checked`);
     }
     if (this.state === 'limit') {
       warnings.push(`AUX fields extend past the first ${AUX_LIMIT} bytes: stopped reading them at offset ${this.pos}`);
@@ -470,6 +516,8 @@ export class RdbValidator {
       checksum,
       storedCrc,
       bytes: n,
+      validation: this.validation,
+      ...(structure ? { structure } : {}),
       warnings,
     };
   }
@@ -512,40 +560,6 @@ function printable(b: Uint8Array, len: number): string {
   return s;
 }
 
-/**
- * LZF decompression (the format Redis uses): literal runs (ctrl < 32: ctrl+1
- * bytes follow) and back references (length ctrl >> 5, 7 meaning "plus the
- * next byte", + 2; distance ((ctrl & 31) << 8) + next byte + 1).
- * Returns null on any inconsistency.
- */
-export function lzfDecompress(src: Uint8Array, start: number, end: number, outLen: number): Uint8Array | null {
-  const out = new Uint8Array(outLen);
-  let ip = start;
-  let op = 0;
-  while (ip < end) {
-    const ctrl = src[ip++]!;
-    if (ctrl < 32) {
-      const len = ctrl + 1;
-      if (ip + len > end || op + len > outLen) return null;
-      out.set(src.subarray(ip, ip + len), op);
-      ip += len;
-      op += len;
-    } else {
-      let len = ctrl >> 5;
-      if (len === 7) {
-        if (ip >= end) return null;
-        len += src[ip++]!;
-      }
-      if (ip >= end) return null;
-      let ref = op - ((ctrl & 0x1f) << 8) - src[ip++]! - 1;
-      len += 2;
-      if (ref < 0 || op + len > outLen) return null;
-      for (let i = 0; i < len; i++) out[op++] = out[ref++]!;
-    }
-  }
-  return op === outLen ? out : null;
-}
-
 function readU32BE(b: Uint8Array, p: number): number {
   return ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0;
 }
@@ -577,8 +591,8 @@ function decimal(s: string): number | undefined {
 }
 
 /** Validates a whole RDB given as one buffer. */
-export function validateRdb(path: string, data: Uint8Array): RdbInfo {
-  const v = new RdbValidator(path);
+export function validateRdb(path: string, data: Uint8Array, options: RdbValidatorOptions = {}): RdbInfo {
+  const v = new RdbValidator(path, options);
   v.update(data);
   return v.finish();
 }
@@ -589,7 +603,7 @@ export function validateRdb(path: string, data: Uint8Array): RdbInfo {
  * the copy out of the page cache (about as slow as the CRC on a small VM)
  * overlaps the CRC.
  */
-export async function validateRdbFile(path: string): Promise<RdbInfo> {
+export async function validateRdbFile(path: string, options: RdbValidatorOptions = {}): Promise<RdbInfo> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
@@ -608,7 +622,7 @@ export async function validateRdbFile(path: string): Promise<RdbInfo> {
     const length = Math.max(1, Math.min(READ_CHUNK, size + 1));
     lent = borrowPassBuffers(2, length);
     const buffers = lent.buffers;
-    const v = new RdbValidator(path);
+    const v = new RdbValidator(path, options);
     let position = 0;
     let which = 0;
     const read = (): Promise<number> => {

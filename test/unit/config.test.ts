@@ -187,6 +187,23 @@ describe('loadConfig: a valid file', () => {
   });
 });
 
+describe('loadConfig: validation', () => {
+  it('is full by default, crc when set; a top-level value is every instance\'s default, an instance may override it', () => {
+    expect(loadConfig({ config: writeConfig(MINIMAL) }, {}).instances[0]!.validation).toBe('full');
+    expect(loadConfig({ config: writeConfig(`${MINIMAL}validation: crc\n`) }, {}).instances[0]!.validation).toBe('crc');
+    const multi = writeConfig(
+      'validation: crc\narchive:\n  dir: /var/backups/redis\ninstances:\n' +
+        '  - name: a\n    source:\n      rdb: /a/dump.rdb\n' +
+        '  - name: b\n    source:\n      rdb: /b/dump.rdb\n    validation: full\n',
+    );
+    expect(loadConfig({ config: multi }, {}).instances.map((i) => [i.name, i.validation])).toEqual([['a', 'crc'], ['b', 'full']]);
+  });
+
+  it('refuses any other value, naming the choices', () => {
+    expectFileError(`${MINIMAL}validation: none\n`, 'validation', 'must be full (walk every value: the default) or crc (header and CRC-64 only)');
+  });
+});
+
 describe('loadConfig: which file', () => {
   it('--source and --archive work without any config file', () => {
     const config = loadConfig({ source: '/data/dump.rdb', archive: '/backups' }, {});

@@ -180,9 +180,13 @@ describe('OSFS.unlinkOwnedFiles', () => {
 // ---------------------------------------------------------------------------
 // copyPass write-back
 
-/** A virtual RDB of `size` bytes: magic, zeros, EOF, CRC-64 trailer, served from memory. */
+/**
+ * A virtual RDB of `size` bytes, served from memory: magic, one string key
+ * whose value is all zeros (a 32-bit length), EOF, CRC-64 trailer.
+ */
 function virtualRdb(size: number): { read: (buf: Uint8Array, off: number, len: number, pos: number) => number; sha256: string } {
-  const head = Buffer.from('REDIS0010', 'latin1');
+  const head = Buffer.concat([Buffer.from('REDIS0010', 'latin1'), Buffer.from([0x00, 0x00, 0x80, 0, 0, 0, 0])]);
+  head.writeUInt32BE(size - head.length - 9, head.length - 4);
   const crc = new Crc64();
   const hash = createHash('sha256');
   const zeros = Buffer.alloc(1 << 20);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FsError, InvalidSnapshotError } from '../../src/core/errors.js';
-import { AUX_LIMIT, RdbValidator, lzfDecompress, validateRdb, validateRdbFile, type RdbInfo } from '../../src/rdb/validate.js';
+import { AUX_LIMIT, RdbValidator, lzfDecompress, validateRdb, validateRdbFile, type RdbInfo, type RdbValidatorOptions } from '../../src/rdb/validate.js';
 import {
   ascii,
   auxField,
@@ -54,8 +54,8 @@ function reasonOf(data: Uint8Array, feed: (v: RdbValidator) => void = (v) => v.u
 }
 
 /** Outcome of feeding data in the given chunk sizes: the info, or the error message. */
-function outcome(data: Uint8Array, sizes: readonly number[] | null): RdbInfo | string {
-  const v = new RdbValidator('f.rdb');
+function outcome(data: Uint8Array, sizes: readonly number[] | null, options: RdbValidatorOptions = {}): RdbInfo | string {
+  const v = new RdbValidator('f.rdb', options);
   for (const c of sizes ? chunksOf(data, sizes) : [data.slice()]) {
     v.update(c);
     c.fill(0xa5); // the validator must not look at a chunk after update() returns
@@ -90,6 +90,8 @@ describe('RdbValidator: valid files', () => {
       checksum: 'verified',
       storedCrc: hex16(referenceCrc64(file.subarray(0, file.length - 8))),
       bytes: file.length,
+      validation: 'full',
+      structure: { keys: 2, expires: 1, eofOffset: file.length - 9, shallowContainers: 0, types: { string: 2 } },
       warnings: [],
     } satisfies RdbInfo);
   });
@@ -138,7 +140,10 @@ describe('RdbValidator: valid files', () => {
     expect(info.checksum).toBe('disabled');
     expect(info.storedCrc).toBe('0000000000000000');
     expect(info.aux.redisVer).toBe('7.0.15');
-    expect(info.warnings).toEqual(['checksum disabled (rdbchecksum no): the file could not be verified']);
+    expect(info.warnings).toEqual(['checksum disabled (rdbchecksum no): the structure was walked and is sound, but damage inside values cannot be detected']);
+    // validation: crc has nothing to check such a file with.
+    const crcOnly = await validateRdbFile(NO_CHECKSUM, { validation: 'crc' });
+    expect(crcOnly.warnings).toEqual(['checksum disabled (rdbchecksum no): the file could not be verified']);
   });
 
   it('accepts VALKEY080 and reads valkey-ver', () => {
@@ -179,9 +184,9 @@ describe('RdbValidator: valid files', () => {
   it('accepts a checksum of 0 (rdbchecksum no) with a warning, and says so for an unknown version too', () => {
     const info = validateRdb('f', buildRdb({ checksum: 'zero' }));
     expect(info).toMatchObject({ checksum: 'disabled', storedCrc: '0000000000000000', versionKnown: true });
-    expect(info.warnings).toEqual(['checksum disabled (rdbchecksum no): the file could not be verified']);
+    expect(info.warnings).toEqual(['checksum disabled (rdbchecksum no): the structure was walked and is sound, but damage inside values cannot be detected']);
 
-    const unknown = validateRdb('f', buildRdb({ version: 14, checksum: 'zero' }));
+    const unknown = validateRdb('f', buildRdb({ version: 14, checksum: 'zero' }), { validation: 'crc' });
     expect(unknown.warnings).toEqual([
       'unrecognised RDB version 14 (REDIS0014): accepted without verification',
       'checksum disabled (rdbchecksum no): the file could not be verified',
@@ -193,7 +198,8 @@ describe('RdbValidator: valid files', () => {
     expect(file[file.length - 1]).toBe(0xff);
     const info = validateRdb('old.rdb', file);
     expect(info).toMatchObject({ version: 4, versionKnown: true, checksum: 'absent', storedCrc: null, bytes: file.length });
-    expect(info.warnings).toEqual(['RDB version 4 has no checksum: only the header and the EOF marker were checked']);
+    expect(info.warnings).toEqual(['RDB version 4 has no checksum: the structure was walked and is sound, but damage inside values cannot be detected']);
+    expect(validateRdb('old.rdb', file, { validation: 'crc' }).warnings).toEqual(['RDB version 4 has no checksum: only the header and the EOF marker were checked']);
     expect(validateRdb('f', buildRdb({ version: 1, aux: [], body: new Uint8Array(0) })).bytes).toBe(10);
   });
 });
@@ -272,8 +278,9 @@ describe('RdbValidator: AUX string and length encodings', () => {
 
   it('skips unknown keys and stops at the first non-AUX opcode', () => {
     const afterBody = auxField('redis-ver', 'should-not-be-read');
-    for (const opcode of [0xfe, 0xf5, 0xf7, 0xfb, 0xf4]) {
-      const body = concat([Uint8Array.of(opcode, 0x00), afterBody]);
+    // SELECTDB 0; FUNCTION2 ""; MODULE_AUX (id 5, when-opcode 2, when 1, module EOF); RESIZEDB 0 0; SLOT_INFO 0 0 0.
+    for (const op of [[0xfe, 0x00], [0xf5, 0x00], [0xf7, 0x05, 0x02, 0x01, 0x00], [0xfb, 0x00, 0x00], [0xf4, 0x00, 0x00, 0x00]]) {
+      const body = concat([Uint8Array.from(op), afterBody]);
       const info = validateRdb('f', buildRdb({ aux: [['lua', 'x'.repeat(100)], ['redis-bits', 64]], body }));
       expect(info.aux).toEqual({ redisBits: 64 });
     }
@@ -399,14 +406,15 @@ describe('RdbValidator: rejections', () => {
     }
   });
 
-  it('RDB < 5 has no checksum: a truncation is caught unless it happens to end in 0xFF', () => {
+  it('RDB < 5 has no checksum: validation crc misses a truncation that happens to end in 0xFF; the structural walk catches every one', () => {
     const file = buildRdb({ version: 4, aux: [] });
     let accepted = 0;
     for (let len = 0; len < file.length; len++) {
       const cut = file.subarray(0, len);
       if (len >= 10 && cut[len - 1] === 0xff) {
-        expect(validateRdb('f', cut).checksum).toBe('absent');
+        expect(validateRdb('f', cut, { validation: 'crc' }).checksum).toBe('absent');
         accepted++;
+        expect(reasonOf(cut), `length ${len}`).toMatch(/^structure: (the data ends inside a string \(in the string value of the key at offset \d+\)|no EOF opcode: the data ends at offset \d+)/);
       } else {
         expect(reasonOf(cut), `length ${len}`).toMatch(/^(truncated|no EOF marker)/);
       }
@@ -476,12 +484,14 @@ describe('RdbValidator: streaming', () => {
     body[0] = 0xfe;
     body[1] = 0x00;
     const file = buildRdb({ body });
-    const whole = outcome(file.slice(), null);
+    // Random bytes are no RDB structure: the CRC layer alone here (validation crc).
+    const whole = outcome(file.slice(), null, { validation: 'crc' });
     if (typeof whole === 'string') throw new Error(whole);
     expect(whole.checksum).toBe('verified');
     for (const sizes of [[1 << 20], [65_537], [16 << 20], [5, 1_500_000, 3]]) {
-      expect(outcome(file, sizes)).toEqual(whole);
+      expect(outcome(file, sizes, { validation: 'crc' })).toEqual(whole);
     }
+    expect(outcome(file, null)).toMatch(/^structure: /);
   });
 
   it('throws on update() after finish(), and finish() repeats its outcome', () => {
@@ -541,8 +551,9 @@ describe.skipIf(!hasRedisServer)('against a live redis-server', () => {
 
 describe('validateRdbFile', () => {
   it('reads a file larger than its 8 MiB chunk', async () => {
-    const body = new Uint8Array(20 << 20);
-    for (let i = 0; i < body.length; i += 4096) body[i] = 0xff;
+    const value = new Uint8Array(20 << 20);
+    for (let i = 0; i < value.length; i += 4096) value[i] = 0xff;
+    const body = concat([Uint8Array.of(0xfe, 0x00, 0x00), encodeString('big'), encodeString(value)]);
     const file = buildRdb({ body });
     const path = join(tmp, 'big.rdb');
     writeFileSync(path, file);
