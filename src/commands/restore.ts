@@ -405,8 +405,8 @@ async function stageFirstGoodCopy(
 }
 
 /** The newest of `candidates` (newest first) with a copy that passes verify's checks; read only. */
-async function newestGoodEvent(fs: FileSystem, scanned: readonly RuleEvents[], candidates: readonly Timestamp[]): Promise<Timestamp | undefined> {
-  const checker = new FileChecker(fs);
+async function newestGoodEvent(fs: FileSystem, scanned: readonly RuleEvents[], candidates: readonly Timestamp[], validation: ValidationMode | undefined): Promise<Timestamp | undefined> {
+  const checker = new FileChecker(fs, validation);
   for (const ts of candidates) {
     for (const r of scanned) {
       const event = r.events.find((e) => e.ts === ts && e.kinds.includes('rdb'));
@@ -477,7 +477,7 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
       log.error({ ts: candidate, problem }, options.fallback ? 'event failed verification; trying the next older one (--fallback)' : 'the newest event failed verification');
       if (!options.fallback) {
         // Name the newest event that passes (read-only: nothing is written), and stop.
-        const good = await newestGoodEvent(fs, scanned, candidates.slice(i + 1));
+        const good = await newestGoodEvent(fs, scanned, candidates.slice(i + 1), instance.validation);
         if (good) throw new NewestEventBadError(candidate, problem, good);
         throw new InvalidSnapshotError(join(locations[0]!.dir, eventFileName('rdb', candidate)), `event ${candidate} failed verification; nothing restored: ${problem} (it is the newest event, and no older one passes either)`);
       }
