@@ -64,6 +64,11 @@ export function onceSummary(report: RunReport, dryRun: boolean, opts?: TextOptio
   }
   if (report.status !== 'failed' && report.error && report.ruleErrors.length === 0) lines.push(failureLine('error', report.error.message, report.exitCode, opts));
   if (report.offsite) lines.push(...remoteRunLines(report.offsite));
+  if (report.verify) {
+    const v = report.verify;
+    lines.push(v.error ? `scheduled verification failed: ${v.error}`
+      : `scheduled verification: ${v.eventsChecked} event${v.eventsChecked === 1 ? '' : 's'} checked (${v.filesRead} files, ${formatBytes(v.bytesRead)}): ${v.bad.length === 0 ? 'all intact' : `${v.bad.length} BAD`}`);
+  }
   return lines.join('\n');
 }
 
@@ -95,6 +100,7 @@ function onceJson(report: RunReport): object {
     ruleErrors: report.ruleErrors,
     ...(report.error ? { error: report.error } : {}),
     ...(report.offsite ? { offsite: report.offsite } : {}),
+    ...(report.verify ? { verify: report.verify } : {}),
     exitCode: report.exitCode,
   };
 }

@@ -471,6 +471,7 @@ const instanceKeys = {
   hooks: z.optional(hooksSchema),
   remotes: z.optional(remotesSchema),
   validation: z.optional(z.enum(['full', 'crc'], { error: 'must be full (walk every value: the default) or crc (header and CRC-64 only)' })),
+  verify: z.optional(verifySchema),
 };
 
 const instanceName = z.string({ error: 'must be a string' }).check(z.regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$' }));
@@ -679,7 +680,7 @@ function resolveInstance(
   // An instance's own remotes replace the top-level list (like rules); the key path names where each came from.
   const remotesKey = entry.remotes ? key('remotes') : 'remotes';
   const remotes = (entry.remotes ?? defaults.remotes ?? []).map((r, i) => resolveRemote(r, name, resolvedRules, file, `${remotesKey}[${i}]`));
-  const verify = (entry as { verify?: z.output<typeof verifySchema> }).verify ?? (defaults as { verify?: z.output<typeof verifySchema> }).verify;
+  const verify = entry.verify ?? defaults.verify;
   const drill: z.output<typeof drillSchema> = { ...(defaults as { drill?: object }).drill, ...(entry as { drill?: object }).drill };
 
   return {

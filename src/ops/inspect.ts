@@ -125,6 +125,13 @@ export interface InstanceFacts {
   remotes?: RemoteFacts[];
   /** A watching daemon's record (watch-record.ts), with whether that daemon still runs (undefined: cannot tell). */
   watch?: { record: WatchRecord; alive?: boolean };
+  /**
+   * What the last scheduled verification found bad, among the events still
+   * archived; `newest` marks the most recently archived event.
+   */
+  verifyBad?: Array<{ ts: Timestamp; rules: string[]; problems: string[]; newest: boolean }>;
+  /** `verify.every` of the config (ms), when scheduled verification is on. */
+  verifyEveryMs?: number;
 }
 
 async function statSize(fs: FileSystem, path: string): Promise<{ key: string; size: number } | undefined> {
@@ -220,6 +227,10 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   }
   for (const size of allInodes.values()) facts.archiveBytes += size;
   facts.snapshots = allTs.size;
+  if (instance.verify) facts.verifyEveryMs = instance.verify.everyMs;
+  const verified = facts.state?.verify;
+  // A bad event pruned since is no longer a problem of the archive.
+  if (verified) facts.verifyBad = verified.bad.filter((b) => allTs.has(b.ts)).map((b) => ({ ...b, newest: b.ts === newest?.ts }));
   facts.futureEvents.sort().reverse();
   if (newest) {
     const file = await statSize(fs, newest.path).catch(() => undefined);

@@ -135,6 +135,11 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const lastLag = family('rdb_archiver_last_recovery_point_lag_seconds', 'gauge', 'Recovery point lag of the last new event: seconds from the source\'s mtime (the save) to the event being durable in the archive.');
   const lagHist = family('rdb_archiver_recovery_point_lag_seconds', 'histogram', 'Recovery point lag of every new event: seconds from the source\'s mtime to the event being durable.');
   const watchActive = family('rdb_archiver_watch_active', 'gauge', '1 while the daemon watches the source\'s folder (watch: true), 0 while it fell back to its schedule; absent without a watching daemon.');
+  const verifyLast = family('rdb_archiver_verify_last_run_timestamp_seconds', 'gauge', 'Unix time of the last scheduled verification (verify: in the config); 0 if none yet.');
+  const verifyChecked = family('rdb_archiver_verify_events_checked', 'gauge', 'Events the last scheduled verification re-read.');
+  const verifyBad = family('rdb_archiver_verify_bad_events', 'gauge', 'Archived events (once per file, not per hard link) that failed the last scheduled verification and are still in the archive.');
+  const verifyNewestBad = family('rdb_archiver_verify_newest_bad', 'gauge', '1 if the most recently archived event failed the last scheduled verification, else 0.');
+  const verifyRuns = family('rdb_archiver_verify_runs_total', 'counter', 'Scheduled verifications run.');
   const remote = remoteFamilies(family);
 
   const now = Date.now();
@@ -193,6 +198,13 @@ export function renderMetrics(all: InstanceFacts[]): string {
       lagHist.samples.push({ labels: { instance }, value: h.count, suffix: '_count' });
     }
     if (facts.watch && facts.watch.alive !== false) watchActive.samples.push({ labels: { instance }, value: facts.watch.record.mode === 'watching' ? 1 : 0 });
+    if (facts.verifyEveryMs !== undefined || state?.verify) {
+      verifyLast.samples.push({ labels: { instance }, value: seconds(state?.verify?.at) });
+      verifyChecked.samples.push({ labels: { instance }, value: state?.verify?.eventsChecked ?? 0 });
+      verifyBad.samples.push({ labels: { instance }, value: facts.verifyBad?.length ?? 0 });
+      verifyNewestBad.samples.push({ labels: { instance }, value: facts.verifyBad?.some((b) => b.newest) ? 1 : 0 });
+      verifyRuns.samples.push({ labels: { instance }, value: counters.verify_runs ?? 0 });
+    }
     for (const orphan of facts.orphans) {
       orphanBytes.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.bytes });
       orphanEvents.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.events });

@@ -158,6 +158,7 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   }
   if (facts.orphansError && !facts.rules.some((r) => r.error)) add(Nagios.UNKNOWN, facts.orphansError);
   for (const p of remoteProblems(facts.remotes ?? [], thresholds)) add(p.state, p.text);
+  for (const p of verifyProblems(facts, nowMs)) add(p.state, p.text);
 
   const state = worstState(problems.map((p) => p.state));
   const parts = [age === null ? 'no snapshot' : `newest snapshot ${formatAge(age)} ago`];
@@ -215,6 +216,30 @@ export function lagNow(facts: InstanceFacts, nowMs: number): { seconds: number; 
   }
   const last = facts.state?.lag;
   return last ? { seconds: last.seconds, pending: false } : undefined;
+}
+
+/**
+ * What scheduled verification says (scheduled-verify.ts): the newest event
+ * bad is CRITICAL (restore latest would refuse it), an older one WARNING; a
+ * verification that failed, or has not run for twice its period, WARNING.
+ */
+export function verifyProblems(facts: InstanceFacts, nowMs: number): Problem[] {
+  const out: Problem[] = [];
+  const v = facts.state?.verify;
+  for (const b of facts.verifyBad ?? []) {
+    out.push({
+      state: b.newest ? Nagios.CRITICAL : Nagios.WARNING,
+      text: `${b.newest ? 'the newest event' : 'an older event'} ${b.ts} failed verification at ${v?.at ?? '?'} (${b.rules.join(', ')}): ${b.problems.join('; ')}`,
+    });
+  }
+  if (v?.error) out.push({ state: Nagios.WARNING, text: `scheduled verification at ${v.at} could not finish: ${v.error}` });
+  const every = facts.verifyEveryMs;
+  if (every !== undefined && facts.state?.lastRun) {
+    const lastMs = v ? Date.parse(v.at) : NaN;
+    if (!Number.isFinite(lastMs)) out.push({ state: Nagios.WARNING, text: `scheduled verification (every ${formatDuration(every)}) has not run yet` });
+    else if (nowMs - lastMs > 2 * every) out.push({ state: Nagios.WARNING, text: `scheduled verification last ran ${formatAge(Math.floor((nowMs - lastMs) / 1000))} ago (every ${formatDuration(every)})` });
+  }
+  return out;
 }
 
 /** The failure record, when it is newer than the state's last run (else the state already tells). */

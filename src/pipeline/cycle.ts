@@ -25,6 +25,7 @@ import { archiveSnapshot, type ArchiveTarget, type FolderFailure, type NodesChan
 import { queueForRemotes, settleRemoteQueue } from '../offsite/queue.js';
 import { runOffsite, type RemoteRunReport } from '../offsite/run.js';
 import { writeArchiveIndex } from './archive-index.js';
+import { badEventText, runScheduledVerify, type VerifyRecord } from './scheduled-verify.js';
 
 export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
 
@@ -59,6 +60,8 @@ export interface RunReport {
   error?: ErrorReport;
   /** One entry per remote, after the local cycle (absent without remotes, and in a dry run). */
   offsite?: RemoteRunReport[];
+  /** The scheduled verification, when this run did one (`verify:` in the config). */
+  verify?: VerifyRecord;
   exitCode: ExitCodeValue;
 }
 
@@ -319,6 +322,9 @@ export async function runOnce(
     } catch (err) {
       recordFailure(state, err);
     }
+    // Scheduled checks of what is archived: after the cycle (a new event is archived first),
+    // whatever its outcome (a missing source says nothing about the archive).
+    if (!options.dryRun) await scheduledChecks(state);
     // The archive describes itself (archive-index.ts): after a good cycle only, so a refused
     // run (a full disk, say) writes nothing. Unchanged content is not rewritten.
     if (!options.dryRun && report.exitCode === ExitCode.OK) {
@@ -353,6 +359,18 @@ export async function runOnce(
         report.warnings.push(message);
         log.error({ err: message }, 'state not saved');
       }
+    }
+  };
+
+  const scheduledChecks = async (state: State) => {
+    const verified = await runScheduledVerify({ fs: deps.fs, log }, instance, state.verify);
+    if (verified) {
+      state.verify = verified;
+      report.verify = verified;
+      bumpCounter(state, 'verify_runs');
+      if (verified.bad.length > 0) bumpCounter(state, 'verify_runs_bad');
+      for (const b of verified.bad) report.warnings.push(`scheduled verification: ${badEventText(b)}`);
+      if (verified.error) report.warnings.push(`scheduled verification failed: ${verified.error}`);
     }
   };
 

@@ -9,6 +9,7 @@ import { ensureDir, errorCode, replaceFileAtomic } from '../core/fs.js';
 import { MAX_SEQ } from '../core/timestamp.js';
 import type { NodesChange } from './worker.js';
 import { parseQueue, type OffsiteItem } from '../offsite/state.js';
+import { parseVerifyRecord, type VerifyRecord } from './scheduled-verify.js';
 
 /** What makes a source file "the same file": any difference means a new snapshot. */
 export interface SourceIdentity {
@@ -130,6 +131,8 @@ export interface State {
   counters: Record<string, number>;
   /** Events waiting for off-site remotes (see src/offsite/state.ts); absent without remotes. */
   offsite?: { queue: OffsiteItem[] };
+  /** The last scheduled verification (scheduled-verify.ts). */
+  verify?: VerifyRecord;
 }
 
 export function emptyState(): State {
@@ -194,6 +197,8 @@ export function parseState(text: string): State | undefined {
     }
   }
   if (o.offsite && typeof o.offsite === 'object') state.offsite = { queue: parseQueue(o.offsite) };
+  const verify = parseVerifyRecord(o.verify);
+  if (verify) state.verify = verify;
   if (o.counters && typeof o.counters === 'object') {
     for (const [k, v] of Object.entries(o.counters)) if (typeof v === 'number' && Number.isFinite(v)) state.counters[k] = v;
   }
