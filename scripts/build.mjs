@@ -38,7 +38,9 @@ await build({
   target: 'node20',
   // The S3 SDK stays in node_modules, required on first use only (src/targets/s3.ts
   // loadSdk): a run with nothing to upload neither parses nor loads it.
-  external: ['pino', '@aws-sdk/*'],
+  // So do the codecs of off-site copies (src/codecs/): age-encryption and
+  // zstd-napi are required when an upload or restore encodes, never before.
+  external: ['pino', '@aws-sdk/*', 'age-encryption', 'zstd-napi'],
   minifyWhitespace: true,
   minifySyntax: true,
   sourcemap: true,

@@ -1,4 +1,4 @@
-// `npm run package:deb`: builds rdb-archiver_<version>_all.deb with dpkg-deb
+// `npm run package:deb`: builds rdb-archiver_<version>_<arch>.deb with dpkg-deb
 // (nothing else from Debian's packaging tools is needed).
 //
 //   node scripts/package-deb.mjs [--skip-build] [--out DIR]
@@ -15,8 +15,11 @@
 //   /usr/share/doc/rdb-archiver/ README.md, copyright, examples/crontab.example
 //
 // The maintainer scripts (postinst, prerm, postrm) are in scripts/deb/.
-// The package is Architecture: all: the CLI is JavaScript run by Debian's
-// nodejs (Depends: nodejs (>= 20)). Its V8 code cache is made by the build's
+// The CLI is JavaScript run by Debian's nodejs (Depends: nodejs (>= 20)),
+// but a runtime dependency may carry a native addon (zstd-napi, for zstd on
+// Node 20, built by `npm ci` for this machine): then the package is of this
+// machine's architecture (dpkg --print-architecture), else Architecture: all.
+// Its V8 code cache is made by the build's
 // Node; under another Node version V8 refuses it and the CLI compiles from
 // source (the same behaviour, ~60 ms slower: README "Performance").
 //
@@ -42,6 +45,14 @@ function run(cmd, args, options = {}) {
   if (r.error) throw new Error(`package:deb: ${cmd} could not run: ${r.error.message}`);
   if (r.status !== 0) throw new Error(`package:deb: ${cmd} ${args.join(' ')} failed (exit ${r.status}):\n${r.stderr}`);
   return r.stdout;
+}
+
+/** 'all', or this machine's architecture when a dependency carries a compiled addon (*.node). */
+let ARCH = 'all';
+function hasNativeAddon(dir) {
+  let found = false;
+  walk(dir, (path, st) => { if (!found && st.isFile() && path.endsWith('.node')) found = true; });
+  return found;
 }
 
 const work = mkdtempSync(join(tmpdir(), 'rdb-archiver-deb-'));
@@ -73,6 +84,7 @@ try {
   // 3. The runtime dependencies: npm pack put them in the tarball
   // (bundleDependencies), as installed and tested here.
   renameSync(join(pkgDir, 'node_modules'), join(lib, 'node_modules'));
+  ARCH = hasNativeAddon(join(lib, 'node_modules')) ? run('dpkg', ['--print-architecture']).trim() : 'all';
   for (const dep of Object.keys(pkg.dependencies ?? {})) {
     if (!existsSync(join(lib, 'node_modules', dep, 'package.json'))) throw new Error(`package:deb: dependency ${dep} is not in the packed tarball (run npm ci)`);
   }
@@ -98,7 +110,7 @@ try {
 
   // 6. Build. gzip: quick to make and to install; the package is ~1 MB either way.
   mkdirSync(OUT, { recursive: true });
-  const deb = join(OUT, `${NAME}_${VERSION}_all.deb`);
+  const deb = join(OUT, `${NAME}_${VERSION}_${ARCH}.deb`);
   run('dpkg-deb', ['--root-owner-group', '-Zgzip', '--build', root, deb], { stdio: ['ignore', 'pipe', 'inherit'] });
   console.log(deb);
 } finally {
@@ -144,7 +156,7 @@ function md5sums(root, exclude) {
 function control(installedSize) {
   return `Package: ${NAME}
 Version: ${VERSION}
-Architecture: all
+Architecture: ${ARCH}
 Maintainer: rdb-archiver maintainers <root@localhost>
 Installed-Size: ${installedSize}
 Depends: nodejs (>= 20), passwd

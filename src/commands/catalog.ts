@@ -691,13 +691,15 @@ export function registerCatalogCommands(program: Command): void {
     .description('list archived events per rule, most recently archived first: timestamp, size, nodes.conf, Redis/Valkey version and ctime from the RDB header')
     .option('--rule <name>', 'only this rule folder')
     .option('--remote <name>', 'list the complete events at this off-site remote instead')
+    .option('--identity <file>', 'with --remote: an age identity file; encrypted events then show whether it opens them (or RDB_ARCHIVER_AGE_IDENTITY_FILE)')
     .option('--json', 'print one JSON object on stdout: {"<rule>":[{"ts","seq","bytes","nodes","redisVersion","ctime"}]}')
-    .action(async (opts: { rule?: string; remote?: string }, cmd: Command) => {
+    .action(async (opts: { rule?: string; remote?: string; identity?: string }, cmd: Command) => {
       if (opts.remote !== undefined) {
         if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --remote');
-        await runRemoteList(cmd, opts.remote);
+        await runRemoteList(cmd, opts.remote, opts.identity);
         return;
       }
+      if (opts.identity !== undefined) throw new ConfigError(undefined, '--identity', 'applies to --remote only (local archives are not encrypted)');
       const ctx = contextFor(cmd, { archiveOnly: true });
       const archives = await scanInstances(ctx.fs, ctx.config.instances, opts.rule);
       const results = [];
@@ -714,14 +716,16 @@ export function registerCatalogCommands(program: Command): void {
     .description('re-check archived events against their sha256 sidecar and the RDB CRC-64; exit 1 when any is bad')
     .option('--rule <name>', 'only this rule folder')
     .option('--remote <name>', 'verify the events at this off-site remote instead: manifest, sizes and ETags (HEAD)')
-    .option('--read-data', 'with --remote: download every event and recompute sha256 and the RDB CRC-64')
+    .option('--read-data', 'with --remote: download every event and recompute sha256 and the RDB CRC-64 (of the plaintext: encrypted events need --identity)')
+    .option('--identity <file>', 'with --remote: the age identity file that decrypts encrypted events (or RDB_ARCHIVER_AGE_IDENTITY_FILE); without it their content is not checked')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (tsText: string | undefined, opts: { rule?: string; remote?: string; readData?: boolean }, cmd: Command) => {
+    .action(async (tsText: string | undefined, opts: { rule?: string; remote?: string; readData?: boolean; identity?: string }, cmd: Command) => {
       if (opts.remote !== undefined) {
         if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --remote');
-        await runRemoteVerify(cmd, opts.remote, { readData: opts.readData === true, ts: tsText === undefined ? undefined : parseTsArgument(tsText) });
+        await runRemoteVerify(cmd, opts.remote, { readData: opts.readData === true, ts: tsText === undefined ? undefined : parseTsArgument(tsText), identity: opts.identity });
         return;
       }
+      if (opts.identity !== undefined) throw new ConfigError(undefined, '--identity', 'applies to --remote only (local archives are not encrypted)');
       if (opts.readData) throw new ConfigError(undefined, '--read-data', 'applies to --remote only (a local verify always reads every byte)');
       const ctx = contextFor(cmd, { archiveOnly: true });
       const ts = tsText === undefined ? undefined : parseTsArgument(tsText);

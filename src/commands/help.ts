@@ -38,7 +38,7 @@ export function helpEpilogue(help: CommandHelp): string {
   return lines.join('\n');
 }
 
-const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, NEWEST_BAD } = ExitCode;
+const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, IDENTITY, OFFSITE, PERMISSION, NEWEST_BAD } = ExitCode;
 
 /** The examples and exit codes of the program itself ("") and of each command, by path. */
 export const COMMAND_HELP: Record<string, CommandHelp> = {
@@ -76,27 +76,27 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
   list: {
     examples: [
       ['rdb-archiver list', 'every archived event per rule, newest first'],
-      ['rdb-archiver list --remote offsite', 'the complete events at an off-site remote'],
+      ['rdb-archiver list --remote offsite --identity /root/restore-key.txt', 'the complete events at an off-site remote, their encoding (e.g. zstd+age), and whether this age identity opens each encrypted one'],
     ],
-    exitCodes: [OK, CONFIG, INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
+    exitCodes: [OK, CONFIG, [IDENTITY, '--identity: the identity file is unreadable or holds no age identity'], INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
     note: 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning.',
   },
   verify: {
     examples: [
       ['rdb-archiver verify', 're-check every archived event (sha256 sidecar and RDB CRC-64)'],
-      ['rdb-archiver verify --remote offsite --read-data', 'download every remote event; recompute sha256 and the RDB CRC-64'],
+      ['rdb-archiver verify --remote offsite --read-data --identity /root/restore-key.txt', 'download every remote event, decrypt it, recompute sha256 and the RDB CRC-64 (without --identity: encrypted events are checked as stored bytes only, and it says so)'],
     ],
     exitCodes: [[OK, 'OK: every event checked is intact'], [1, 'an archived event is bad (they are listed)'], CONFIG, [NO_SOURCE, 'TS names no archived event'],
-      INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
+      [IDENTITY, '--identity: unreadable, no age identity, or none of its keys opens an encrypted event'], INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
     note: 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning.',
   },
   restore: {
     examples: [
       ['rdb-archiver restore latest --to /var/tmp/restore/', 'verify the newest event and write it as /var/tmp/restore/dump.rdb'],
-      ['rdb-archiver restore latest --from offsite --to /var/tmp/restore/', 'download the most recently archived complete remote event, verifying it while streaming'],
+      ['rdb-archiver restore latest --from offsite --identity /root/restore-key.txt --to /var/tmp/restore/', 'download the most recently archived complete remote event, decrypting with this age identity (when encrypted) and verifying while streaming'],
     ],
-    exitCodes: [[OK, 'OK: restored and verified'], NO_SPACE, CONFIG, [INVALID_SOURCE, 'the event fails verification (with latest: no event passes); nothing is written'], [NO_SOURCE, 'no such event'],
-      INTERNAL, [CONFLICT, 'the target exists and --force was not given'], IO, [OFFSITE, '--from: the remote failed; nothing is written'], [PERMISSION, 'permission denied (with --from: the remote refused the credentials)'],
+    exitCodes: [[OK, 'OK: restored and verified'], NO_SPACE, CONFIG, [INVALID_SOURCE, 'the event fails verification (with latest: no event passes; with --from: its stored bytes were changed); nothing is written'], [NO_SOURCE, 'no such event'],
+      [IDENTITY, '--from: the event is encrypted and no identity was given, or none of its keys opens it; nothing is written'], INTERNAL, [CONFLICT, 'the target exists and --force was not given'], IO, [OFFSITE, '--from: the remote failed; nothing is written'], [PERMISSION, 'permission denied (with --from: the remote refused the credentials)'],
       [NEWEST_BAD, 'latest: the newest event fails verification; the message names the newest that passes (add --fallback); nothing is written']],
     note: 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning.',
   },

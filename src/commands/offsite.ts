@@ -8,7 +8,7 @@ import { EventNotFoundError, VERIFY_FAILED } from './catalog.js';
 import type { InstanceConfig, RemoteConfig } from '../core/config.js';
 import { contextFor, formatBytes, printResults, type CommandContext } from '../core/context.js';
 import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
-import { ConfigError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
+import { ConfigError, ExitCode, IdentityError, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
 import { tempPathFor, unlinkIfExists, writeNewFile, type FileSystem, type Handle } from '../core/fs.js';
 import { acquireLock } from '../pipeline/lock.js';
 import type { Log } from '../core/log.js';
@@ -25,6 +25,11 @@ import { pruneRemote, type RemotePruneReport } from '../offsite/prune.js';
 import { runOffsite, type RemoteRunReport } from '../offsite/run.js';
 import { remoteLockPath } from '../offsite/state.js';
 import { readManifest } from '../offsite/upload.js';
+import { readObject, readProblems } from '../offsite/read.js';
+import { identityOpens, identityPath, readIdentityFile, type IdentityFile } from '../codecs/age.js';
+import { encodingOfName, isEncrypted } from '../codecs/encoding.js';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 
 /** The instances that have remote `name`; a ConfigError when none has it. */
 export function instancesWithRemote(ctx: CommandContext, name: string, option: string): Array<{ instance: InstanceConfig; remote: RemoteConfig }> {
@@ -43,6 +48,26 @@ async function withTarget<T>(remote: RemoteConfig, body: (target: S3Target) => P
   } finally {
     target.close();
   }
+}
+
+/**
+ * The age identity file of --identity or RDB_ARCHIVER_AGE_IDENTITY_FILE, or
+ * undefined when neither is given. Its text is never logged or printed; a
+ * file that group or others can read is loaded with a warning.
+ */
+export async function loadIdentity(ctx: CommandContext, option: string | undefined): Promise<IdentityFile | undefined> {
+  const chosen = identityPath(option);
+  if (!chosen) return undefined;
+  const file = await readIdentityFile(chosen, async (path) => {
+    const handle = await open(path, constants.O_RDONLY | constants.O_NOCTTY);
+    try {
+      return { info: await handle.stat(), data: await handle.readFile() };
+    } finally {
+      await handle.close();
+    }
+  });
+  if (file.warning) ctx.log.warn({ identityFile: file.path }, file.warning);
+  return file;
 }
 
 // ---------------------------------------------------------------------------
@@ -101,43 +126,71 @@ interface RemoteListReport {
   remote: string;
   location: string;
   /** Complete events, most recently archived first (event-order.ts); seq null for a manifest written before sequence numbers. */
-  events: Array<{ ts: Timestamp; seq: number | null; bytes: number; nodes: boolean }>;
+  events: Array<{
+    ts: Timestamp; seq: number | null; bytes: number; nodes: boolean;
+    /** The .rdb's encoding chain, from its object name (dump-<ts>.rdb.zst.age: ["zstd", "age"]). */
+    encoding: string[];
+    /** With --identity, for encrypted events: whether the identity opens the event's age header. */
+    identityOpens?: 'yes' | 'no' | 'damaged';
+  }>;
   incomplete: Array<{ ts: Timestamp; names: string[]; modified: string }>;
+  warnings: string[];
   error?: ErrorReport;
   exitCode: ExitCodeValue;
 }
 
-export async function listRemote(remote: RemoteConfig): Promise<RemoteListReport> {
-  const report: RemoteListReport = { remote: remote.name, location: `s3://${remote.bucket}/${remote.prefix}`, events: [], incomplete: [], exitCode: ExitCode.OK };
+/** Bytes enough for an age header with many recipients; the payload is never read. */
+const AGE_HEADER_READ = 64 * 1024;
+
+export async function listRemote(remote: RemoteConfig, identities?: readonly string[]): Promise<RemoteListReport> {
+  const report: RemoteListReport = { remote: remote.name, location: `s3://${remote.bucket}/${remote.prefix}`, events: [], incomplete: [], warnings: [], exitCode: ExitCode.OK };
   try {
-    const events = await withTarget(remote, (t) => t.listEvents());
-    for (const e of events) {
-      if (e.complete) {
+    await withTarget(remote, async (target) => {
+      for (const e of await target.listEvents()) {
+        if (!e.complete) {
+          report.incomplete.push({ ts: e.ts, names: e.names, modified: new Date(e.modifiedMs).toISOString() });
+          continue;
+        }
         const rdb = e.objects.find((o) => o.name.startsWith(`dump-${e.ts}.rdb`));
-        report.events.push({ ts: e.ts, seq: e.seq ?? null, bytes: rdb?.bytes ?? 0, nodes: e.objects.some((o) => o.name.startsWith(`nodes-${e.ts}.`)) });
-      } else {
-        report.incomplete.push({ ts: e.ts, names: e.names, modified: new Date(e.modifiedMs).toISOString() });
+        const encoding = rdb ? encodingOfName(rdb.name.slice(`dump-${e.ts}.rdb`.length)) : [];
+        const entry: RemoteListReport['events'][number] = { ts: e.ts, seq: e.seq ?? null, bytes: rdb?.bytes ?? 0, nodes: e.objects.some((o) => o.name.startsWith(`nodes-${e.ts}.`)), encoding };
+        if (rdb && identities?.length && isEncrypted(encoding)) {
+          entry.identityOpens = await identityOpens(identities, target.downloadChunks(rdb.name, { firstBytes: AGE_HEADER_READ }));
+        }
+        report.events.push(entry);
       }
-    }
+    });
   } catch (err) {
     report.error = errorReport(err);
     report.exitCode = report.error.exitCode as ExitCodeValue;
   }
+  const closed = report.events.filter((e) => e.identityOpens === 'no').length;
+  if (closed > 0) report.warnings.push(`the identity opens none of ${closed} encrypted event${closed === 1 ? '' : 's'} (marked "key: NO"): keep the identity of their recipients, or they cannot be restored`);
   return report;
 }
 
 function listRemoteText(r: RemoteListReport): string {
   if (r.error) return `failed: ${r.error.message}`;
   const lines = [`${r.remote} (${r.location}): ${r.events.length === 0 ? 'no events' : `${r.events.length} event${r.events.length === 1 ? '' : 's'}`}`];
-  for (const e of r.events) lines.push(`  ${e.ts}  ${formatBytes(e.bytes).padStart(10)}  ${e.nodes ? 'nodes' : '-'}`);
+  for (const e of r.events) {
+    const key = e.identityOpens === undefined ? '' : `  key: ${e.identityOpens === 'yes' ? 'opens' : e.identityOpens === 'no' ? 'NO' : 'header damaged'}`;
+    lines.push(`  ${e.ts}  ${formatBytes(e.bytes).padStart(10)}  ${e.nodes ? 'nodes' : '-    '}  ${e.encoding.length > 0 ? e.encoding.join('+') : 'none'}${key}`);
+  }
   for (const i of r.incomplete) lines.push(`warning: ${i.ts} is incomplete (no manifest: an upload that did not finish, or not ours): not listed; removed after the grace period (${i.names.join(', ')}, last modified ${i.modified})`);
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');
 }
 
-export async function runRemoteList(cmd: Command, name: string): Promise<void> {
+export async function runRemoteList(cmd: Command, name: string, identityOption?: string): Promise<void> {
   const ctx = contextFor(cmd);
+  const found = instancesWithRemote(ctx, name, '--remote');
+  const identity = await loadIdentity(ctx, identityOption);
   const results = [];
-  for (const { instance, remote } of instancesWithRemote(ctx, name, '--remote')) results.push({ instance: instance.name, report: await listRemote(remote) });
+  for (const { instance, remote } of found) {
+    const report = await listRemote(remote, identity?.identities);
+    if (identity?.warning) report.warnings.unshift(identity.warning);
+    results.push({ instance: instance.name, report });
+  }
   printResults(ctx, results, (r) => { const { exitCode: _e, ...rest } = r; return rest; }, listRemoteText);
 }
 
@@ -148,8 +201,14 @@ interface RemoteVerified {
   ts: Timestamp;
   ok: boolean;
   problems: string[];
-  /** 'head': sizes and ETags as the server reports them; 'data': every byte downloaded and checked. */
-  checked: 'head' | 'data';
+  /**
+   * 'head': sizes and ETags as the server reports them; 'data': every byte
+   * downloaded, decoded and checked; 'stored': every byte downloaded and
+   * checked as stored, but encrypted and no identity given: the content was NOT checked.
+   */
+  checked: 'head' | 'data' | 'stored';
+  /** The encoding chain of the event's .rdb, as its manifest records it ([] = none). */
+  encoding: string[];
 }
 
 interface RemoteVerifyReport {
@@ -165,53 +224,15 @@ interface RemoteVerifyReport {
   exitCode: ExitCodeValue;
 }
 
-const CHUNK = 8 * 1024 * 1024;
-
-/**
- * Streams one remote object through sha256 + (for the .rdb) the RDB check, in
- * 8 MiB batches, optionally writing it to `out`. Returns bytes and digest;
- * throws InvalidSnapshotError when the RDB check fails.
- */
-async function streamObject(target: S3Target, name: string, validatorPath: string | undefined, out: Handle | undefined): Promise<{ bytes: number; sha256: string; rdb?: ReturnType<RdbValidator['finish']> }> {
-  const hash = createSha256();
-  const validator = validatorPath ? new RdbValidator(validatorPath) : undefined;
-  let batch = Buffer.allocUnsafe(CHUNK);
-  let used = 0;
-  const flush = async () => {
-    if (used === 0) return;
-    const view = batch.subarray(0, used);
-    hash.update(view);
-    validator?.update(view);
-    if (validator?.earlyError) throw validator.earlyError;
-    if (out) {
-      let off = 0;
-      while (off < used) off += await out.write(view, off, used - off);
-    }
-
-    used = 0;
-  };
-  const { bytes } = await target.download(name, async (chunk) => {
-    let at = 0;
-    while (at < chunk.length) {
-      const n = Math.min(chunk.length - at, CHUNK - used);
-      batch.set(chunk.subarray(at, at + n), used);
-      used += n;
-      at += n;
-      if (used === CHUNK) await flush();
-    }
-  });
-  await flush();
-  batch = Buffer.alloc(0);
-  return { bytes, sha256: hash.digest('hex'), ...(validator ? { rdb: validator.finish() } : {}) };
-}
-
-async function verifyOne(target: S3Target, event: RemoteEvent, readData: boolean): Promise<{ problems: string[]; bytesRead: number }> {
+async function verifyOne(target: S3Target, event: RemoteEvent, readData: boolean, identities: readonly string[] | undefined): Promise<{ problems: string[]; bytesRead: number; contentChecked: boolean; encoding: string[] }> {
   const problems: string[] = [];
   let bytesRead = 0;
+  let contentChecked = readData;
   const read = await readManifest(target, event);
-  if (!read) return { problems: ['manifest vanished since the listing'], bytesRead };
-  if ('error' in read) return { problems: [`manifest cannot be read: ${read.error}`], bytesRead };
+  if (!read) return { problems: ['manifest vanished since the listing'], bytesRead, contentChecked: false, encoding: [] };
+  if ('error' in read) return { problems: [`manifest cannot be read: ${read.error}`], bytesRead, contentChecked: false, encoding: [] };
   const m: Manifest = read.manifest;
+  const encoding = m.rdb.encoding;
   for (const obj of [m.rdb, m.nodes, m.sidecar]) {
     if (!obj) continue;
     const head = await target.head(obj.name);
@@ -219,26 +240,24 @@ async function verifyOne(target: S3Target, event: RemoteEvent, readData: boolean
     else if (head.bytes !== obj.storedBytes) problems.push(`${obj.name}: ${head.bytes} bytes at the server, the manifest says ${obj.storedBytes}`);
     else if (obj.etag !== null && head.etag !== null && head.etag !== obj.etag) problems.push(`${obj.name}: ETag ${head.etag} at the server, the manifest says ${obj.etag} (the object was replaced)`);
   }
-  if (!readData || problems.length > 0) return { problems, bytesRead };
-  try {
-    const got = await streamObject(target, m.rdb.name, `${target.location}${m.rdb.name}`, undefined);
-    bytesRead += got.bytes;
-    if (got.bytes !== m.rdb.bytes) problems.push(`${m.rdb.name}: ${got.bytes} bytes downloaded, the manifest says ${m.rdb.bytes}`);
-    if (got.sha256 !== m.rdb.sha256) problems.push(`${m.rdb.name}: sha256 ${got.sha256}, the manifest says ${m.rdb.sha256}`);
-  } catch (err) {
-    if (!(err instanceof InvalidSnapshotError)) throw err;
-    problems.push(`${m.rdb.name}: ${err.reason}`);
-  }
-  for (const obj of [m.nodes, m.sidecar]) {
+  if (!readData || problems.length > 0) return { problems, bytesRead, contentChecked: false, encoding };
+  for (const obj of [m.rdb, m.nodes, m.sidecar]) {
     if (!obj) continue;
-    const data = await target.getSmall(obj.name);
-    bytesRead += data.length;
-    if (sha256Hex(data) !== obj.sha256) problems.push(`${obj.name}: sha256 ${sha256Hex(data)}, the manifest says ${obj.sha256}`);
+    try {
+      const got = await readObject(target, obj, { identities, validate: obj === m.rdb });
+      bytesRead += got.storedBytes;
+      if (!got.contentChecked) contentChecked = false;
+      problems.push(...readProblems(obj, got));
+    } catch (err) {
+      // A wrong key is no damage of the event: it stops the verify with its own code (IdentityError).
+      if (err instanceof InvalidSnapshotError) problems.push(`${obj.name}: ${err.reason}`);
+      else throw err;
+    }
   }
-  return { problems, bytesRead };
+  return { problems, bytesRead, contentChecked, encoding };
 }
 
-export async function verifyRemote(log: Log, remote: RemoteConfig, options: { readData: boolean; ts?: Timestamp }): Promise<RemoteVerifyReport> {
+export async function verifyRemote(log: Log, remote: RemoteConfig, options: { readData: boolean; ts?: Timestamp; identities?: readonly string[] }): Promise<RemoteVerifyReport> {
   const started = Date.now();
   const report: RemoteVerifyReport = { remote: remote.name, ok: true, readData: options.readData, events: [], bad: [], warnings: [], bytesRead: 0, durationMs: 0, exitCode: ExitCode.OK };
   try {
@@ -253,9 +272,11 @@ export async function verifyRemote(log: Log, remote: RemoteConfig, options: { re
           report.warnings.push(`${e.ts}: incomplete (no manifest): not verified, never restored; removed after the grace period`);
           continue;
         }
-        const { problems, bytesRead } = await verifyOne(target, e, options.readData);
+        const { problems, bytesRead, contentChecked, encoding } = await verifyOne(target, e, options.readData, options.identities);
         report.bytesRead += bytesRead;
-        report.events.push({ ts: e.ts, ok: problems.length === 0, problems, checked: options.readData ? 'data' : 'head' });
+        const checked = !options.readData ? 'head' : contentChecked ? 'data' : 'stored';
+        report.events.push({ ts: e.ts, ok: problems.length === 0, problems, checked, encoding });
+        if (checked === 'stored') report.warnings.push(`${e.ts}: encrypted (${encoding.join(' + ')}) and no identity given: the stored bytes match the manifest (size, sha256), but the content was NOT checked (no RDB CRC-64, no plaintext sha256); add --identity FILE`);
         if (problems.length > 0) {
           report.bad.push({ ts: e.ts, problems });
           log.error({ remote: remote.name, ts: e.ts, problems }, 'remote event failed verification');
@@ -274,18 +295,28 @@ export async function verifyRemote(log: Log, remote: RemoteConfig, options: { re
 
 function verifyRemoteText(r: RemoteVerifyReport): string {
   const lines: string[] = [];
-  for (const e of r.events) lines.push(`${e.ok ? 'ok ' : 'BAD'}  ${r.remote}  ${e.ts}${e.ok ? '' : `: ${e.problems.join('; ')}`}`);
+  for (const e of r.events) {
+    const how = e.checked === 'stored' ? '  (stored bytes only: content NOT checked)' : e.encoding.length > 0 ? `  (${e.encoding.join(' + ')})` : '';
+    lines.push(`${e.ok ? 'ok ' : 'BAD'}  ${r.remote}  ${e.ts}${how}${e.ok ? '' : `: ${e.problems.join('; ')}`}`);
+  }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   if (r.error) lines.push(`error: ${r.error.message}`);
-  const how = r.readData ? `downloaded ${formatBytes(r.bytesRead)}: sha256 and RDB CRC-64 recomputed` : 'HEAD only: sizes and ETags as the server reports them (add --read-data to download and check every byte)';
+  const unchecked = r.events.filter((e) => e.checked === 'stored').length;
+  const how = r.readData ? `downloaded ${formatBytes(r.bytesRead)}: sha256 and RDB CRC-64 recomputed${unchecked > 0 ? `, except for ${unchecked} encrypted event${unchecked === 1 ? '' : 's'} whose content was NOT checked (no identity)` : ''}` : 'HEAD only: sizes and ETags as the server reports them (add --read-data to download and check every byte)';
   lines.push(`verified ${r.events.length} remote event${r.events.length === 1 ? '' : 's'} (${how}, ${(r.durationMs / 1000).toFixed(1)} s): ${r.events.length - r.bad.length} ok, ${r.bad.length} bad`);
   return lines.join('\n');
 }
 
-export async function runRemoteVerify(cmd: Command, name: string, options: { readData: boolean; ts?: Timestamp }): Promise<void> {
+export async function runRemoteVerify(cmd: Command, name: string, options: { readData: boolean; ts?: Timestamp; identity?: string }): Promise<void> {
   const ctx = contextFor(cmd);
+  const found = instancesWithRemote(ctx, name, '--remote');
+  const identity = await loadIdentity(ctx, options.identity);
   const results = [];
-  for (const { instance, remote } of instancesWithRemote(ctx, name, '--remote')) results.push({ instance: instance.name, report: await verifyRemote(ctx.log, remote, options) });
+  for (const { instance, remote } of found) {
+    const report = await verifyRemote(ctx.log, remote, { ...options, identities: identity?.identities });
+    if (identity?.warning) report.warnings.unshift(identity.warning);
+    results.push({ instance: instance.name, report });
+  }
   printResults(ctx, results, (r) => { const { exitCode, ...rest } = r; return { ...rest, exitCode }; }, verifyRemoteText);
 }
 
@@ -297,7 +328,7 @@ export async function restoreFromRemote(
   log: Log,
   instance: InstanceConfig,
   remote: RemoteConfig,
-  options: { which: Timestamp | 'latest'; to: string; nodesTo?: string; force: boolean },
+  options: { which: Timestamp | 'latest'; to: string; nodesTo?: string; force: boolean; identities?: readonly string[] },
 ): Promise<RestoreReport> {
   const report: RestoreReport = {
     instance: instance.name, status: 'failed', ts: null, rule: null, from: null, to: null, bytes: 0, sha256: null,
@@ -326,28 +357,43 @@ export async function restoreFromRemote(
       const { available } = await fs.space(rdbTarget.dir);
       if (available < m.rdb.bytes) throw new InsufficientSpaceError(rdbTarget.dir, m.rdb.bytes, available);
 
-      // Download, checking while streaming, into a temp file next to the target.
+      // Download, decoding and checking while streaming, into a temp file next
+      // to the target. The temp is made only once the first bytes are
+      // authenticated: a wrong key or a missing identity writes nothing.
+      if (isEncrypted(m.rdb.encoding) && !options.identities?.length) {
+        throw new IdentityError(`${target.location}${m.rdb.name}`, 'is encrypted (age): give the identity file with --identity FILE or RDB_ARCHIVER_AGE_IDENTITY_FILE; nothing restored');
+      }
       const rdbTemp = tempPathFor(rdbTarget.path);
-      temps.push(rdbTemp);
-      const out = await fs.open(rdbTemp, 'create-exclusive', RESTORE_FILE_MODE);
+      let out: Handle | undefined;
       let got;
       try {
-        await out.chmod(RESTORE_FILE_MODE);
-        got = await streamObject(target, m.rdb.name, `${target.location}${m.rdb.name}`, out);
-        await out.sync();
+        got = await readObject(target, m.rdb, {
+          identities: options.identities, validate: true, requireContent: true,
+          write: async (chunk) => {
+            if (!out) {
+              temps.push(rdbTemp);
+              out = await fs.open(rdbTemp, 'create-exclusive', RESTORE_FILE_MODE);
+              await out.chmod(RESTORE_FILE_MODE);
+            }
+            let off = 0;
+            while (off < chunk.length) off += await out.write(chunk, off, chunk.length - off);
+          },
+        });
+        await out?.sync();
       } finally {
-        await out.close();
+        await out?.close();
       }
-      if (got.bytes !== m.rdb.bytes || got.sha256 !== m.rdb.sha256) {
+      if (!out || got.bytes !== m.rdb.bytes || got.sha256 !== m.rdb.sha256) {
         throw new InvalidSnapshotError(`${target.location}${m.rdb.name}`, `downloaded ${got.bytes} bytes with sha256 ${got.sha256}, the manifest says ${m.rdb.bytes} bytes, ${m.rdb.sha256}; nothing restored`);
       }
       let nodesTemp: string | undefined;
       if (m.nodes && nodesTarget) {
-        const data = await target.getSmall(m.nodes.name);
-        if (sha256Hex(data) !== m.nodes.sha256) throw new InvalidSnapshotError(`${target.location}${m.nodes.name}`, 'sha256 does not match the manifest; nothing restored');
+        const chunks: Uint8Array[] = [];
+        const nodes = await readObject(target, m.nodes, { identities: options.identities, validate: false, requireContent: true, write: async (c) => { chunks.push(c); } });
+        if (nodes.sha256 !== m.nodes.sha256) throw new InvalidSnapshotError(`${target.location}${m.nodes.name}`, 'sha256 does not match the manifest; nothing restored');
         nodesTemp = tempPathFor(nodesTarget.path);
         temps.push(nodesTemp);
-        await writeNewFile(fs, nodesTemp, data, RESTORE_FILE_MODE);
+        await writeNewFile(fs, nodesTemp, Buffer.concat(chunks), RESTORE_FILE_MODE);
       }
       await publishRestored(fs, rdbTemp, rdbTarget, options.force);
       if (rdbTarget.exists) report.replaced.push(rdbTarget.path);
@@ -377,12 +423,14 @@ export async function restoreFromRemote(
   return report;
 }
 
-export async function runRemoteRestore(cmd: Command, name: string, options: { which: Timestamp | 'latest'; to: string; nodesTo?: string; force: boolean }): Promise<void> {
+export async function runRemoteRestore(cmd: Command, name: string, options: { which: Timestamp | 'latest'; to: string; nodesTo?: string; force: boolean; identity?: string }): Promise<void> {
   const ctx = contextFor(cmd);
   const found = instancesWithRemote(ctx, name, '--from');
   if (found.length !== 1) throw new ConfigError(ctx.config.file, '--instance', `several instances have a remote "${name}": add --instance NAME`);
   const { instance, remote } = found[0]!;
-  const report = await restoreFromRemote(ctx.fs, ctx.log, instance, remote, options);
+  const identity = await loadIdentity(ctx, options.identity);
+  const report = await restoreFromRemote(ctx.fs, ctx.log, instance, remote, { ...options, identities: identity?.identities });
+  if (identity?.warning) report.warnings.unshift(identity.warning);
   printResults(ctx, [{ instance: instance.name, report }], restoreJson, restoreText);
 }
 

@@ -566,16 +566,18 @@ export function registerRestoreCommand(program: Command): void {
     .option('--nodes-to <path>', 'where to write the event\'s nodes.conf, if it has one (a file path, or an existing folder)')
     .option('--rule <name>', 'look only in this rule folder (with latest: the event it archived most recently)')
     .option('--from <remote>', 'restore from this off-site remote (downloads and verifies while streaming) instead of the local archive')
+    .option('--identity <file>', 'with --from: the age identity file that decrypts an encrypted event (or RDB_ARCHIVER_AGE_IDENTITY_FILE)')
     .option('--force', 'replace existing target files (atomically)')
     .option('--fallback', 'with latest: if the newest event fails verification, restore the newest one that passes (without it: exit 79, nothing restored)')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (tsText: string, opts: { to: string; nodesTo?: string; rule?: string; from?: string; force?: boolean; fallback?: boolean }, cmd: Command) => {
+    .action(async (tsText: string, opts: { to: string; nodesTo?: string; rule?: string; from?: string; force?: boolean; fallback?: boolean; identity?: string }, cmd: Command) => {
       if (opts.from !== undefined) {
         if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --from (a remote holds one copy of each event)');
         const which = tsText === 'latest' ? 'latest' : parseTsArgument(tsText);
-        await runRemoteRestore(cmd, opts.from, { which, to: opts.to, nodesTo: opts.nodesTo, force: opts.force === true });
+        await runRemoteRestore(cmd, opts.from, { which, to: opts.to, nodesTo: opts.nodesTo, force: opts.force === true, identity: opts.identity });
         return;
       }
+      if (opts.identity !== undefined) throw new ConfigError(undefined, '--identity', 'applies to --from only (local archives are not encrypted)');
       if (opts.fallback && tsText !== 'latest') throw new ConfigError(undefined, '--fallback', 'applies to latest only (a named event is restored as it is, or not at all)');
       const ctx = contextFor(cmd, { archiveOnly: true });
       if (ctx.config.instances.length !== 1) {

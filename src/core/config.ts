@@ -2,11 +2,12 @@
  * Config: YAML file + command-line overrides -> one validated, resolved
  * Config. Every problem becomes a ConfigError naming the file and key path.
  */
-import { closeSync, constants as fsConstants, existsSync, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, fstatSync, openSync, readFileSync, readSync, statSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import * as z from 'zod/mini';
+import { COMPRESSION_ERROR, parseCompression, parseRecipientsFile, recipientProblem, type Compression, type Encryption } from '../codecs/encoding.js';
 import { ConfigError } from './errors.js';
 import { LOG_FORMATS, type LogFormat } from './log.js';
 import { isValidTimeZone } from './timestamp.js';
@@ -73,6 +74,10 @@ export interface RemoteConfig {
   /** How long an object without its manifest, or an unfinished multipart upload, is left alone before it is cleaned up. */
   incompleteGraceMs: number;
   rules: Rule[];
+  /** Applied to the event's files before upload (src/codecs/); { algorithm: 'none' } by default. */
+  compression: Compression;
+  /** age encryption to these recipients before upload; undefined: stored unencrypted. */
+  encryption?: Encryption;
 }
 
 export interface HooksConfig {
@@ -398,11 +403,58 @@ const remoteSchema = z.strictObject({
   timeout: z.optional(durationValue),
   incomplete_grace: z.optional(durationValue),
   rules: z.optional(rulesSchema),
+  compression: z.optional(parsedString<Compression>(COMPRESSION_ERROR, parseCompression)),
+  encryption: z.optional(z.strictObject({
+    type: z.literal('age', { error: 'must be "age" (the only encryption type)' }),
+    recipients: z.optional(z.array(z.string({ error: 'must be an age recipient ("age1…")' }), { error: 'must be a list of age recipients ("age1…")' })),
+    recipients_file: z.optional(pathString),
+  }, { error: 'must be a mapping such as {type: age, recipients: ["age1…"]}' })),
 });
 const remotesSchema = z.array(remoteSchema, { error: 'must be a list of remotes' }).check(uniqueNames('remote'));
 type RemoteInput = z.output<typeof remoteSchema>;
 
-function resolveRemote(r: RemoteInput, instanceName: string, rules: Rule[], file: string | undefined, keyPath: string): RemoteConfig {
+/** A recipients file larger than this is not one (a recipient is 62 characters). */
+const MAX_RECIPIENTS_FILE_BYTES = 64 * 1024;
+
+/**
+ * The remote's age recipients, checked one by one: a typo in a public key
+ * would otherwise make every upload unreadable, or fail only at upload time.
+ */
+function resolveEncryption(e: NonNullable<RemoteInput['encryption']>, file: string | undefined, base: string, keyPath: string): Encryption {
+  const key = `${keyPath}.encryption`;
+  if (e.recipients !== undefined && e.recipients_file !== undefined) throw new ConfigError(file, `${key}.recipients_file`, 'give recipients or recipients_file, not both');
+  if (e.recipients !== undefined) {
+    if (e.recipients.length === 0) throw new ConfigError(file, `${key}.recipients`, 'is empty: list at least one age recipient ("age1…"); without one nobody could decrypt the uploads');
+    e.recipients.forEach((r, i) => {
+      const problem = recipientProblem(r.trim());
+      if (problem) throw new ConfigError(file, `${key}.recipients[${i}]`, problem);
+    });
+    return { type: 'age', recipients: e.recipients.map((r) => r.trim()), source: `${key}.recipients` };
+  }
+  if (e.recipients_file === undefined) throw new ConfigError(file, `${key}.recipients`, 'is required: list age recipients ("age1…"), or give recipients_file');
+  const path = resolveAgainst(base, e.recipients_file);
+  let text: string;
+  try {
+    // Who can write this file chooses who can read the backups: the same trust rule as the config file.
+    const untrusted = untrustedPathReason(path, 'the recipients file', effectiveUid(), statSync(path));
+    if (untrusted) throw new ConfigError(file, `${key}.recipients_file`, `refused: ${untrusted}`);
+    const bytes = readFileSync(path);
+    if (bytes.length > MAX_RECIPIENTS_FILE_BYTES) throw new ConfigError(file, `${key}.recipients_file`, `${path} is ${bytes.length} bytes: not a recipients file`);
+    text = bytes.toString('utf8');
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(file, `${key}.recipients_file`, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const listed = parseRecipientsFile(text);
+  if (listed.length === 0) throw new ConfigError(file, `${key}.recipients_file`, `${path} lists no recipients: add at least one age recipient ("age1…"), one per line`);
+  for (const { line, recipient } of listed) {
+    const problem = recipientProblem(recipient);
+    if (problem) throw new ConfigError(file, `${key}.recipients_file`, `${path} line ${line}: ${problem}`);
+  }
+  return { type: 'age', recipients: listed.map((l) => l.recipient), source: path };
+}
+
+function resolveRemote(r: RemoteInput, instanceName: string, rules: Rule[], file: string | undefined, base: string, keyPath: string): RemoteConfig {
   if (r.sse?.kms_key_id !== undefined && r.sse.type !== 'aws:kms') throw new ConfigError(file, `${keyPath}.sse.kms_key_id`, 'only applies to sse type aws:kms');
   let prefix = r.prefix ?? `${sanitizedHostname()}/${instanceName}/`;
   if (prefix !== '' && !prefix.endsWith('/')) prefix += '/';
@@ -422,6 +474,8 @@ function resolveRemote(r: RemoteInput, instanceName: string, rules: Rule[], file
     timeoutMs: r.timeout ?? DEFAULT_REMOTE_TIMEOUT_MS,
     incompleteGraceMs: r.incomplete_grace ?? DEFAULT_INCOMPLETE_GRACE_MS,
     rules: r.rules ? r.rules.map((x) => ({ name: x.name, count: x.count, every: x.every ?? { kind: 'snapshot' } })) : rules,
+    compression: r.compression ?? { algorithm: 'none' },
+    ...(r.encryption ? { encryption: resolveEncryption(r.encryption, file, base, keyPath) } : {}),
   };
 }
 
@@ -679,7 +733,7 @@ function resolveInstance(
   const resolvedRules = rules ? rules.map((r) => ({ name: r.name, count: r.count, every: r.every ?? { kind: 'snapshot' as const } })) : DEFAULT_RULES;
   // An instance's own remotes replace the top-level list (like rules); the key path names where each came from.
   const remotesKey = entry.remotes ? key('remotes') : 'remotes';
-  const remotes = (entry.remotes ?? defaults.remotes ?? []).map((r, i) => resolveRemote(r, name, resolvedRules, file, `${remotesKey}[${i}]`));
+  const remotes = (entry.remotes ?? defaults.remotes ?? []).map((r, i) => resolveRemote(r, name, resolvedRules, file, base, `${remotesKey}[${i}]`));
   const verify = entry.verify ?? defaults.verify;
   const drill: z.output<typeof drillSchema> = { ...(defaults as { drill?: object }).drill, ...(entry as { drill?: object }).drill };
 

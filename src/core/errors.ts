@@ -15,6 +15,12 @@ export const ExitCode = {
   /** The source file is missing or is not a regular file (EX_NOINPUT). */
   NO_SOURCE: 66,
   /**
+   * An encrypted off-site event cannot be opened: no age identity was given,
+   * the identity file cannot be read or holds no identity, or none of its keys
+   * is a recipient of the event (EX_NOUSER: "addressee unknown"). Nothing is written.
+   */
+  IDENTITY: 67,
+  /**
    * The archive root does not exist (an unmounted backup disk) or is not a
    * directory, and archive.create is not set (EX_UNAVAILABLE).
    */
@@ -59,6 +65,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   2: 'usage or configuration error (the message names the file and the key)',
   65: 'the source is not a valid RDB snapshot; not archived',
   66: 'the source is missing, or not a regular file',
+  67: 'an encrypted off-site event cannot be opened: no age identity given (--identity, RDB_ARCHIVER_AGE_IDENTITY_FILE), the identity file is unreadable, or none of its keys is a recipient; nothing written',
   69: 'the archive root is missing (is the backup disk mounted?) and archive.create is not set',
   70: 'internal error (a bug: please report it with the log)',
   73: 'no name left for the snapshot: all ten of its second (<ts>, <ts>_1 .. _9) are taken by other content, or no archive sequence number is left (a planted record or state); all kept',
@@ -204,6 +211,35 @@ export class RemoteError extends ArchiverError {
     super(`remote ${remote}: ${op} ${key}: ${detail}`);
     this.name = 'RemoteError';
     this.exitCode = kind === 'remote-auth' ? ExitCode.PERMISSION : ExitCode.OFFSITE;
+  }
+}
+
+/**
+ * An age identity problem. Never carries the identity itself: only the file's
+ * path and what is wrong with it.
+ */
+export class IdentityError extends ArchiverError {
+  readonly exitCode = ExitCode.IDENTITY;
+  readonly kind = 'identity';
+  constructor(
+    readonly where: string,
+    detail: string,
+  ) {
+    super(`${where}: ${detail}`);
+    this.name = 'IdentityError';
+  }
+}
+
+/** A codec that this Node cannot run (zstd on a Node without it and without the zstd-napi module). */
+export class CodecUnavailableError extends ArchiverError {
+  readonly exitCode = ExitCode.CONFIG;
+  readonly kind = 'codec-unavailable';
+  constructor(
+    readonly codec: string,
+    detail: string,
+  ) {
+    super(`${codec}: ${detail}`);
+    this.name = 'CodecUnavailableError';
   }
 }
 

@@ -4,7 +4,9 @@
  *
  *   manifest already there? (same sha256: done; other content: conflict)
  *   -> the .rdb, streamed from the archived file, every part with Content-MD5,
- *      its sha256 recomputed on the way and compared with the copy pass's
+ *      its sha256 recomputed on the way and compared with the copy pass's;
+ *      with a compression or encryption set, encoded in the same pass
+ *      (src/offsite/encoded.ts) and stored as dump-<ts>.rdb.zst.age etc.
  *   -> nodes.conf and the sha256 sidecar, each checked against the sidecar
  *   -> HEAD of each: size and ETag as uploaded
  *   -> the manifest, last.
@@ -23,6 +25,8 @@ import { eventFileName, type Timestamp } from '../core/timestamp.js';
 import { MANIFEST_FORMAT, MANIFEST_MAX_BYTES, MANIFEST_VERSION, parseManifest, remoteName, serializeManifest, type Manifest, type ManifestObject, type RemoteEvent } from '../targets/manifest.js';
 import type { S3Target, UploadCallbacks } from '../targets/s3.js';
 import type { OffsiteItem } from './state.js';
+import { encodingChain } from '../codecs/encoding.js';
+import { uploadEncodedFile, uploadEncodedSmall } from './encoded.js';
 
 export type UploadOutcome =
   | { outcome: 'uploaded'; bytes: number }
@@ -79,28 +83,39 @@ export async function uploadEvent(ctx: UploadContext, item: OffsiteItem, loc: Ev
     throw new InvalidSnapshotError(join(loc.dir, sidecarName), `does not list ${rdbName} with the sha256 of the copy pass (${item.sha256}): the archived event changed; not uploaded`);
   }
 
-  // 1. The snapshot, hashed on the way out.
+  // 1. The snapshot, hashed on the way out (as plaintext, before any encoding).
+  const chain = encodingChain(target.remote.compression, target.remote.encryption);
   const hash = createSha256();
+  let encodedSent: string | undefined;
   const rdbObject = await closeAfter(await fs.open(rdbPath, 'read-nofollow'), async (handle) => {
     const info = await handle.stat();
     if (info.size !== item.bytes) throw new InvalidSnapshotError(rdbPath, `is ${info.size} bytes, but ${item.bytes} were archived: it changed; not uploaded`);
+    if (chain.length > 0) {
+      const up = await uploadEncodedFile(target, rdbName, handle, info.size, item.sha256, ctx.callbacks, signal);
+      encodedSent = up.plaintextSha256;
+      return up.object;
+    }
     const { etag } = await target.uploadFile(rdbName, handle, info.size, (chunk) => hash.update(chunk), ctx.callbacks, signal);
     return { name: rdbName, bytes: info.size, storedBytes: info.size, sha256: item.sha256, etag, encoding: [] } satisfies ManifestObject;
   });
-  const sent = hash.digest('hex');
+  const sent = encodedSent ?? hash.digest('hex');
   if (sent !== item.sha256) {
-    await target.delete(rdbName, signal).catch(() => undefined);
+    await target.delete(rdbObject.name, signal).catch(() => undefined);
     throw new InvalidSnapshotError(rdbPath, `its bytes (sha256 ${sent}) no longer match the copy pass (${item.sha256}): the archived file changed; not uploaded`);
   }
 
-  // 2. nodes.conf, when the event has one.
+  // 2. nodes.conf, when the event has one (through the same encoding: it names the cluster's hosts).
   let nodesObject: ManifestObject | null = null;
   if (loc.kinds.includes('nodes')) {
     const data = await fs.readFile(join(loc.dir, nodesName));
     const sha = sha256Hex(data);
     if (listed.get(nodesName) !== sha) throw new InvalidSnapshotError(join(loc.dir, nodesName), `sha256 ${sha} is not the one in ${sidecarName}: not uploaded`);
-    const { etag } = await target.putSmall(nodesName, data, 'text/plain', signal);
-    nodesObject = { name: nodesName, bytes: data.length, storedBytes: data.length, sha256: sha, etag, encoding: [] };
+    if (chain.length > 0) {
+      nodesObject = await uploadEncodedSmall(target, nodesName, data, sha, signal);
+    } else {
+      const { etag } = await target.putSmall(nodesName, data, 'text/plain', signal);
+      nodesObject = { name: nodesName, bytes: data.length, storedBytes: data.length, sha256: sha, etag, encoding: [] };
+    }
   }
 
   // 3. The sidecar, byte for byte the local one.

@@ -2,8 +2,9 @@
  * The remote event format: object names under the prefix, and the manifest
  * that makes an event complete. Pure: no I/O.
  *
- *   <prefix>dump-<ts>.rdb        the snapshot (stored as is: encoding chain [])
- *   <prefix>nodes-<ts>.config    its nodes.conf, when it has one
+ *   <prefix>dump-<ts>.rdb        the snapshot (stored as is: encoding chain []),
+ *                                or dump-<ts>.rdb.zst.age etc. (src/codecs/encoding.ts)
+ *   <prefix>nodes-<ts>.config    its nodes.conf, when it has one (with the same suffixes)
  *   <prefix>dump-<ts>.sha256     the same sha256sum sidecar as the local one
  *   <prefix>manifest-<ts>.seq<N>.json   written last, after HEAD checks of the others
  *
@@ -20,6 +21,7 @@
 import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import { eventFileName, isSeq, parseTimestamp, type Timestamp } from '../core/timestamp.js';
 import type { TargetEvent } from './target.js';
+import { KNOWN_ENCODINGS } from '../codecs/encoding.js';
 
 export const MANIFEST_FORMAT = 'rdb-archiver remote event';
 export const MANIFEST_VERSION = 1;
@@ -27,11 +29,10 @@ export const MANIFEST_VERSION = 1;
 export const MANIFEST_MAX_BYTES = 64 * 1024;
 
 /**
- * Encodings a reader knows, applied in order when writing (and undone in
- * reverse when reading). Empty = stored as is ("none"). Compression and
- * encryption (issue 12) add entries here.
+ * Encodings a reader knows (src/codecs/encoding.ts), applied in order when
+ * writing and undone in reverse when reading. [] = stored as is ("none").
  */
-export const KNOWN_ENCODINGS: readonly string[] = [];
+export { KNOWN_ENCODINGS };
 
 export interface ManifestObject {
   /** The object's name relative to the prefix. */
@@ -46,6 +47,12 @@ export interface ManifestObject {
   etag: string | null;
   /** The encoding chain applied, in order; [] = none. */
   encoding: string[];
+  /**
+   * sha256 of the stored (encoded) bytes, when they differ from the content:
+   * what `verify --read-data` checks without an identity. Absent for
+   * objects stored as is (their sha256 is the content's).
+   */
+  storedSha256?: string;
 }
 
 export interface Manifest {
@@ -123,17 +130,21 @@ function parseObject(v: unknown, where: string, problems: string[]): ManifestObj
     && Number.isSafeInteger(o.storedBytes) && (o.storedBytes as number) >= 0
     && typeof o.sha256 === 'string' && HEX64.test(o.sha256)
     && (o.etag === null || typeof o.etag === 'string')
-    && Array.isArray(o.encoding) && o.encoding.every((e) => typeof e === 'string');
+    && Array.isArray(o.encoding) && o.encoding.every((e) => typeof e === 'string')
+    && (o.storedSha256 === undefined || (typeof o.storedSha256 === 'string' && HEX64.test(o.storedSha256)));
   if (!ok) {
     problems.push(`${where}: malformed`);
     return null;
   }
-  const unknown = o.encoding!.filter((e) => !KNOWN_ENCODINGS.includes(e));
+  const unknown = o.encoding!.filter((e) => !(KNOWN_ENCODINGS as readonly string[]).includes(e));
   if (unknown.length > 0) {
     problems.push(`${where}: encoding ${unknown.join(', ')} is not supported by this version of rdb-archiver`);
     return null;
   }
-  return { name: o.name!, bytes: o.bytes!, sha256: o.sha256!, storedBytes: o.storedBytes!, etag: o.etag ?? null, encoding: o.encoding! };
+  return {
+    name: o.name!, bytes: o.bytes!, sha256: o.sha256!, storedBytes: o.storedBytes!, etag: o.etag ?? null, encoding: o.encoding!,
+    ...(o.storedSha256 !== undefined ? { storedSha256: o.storedSha256 } : {}),
+  };
 }
 
 /** Parses a manifest defensively; `expectedTs` and `expectedSeq` are what its name carries. */

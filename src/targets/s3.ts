@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto';
 import type { S3Client as S3ClientType } from '@aws-sdk/client-s3';
 import type { RemoteConfig } from '../core/config.js';
-import { RemoteError } from '../core/errors.js';
+import { ArchiverError, RemoteError } from '../core/errors.js';
 import type { Handle } from '../core/fs.js';
 import { groupListing, type ListedObject, type RemoteEvent } from './manifest.js';
 import type { ArchiveTarget, TargetCapabilities } from './target.js';
@@ -161,6 +161,8 @@ export class S3Target implements ArchiveTarget {
     try {
       return await body(controller.signal);
     } catch (err) {
+      // A failure of what feeds the upload (the archived file, an encoder) is not the remote's.
+      if (err instanceof ArchiverError && !(err instanceof RemoteError)) throw err;
       const wrapped = remoteErrorOf(this.remote, op, this.key(name), err, timedOut);
       if (wrapped !== err) Object.defineProperty(wrapped, 'cause', { value: err });
       throw wrapped;
@@ -266,6 +268,48 @@ export class S3Target implements ArchiveTarget {
     }, outer);
   }
 
+  /**
+   * The object's bytes as a pull stream (the consumer's pace: decoding,
+   * writing), under the remote's timeout; `range` reads the first bytes only.
+   * A consumer that stops early ends the request.
+   */
+  async *downloadChunks(name: string, options: { firstBytes?: number; signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, this.remote.timeoutMs);
+    const onOuter = () => controller.abort();
+    options.signal?.addEventListener('abort', onOuter, { once: true });
+    try {
+      let body: AsyncIterable<Uint8Array>;
+      try {
+        const r = await this.client.send(new this.s3.GetObjectCommand({
+          Bucket: this.remote.bucket, Key: this.key(name), ...(options.firstBytes ? { Range: `bytes=0-${options.firstBytes - 1}` } : {}),
+        }), { abortSignal: controller.signal });
+        body = r.Body as AsyncIterable<Uint8Array>;
+      } catch (err) {
+        throw remoteErrorOf(this.remote, 'get', this.key(name), err, timedOut);
+      }
+      const it = body[Symbol.asyncIterator]();
+      for (;;) {
+        let next: IteratorResult<Uint8Array>;
+        try {
+          next = await it.next();
+        } catch (err) {
+          throw remoteErrorOf(this.remote, 'get', this.key(name), err, timedOut);
+        }
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onOuter);
+      controller.abort(); // ends the response when the consumer stopped early
+    }
+  }
+
   async delete(name: string, outer?: AbortSignal): Promise<void> {
     await this.withDeadline('delete', name, async (signal) => {
       await this.client.send(new this.s3.DeleteObjectCommand({ Bucket: this.remote.bucket, Key: this.key(name) }), { abortSignal: signal });
@@ -283,6 +327,70 @@ export class S3Target implements ArchiveTarget {
       onData(body);
       return this.putSmall(name, body, 'application/octet-stream', outer);
     }
+    let offset = 0;
+    const first = await readExactly(file, 0, partSize);
+    offset = partSize;
+    return this.multipart(name, first, async () => {
+      if (offset >= size) return undefined;
+      const body = await readExactly(file, offset, Math.min(partSize, size - offset));
+      offset += body.length;
+      return body;
+    }, onData, callbacks, outer);
+  }
+
+  /**
+   * Uploads a stream of unknown length (an encoded snapshot): one PUT when it
+   * ends within the first part, multipart otherwise. Memory: the part being
+   * filled plus the parts in flight (part_size x (concurrency + 1)).
+   */
+  async uploadStream(name: string, source: AsyncIterable<Uint8Array>, onData: (chunk: Uint8Array) => void, callbacks: UploadCallbacks = {}, outer?: AbortSignal): Promise<{ etag: string | null; bytes: number }> {
+    const partSize = this.remote.partSize;
+    const it = source[Symbol.asyncIterator]();
+    let pending: Uint8Array | undefined;
+    let ended = false;
+    let bytes = 0;
+    // Fills one part from the stream; undefined when the stream has ended.
+    const nextPart = async (): Promise<Buffer | undefined> => {
+      if (ended && !pending) return undefined;
+      const part = Buffer.allocUnsafe(partSize);
+      let used = 0;
+      while (used < partSize) {
+        if (!pending) {
+          const next = ended ? { done: true as const, value: undefined } : await it.next();
+          if (next.done) {
+            ended = true;
+            break;
+          }
+          pending = next.value;
+        }
+        const n = Math.min(pending.length, partSize - used);
+        part.set(pending.subarray(0, n), used);
+        used += n;
+        pending = n === pending.length ? undefined : pending.subarray(n);
+      }
+      if (used === 0) return undefined;
+      bytes += used;
+      return used === partSize ? part : part.subarray(0, used);
+    };
+    try {
+      const first = (await nextPart()) ?? Buffer.alloc(0);
+      if (ended && !pending) {
+        onData(first);
+        return { ...(await this.putSmall(name, first, 'application/octet-stream', outer)), bytes };
+      }
+      const { etag } = await this.multipart(name, first, nextPart, onData, callbacks, outer);
+      return { etag, bytes };
+    } finally {
+      if (!ended) await it.return?.(undefined);
+    }
+  }
+
+  /**
+   * The multipart loop: parts are produced in order (the caller's hash needs
+   * the bytes in order) and sent in parallel, each with Content-MD5, each
+   * returned ETag checked against it.
+   */
+  private async multipart(name: string, first: Buffer, nextPart: () => Promise<Buffer | undefined>, onData: (chunk: Uint8Array) => void, callbacks: UploadCallbacks, outer?: AbortSignal): Promise<{ etag: string | null }> {
     const key = this.key(name);
     return this.withDeadline('upload', name, async (signal) => {
       const created = await this.client.send(new this.s3.CreateMultipartUploadCommand({
@@ -294,24 +402,21 @@ export class S3Target implements ArchiveTarget {
         const parts: Array<{ PartNumber: number; ETag: string }> = [];
         const inFlight = new Set<Promise<void>>();
         let failure: { err: unknown } | undefined;
-        const count = Math.ceil(size / partSize);
-        for (let index = 0; index < count && !failure; index++) {
-          const offset = index * partSize;
-          // Read in order (the caller's hash needs the bytes in order), send in parallel.
-          const body = await readExactly(file, offset, Math.min(partSize, size - offset));
+        let body: Buffer | undefined = first;
+        for (let partNumber = 1; body && !failure; partNumber++, body = failure ? undefined : await nextPart()) {
           onData(body);
-          const partNumber = index + 1;
           const digest = md5(body);
+          const number = partNumber;
           const p = this.client.send(new this.s3.UploadPartCommand({
-            Bucket: this.remote.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body,
+            Bucket: this.remote.bucket, Key: key, UploadId: uploadId, PartNumber: number, Body: body,
             ContentLength: body.length, ContentMD5: digest.toString('base64'),
           }), { abortSignal: signal }).then((r) => {
             const etag = unquote(r.ETag);
-            if (etag === null) throw new RemoteError('remote-integrity', this.remote.name, 'upload part', key, `part ${partNumber}: the server returned no ETag`);
+            if (etag === null) throw new RemoteError('remote-integrity', this.remote.name, 'upload part', key, `part ${number}: the server returned no ETag`);
             if (this.etagIsMd5() && etag !== digest.toString('hex')) {
-              throw new RemoteError('remote-integrity', this.remote.name, 'upload part', key, `part ${partNumber}: the server stored other bytes than sent (ETag ${etag}, sent MD5 ${digest.toString('hex')})`);
+              throw new RemoteError('remote-integrity', this.remote.name, 'upload part', key, `part ${number}: the server stored other bytes than sent (ETag ${etag}, sent MD5 ${digest.toString('hex')})`);
             }
-            parts.push({ PartNumber: partNumber, ETag: r.ETag! });
+            parts.push({ PartNumber: number, ETag: r.ETag! });
           }).catch((err: unknown) => {
             failure ??= { err };
           }).finally(() => inFlight.delete(p));

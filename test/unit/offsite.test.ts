@@ -128,7 +128,13 @@ describe('manifest and listing', () => {
     expect(parseManifest('not json', T('2025-01-02T03-04-05'))).toMatchObject({ error: 'not valid JSON' });
     const encoded = JSON.parse(text) as Manifest;
     encoded.rdb.encoding = ['zstd', 'age'];
-    expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('encoding zstd, age is not supported') });
+    encoded.rdb.storedSha256 = 'c'.repeat(64);
+    expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toEqual({ manifest: encoded });
+    encoded.rdb.encoding = ['lz4', 'age'];
+    expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('encoding lz4 is not supported') });
+    encoded.rdb.encoding = ['zstd'];
+    encoded.rdb.storedSha256 = 'not hex';
+    expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('malformed') });
   });
 
   it('groups a listing into events: complete only with a manifest; foreign names are dropped', () => {
