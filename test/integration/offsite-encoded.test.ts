@@ -91,8 +91,8 @@ describeWithTools('compressed and encrypted off-site copies', () => {
 
       // The reference tools read what we stored: a standard age file holding a zstd stream.
       const dl = download(env.prefix);
-      expect(readdirSync(dl).sort()).toEqual([`dump-${ts}.rdb.zst.age`, `dump-${ts}.sha256`, `manifest-${ts}.json`]);
-      const manifest = JSON.parse(readFileSync(join(dl, `manifest-${ts}.json`), 'utf8')) as { rdb: { encoding: string[]; sha256: string; bytes: number; storedBytes: number } };
+      expect(readdirSync(dl).sort()).toEqual([`dump-${ts}.rdb.zst.age`, `dump-${ts}.sha256`, `manifest-${ts}.seq1.json`]);
+      const manifest = JSON.parse(readFileSync(join(dl, `manifest-${ts}.seq1.json`), 'utf8')) as { rdb: { encoding: string[]; sha256: string; bytes: number; storedBytes: number } };
       expect(manifest.rdb).toMatchObject({ encoding: ['zstd', 'age'], sha256: out.snapshot.sha256, bytes: out.snapshot.bytes });
       expect(manifest.rdb.storedBytes).toBe(statSync(join(dl, `dump-${ts}.rdb.zst.age`)).size);
       expect(manifest.rdb.storedBytes).toBeLessThan(out.snapshot.bytes); // many small keys: zstd pays
@@ -139,7 +139,7 @@ describeWithTools('compressed and encrypted off-site copies', () => {
     expect(once.code, once.stderr).toBe(0);
     const ts = '2025-04-01T10-00-00';
     const dl = download(env.prefix);
-    expect(readdirSync(dl).sort()).toEqual([`dump-${ts}.rdb.gz.age`, `dump-${ts}.sha256`, `manifest-${ts}.json`, `nodes-${ts}.config.gz.age`]);
+    expect(readdirSync(dl).sort()).toEqual([`dump-${ts}.rdb.gz.age`, `dump-${ts}.sha256`, `manifest-${ts}.seq1.json`, `nodes-${ts}.config.gz.age`]);
     const rdb = join(dl, `dump-${ts}.rdb`);
     expect(agePipeline(keys.file, join(dl, `dump-${ts}.rdb.gz.age`), rdb, 'gzip -d').status).toBe(0);
     expect(readFileSync(rdb).equals(snap.bytes)).toBe(true);
