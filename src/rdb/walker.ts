@@ -161,7 +161,18 @@ const TASK_NAMES = ['the magic', 'an opcode', 'a string', 'a string', 'a length'
   'a count', 'an encoded value', 'a score', 'module data', 'module data', 'a quicklist node', 'a stream node ID', 'an encoded value',
   'an encoded value', 'a quicklist node', 'the end'];
 
+export interface WalkerOptions {
+  /** Containers up to this many bytes are checked whole (default MAX_BUFFERED_VALUE); tests make it small. */
+  maxBuffered?: number;
+}
+
 export class RdbWalker {
+  private readonly maxBuffered: number;
+
+  constructor(options: WalkerOptions = {}) {
+    this.maxBuffered = options.maxBuffered ?? MAX_BUFFERED_VALUE;
+  }
+
   // The task stack, as parallel arrays.
   private readonly task: number[] = [T_OPCODE, T_MAGIC];
   private readonly arg: number[] = [0, 9];
@@ -185,6 +196,9 @@ export class RdbWalker {
   private keys = 0;
   private expires = 0;
   private shallow = 0;
+  /** The last four keys' offsets and types (for a value found to run into the trailer). */
+  private readonly recentKeys = new Float64Array(4).fill(-1);
+  private readonly recentTypes = new Uint8Array(4);
   /** Keys seen per value type. */
   private readonly types = new Float64Array(256);
   /** The key being read: its offset and type (-1: not inside a key). */
@@ -204,6 +218,11 @@ export class RdbWalker {
   private lenValue = 0;
   private lenEnd = 0;
   private lenProbe = 0;
+
+  /** Where the failure was found, the task that found it, and the key it was in. */
+  private failAt = -1;
+  private failTask = 0;
+  private failKey = '';
 
   /** The first inconsistency found, or null. */
   get error(): string | null {
@@ -293,12 +312,17 @@ export class RdbWalker {
    * message saying what is wrong.
    */
   conclude(dataEnd: number): WalkSummary | string {
+    // A value that ran into the trailer was walked on over the trailer's bytes:
+    // what is wrong is that the data ended inside it.
+    const ranOver = this.failure !== null ? this.failAt >= dataEnd : this.eofAt < 0 || this.eofAt >= dataEnd;
+    if (ranOver && (this.failure !== null || this.eofAt >= 0 || this.keyAt >= dataEnd)) {
+      return `the data ends inside a value${this.lastKeyBefore(dataEnd)} (no EOF opcode before the trailer at offset ${dataEnd})`;
+    }
     if (this.failure !== null) return this.failure;
     if (this.eofAt < 0) {
       const top = this.task[this.task.length - 1]!;
       if (top === T_OPCODE) return `no EOF opcode: the data ends at offset ${Math.min(this.total, dataEnd)}, where the next opcode belongs`;
-      const where = this.inKey();
-      return `the data ends inside ${TASK_NAMES[top] ?? 'a value'}${where} (no EOF opcode before offset ${Math.min(this.total, dataEnd)})`;
+      return `the data ends inside ${TASK_NAMES[top] ?? 'a value'}${this.inKey()} (no EOF opcode before the trailer at offset ${dataEnd})`;
     }
     if (this.eofAt + 1 !== dataEnd) {
       return this.eofAt + 1 < dataEnd
@@ -312,6 +336,20 @@ export class RdbWalker {
     return { keys: this.keys, expires: this.expires, eofOffset: this.eofAt, shallowContainers: this.shallow, types };
   }
 
+  /** " (after the key at offset X, type T)" for the last key that starts before end, or "". */
+  private lastKeyBefore(end: number): string {
+    let best = -1;
+    let type = 0;
+    for (let i = 0; i < 4; i++) {
+      const at = this.recentKeys[i]!;
+      if (at >= 0 && at < end && at > best) {
+        best = at;
+        type = this.recentTypes[i]!;
+      }
+    }
+    return best < 0 ? '' : ` (the last key before it is a ${TYPE_NAMES[type] ?? `type ${type}`} at offset ${best})`;
+  }
+
   private inKey(): string {
     if (this.keyAt < 0) return '';
     return ` (in the ${TYPE_NAMES[this.keyType] ?? `type ${this.keyType}`} value of the key at offset ${this.keyAt})`;
@@ -319,6 +357,9 @@ export class RdbWalker {
 
   private fail(p: number, msg: string): number {
     this.failure = `${msg} at offset ${this.base + p}${this.inKey()}`;
+    this.failAt = this.base + p;
+    this.failTask = this.task[this.task.length - 1]!;
+    this.failKey = this.inKey();
     return p;
   }
 
@@ -413,6 +454,8 @@ export class RdbWalker {
             if (r >= 0) {
               this.keys++;
               this.types[0]!++;
+              this.recentKeys[this.keys & 3] = this.base + p;
+              this.recentTypes[this.keys & 3] = 0;
               p = r;
               break;
             }
@@ -524,6 +567,8 @@ export class RdbWalker {
     this.keyType = c;
     this.keys++;
     this.types[c]!++;
+    this.recentKeys[this.keys & 3] = this.keyAt;
+    this.recentTypes[this.keys & 3] = c;
     this.push(T_DONE, 0, 0);
     this.pushSteps(steps);
     this.push(T_STR, 0, 0); // the key
@@ -741,7 +786,7 @@ export class RdbWalker {
       if (!this.readLen(b, this.lenEnd, end)) return this.stallFrom(p);
       const olen = this.lenValue;
       const data = this.lenEnd;
-      if (clen <= MAX_BUFFERED_VALUE && olen <= MAX_BUFFERED_VALUE) {
+      if (clen <= this.maxBuffered && olen <= this.maxBuffered) {
         if (data + clen > end) return this.stall(p, data - p + clen);
         if (this.scratch.length < olen) this.scratch = new Uint8Array(Math.max(olen, this.scratch.length * 2));
         const out = lzfDecompress(b, data, data + clen, olen, this.scratch);
@@ -767,7 +812,7 @@ export class RdbWalker {
     const len = this.lenValue;
     const data = this.lenEnd;
     if (len === 0) return this.fail(p, `empty string where a ${rule.kind} belongs`);
-    if (len <= MAX_BUFFERED_VALUE) {
+    if (len <= this.maxBuffered) {
       if (data + len > end) return this.stall(p, data - p + len);
       const msg = checkContainer(rule, b, data, data + len);
       if (msg) return this.fail(p, msg);
