@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 
 /** Every suite of test/reliability, in the order of the report. */
-export const SUITES = ['crash', 'faults', 'space', 'concurrency', 'source', 'clock', 'hostile', 'permissions'];
+export const SUITES = ['crash', 'faults', 'space', 'concurrency', 'source', 'clock', 'hostile', 'permissions', 'walker'];
 
 /** What the counts mean: printed in RELIABILITY.md under the table. */
 export const DEFINITIONS = [
