@@ -22,6 +22,7 @@ import { statSource } from '../pipeline/watcher.js';
 import { parseArchiveRecord, type ArchiveRecord } from '../pipeline/worker.js';
 import { inspectRemotes, type RemoteFacts } from '../offsite/facts.js';
 import { readWatchRecord, type WatchRecord } from '../pipeline/watch-record.js';
+import { LOCK_FUTURE_TOLERANCE_MS, readObservation } from '../pipeline/lock.js';
 
 export interface RuleUsage {
   rule: string;
@@ -114,7 +115,15 @@ export interface InstanceFacts {
    */
   failure?: FoundRecord;
   /** The run lock, when some run holds it: since when (its recorded start, else its file's mtime). */
-  lock?: { path: string; sinceMs: number; pid?: number; command?: string };
+  lock?: {
+    path: string; sinceMs: number; pid?: number; command?: string;
+    /**
+     * Its mtime (or recorded start) lies in the future of this host's clock:
+     * written by a host with a fast clock. sinceMs is then when this host
+     * first saw it unchanged (lock.ts leaseAge), or now when it never did.
+     */
+    future?: { mtimeMs: number; observedSinceMs?: number };
+  };
   /** Folders a run must write that cannot be written: not writable by their owner, or on a read-only filesystem. */
   unwritable: Array<{ path: string; reason: string }>;
   /** Who ran this inspection ("nagios (uid 1001)"); set when a permission error needs to say so. */
@@ -342,6 +351,14 @@ async function readLock(fs: FileSystem, path: string): Promise<InstanceFacts['lo
       if (typeof owner.command === 'string') lock.command = owner.command;
     } catch {
       // unparsable: its mtime is all we know
+    }
+    const nowMs = Date.now();
+    if (info.mtimeMs > nowMs + LOCK_FUTURE_TOLERANCE_MS || lock.sinceMs > nowMs + LOCK_FUTURE_TOLERANCE_MS) {
+      // Another host's clock: neither time says how long it has been held. This host's observation does, if any.
+      const seen = await readObservation(fs, path);
+      const observed = seen && seen.dev === info.dev && seen.ino === info.ino && seen.mtimeNs === info.mtimeNs ? Date.parse(seen.firstSeenAt) : undefined;
+      lock.future = { mtimeMs: Math.max(info.mtimeMs, lock.sinceMs), ...(observed !== undefined && observed <= nowMs ? { observedSinceMs: observed } : {}) };
+      lock.sinceMs = lock.future.observedSinceMs ?? nowMs;
     }
     return lock;
   } catch {

@@ -116,6 +116,13 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
     const holder = lock.pid !== undefined ? ` by pid ${lock.pid}${lock.command ? ` (${lock.command})` : ''}` : '';
     const over = lockAge * 1000 > thresholds.critAgeMs ? { state: Nagios.CRITICAL, limit: thresholds.critAgeMs }
       : lockAge * 1000 > thresholds.warnAgeMs ? { state: Nagios.WARNING, limit: thresholds.warnAgeMs } : undefined;
+    if (lock.future) {
+      // A dead holder's lock with a future mtime never reaches its lease age by its mtime: say so, and how it is judged.
+      const ahead = formatAge(Math.max(0, Math.floor((lock.future.mtimeMs - nowMs) / 1000)));
+      add(Nagios.WARNING, `the lock ${lock.path}${holder} has a time in the future (${new Date(lock.future.mtimeMs).toISOString()}, ${ahead} ahead of this host's clock): `
+        + 'written by a host with a fast clock? Its lease is judged by how long this host sees it unchanged'
+        + (lock.future.observedSinceMs !== undefined ? ` (since ${new Date(lock.future.observedSinceMs).toISOString()})` : ' (not observed by a run yet)'));
+    }
     if (over) {
       add(over.state, `the lock ${lock.path} has been held for ${formatAge(lockAge)} (> ${formatDuration(over.limit)})${holder}: no run can archive while it is held; if that process is stuck or is not rdb-archiver, stop it or remove the lock`);
     }
@@ -264,7 +271,11 @@ export function clockProblems(facts: InstanceFacts, nowMs: number): string[] {
     const shown = facts.futureEvents.slice(0, 3).join(', ') + (facts.futureEvents.length > 3 ? ` and ${facts.futureEvents.length - 3} more` : '');
     out.push(`archived event${facts.futureEvents.length === 1 ? '' : 's'} stamped in the future: ${shown} (never "latest"; rotated out like the others)`);
   }
-  if (facts.steppedBack) {
+  const reverted = facts.state?.clock?.revertedTo !== undefined && facts.steppedBack?.latest === facts.state.clock.ts;
+  if (facts.steppedBack && reverted) {
+    // Not a wrong clock: the source went back to older content, archived as the latest event.
+    out.push(`${clockJumpText(facts.state!.clock!, src.path)} (retention keeps the ${RECENT_PROTECTED} most recently archived meanwhile)`);
+  } else if (facts.steppedBack) {
     out.push(`source clock stepped back: the newest snapshot ${facts.steppedBack.latest} is stamped before ${facts.steppedBack.newerNamed}, archived earlier (retention keeps the ${RECENT_PROTECTED} most recently archived meanwhile)`);
   }
   // The jump recorded when archiving, for a day: retention may already have removed what shows it above.
@@ -403,7 +414,7 @@ export interface StatusReport {
   /** Each hook's last failure and success; failing while the last run of the hook failed. */
   hooks: Record<string, { failing: boolean; lastFailureAt: string | null; lastError: string | null; lastSuccessAt: string | null }>;
   /** The run lock, when held. */
-  lock: { path: string; since: string; ageSeconds: number; pid: number | null; command: string | null } | null;
+  lock: { path: string; since: string; ageSeconds: number; pid: number | null; command: string | null; futureTime: string | null } | null;
   /** Folders a run must write that it cannot. */
   unwritable: Array<{ path: string; reason: string }>;
   /** Off-site remotes: what waits for each, and how its last attempts went (src/offsite/facts.ts). */
@@ -474,6 +485,8 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
       ageSeconds: Math.max(0, Math.floor((nowMs - facts.lock.sinceMs) / 1000)),
       pid: facts.lock.pid ?? null,
       command: facts.lock.command ?? null,
+      // A time in the future (another host's clock): the age is then how long this host has seen it unchanged.
+      futureTime: facts.lock.future ? new Date(facts.lock.future.mtimeMs).toISOString() : null,
     } : null,
     unwritable: facts.unwritable,
     remotes: remoteStatus(facts.remotes ?? []),
@@ -534,7 +547,8 @@ export function statusText(r: StatusReport): string {
   for (const [name, h] of Object.entries(r.hooks)) {
     if (h.failing) lines.push(`hook ${name}:`.padEnd(16) + `FAILING since ${h.lastFailureAt}: ${h.lastError}${h.lastSuccessAt ? ` (last success ${h.lastSuccessAt})` : ' (never succeeded)'}`);
   }
-  if (r.lock) lines.push(`lock:           held for ${formatAge(r.lock.ageSeconds)} (since ${r.lock.since}${r.lock.pid !== null ? `, pid ${r.lock.pid}` : ''}${r.lock.command ? `, ${r.lock.command}` : ''}): ${r.lock.path}`);
+  if (r.lock) lines.push(`lock:           held for ${formatAge(r.lock.ageSeconds)} (since ${r.lock.since}${r.lock.pid !== null ? `, pid ${r.lock.pid}` : ''}${r.lock.command ? `, ${r.lock.command}` : ''}): ${r.lock.path}`
+    + (r.lock.futureTime ? `; WARNING: its time ${r.lock.futureTime} is in the future (another host's clock): its lease is judged by how long this host sees it unchanged` : ''));
   for (const u of r.unwritable) lines.push(`NOT WRITABLE:   ${u.path} ${u.reason}`);
   if (!a.exists) lines.push(`warning: the archive root ${a.dir} does not exist (is the backup disk mounted?)`);
   if (a.sameFilesystemAsSource) lines.push(`warning: ${sameFilesystemWarning(a.dir, r.source.path)}`);

@@ -477,9 +477,10 @@ export async function runOnce(
         queueForRemotes(state, instance, result);
         protect.clear();
         protect.set(result.ts, 'archived by this run (the source\'s current content), kept whatever its timestamp');
-        const jump = result.outcome === 'archived' && result.seq === target.seq
+        const detected = result.outcome === 'archived' && result.seq === target.seq
           ? detectClockJump({ ts: result.ts, mtimeMs: Number(BigInt(result.identity.mtimeNs) / 1_000_000n) }, previous, Date.now())
           : undefined;
+        const jump = detected?.kind === 'backwards' && result.revertedTo ? { ...detected, revertedTo: result.revertedTo } : detected;
         if (jump) {
           state.clock = jump;
           bumpCounter(state, 'clock_jumps');
@@ -640,6 +641,9 @@ async function absorbPruneFailures(fs: FileSystem, instance: InstanceConfig): Pr
 /** One line about a clock jump, for the log, `status` and `check`. */
 export function clockJumpText(jump: ClockJump, source: string): string {
   const hours = (jump.offsetMs / 3_600_000).toFixed(1);
+  if (jump.kind === 'backwards' && jump.revertedTo) {
+    return `source went back to older content: ${source} holds the content of ${jump.revertedTo} again (mtime ${jump.sourceMtime}); archived as a new event ${jump.ts}, the latest (after ${jump.previousTs})`;
+  }
   return jump.kind === 'future'
     ? `source clock ahead: ${source} has the mtime ${jump.sourceMtime}, ${hours} h in the future (archived as ${jump.ts})`
     : `source clock stepped back: snapshot ${jump.ts} (mtime ${jump.sourceMtime}) is stamped ${hours} h before ${jump.previousTs}, archived before it`;

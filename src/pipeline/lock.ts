@@ -21,8 +21,9 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TryAgainError } from '../core/errors.js';
-import type { FileSystem } from '../core/fs.js';
-import { closeAfter, ensureDir, errorCode, tempOwnerPid, tempPathFor, unlinkIfExists } from '../core/fs.js';
+import type { FileInfo, FileSystem } from '../core/fs.js';
+import { closeAfter, ensureDir, errorCode, replaceFileAtomic, tempOwnerPid, tempPathFor, unlinkIfExists } from '../core/fs.js';
+import { FUTURE_TOLERANCE_MS } from './event-order.js';
 
 export interface LockOwner {
   pid: number;
@@ -148,6 +149,67 @@ export function judgeLock(
     return { stale: true, why: `pid ${owner.pid} is now another process (start time ${found.start}, not ${owner.procStart})` };
   }
   return { stale: false, why: `its process ${owner.pid} is alive` };
+}
+
+/**
+ * What this host saw of a lock whose mtime it cannot trust (in the future:
+ * written by a host with a fast clock on shared storage): the lock file as
+ * it was (inode, mtime, owner) and when, by this host's clock, it was first
+ * seen so. One file per observing host, so hosts never reset each other's.
+ */
+export interface LockObservation {
+  dev: string;
+  ino: string;
+  mtimeNs: string;
+  pid: number;
+  startedAt: string;
+  /** This host's clock when it first saw the lock exactly so. */
+  firstSeenAt: string;
+}
+
+/** The observation file of this host for the lock at `path`. */
+export function observationPath(path: string, host = thisIdentity().host): string {
+  return `${path}.seen-${host.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 64)}.json`;
+}
+
+export async function readObservation(fs: FileSystem, path: string): Promise<LockObservation | undefined> {
+  try {
+    const o = JSON.parse((await fs.readFile(observationPath(path))).toString('utf8')) as Partial<LockObservation>;
+    const ok = typeof o.dev === 'string' && typeof o.ino === 'string' && typeof o.mtimeNs === 'string' && typeof o.pid === 'number'
+      && typeof o.startedAt === 'string' && typeof o.firstSeenAt === 'string' && Number.isFinite(Date.parse(o.firstSeenAt));
+    return ok ? (o as LockObservation) : undefined;
+  } catch {
+    return undefined; // none yet, or unreadable: a new observation starts
+  }
+}
+
+/** Pure: does the observation describe this very lock file, unchanged? */
+export function observationMatches(o: LockObservation | undefined, info: FileInfo, owner: LockOwner): o is LockObservation {
+  return !!o && o.dev === info.dev && o.ino === info.ino && o.mtimeNs === info.mtimeNs && o.pid === owner.pid && o.startedAt === owner.startedAt;
+}
+
+/** A lock mtime further ahead of this host's clock than this is untrustworthy (the same tolerance as for source mtimes). */
+export const LOCK_FUTURE_TOLERANCE_MS = FUTURE_TOLERANCE_MS;
+
+/**
+ * How long the lock has gone without a refresh. Normally from its mtime. An
+ * mtime in the future (beyond the tolerance) says nothing: a dead holder's
+ * lock would never reach its lease age. Then the age is how long this host
+ * has seen the lock file unchanged (same inode, mtime and owner), counted by
+ * this host's clock from its first observation: a live holder's refresh
+ * changes the mtime and starts the count again.
+ */
+async function leaseAge(fs: FileSystem, path: string, info: FileInfo, owner: LockOwner, nowMs: number): Promise<number> {
+  if (info.mtimeMs <= nowMs + LOCK_FUTURE_TOLERANCE_MS) return nowMs - info.mtimeMs;
+  const seen = await readObservation(fs, path);
+  if (observationMatches(seen, info, owner)) {
+    const since = Date.parse(seen.firstSeenAt);
+    if (since <= nowMs) return nowMs - since;
+  }
+  const observation: LockObservation = { dev: info.dev, ino: info.ino, mtimeNs: info.mtimeNs, pid: owner.pid, startedAt: owner.startedAt, firstSeenAt: new Date(nowMs).toISOString() };
+  await replaceFileAtomic(fs, observationPath(path), Buffer.from(JSON.stringify(observation) + '\n'), 0o600, { durable: false })
+    .catch(() => undefined); // cannot record: the lock stays respected (never stale by mistake)
+  return 0;
 }
 
 async function readOwner(fs: FileSystem, path: string): Promise<LockOwner | undefined | 'missing'> {
@@ -356,6 +418,8 @@ async function attemptLock(fs: FileSystem, path: string, command: string, dirMod
       await removeDeadTemps(fs, dirname(path));
       // A run killed during its takeover, after it removed the stale lock, leaves its takeover lock behind.
       await removeStaleTakeover(fs, `${path}.takeover`);
+      // This host's observation of a lock with a future mtime is done with: that lock is gone.
+      await unlinkIfExists(fs, observationPath(path));
     } catch (err) {
       await held.release().catch(() => undefined);
       throw err;
@@ -374,7 +438,7 @@ async function attemptLock(fs: FileSystem, path: string, command: string, dirMod
   if (owner) {
     let ageMs: number;
     try {
-      ageMs = Date.now() - (await fs.stat(path)).mtimeMs;
+      ageMs = await leaseAge(fs, path, await fs.stat(path), owner, Date.now());
     } catch (err) {
       if (errorCode(err) !== 'ENOENT') throw err;
       ageMs = 0; // released just now: the takeover below finds it missing and retries

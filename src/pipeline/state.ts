@@ -17,6 +17,12 @@ export interface SourceIdentity {
   ino: string;
   size: number;
   mtimeNs: string;
+  /**
+   * The inode change time: a write moves it even when the mtime is put back
+   * (`cp -p` over the file, `touch -r`). Absent in states of older versions
+   * (then not compared).
+   */
+  ctimeNs?: string;
 }
 
 export interface ArchivedRecord {
@@ -55,6 +61,8 @@ export interface ClockJump {
   at: string;
   /** How far the source mtime lies from what was expected (ahead of now, or behind the previous event), in ms. */
   offsetMs: number;
+  /** For 'backwards': the source went back to the content of this older event (`cp -p` of an old dump), not a wrong clock. */
+  revertedTo?: string;
 }
 
 /**
@@ -140,16 +148,22 @@ export function emptyState(): State {
 }
 
 export function identityOf(info: FileInfo): SourceIdentity {
-  return { dev: info.dev, ino: info.ino, size: info.size, mtimeNs: info.mtimeNs };
+  return { dev: info.dev, ino: info.ino, size: info.size, mtimeNs: info.mtimeNs, ...(info.ctimeNs !== undefined ? { ctimeNs: info.ctimeNs } : {}) };
 }
 
-export function sameIdentity(a: SourceIdentity | undefined, b: SourceIdentity | undefined): boolean {
-  return !!a && !!b && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
+/**
+ * ctime: false ignores the change time (the worker's check of the descriptor
+ * it copies: Redis renaming a new dump over it moves the old inode's ctime).
+ */
+export function sameIdentity(a: SourceIdentity | undefined, b: SourceIdentity | undefined, options: { ctime?: boolean } = {}): boolean {
+  return !!a && !!b && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs
+    && (options.ctime === false || a.ctimeNs === undefined || b.ctimeNs === undefined || a.ctimeNs === b.ctimeNs);
 }
 
 function isIdentity(v: unknown): v is SourceIdentity {
   const o = v as SourceIdentity;
-  return !!o && typeof o.dev === 'string' && typeof o.ino === 'string' && typeof o.size === 'number' && typeof o.mtimeNs === 'string';
+  return !!o && typeof o.dev === 'string' && typeof o.ino === 'string' && typeof o.size === 'number' && typeof o.mtimeNs === 'string'
+    && (o.ctimeNs === undefined || typeof o.ctimeNs === 'string');
 }
 
 /** Parses state JSON defensively: anything malformed is dropped, not trusted. */

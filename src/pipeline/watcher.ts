@@ -17,7 +17,7 @@ export type Detection =
   | { changed: true; identity: SourceIdentity; reason: ChangeReason };
 
 /**
- * "Changed" means dev, inode, size or mtime differs, not "is newer": a clock
+ * "Changed" means dev, inode, size, mtime or ctime differs, not "is newer": a clock
  * stepped back, or a restored older file, must still be archived.
  */
 export function detectChange(current: SourceIdentity, lastArchived: SourceIdentity | undefined, force = false): Detection {

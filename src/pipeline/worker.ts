@@ -27,6 +27,7 @@ import type { FolderEvent, FolderScan } from './retention.js';
 import { type EventFileKind, type Timestamp, MAX_ORDINAL, eventFileName, ordinalOf, parseTimestamp, timestampFromMs, withOrdinal } from '../core/timestamp.js';
 import type { SnapshotJob } from './watcher.js';
 import { describeSourceKind } from './watcher.js';
+import { latestArchived, newestArchivedFirst } from './event-order.js';
 
 export const COPY_CHUNK_BYTES = 8 * 1024 * 1024;
 /**
@@ -61,6 +62,12 @@ export interface SnapshotResult {
   /** 'already-archived' when every file of the event existed, identical. */
   outcome: 'archived' | 'already-archived';
   identity: SourceIdentity;
+  /**
+   * The source went back to content an older event holds (this event's):
+   * that event was not reused, because events were archived after it; this
+   * one is the latest (see chooseEvent).
+   */
+  revertedTo?: Timestamp;
   durationMs: number;
   warnings: string[];
 }
@@ -384,6 +391,8 @@ export interface EventChoice {
   corrupt: string[];
   /** An intact .rdb of this event exists somewhere: no copy of the source is needed. */
   intactRdb?: string;
+  /** An older event with the same content, not reused because events were archived after it. */
+  revertedTo?: Timestamp;
 }
 
 /**
@@ -394,7 +403,12 @@ export interface EventChoice {
  *  - an event whose sidecar lists this sha256 but whose .rdb has another
  *    content is corrupt: its .rdb goes to the quarantine and is replaced;
  *  - anything else under that name (another snapshot of the same second, a
- *    leftover) is left alone and the snapshot takes the next ordinal.
+ *    leftover) is left alone and the snapshot takes the next ordinal;
+ *  - but an event with the same content that is not the most recently
+ *    archived one is never reused: the source went back to older content
+ *    (`cp -p` of an old dump, whose mtime names that old event). Reusing it
+ *    would leave "latest" on content the server no longer has, so the
+ *    snapshot becomes a new event (next ordinal, next seq: the latest).
  * Exit 73 only when all ordinals of the second are taken.
  */
 export async function chooseEvent(
@@ -406,12 +420,20 @@ export async function chooseEvent(
 ): Promise<EventChoice> {
   const keys = new Set<Timestamp>();
   for (const scan of scans) for (const e of scan.events) if (withOrdinal(e.ts, 0) === second) keys.add(e.ts);
+  const latest = latestArchived(scans.flatMap((scan) => scan.events.filter((e) => e.kinds.includes('rdb'))));
   let highest = -1;
+  let revertedTo: Timestamp | undefined;
   for (const ts of [...keys].sort()) {
     highest = Math.max(highest, ordinalOf(ts));
     const existing = dirs.map((_, i) => scans[i]?.events.find((e) => e.ts === ts));
     const listed = await listedSha(fs, dirs, existing, ts);
     if (listed !== undefined && listed !== sha256) continue; // another snapshot of this second
+    // (ranked by its highest seq in any folder; an interrupted run's incomplete event ranks by its record)
+    const seq = existing.reduce<number | undefined>((max, e) => (e?.seq !== undefined && (max === undefined || e.seq > max) ? e.seq : max), undefined);
+    if (latest && latest.ts !== ts && newestArchivedFirst({ ts, seq }, latest) > 0) {
+      revertedTo ??= ts;
+      continue;
+    }
     const corrupt: string[] = [];
     let intactRdb: string | undefined;
     const hashes = new Map<string, string>();
@@ -438,13 +460,14 @@ export async function chooseEvent(
     // (an incomplete event that says nothing else is our own interrupted run: completed under its name)
     return { ts, existing, corrupt, ...(intactRdb ? { intactRdb } : {}) };
   }
+  const reverted = revertedTo ? { revertedTo } : {};
   // A new name after every one of this second (so that names sort in archive order), free in every folder:
   // something that is not a regular file under a name (which no scan lists) is skipped, never touched.
   for (let n = highest + 1; n <= MAX_ORDINAL; n++) {
     const ts = withOrdinal(second, n);
     let taken = false;
     for (const { dir } of dirs) if (await lstatIfExists(fs, join(dir, eventFileName('rdb', ts)))) taken = true;
-    if (!taken) return { ts, existing: dirs.map(() => undefined), corrupt: [] };
+    if (!taken) return { ts, existing: dirs.map(() => undefined), corrupt: [], ...reverted };
   }
   throw new ConflictError(join(dirs[0]!.dir, eventFileName('rdb', second)),
     `${MAX_ORDINAL + 1} names exist for snapshots of the second ${second} (plain and _1 to _${MAX_ORDINAL}): no name left for another different snapshot in this second; nothing archived`);
@@ -621,7 +644,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       // A write puts the ctime forward even when the mtime is put back (cp -p over the file). A
       // file that was unlinked (nlink 0: Redis renamed a new dump over it) can no longer change.
       const rewritten = after.ctimeNs !== before.ctimeNs && after.nlink > 0;
-      if (sameIdentity(identityOf(after), identityOf(before)) && !rewritten && (bytesRead === undefined || bytesRead === before.size)) return undefined;
+      if (sameIdentity(identityOf(after), identityOf(before), { ctime: false }) && !rewritten && (bytesRead === undefined || bytesRead === before.size)) return undefined;
       return new TryAgainError('source-changed', job.sourceRdb,
         `${job.sourceRdb} was modified in place during the copy (size ${before.size} -> ${after.size}${bytesRead === undefined ? '' : `, ${bytesRead} bytes read`}); nothing archived, the next run retries`);
     };
@@ -739,6 +762,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       leftovers: published.leftovers,
       outcome: published.count === 0 ? 'already-archived' : 'archived',
       identity: identityOf(before),
+      ...(choice.revertedTo ? { revertedTo: choice.revertedTo } : {}),
       durationMs: Date.now() - started,
       warnings,
     };
