@@ -134,22 +134,20 @@ export async function readIndex(fs: FileSystem, instance: InstanceConfig): Promi
 }
 
 /**
- * Rewrites the index when what it says changed. Never throws: the archive
- * does not depend on it, so a failure is a warning of the run (returned).
+ * Rewrites the index when what it says changed. An I/O error throws, and the
+ * run reports it with its exit code: the index is a convenience, but a disk
+ * that fails here is failing, and a run must not report OK while it fails.
+ * An index that is not valid (or not a file) is replaced.
  */
-export async function writeArchiveIndex(fs: FileSystem, instance: InstanceConfig, now = new Date()): Promise<string | undefined> {
+export async function writeArchiveIndex(fs: FileSystem, instance: InstanceConfig, now = new Date()): Promise<void> {
   const path = indexPath(instance);
-  try {
-    const { index: previous } = await readIndex(fs, instance);
-    const next = buildIndex(instance, previous, now.toISOString());
-    if (sameIndex(previous, next)) return undefined;
-    const tmp = join(instance.archiveDir, INDEX_TEMP);
-    await unlinkIfExists(fs, tmp); // left by a killed run
-    await replaceFileAtomic(fs, path, Buffer.from(JSON.stringify(next, null, 2) + '\n'), instance.fileMode, { tmp });
-    return undefined;
-  } catch (err) {
-    return `could not write the archive index ${path}: ${(err as Error).message} (the archive is intact; list --archive finds its folders by scanning)`;
-  }
+  const info = await lstatIfExists(fs, path);
+  const previous = info?.kind === 'file' && info.size <= MAX_INDEX_BYTES ? parseIndex((await fs.readFile(path)).toString('utf8')) : undefined;
+  const next = buildIndex(instance, previous, now.toISOString());
+  if (sameIndex(previous, next)) return;
+  const tmp = join(instance.archiveDir, INDEX_TEMP);
+  await unlinkIfExists(fs, tmp); // left by a killed run
+  await replaceFileAtomic(fs, path, Buffer.from(JSON.stringify(next, null, 2) + '\n'), instance.fileMode, { tmp });
 }
 
 /** Where a folder's name came from: the config, the archive's index, or a scan of the archive root. */

@@ -328,11 +328,7 @@ export async function runOnce(
     // The archive describes itself (archive-index.ts): after a good cycle only, so a refused
     // run (a full disk, say) writes nothing. Unchanged content is not rewritten.
     if (!options.dryRun && report.exitCode === ExitCode.OK) {
-      const w = await writeArchiveIndex(deps.fs, instance);
-      if (w) {
-        report.warnings.push(w);
-        log.warn({ archive: instance.archiveDir }, w);
-      }
+      await writeArchiveIndex(deps.fs, instance).catch((err) => recordFailure(state, err));
     }
     // Hooks run under the lock, after archive and retention; they never change the report.
     if (!options.dryRun) {
@@ -599,11 +595,7 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
     report.retention = pruned.retention;
     report.errors = pruned.errors;
     if (!options.dryRun && report.errors.length === 0) {
-      const w = await writeArchiveIndex(deps.fs, instance);
-      if (w) {
-        report.warnings.push(w);
-        log.warn({ archive: instance.archiveDir }, w);
-      }
+      await writeArchiveIndex(deps.fs, instance).catch((err) => report.errors.push(errorReport(err)));
     }
     if (!options.dryRun) await runPruneHooks({ fs: deps.fs, log, signal: deps.signal }, instance, report);
     if (!options.dryRun && report.errors.length === 0) {
