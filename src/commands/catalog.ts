@@ -24,6 +24,7 @@ import { discoverFolders, folderNote, type FolderOrigin } from '../pipeline/arch
 import { sha256Hex } from '../core/sha256.js';
 import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from '../core/timestamp.js';
 import { copyPass, parseArchiveRecord } from '../pipeline/worker.js';
+import type { ServerFacts } from '../sources/source.js';
 import { runRemoteList, runRemoteVerify } from './offsite.js';
 
 /** `verify` found at least one bad event. */
@@ -374,6 +375,8 @@ export interface ListedEvent {
   ctime: string | null;
   /** Its folder is a configured rule ('config'), named by the archive index only ('index'), or found by scanning ('found'). */
   origin: FolderOrigin;
+  /** Pulled from a server (source.redis): its facts from the archive record (version, run_id, replication offset, server time); absent otherwise. */
+  server?: ServerFacts;
 }
 
 export interface ListReport {
@@ -441,6 +444,19 @@ export function ctimeOf(header: { aux: RdbAux } | null): string | null {
   return Number.isNaN(d.getTime()) ? null : d.toISOString().replace('.000Z', 'Z');
 }
 
+/** The server facts an event's archive record carries (source.redis), or null. */
+async function serverFactsOf(fs: FileSystem, dir: string, event: { ts: Timestamp; seqs?: number[] }): Promise<ServerFacts | null> {
+  for (const seq of event.seqs ?? []) {
+    try {
+      const record = parseArchiveRecord((await fs.readFile(join(dir, eventFileName('meta', event.ts, seq)))).toString('utf8'));
+      if (record?.server && typeof record.server === 'object') return record.server;
+    } catch {
+      // an unreadable record only loses the facts; verify reports the record itself
+    }
+  }
+  return null;
+}
+
 export async function listInstance(fs: FileSystem, log: Log, instance: InstanceConfig, ruleName: string | undefined, archive?: Awaited<ReturnType<typeof scanArchive>>): Promise<ListReport> {
   const report: ListReport = { instance: instance.name, rules: {}, origins: {}, notes: [], warnings: [], exitCode: ExitCode.OK };
   const headers = new Map<string, Promise<HeaderRead>>();
@@ -481,7 +497,8 @@ export async function listInstance(fs: FileSystem, log: Log, instance: InstanceC
         report.warnings.push(w);
         log.warn({ path }, w);
       }
-      listed.push({ ts: event.ts, seq: event.seq ?? null, bytes: read.bytes, nodes: event.kinds.includes('nodes'), redisVersion: versionOf(read.header), ctime: ctimeOf(read.header), origin });
+      const server = await serverFactsOf(fs, dir, event);
+      listed.push({ ts: event.ts, seq: event.seq ?? null, bytes: read.bytes, nodes: event.kinds.includes('nodes'), redisVersion: versionOf(read.header), ctime: ctimeOf(read.header), origin, ...(server ? { server } : {}) });
     }
     report.rules[rule] = listed;
   }
@@ -692,7 +709,7 @@ export function registerCatalogCommands(program: Command): void {
     .option('--rule <name>', 'only this rule folder')
     .option('--remote <name>', 'list the complete events at this off-site remote instead')
     .option('--identity <file>', 'with --remote: an age identity file; encrypted events then show whether it opens them (or RDB_ARCHIVER_AGE_IDENTITY_FILE)')
-    .option('--json', 'print one JSON object on stdout: {"<rule>":[{"ts","seq","bytes","nodes","redisVersion","ctime"}]}')
+    .option('--json', 'print one JSON object on stdout: {"<rule>":[{"ts","seq","bytes","nodes","redisVersion","ctime"[,"server"]}]}')
     .action(async (opts: { rule?: string; remote?: string; identity?: string }, cmd: Command) => {
       if (opts.remote !== undefined) {
         if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --remote');

@@ -92,6 +92,8 @@ export interface InstanceCheckFacts {
   remotes: RemoteProbeFacts[];
   source: SourceFacts;
   nodes?: SourceFacts;
+  /** source.redis: whether connect, AUTH and INFO worked. */
+  redis?: { ok: boolean; detail: string };
   archive: PathFacts;
   /** The nearest existing folder above a missing archive root, and whether this user may write it. */
   archiveParent?: PathFacts & { writable: boolean };
@@ -242,7 +244,12 @@ function judgeHook(hook: HookFacts): Finding {
 export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFacts, groupName: (gid: number) => string = groupNameOf): Finding[] {
   const findings: Finding[] = [];
   const { user } = facts;
-  findings.push(...judgeSource('the source', 'source.rdb', facts.source, user, false, groupName));
+  if (instance.redis?.mode !== 'replicate') findings.push(...judgeSource('the source', 'source.rdb', facts.source, user, false, groupName));
+  if (facts.redis) {
+    findings.push(facts.redis.ok
+      ? { check: 'source.redis', verdict: 'ok', path: instance.redis!.url, reason: facts.redis.detail }
+      : { check: 'source.redis', verdict: 'error', path: instance.redis!.url, reason: facts.redis.detail, fix: 'check the url, password_file, tls and the ACL rules (README "source.redis")' });
+  }
   if (facts.nodes) findings.push(...judgeSource('nodes.conf', 'source.nodes', facts.nodes, user, true, groupName));
 
   // The archive root: writable (the probe), not on the source's filesystem, owned and moded.
@@ -366,7 +373,7 @@ export function resolvedSettings(config: Config): object {
     metricsTextfile: config.metricsTextfile ?? null,
     instances: config.instances.map((i) => ({
       name: i.name,
-      source: { rdb: i.sourceRdb, nodes: i.sourceNodes ?? null },
+      source: i.redis ? { rdb: i.redis.mode === 'replicate' ? null : i.sourceRdb, nodes: i.sourceNodes ?? null, redis: { url: i.redis.url, user: i.redis.username ?? null, mode: i.redis.mode, tls: !!i.redis.tls, cluster: i.redis.cluster } } : { rdb: i.sourceRdb, nodes: i.sourceNodes ?? null },
       archive: { dir: i.archiveDir, create: i.createArchive, fileMode: octal(i.fileMode), dirMode: octal(i.dirMode), minFree: describeMinFree(i.minFree) },
       state: i.statePath,
       timezone: i.timezone,
@@ -424,6 +431,17 @@ function canAccess(path: string, mode: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** source.redis: connect, AUTH and INFO, as a run starts (the pull itself is not tried: it forks on the server). */
+async function probeRedis(instance: InstanceConfig): Promise<{ ok: boolean; detail: string }> {
+  try {
+    const { serverInfo } = await import('../sources/poll.js');
+    const info = await serverInfo(instance.redis!);
+    return { ok: true, detail: `connected and authenticated: ${info.redisVersion ?? 'unknown version'}, role ${info.role}${info.clusterEnabled ? ', cluster' : ''} (the ACL rules for the pull are checked by the first run: exit 67 names a missing one)` };
+  } catch (err) {
+    return { ok: false, detail: err instanceof Error ? err.message : String(err) };
   }
 }
 
@@ -533,7 +551,8 @@ export async function gatherFacts(fs: FileSystem, config: Config, instance: Inst
   const user = { uid, gid: process.getegid?.() ?? 0, groups: process.getgroups?.() ?? [] };
   const facts: InstanceCheckFacts = {
     user,
-    source: await sourceFacts(fs, instance.sourceRdb),
+    source: instance.redis?.mode === 'replicate' ? { path: instance.sourceRdb } : await sourceFacts(fs, instance.sourceRdb),
+    ...(instance.redis ? { redis: await probeRedis(instance) } : {}),
     archive: await statFacts(fs, instance.archiveDir, true),
     ruleFolders: [],
     stateDir: await statFacts(fs, dirname(instance.statePath)),

@@ -38,7 +38,7 @@ export function helpEpilogue(help: CommandHelp): string {
   return lines.join('\n');
 }
 
-const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, IDENTITY, OFFSITE, PERMISSION, NEWEST_BAD } = ExitCode;
+const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, IDENTITY, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD } = ExitCode;
 
 /** The examples and exit codes of the program itself ("") and of each command, by path. */
 export const COMMAND_HELP: Record<string, CommandHelp> = {
@@ -47,7 +47,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed, then prune (what cron and the timer run)'],
       ['rdb-archiver status', 'what is archived, and how the last run went'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, NEWEST_BAD],
+    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD],
     note: 'Some commands give codes a meaning of their own (verify, restore, daemon; check follows the\nmonitoring-plugin convention): see `rdb-archiver <command> --help`.',
   },
   once: {
@@ -55,8 +55,8 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed since the last run, then apply retention'],
       ['rdb-archiver once --dry-run', 'show what would be archived and deleted; write nothing'],
     ],
-    exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, NO_ARCHIVE, INTERNAL, CONFLICT, IO, TEMPFAIL,
-      [OFFSITE, 'archived locally, but an off-site copy is still pending (a remote failed or is in backoff), or remote retention failed'], PERMISSION],
+    exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL,
+      [OFFSITE, 'archived locally, but an off-site copy is still pending (a remote failed or is in backoff), or remote retention failed'], PERMISSION, SOURCE_AUTH],
   },
   push: {
     examples: [

@@ -109,9 +109,35 @@ export interface DrillConfig {
 
 export const DEFAULT_DRILL_TIMEOUT_MS = 10 * 60_000;
 
+/** source.redis: the snapshot comes from a running server (src/sources/). Never holds the password itself. */
+export interface RedisSourceConfig {
+  /** The URL without credentials, for logs and status: redis://host:port or rediss://host:port. */
+  url: string;
+  host: string;
+  port: number;
+  username?: string;
+  /** Read at run time, never stored in the config object. */
+  passwordFile?: string;
+  /** TLS (rediss://): file paths; read at run time. */
+  tls?: { ca?: string; cert?: string; key?: string; servername?: string };
+  mode: 'replicate' | 'bgsave';
+  /** The whole pull (connect, fork wait, transfer) or BGSAVE wait must finish within this. */
+  timeoutMs: number;
+  cluster: boolean;
+  /** Pull again although INFO says nothing changed, once this long has passed since the last archived snapshot. */
+  minIntervalMs?: number;
+  /** Cluster: at most this many shards pulled at a time. */
+  maxParallel: number;
+}
+
+export const DEFAULT_REDIS_TIMEOUT_MS = 10 * 60_000;
+
 export interface InstanceConfig {
   name: string;
+  /** The local dump.rdb; for source.redis mode replicate, the server's URL (a label, never a file to open). */
   sourceRdb: string;
+  /** source.redis: a network source (replicate) or a BGSAVE trigger for the local sourceRdb (bgsave). */
+  redis?: RedisSourceConfig;
   sourceNodes?: string;
   archiveDir: string;
   /** archive.create: make a missing archive root (mkdir -p) instead of refusing with exit 69. */
@@ -316,7 +342,70 @@ const rulesSchema = z
   .array(ruleSchema, { error: 'must be a list of rules' })
   .check(z.minLength(1, { error: 'must list at least one rule (omit the key for the defaults)' }), uniqueNames('rule'));
 
-const sourceSchema = z.strictObject({ rdb: pathString, nodes: z.optional(pathString) });
+const REDIS_URL_ERROR = 'must be a URL such as "redis://backup@10.0.0.5:6379" or "rediss://..." (TLS), without a password in it (use password_file)';
+const PARALLEL_ERROR = 'must be an integer from 1 to 16';
+const redisSchema = z.strictObject({
+  url: z.string({ error: REDIS_URL_ERROR }),
+  password_file: z.optional(pathString),
+  tls: z.optional(z.strictObject({
+    ca: z.optional(pathString),
+    cert: z.optional(pathString),
+    key: z.optional(pathString),
+    servername: z.optional(z.string({ error: 'must be a host name' }).check(z.minLength(1))),
+  })),
+  mode: z.optional(z.enum(['replicate', 'bgsave'], { error: 'must be replicate or bgsave' })),
+  timeout: z.optional(durationValue),
+  cluster: z.optional(z.boolean({ error: 'must be true or false' })),
+  min_interval: z.optional(durationValue),
+  max_parallel: z.optional(z.int({ error: PARALLEL_ERROR }).check(z.minimum(1, { error: PARALLEL_ERROR }), z.maximum(16, { error: PARALLEL_ERROR }))),
+});
+type RedisInput = z.output<typeof redisSchema>;
+const sourceSchema = z.strictObject({ rdb: z.optional(pathString), nodes: z.optional(pathString), redis: z.optional(redisSchema) });
+
+/** Parses source.redis.url; throws a ConfigError at that key. A password in the URL is refused: config files get shown and copied. */
+function parseRedisUrl(text: string, file: string | undefined, keyPath: string): { host: string; port: number; tls: boolean; username?: string; url: string } {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(file, keyPath, REDIS_URL_ERROR);
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new ConfigError(file, keyPath, REDIS_URL_ERROR);
+  if (url.password !== '') throw new ConfigError(file, keyPath, 'must not carry a password (it would show wherever the config does): put it in source.redis.password_file');
+  if (url.hostname === '') throw new ConfigError(file, keyPath, 'has no host');
+  if ((url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '') {
+    throw new ConfigError(file, keyPath, 'must be only scheme://[user@]host[:port]: a snapshot holds every database, so no database number or options');
+  }
+  const port = url.port === '' ? 6379 : Number(url.port);
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  const username = url.username === '' ? undefined : decodeURIComponent(url.username);
+  return { host, port, tls: url.protocol === 'rediss:', ...(username ? { username } : {}), url: `${url.protocol}//${url.hostname}:${port}` };
+}
+
+function resolveRedis(r: RedisInput, base: string, file: string | undefined, keyPath: string): RedisSourceConfig {
+  const parsed = parseRedisUrl(r.url, file, `${keyPath}.url`);
+  if (r.tls && !parsed.tls) throw new ConfigError(file, `${keyPath}.tls`, 'needs a rediss:// url (TLS)');
+  if ((r.tls?.cert === undefined) !== (r.tls?.key === undefined)) throw new ConfigError(file, `${keyPath}.tls`, 'cert and key go together (a client certificate needs its key)');
+  const tlsFiles = r.tls && {
+    ...(r.tls.ca ? { ca: resolveAgainst(base, r.tls.ca) } : {}),
+    ...(r.tls.cert ? { cert: resolveAgainst(base, r.tls.cert) } : {}),
+    ...(r.tls.key ? { key: resolveAgainst(base, r.tls.key) } : {}),
+    ...(r.tls.servername ? { servername: r.tls.servername } : {}),
+  };
+  return {
+    url: parsed.url,
+    host: parsed.host,
+    port: parsed.port,
+    ...(parsed.username ? { username: parsed.username } : {}),
+    ...(r.password_file ? { passwordFile: resolveAgainst(base, r.password_file) } : {}),
+    ...(parsed.tls ? { tls: tlsFiles ?? {} } : {}),
+    mode: r.mode ?? 'replicate',
+    timeoutMs: r.timeout ?? DEFAULT_REDIS_TIMEOUT_MS,
+    cluster: r.cluster ?? false,
+    ...(r.min_interval ? { minIntervalMs: r.min_interval } : {}),
+    maxParallel: r.max_parallel ?? 1,
+  };
+}
 const archiveSchema = z.strictObject({
   dir: z.optional(pathString),
   create: z.optional(z.boolean({ error: 'must be true or false' })),
@@ -704,8 +793,22 @@ function resolveInstance(
   const key = (k: string) => `${keyPrefix}${k}`;
   const name = entry.name ?? defaults.name ?? DEFAULT_INSTANCE_NAME;
 
-  const sourceRdb = overrides.source ? resolve(cwd, overrides.source) : entry.source ? resolveAgainst(base, entry.source.rdb) : undefined;
-  if (!sourceRdb) throw new ConfigError(file, key('source.rdb'), 'is required (or pass --source)');
+  // --source replaces the whole source: a local file again.
+  const redisInput = overrides.source ? undefined : entry.source?.redis;
+  const redis = redisInput ? resolveRedis(redisInput, base, file, key('source.redis')) : undefined;
+  if (redis?.mode === 'replicate' && (entry.source?.rdb || entry.source?.nodes)) {
+    throw new ConfigError(file, key(entry.source?.rdb ? 'source.rdb' : 'source.nodes'), 'cannot stand beside source.redis in mode replicate: the snapshot (and, with cluster, the nodes file) comes from the server');
+  }
+  if (redis?.cluster) {
+    throw new ConfigError(file, key('source.redis.cluster'), 'true is not supported yet: back up each master as its own instance (instances:), each with source.redis mode replicate');
+  }
+  if (redis?.mode === 'bgsave' && redis.cluster) throw new ConfigError(file, key('source.redis.cluster'), 'needs mode replicate: a cluster\'s masters keep their dumps on their own hosts');
+  if (redis?.mode === 'bgsave' && !entry.source?.rdb) throw new ConfigError(file, key('source.rdb'), 'is required with source.redis mode bgsave: the dump.rdb the server writes (the archiver copies it once BGSAVE is done)');
+  const sourceRdb = overrides.source ? resolve(cwd, overrides.source)
+    : entry.source?.rdb ? resolveAgainst(base, entry.source.rdb)
+    : redis ? redis.url
+    : undefined;
+  if (!sourceRdb) throw new ConfigError(file, key('source.rdb'), entry.source ? 'or source.redis is required (or pass --source)' : 'is required (or pass --source)');
   const sourceNodes = overrides.nodes ? resolve(cwd, overrides.nodes) : entry.source?.nodes ? resolveAgainst(base, entry.source.nodes) : undefined;
 
   // With several instances a shared top-level archive.dir is a parent: each instance gets <dir>/<name>.
@@ -741,6 +844,7 @@ function resolveInstance(
     name,
     sourceRdb,
     sourceNodes,
+    ...(redis ? { redis } : {}),
     archiveDir,
     createArchive: archive.create ?? false,
     ...(!overrides.archive && !ownDir && sharedDir ? { archiveParent: resolveAgainst(base, sharedDir) } : {}),

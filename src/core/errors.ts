@@ -14,6 +14,14 @@ export const ExitCode = {
   INVALID_SOURCE: 65,
   /** The source file is missing or is not a regular file (EX_NOINPUT). */
   NO_SOURCE: 66,
+  /** The Redis source refused our credentials (WRONGPASS, NOAUTH) or its ACL denies a command a backup needs (NOPERM) (EX_NOUSER). */
+  SOURCE_AUTH: 78,
+  /**
+   * The Redis source could not be reached, or the connection failed before the
+   * whole snapshot arrived: refused, TLS handshake, reset, closed by the server
+   * (client-output-buffer-limit, killed), cut short, timeout, protocol error (EX_NOHOST).
+   */
+  SOURCE_NETWORK: 68,
   /**
    * An encrypted off-site event cannot be opened: no age identity was given,
    * the identity file cannot be read or holds no identity, or none of its keys
@@ -27,6 +35,8 @@ export const ExitCode = {
   NO_ARCHIVE: 69,
   /** An unexpected internal error: a bug (EX_SOFTWARE). */
   INTERNAL: 70,
+  /** source.redis mode bgsave: the server's BGSAVE failed (rdb_last_bgsave_status:err) or did not finish in time (EX_OSERR). */
+  SOURCE_SAVE: 71,
   /**
    * A final name cannot be created: every name of the snapshot's second (<ts>, <ts>_1 .. _9) is
    * taken by other content or by something that is not a regular file; or a restore target exists (EX_CANTCREAT).
@@ -66,13 +76,16 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   65: 'the source is not a valid RDB snapshot; not archived',
   66: 'the source is missing, or not a regular file',
   67: 'an encrypted off-site event cannot be opened: no age identity given (--identity, RDB_ARCHIVER_AGE_IDENTITY_FILE), the identity file is unreadable, or none of its keys is a recipient; nothing written',
+  68: 'source.redis: the server could not be reached, or the connection failed before the whole snapshot arrived (reset, closed by the server, cut short, timeout); nothing partial is left',
   69: 'the archive root is missing (is the backup disk mounted?) and archive.create is not set',
   70: 'internal error (a bug: please report it with the log)',
+  71: 'source.redis mode bgsave: the server\'s BGSAVE failed (rdb_last_bgsave_status:err) or did not finish before the timeout; the previous dump is not archived as new',
   73: 'no name left for the snapshot: all ten of its second (<ts>, <ts>_1 .. _9) are taken by other content, or no archive sequence number is left (a planted record or state); all kept',
   74: 'I/O error; the message names the operation and the path',
   75: 'try again later: another run holds the lock, or the source changed during the copy',
   76: 'off-site: archived locally but an off-site copy is pending, or the remote failed (unreachable, timeout, missing bucket)',
   77: 'permission denied, or a read-only filesystem; or a run as another user than the archive\'s owner',
+  78: 'source.redis: the server refused the credentials, or the ACL user lacks a command a backup needs (the message names it)',
   79: 'restore latest: the newest event failed verification; the message names the newest event that passes (restore it with --fallback); nothing restored',
 };
 
@@ -122,6 +135,24 @@ export class SourceUnavailableError extends ArchiverError {
   ) {
     super(`${path}: cannot archive: ${reason}`);
     this.name = 'SourceUnavailableError';
+  }
+}
+
+/**
+ * A Redis source failed. Messages name the server as host:port (never a
+ * password) and the step: connect, AUTH, a command, the transfer.
+ */
+export class RedisSourceError extends ArchiverError {
+  readonly exitCode: ExitCodeValue;
+  constructor(
+    readonly kind: 'source-auth' | 'source-network' | 'source-save',
+    readonly server: string,
+    readonly step: string,
+    detail: string,
+  ) {
+    super(`redis ${server}: ${step}: ${detail}`);
+    this.name = 'RedisSourceError';
+    this.exitCode = kind === 'source-auth' ? ExitCode.SOURCE_AUTH : kind === 'source-save' ? ExitCode.SOURCE_SAVE : ExitCode.SOURCE_NETWORK;
   }
 }
 

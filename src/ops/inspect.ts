@@ -59,6 +59,8 @@ export interface SourceFacts {
   /** The current file failed validation in the last run (state.rejected names it). */
   rejected?: { reason: string; at: string };
   error?: ErrorReport;
+  /** A server (source.redis mode replicate), not a file: no mtime, size or unarchived check. */
+  network?: boolean;
 }
 
 /**
@@ -254,8 +256,12 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
     }
   }
 
-  // The source as it is now.
-  try {
+  // The source as it is now. A server (source.redis mode replicate) is not asked here: status and
+  // check stay local and quick; the newest event's age (monitor.warn_age/crit_age) measures its RPO,
+  // and a failing pull is the last run's error.
+  if (instance.redis?.mode === 'replicate') {
+    facts.source = { path: instance.sourceRdb, exists: true, network: true };
+  } else try {
     const info = await statSource(fs, instance.sourceRdb);
     const identity = identityOf(info);
     const ts = timestampFromMs(info.mtimeMs);

@@ -24,6 +24,7 @@ import { hashFile, listedSha, parseArchiveRecord } from './worker.js';
  * event's sidecar. Empty when the source is missing or not archived.
  */
 export async function eventsHoldingSource(fs: FileSystem, log: Log, instance: InstanceConfig, scans: ReadonlyArray<FolderScan>): Promise<Timestamp[]> {
+  if (instance.redis?.mode === 'replicate') return []; // no local file: the planner keeps each folder's newest event
   let info;
   try {
     info = await statSource(fs, instance.sourceRdb);

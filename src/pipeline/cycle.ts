@@ -20,7 +20,7 @@ import { bumpCounter, loadState, recordLag, saveState, type ClockJump, type Rule
 import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
 import { userName } from '../core/trust.js';
 import { MAX_SEQ, type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from '../core/timestamp.js';
-import { jobKey, pollOnce, type SnapshotJob } from './watcher.js';
+import { jobKey, pollOnce, type ChangeReason, type Detection, type SnapshotJob } from './watcher.js';
 import { archiveSnapshot, type ArchiveTarget, type FolderFailure, type NodesChange, type SnapshotResult } from './worker.js';
 import { queueForRemotes, settleRemoteQueue } from '../offsite/queue.js';
 import { runOffsite, type RemoteRunReport } from '../offsite/run.js';
@@ -293,6 +293,39 @@ function sequenceExhausted(scans: readonly FolderScan[], highest: number, stateP
     'nothing was archived. Remove that file (or the "seq" of the state file) and run again');
 }
 
+/** Whether the instance's snapshots come over the network (source.redis mode replicate), not from a local file. */
+export function isNetworkSource(instance: InstanceConfig): boolean {
+  return instance.redis?.mode === 'replicate';
+}
+
+interface Polled {
+  detection: Detection;
+  job?: SnapshotJob;
+  jobFor(reason: ChangeReason): SnapshotJob;
+}
+
+/**
+ * Asks the source whether it holds a new snapshot. A local file: an mtime
+ * poll. source.redis: INFO's persistence identity (replicate), or a BGSAVE
+ * awaited first (bgsave). The Redis modules load only here, so a local-file
+ * run never loads them.
+ */
+async function pollSource(deps: CycleDeps, instance: InstanceConfig, state: State, force: boolean): Promise<Polled> {
+  if (isNetworkSource(instance)) {
+    const { pollRedis } = await import('../sources/poll.js');
+    return pollRedis(instance, state.archived, force);
+  }
+  if (instance.redis?.mode === 'bgsave') {
+    const { awaitBgsave } = await import('../sources/bgsave.js');
+    await awaitBgsave(deps.fs, deps.log.child({ instance: instance.name }), instance, state.archived, force);
+  }
+  const polled = await pollOnce(deps.fs, { rdb: instance.sourceRdb, nodes: instance.sourceNodes }, state.archived?.identity, force);
+  return {
+    ...polled,
+    jobFor: (reason) => ({ sourceRdb: instance.sourceRdb, sourceNodes: instance.sourceNodes, identity: polled.detection.identity, reason }),
+  };
+}
+
 /** The `once` cycle. Never throws: the outcome, including errors, is in the report. */
 export async function runOnce(
   deps: CycleDeps,
@@ -389,7 +422,7 @@ export async function runOnce(
   let pendingJob: SnapshotJob | undefined;
   let archiveDev: string | undefined;
   const cycleBody = async (state: State) => {
-    const polled = await pollOnce(deps.fs, { rdb: instance.sourceRdb, nodes: instance.sourceNodes }, state.archived?.identity, options.force);
+    const polled = await pollSource(deps, instance, state, options.force);
     const { detection } = polled;
     if (archiveDev !== undefined && archiveDev === detection.identity.dev) {
       const note = sameFilesystemWarning(instance.archiveDir, instance.sourceRdb);
@@ -404,7 +437,7 @@ export async function runOnce(
         const w = `the event last archived (${state.archived!.ts}) is missing ${gone.join(', ')}: archiving the source again`;
         report.warnings.push(w);
         log.warn({ missing: gone }, w);
-        job = { sourceRdb: instance.sourceRdb, sourceNodes: instance.sourceNodes, identity: detection.identity, reason: 'event-missing' };
+        job = polled.jobFor('event-missing');
       }
     }
     // The event holding the source's current content is kept whatever its timestamp: an
@@ -416,7 +449,7 @@ export async function runOnce(
       log.debug({ source: instance.sourceRdb, ts: state.archived?.ts }, 'source unchanged since the last archived snapshot');
     } else if (options.dryRun) {
       report.status = 'would-archive';
-      pretend = timestampFromMs(Number(BigInt(detection.identity.mtimeNs) / 1_000_000n));
+      pretend = timestampFromMs(isNetworkSource(instance) ? Date.now() : Number(BigInt(detection.identity.mtimeNs) / 1_000_000n));
       protect.clear(); // the pending snapshot (archived last, so kept) will be the source's current content
     } else {
       pendingJob = job;
@@ -458,6 +491,7 @@ export async function runOnce(
           identity: result.identity, ts: result.ts, seq: result.seq, sha256: result.sha256, bytes: result.bytes, at: new Date().toISOString(),
           ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
           ...(failedRules.length > 0 ? { missingIn: failedRules } : {}),
+          ...(result.server ? { server: result.server } : {}),
         };
         state.seq = Math.max(state.seq ?? 0, result.seq);
         delete state.rejected;
@@ -474,7 +508,7 @@ export async function runOnce(
         protect.clear();
         protect.set(result.ts, 'archived by this run (the source\'s current content), kept whatever its timestamp');
         const detected = result.outcome === 'archived' && result.seq === target.seq
-          ? detectClockJump({ ts: result.ts, mtimeMs: Number(BigInt(result.identity.mtimeNs) / 1_000_000n) }, previous, Date.now())
+          ? detectClockJump({ ts: result.ts, mtimeMs: result.server ? Date.parse(result.server.takenAt) : Number(BigInt(result.identity.mtimeNs) / 1_000_000n) }, previous, Date.now())
           : undefined;
         const jump = detected?.kind === 'backwards' && result.revertedTo ? { ...detected, revertedTo: result.revertedTo } : detected;
         if (jump) {

@@ -10,6 +10,7 @@ import { MAX_SEQ } from '../core/timestamp.js';
 import type { NodesChange } from './worker.js';
 import { parseQueue, type OffsiteItem } from '../offsite/state.js';
 import { parseVerifyRecord, type VerifyRecord } from './scheduled-verify.js';
+import type { ServerFacts } from '../sources/source.js';
 
 /** What makes a source file "the same file": any difference means a new snapshot. */
 export interface SourceIdentity {
@@ -37,6 +38,8 @@ export interface ArchivedRecord {
   nodesChanged?: NodesChange;
   /** Rule folders that could not take this event; the next run links it in there. */
   missingIn?: string[];
+  /** A network source: the server's facts about this snapshot (version, run_id, replication offset, server time). */
+  server?: ServerFacts;
 }
 
 /** A rule folder that failed in a run: writing the event into it, or pruning it. */

@@ -7,10 +7,11 @@
 import { SourceUnavailableError } from '../core/errors.js';
 import type { FileInfo, FileSystem } from '../core/fs.js';
 import { errorCode } from '../core/fs.js';
+import type { StreamedSnapshot } from '../sources/source.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
 
-export type ChangeReason = 'first-snapshot' | 'changed' | 'forced' | 'event-missing';
+export type ChangeReason = 'first-snapshot' | 'changed' | 'forced' | 'event-missing' | 'min-interval';
 
 export type Detection =
   | { changed: false; identity: SourceIdentity }
@@ -55,6 +56,11 @@ export interface SnapshotJob {
   sourceNodes?: string;
   identity: SourceIdentity;
   reason: ChangeReason;
+  /**
+   * A network source (src/sources/): opens the snapshot as a stream, read
+   * once; `sourceRdb` is then the server's URL, not a file.
+   */
+  stream?: { open: () => Promise<StreamedSnapshot>; estimateBytes?: number };
 }
 
 export function jobKey(job: SnapshotJob): string {

@@ -26,6 +26,7 @@ import { identityOf, sameIdentity } from './state.js';
 import type { FolderEvent, FolderScan } from './retention.js';
 import { type EventFileKind, type Timestamp, MAX_ORDINAL, eventFileName, ordinalOf, parseTimestamp, timestampFromMs, withOrdinal } from '../core/timestamp.js';
 import type { SnapshotJob } from './watcher.js';
+import type { ServerFacts, StreamedSnapshot } from '../sources/source.js';
 import { describeSourceKind } from './watcher.js';
 import { latestArchived, newestArchivedFirst } from './event-order.js';
 
@@ -68,6 +69,8 @@ export interface SnapshotResult {
    * one is the latest (see chooseEvent).
    */
   revertedTo?: Timestamp;
+  /** A network source: the server's facts about the snapshot. */
+  server?: ServerFacts;
   durationMs: number;
   warnings: string[];
 }
@@ -99,7 +102,7 @@ interface PassResult {
  * current chunk is hashed and written, so I/O and CPU overlap.
  */
 export async function copyPass(
-  source: Handle,
+  source: Pick<Handle, 'read'>,
   sourcePath: string,
   out: Handle | undefined,
   signal?: AbortSignal,
@@ -116,7 +119,7 @@ export async function copyPass(
 }
 
 async function passThrough(
-  source: Handle,
+  source: Pick<Handle, 'read'>,
   sourcePath: string,
   out: Handle | undefined,
   buffers: Buffer[],
@@ -215,6 +218,30 @@ export function sidecarText(ts: Timestamp, rdbSha: string, nodesSha?: string): s
   return text;
 }
 
+
+/**
+ * A stream in the shape of an open source file: read in order (the pass
+ * reads sequentially; positions are ignored), "mtime" = the server's clock
+ * when the snapshot was requested, size = the announced length (or the
+ * estimate, for the free-space check). Nothing else of it is used.
+ */
+function streamAsSource(stream: StreamedSnapshot, estimate: number): { handle: Handle; info: FileInfo } {
+  const unsupported = () => Promise.reject(new Error('a network stream is read only'));
+  const handle: Handle = {
+    read: (buffer, offset, length) => stream.read(buffer, offset, length),
+    write: unsupported,
+    sync: unsupported,
+    stat: unsupported,
+    chmod: unsupported,
+    close: async () => stream.close(),
+  };
+  const ns = BigInt(stream.takenAtMs) * 1_000_000n;
+  const info: FileInfo = {
+    kind: 'file', size: stream.expectedBytes ?? estimate, mtimeMs: stream.takenAtMs, mtimeNs: String(ns), ctimeNs: String(ns),
+    dev: stream.identity.dev, ino: stream.identity.ino, nlink: 1, uid: effectiveUid(), gid: 0, mode: 0o600,
+  };
+  return { handle, info };
+}
 
 async function openSource(fs: FileSystem, path: string): Promise<{ handle: Handle; info: FileInfo }> {
   let handle: Handle;
@@ -519,6 +546,8 @@ export interface ArchiveRecord {
   rdbVersion: number | null;
   source: { path: string; mtime: string; mtimeNs: string; size: number; dev: string; ino: string };
   nodes: { sha256: string; bytes: number } | null;
+  /** A network source: the server's facts (version, run_id, replication offset, server time). */
+  server?: ServerFacts;
 }
 
 export function archiveRecordText(record: ArchiveRecord): string {
@@ -627,19 +656,23 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
   }
   if (slots.length === 0) throw failedAll();
 
-  const { handle: source, info: before } = await openSource(fs, job.sourceRdb);
+  // A network source (job.stream) is read once, in order: it is always copied first (never hashed
+  // first, never re-read), has no in-place changes to check, and brings its own nodes file.
+  const stream = job.stream ? await job.stream.open() : undefined;
+  const { handle: source, info: before } = stream ? streamAsSource(stream, job.stream?.estimateBytes ?? 0) : await openSource(fs, job.sourceRdb);
   const temps: string[] = [];
   try {
     // nodes.conf is read before and after the copy (see pairNodes): both reads follow the RDB's save.
-    const nodesBefore = instance.sourceNodes ? await readNodesFile(fs, instance.sourceNodes) : undefined;
-    // The worker names the event, from the descriptor it actually copies.
+    const nodesBefore = instance.sourceNodes && !stream ? await readNodesFile(fs, instance.sourceNodes) : undefined;
+    // The worker names the event, from the descriptor it actually copies (a stream: the server's clock when it was requested).
     const second = timestampFromMs(before.mtimeMs);
     if (parseTimestamp(second) === undefined) {
-      throw new SourceUnavailableError(job.sourceRdb, `has the mtime ${new Date(before.mtimeMs).toISOString()}, outside the years 0000-9999 an archive name can hold; fix the clock, then touch the file`);
+      throw new SourceUnavailableError(job.sourceRdb, `has the ${stream ? 'server time' : 'mtime'} ${new Date(before.mtimeMs).toISOString()}, outside the years 0000-9999 an archive name can hold; fix the clock${stream ? '' : ', then touch the file'}`);
     }
 
     // A file rewritten in place mid-copy can look corrupt: that is "try again", not "invalid".
     const changedError = async (bytesRead?: number): Promise<TryAgainError | undefined> => {
+      if (stream) return undefined;
       const after = await source.stat();
       // A write puts the ctime forward even when the mtime is put back (cp -p over the file). A
       // file that was unlinked (nlink 0: Redis renamed a new dump over it) can no longer change.
@@ -679,7 +712,8 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
           });
           return { result, temp };
         } catch (err) {
-          if (!isFolderError(err, primary.dir)) throw err;
+          // A stream consumed by a failed folder cannot be replayed into the next one: the run fails with that folder's error.
+          if (!isFolderError(err, primary.dir) || stream) throw err;
           await unlinkIfExists(fs, temp).catch(() => undefined);
           for (const slot of alive(slots).filter((s) => s.dev === primary.dev)) fail(slot, err);
         }
@@ -688,7 +722,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
 
     // Events of this second exist (a lost state, --force, a same-second save): hash first, copy only if needed.
     const secondTaken = slots.some((slot) => slot.scan.events.some((e) => withOrdinal(e.ts, 0) === second));
-    let copied = secondTaken ? undefined : await copyToTemp(second);
+    let copied = secondTaken && !stream ? undefined : await copyToTemp(second);
     let result = copied?.result ?? (await pass(undefined));
     for (const w of result.rdb.warnings) {
       warnings.push(w);
@@ -714,7 +748,9 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
 
     let nodes: NodesRead | undefined;
     let nodesChange: NodesChange | undefined;
-    if (instance.sourceNodes) {
+    if (stream?.nodes) {
+      nodes = { data: stream.nodes, sha256: sha256Hex(stream.nodes), mtimeMs: before.mtimeMs, complete: true };
+    } else if (instance.sourceNodes) {
       const paired = pairNodes(instance.sourceNodes, nodesBefore, await readNodesFile(fs, instance.sourceNodes));
       nodes = paired.kept;
       nodesChange = paired.change;
@@ -735,9 +771,10 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       bytes: result.bytes,
       rdbVersion: result.rdb.version ?? null,
       source: {
-        path: job.sourceRdb, mtime: new Date(before.mtimeMs).toISOString(), mtimeNs: before.mtimeNs, size: before.size, dev: before.dev, ino: before.ino,
+        path: job.sourceRdb, mtime: new Date(before.mtimeMs).toISOString(), mtimeNs: before.mtimeNs, size: stream ? result.bytes : before.size, dev: before.dev, ino: before.ino,
       },
       nodes: nodes ? { sha256: nodes.sha256, bytes: nodes.data.length } : null,
+      ...(stream ? { server: stream.facts } : {}),
     };
     const companions: Companion[] = [];
     if (nodes) companions.push({ kind: 'nodes', data: nodes.data });
@@ -761,13 +798,15 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       failed,
       leftovers: published.leftovers,
       outcome: published.count === 0 ? 'already-archived' : 'archived',
-      identity: identityOf(before),
+      identity: stream ? stream.identity : identityOf(before),
+      ...(stream ? { server: stream.facts } : {}),
       ...(choice.revertedTo ? { revertedTo: choice.revertedTo } : {}),
       durationMs: Date.now() - started,
       warnings,
     };
   } finally {
     await source.close().catch(() => undefined);
+    stream?.close();
     for (const tmp of temps) await unlinkIfExists(fs, tmp).catch(() => undefined);
   }
 }
