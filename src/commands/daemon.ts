@@ -180,7 +180,7 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
   };
 
   const startedAt = new Date().toISOString();
-  const watch = watching ? new SourceWatch(instances.map((i) => ({ instance: i.name, rdb: i.sourceRdb })), {
+  const watch = watching ? new SourceWatch(instances.filter((i) => i.redis?.mode !== 'replicate').map((i) => ({ instance: i.name, rdb: i.sourceRdb })), { // a server has no folder to watch: its schedule pulls
     debounceMs: config.watchDebounceMs,
     log,
     env: process.env,
