@@ -203,3 +203,75 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const r = await writeRdb(out, Number(sizeText), { crc64Module, minValue: minV ? Number(minV) : undefined, maxValue: maxV ? Number(maxV) : undefined });
   console.log(JSON.stringify(r));
 }
+
+/**
+ * A "real-shaped" RDB for the off-site codec rows: the first `smallShare` of
+ * the file is many small string keys as DEBUG POPULATE writes them
+ * ("key:<n>" = "value:<n>": too short for Redis's LZF, so they compress well
+ * with zstd), the rest large values of random (incompressible) bytes, like
+ * serialized blobs or already-compressed payloads. About `size` bytes (the
+ * last record ends where it ends); structurally valid, CRC-64 trailer.
+ *
+ * @param {string} out path of a new file
+ * @param {number} size approximate size in bytes
+ * @param {{ crc64Module: string, smallShare?: number, bigValue?: number }} opts
+ * @returns {Promise<{ smallKeys: number, bigKeys: number, bytes: number }>}
+ */
+export async function writeShapedRdb(out, size, opts) {
+  const { Crc64 } = await import(opts.crc64Module);
+  const smallShare = opts.smallShare ?? 0.5;
+  const bigValue = opts.bigValue ?? 64 * 1024;
+  const fd = openSync(out, 'wx', 0o600);
+  const crc = new Crc64();
+  const buf = Buffer.allocUnsafe(BUF);
+  let pos = 0;
+  let written = 0;
+  const flush = () => {
+    crc.update(buf, 0, pos);
+    let off = 0;
+    while (off < pos) off += writeSync(fd, buf, off, pos - off);
+    written += pos;
+    pos = 0;
+  };
+  const put = (bytes) => {
+    for (let o = 0; o < bytes.length; ) {
+      if (pos === BUF) flush();
+      const n = Math.min(bytes.length - o, BUF - pos);
+      buf.set(bytes.subarray(o, o + n), pos);
+      pos += n;
+      o += n;
+    }
+  };
+  const len = (n) => (n < 64 ? Uint8Array.of(n) : n < 16384 ? Uint8Array.of(0x40 | (n >> 8), n & 0xff) : Uint8Array.of(0x80, (n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff));
+  const str = (s) => { const b = Buffer.from(s, 'latin1'); put(len(b.length)); put(b); };
+  const random = Buffer.allocUnsafe(bigValue);
+  try {
+    put(Buffer.from('REDIS0010', 'latin1'));
+    put(Uint8Array.of(0xfa)); str('redis-ver'); str('7.0.15');
+    put(Uint8Array.of(0xfa)); str('redis-bits'); put(Uint8Array.of(0xc0, 64));
+    put(Uint8Array.of(0xfe, 0x00));
+    let smallKeys = 0;
+    while (written + pos < size * smallShare) {
+      put(Uint8Array.of(0x00)); str(`key:${smallKeys}`); str(`value:${smallKeys}`);
+      smallKeys++;
+    }
+    let bigKeys = 0;
+    while (written + pos < size - bigValue) {
+      put(Uint8Array.of(0x00)); str(`blob:${bigKeys}`);
+      randomFillSync(random);
+      put(len(random.length)); put(random);
+      bigKeys++;
+    }
+    put(Uint8Array.of(0xff));
+    crc.update(buf, 0, pos);
+    const trailer = Buffer.alloc(8);
+    trailer.writeBigUInt64LE(crc.digest());
+    let off = 0;
+    while (off < pos) off += writeSync(fd, buf, off, pos - off);
+    written += pos;
+    writeSync(fd, trailer);
+    return { smallKeys, bigKeys, bytes: written + 8 };
+  } finally {
+    closeSync(fd);
+  }
+}

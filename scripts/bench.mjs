@@ -17,7 +17,7 @@ import {
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { writeRdb } from './bench-rdbgen.mjs';
+import { writeRdb, writeShapedRdb } from './bench-rdbgen.mjs';
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 // Our own folder inside the gitignored .bench/ (others keep their scratch files there too).
@@ -317,6 +317,84 @@ async function benchUpload(source) {
       runs: { ours, ref },
     });
     extra.push(`upload-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}: peak RSS of \`push\` ${oursRss.map(fmtSize).join(', ')} (default part_size 64 MiB × concurrency 4, plus the part being read); \`aws s3 cp\` ${refRss.map(fmtSize).join(', ')}. The upload includes the HEAD checks, the manifest and the remote's retention listing.`);
+  } finally {
+    server.kill('SIGTERM');
+  }
+}
+
+/**
+ * upload-zstd-age-1g: `push` of a 1 GiB real-shaped event (half many small
+ * keys as DEBUG POPULATE writes them, half large incompressible values) to a
+ * remote with compression: zstd and age encryption, against `push` of the
+ * same event to a plain remote on the same loopback s3rver, interleaved; and
+ * the stored size of the encoded object against the plaintext.
+ */
+async function benchUploadCodec(source) {
+  const dir = freshDir(join(BENCH, 'upload-codec'));
+  const s3dir = join(dir, 's3');
+  mkdirSync(s3dir);
+  const keygen = spawnSync('age-keygen', ['-o', join(dir, 'key.txt')], { encoding: 'utf8' });
+  if (keygen.status !== 0) throw new Error('upload-zstd-age needs age-keygen (apt-get install age)');
+  const recipient = spawnSync('age-keygen', ['-y', join(dir, 'key.txt')], { encoding: 'utf8' }).stdout.trim();
+  const bucket = 'rdb-archiver-bench';
+  const server = spawn(process.execPath, [join(ROOT, 'test', 'helpers', 's3rver-child.mjs'), s3dir, bucket], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise((resolve, reject) => {
+      let buf = '';
+      server.stdout.on('data', (d) => {
+        buf += d;
+        if (buf.includes('\n')) resolve(JSON.parse(buf.split('\n')[0]).port);
+      });
+      server.once('exit', (code) => reject(new Error(`s3rver exited (${code})`)));
+    });
+    Object.assign(process.env, {
+      AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_DEFAULT_REGION: 'us-east-1',
+      AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: join(dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: join(dir, 'none'),
+    });
+    const runs = 2;
+    const arch = join(dir, 'arch');
+    const cfgPath = join(dir, 'config.yaml');
+    const writeCfg = (endpoint) => {
+      yamlConfig(cfgPath, { source, archive: arch, rules: [{ name: 'all', count: 3 }] });
+      const remotes = [];
+      for (let i = 0; i < runs; i++) {
+        remotes.push(`  - { name: plain${i}, type: s3, bucket: ${bucket}, prefix: plain${i}/, endpoint: "${endpoint}", force_path_style: true, timeout: 1h }`);
+        remotes.push(`  - { name: enc${i}, type: s3, bucket: ${bucket}, prefix: enc${i}/, endpoint: "${endpoint}", force_path_style: true, timeout: 1h, compression: zstd, encryption: { type: age, recipients: ["${recipient}"] } }`);
+      }
+      writeFileSync(cfgPath, `${readFileSync(cfgPath, 'utf8')}remotes:\n${remotes.join('\n')}\n`);
+    };
+    writeCfg('http://127.0.0.1:9');
+    mkdirSync(arch);
+    run(process.execPath, [CLI, 'once', '-c', cfgPath, '--log-level', 'silent'], { allowFail: true }); // archived and queued; the dead endpoint fails (76)
+    writeCfg(`http://127.0.0.1:${port}`);
+    const ours = [];
+    const ref = [];
+    const oursRss = [];
+    const push = (name) => runWithRss(process.execPath, [CLI, 'push', '--remote', name, '-c', cfgPath, '--log-level', 'warn']);
+    for (let i = 0; i < runs; i++) {
+      // Alternate which goes first.
+      const order = i % 2 === 0 ? ['enc', 'plain'] : ['plain', 'enc'];
+      for (const kind of order) {
+        syncAll();
+        warm(source);
+        const r = push(`${kind}${i}`);
+        if (kind === 'enc') { ours.push(r.wall); oursRss.push(r.rssBytes); } else ref.push(r.wall);
+      }
+    }
+    const stored = readdirSync(join(s3dir, bucket, 'enc0')).find((f) => /\.rdb\.zst\.age\._S3rver_object$/.test(f));
+    if (!stored) throw new Error('upload-zstd-age: no dump-<ts>.rdb.zst.age object at the server');
+    const storedBytes = statSync(join(s3dir, bucket, 'enc0', stored)).size;
+    const plainBytes = statSync(source).size;
+    const o = median(ours);
+    const c = median(ref);
+    const row = `upload-zstd-age-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}`;
+    addRow({
+      row,
+      what: `\`push\` of a ${fmtSize(BIG)} real-shaped event (half small keys as DEBUG POPULATE writes them, half 64 KiB random values) with \`compression: zstd\` + age encryption vs \`push\` of the same event unencoded, same loopback s3rver; stored ${fmtSize(storedBytes)} of ${fmtSize(plainBytes)} (${(storedBytes / plainBytes).toFixed(2)}×), peak RSS ${fmtSize(median(oursRss))}`,
+      ours: ms(o), ref: ms(c), ratio: `${(o / c).toFixed(2)}×`, target: '≤ 1.5×', pass: o / c <= 1.5,
+      runs: { ours, ref },
+    });
+    extra.push(`${row}: stored size ratio (zstd level 3 + age) ${(storedBytes / plainBytes).toFixed(3)} (${storedBytes} of ${plainBytes} bytes); peak RSS of the encoded \`push\` ${oursRss.map(fmtSize).join(', ')}.`);
   } finally {
     server.kill('SIGTERM');
   }
@@ -679,12 +757,20 @@ async function main() {
     }
     if (want('verify') && archived) benchVerify(archived.cfg, archived.arch);
     if (want('upload')) await benchUpload(await dump(BIG));
+    if (want('upload-codec')) {
+      const shaped = join(DATA, `dump-shaped-${BIG}.rdb`);
+      if (!existsSync(shaped)) {
+        const r = await writeShapedRdb(shaped, BIG, { crc64Module });
+        log(`generated ${relative(ROOT, shaped)} (${fmtSize(r.bytes)}, ${r.smallKeys} small keys, ${r.bigKeys} 64 KiB values)`);
+      }
+      await benchUploadCodec(shaped);
+    }
     if (want('nochange')) await benchNochange();
     if (want('prune')) benchPruneSteady();
     if (want('prune-bulk')) benchPruneBulk();
   } finally {
     if (!KEEP) {
-      for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'upload', 'build', 'rss.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
+      for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'upload', 'upload-codec', 'build', 'rss.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
     }
   }
   writeReport(m, startedAt, performance.now() - t0);

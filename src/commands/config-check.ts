@@ -12,6 +12,8 @@
  * thresholds; hook argv is shown as the executable alone (arguments may hold
  * tokens).
  */
+import { describeCompression } from '../codecs/encoding.js';
+import { zstdProvider } from '../codecs/compress.js';
 import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -87,9 +89,14 @@ export interface SpaceFacts {
 /** The read/write probe of one remote: a small object put, read back (head + get) and deleted under its prefix. */
 export type RemoteProbeFacts = { name: string; location: string } & ({ ok: true } | { ok: false; step: 'put' | 'head' | 'get' | 'delete'; error: string });
 
+/** A remote whose compression this Node cannot run (zstd without node:zlib zstd or zstd-napi). */
+export interface CodecFacts { remote: string; codec: string; reason: string }
+
 export interface InstanceCheckFacts {
   user: { uid: number; gid: number; groups: number[] };
   remotes: RemoteProbeFacts[];
+  /** Remotes whose compression cannot run here; absent or empty when every codec is available. */
+  codecs?: CodecFacts[];
   source: SourceFacts;
   nodes?: SourceFacts;
   /** source.redis: whether connect, AUTH and INFO worked. */
@@ -309,6 +316,9 @@ export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFact
   }
 
   for (const remote of facts.remotes) findings.push(judgeRemote(remote));
+  for (const c of facts.codecs ?? []) {
+    findings.push({ check: `remotes.${c.remote}.compression`, verdict: 'error', reason: `${c.codec} cannot run here: ${c.reason}; every upload to this remote would fail`, fix: 'reinstall rdb-archiver (npm ci builds zstd-napi), run Node 22.15 or later, or set compression: gzip' });
+  }
 
   const fd = facts.failureDir;
   const fdWhat = fd.configured ? 'monitor.failure_dir' : 'the default failure-record folder';
@@ -379,6 +389,7 @@ export function resolvedSettings(config: Config): object {
       timezone: i.timezone,
       rules: i.rules.map((r) => ({ name: r.name, every: describeEvery(r.every), count: r.count, dir: ruleDir(i, r) })),
       remotes: i.remotes.map((r) => ({ name: r.name, type: r.type, location: `s3://${r.bucket}/${r.prefix}`, endpoint: r.endpoint ?? null, region: r.region ?? null, profile: r.profile ?? null,
+        compression: describeCompression(r.compression), encryption: r.encryption ? { type: r.encryption.type, recipients: r.encryption.recipients.length, from: r.encryption.source } : null,
         rules: r.rules.map((x) => ({ name: x.name, every: describeEvery(x.every), count: x.count })) })),
       monitor: { warnAge: formatDuration(i.monitor.warnAgeMs), critAge: formatDuration(i.monitor.critAgeMs), maxLag: i.monitor.maxLagMs !== undefined ? formatDuration(i.monitor.maxLagMs) : null, failureDir: i.monitor.failureDir ?? null },
       hooks: {
@@ -624,6 +635,11 @@ export async function gatherFacts(fs: FileSystem, config: Config, instance: Inst
   }
 
   for (const remote of instance.remotes) facts.remotes.push(await probeRemote(remote));
+  facts.codecs = instance.remotes.flatMap((r) => {
+    if (r.compression.algorithm !== 'zstd') return [];
+    const provider = zstdProvider();
+    return provider.kind === 'missing' ? [{ remote: r.name, codec: 'zstd', reason: provider.reason }] : [];
+  });
   const failureDir = instance.monitor.failureDir ?? defaultFailureDir(uid);
   facts.failureDir = { ...(await statFacts(fs, failureDir)), configured: instance.monitor.failureDir !== undefined, writable: canAccess(failureDir, fsConstants.W_OK | fsConstants.X_OK) };
   return facts;
@@ -671,7 +687,7 @@ function settingsText(config: Config): string {
     lines.push(`  monitor: warn after ${formatDuration(i.monitor.warnAgeMs)}, critical after ${formatDuration(i.monitor.critAgeMs)}`);
     const hooks = (Object.entries(HOOK_KEYS) as Array<[keyof typeof HOOK_KEYS, string]>).filter(([f]) => i.hooks[f]).map(([f, k]) => `${k} ${i.hooks[f]![0]}`);
     if (hooks.length > 0) lines.push(`  hooks: ${hooks.join(', ')} (timeout ${formatDuration(i.hooks.timeoutMs)})`);
-    for (const r of i.remotes) lines.push(`  remote ${r.name}: s3://${r.bucket}/${r.prefix}${r.endpoint ? ` at ${r.endpoint}` : ''}; rules ${r.rules.map((x) => `${x.name} every ${describeEvery(x.every)} x${x.count}`).join(', ')}`);
+    for (const r of i.remotes) lines.push(`  remote ${r.name}: s3://${r.bucket}/${r.prefix}${r.endpoint ? ` at ${r.endpoint}` : ''}; compression ${describeCompression(r.compression)}${r.encryption ? `, age encryption to ${r.encryption.recipients.length} recipient${r.encryption.recipients.length === 1 ? '' : 's'}` : ', not encrypted'}; rules ${r.rules.map((x) => `${x.name} every ${describeEvery(x.every)} x${x.count}`).join(', ')}`);
   }
   return lines.join('\n');
 }
