@@ -130,6 +130,15 @@ describe('remotes', () => {
     expect(found.map((f) => f.verdict)).toEqual(['ok', 'error']);
     expect(found[1]!.fix).toContain('s3:DeleteObject');
   });
+
+  it('a remote whose zstd cannot run on this Node is an error with the ways out', () => {
+    const facts = goodFacts();
+    facts.codecs = [{ remote: 'offsite', codec: 'zstd', reason: 'no zstd in node:zlib and no zstd-napi' }];
+    const f = judgeInstance(instance, facts, groupName).find((x) => x.check === 'remotes.offsite.compression')!;
+    expect(f.verdict).toBe('error');
+    expect(f.fix).toMatch(/npm ci.*Node 22\.15.*gzip/);
+    expect(exitCodeOfFindings([f])).toBe(1);
+  });
 });
 
 describe('judgeConfig', () => {
