@@ -26,6 +26,9 @@ const describeWithTools = (name: string, body: () => void) => {
   return describe.skip(name, body);
 };
 
+/** Several CLI runs, uploads and downloads each: generous for a loaded machine; never a duration assertion. */
+const SLOW = { timeout: 240_000 };
+
 let s3: S3Server;
 beforeAll(async () => {
   s3 = await startS3();
@@ -72,7 +75,7 @@ const agePipeline = (identity: string, encrypted: string, out: string, decompres
 
 describeWithTools('compressed and encrypted off-site copies', () => {
   describeWithRedis('round trip with a real redis-server', () => {
-    it('zstd+age: once uploads dump-<ts>.rdb.zst.age; age -d | zstd -d gives the archived file back; local archive lost -> restore --from --identity -> same DEBUG DIGEST', async () => {
+    it('zstd+age: once uploads dump-<ts>.rdb.zst.age; age -d | zstd -d gives the archived file back; local archive lost -> restore --from --identity -> same DEBUG DIGEST', SLOW, async () => {
       const keys = keyPair(tempDir());
       const env = withRemote(['compression: zstd', 'encryption:', '  type: age', `  recipients: ["${keys.recipient}"]`]);
       const source = await startRedis(join(env.root, 'data'));
@@ -130,7 +133,7 @@ describeWithTools('compressed and encrypted off-site copies', () => {
     });
   });
 
-  it('gzip + age, multipart (part_size 5MiB) with a nodes.conf: age -d | gzip -d gives both back; restore --from brings both', async () => {
+  it('gzip + age, multipart (part_size 5MiB) with a nodes.conf: age -d | gzip -d gives both back; restore --from brings both', SLOW, async () => {
     const keys = keyPair(tempDir());
     const env = withRemote(['compression: "gzip:6"', 'part_size: 5MiB', 'concurrency: 2', 'encryption:', '  type: age', `  recipients: ["${keys.recipient}"]`], { nodes: true });
     const snap = writeSnapshot(env.source, { seed: 'multipart', mtime: new Date('2025-04-01T10:00:00Z'), size: 13 * 1024 * 1024 });
@@ -153,7 +156,7 @@ describeWithTools('compressed and encrypted off-site copies', () => {
     expect(readFileSync(join(to, 'nodes.conf'), 'utf8')).toBe(readFileSync(env.nodes!, 'utf8'));
   });
 
-  it('a flipped byte in the stored object: verify --read-data reports it (with and without identity), restore exits 65 and writes nothing', async () => {
+  it('a flipped byte in the stored object: verify --read-data reports it (with and without identity), restore exits 65 and writes nothing', SLOW, async () => {
     const keys = keyPair(tempDir());
     const env = withRemote(['compression: zstd:3', 'encryption:', '  type: age', `  recipients: ["${keys.recipient}"]`]);
     writeSnapshot(env.source, { seed: 'tamper', mtime: new Date('2025-05-01T10:00:00Z'), size: 600_000 });
@@ -178,7 +181,7 @@ describeWithTools('compressed and encrypted off-site copies', () => {
     expect(readdirSync(to)).toEqual([]);
   });
 
-  it('a wrong or missing identity: restore exits 67 and writes nothing; the identity never appears in the output; a group-readable identity file is warned about', async () => {
+  it('a wrong or missing identity: restore exits 67 and writes nothing; the identity never appears in the output; a group-readable identity file is warned about', SLOW, async () => {
     const dir = tempDir();
     const keys = keyPair(dir);
     const other = keyPair(dir, 'other.txt');
@@ -210,7 +213,7 @@ describeWithTools('compressed and encrypted off-site copies', () => {
     }
   });
 
-  it('mixed encodings: a remote that changed its encoding keeps every old event readable by its own manifest', async () => {
+  it('mixed encodings: a remote that changed its encoding keeps every old event readable by its own manifest', SLOW, async () => {
     const keys = keyPair(tempDir());
     const env = withRemote([]);
     const encodings: Array<{ extra: string[]; ts: string; suffix: string }> = [
@@ -239,7 +242,7 @@ describeWithTools('compressed and encrypted off-site copies', () => {
     }
   });
 
-  it('a no-change once with a zstd+age remote and nothing pending loads neither age-encryption nor zstd-napi', async () => {
+  it('a no-change once with a zstd+age remote and nothing pending loads neither age-encryption nor zstd-napi', SLOW, async () => {
     const keys = keyPair(tempDir());
     const env = withRemote(['compression: zstd', 'encryption:', '  type: age', `  recipients: ["${keys.recipient}"]`]);
     writeSnapshot(env.source, { seed: 'lazy', mtime: new Date('2025-08-01T10:00:00Z') });
@@ -258,7 +261,7 @@ M._load = function (request, ...rest) { if (/^(age-encryption|zstd-napi)$/.test(
     expect(existsSync(record)).toBe(false);
   });
 
-  it('config errors exit 2 and name the key: an invalid recipient, an empty list, an unknown level, a secret key as recipient', async () => {
+  it('config errors exit 2 and name the key: an invalid recipient, an empty list, an unknown level, a secret key as recipient', SLOW, async () => {
     const keys = keyPair(tempDir());
     const cases: Array<{ extra: string[]; key: RegExp; why: RegExp }> = [
       { extra: ['encryption:', '  type: age', `  recipients: ["${keys.recipient}", "${keys.recipient.slice(0, -1)}x"]`], key: /remotes\[0\]\.encryption\.recipients\[1\]/, why: /not a valid age recipient/ },
