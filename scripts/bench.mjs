@@ -252,6 +252,64 @@ function benchArchive(source) {
 }
 
 /**
+ * pull-1g: `once` with source.redis (mode replicate) from a loopback
+ * redis-server holding the 1 GiB dataset vs `redis-cli --rdb FILE` (+ `sync
+ * FILE`) from the same server. Both are the same replication pull (capa eof,
+ * rdb-only, a diskless fork); ours also hashes, validates and links into one
+ * rule folder. `--force`: the server does not change between runs.
+ */
+async function benchPull(source) {
+  const dir = freshDir(join(BENCH, 'pull'));
+  const data = join(dir, 'data');
+  mkdirSync(data);
+  linkSync(source, join(data, 'dump.rdb'));
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', data, '--save', '', '--appendonly', 'no',
+    '--repl-diskless-sync-delay', '0', '--logfile', join(dir, 'redis.log'), '--daemonize', 'no'], { stdio: 'ignore' });
+  try {
+    for (let i = 0; ; i++) {
+      const r = spawnSync('redis-cli', ['-p', String(port), 'PING'], { encoding: 'utf8' });
+      if (r.stdout.trim() === 'PONG') break;
+      if (i > 1200) throw new Error('pull-1g: redis-server did not load the dataset in 10 minutes');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    const arch = join(dir, 'arch');
+    const cfg = join(dir, 'config.yaml');
+    writeFileSync(cfg, ['source:', '  redis:', `    url: redis://127.0.0.1:${port}`, 'archive:', `  dir: ${JSON.stringify(arch)}`, '  create: true',
+      'rules:', '  - name: all', '    count: 1', ''].join('\n'));
+    const refDst = join(dir, 'cli.rdb');
+    const ours = [];
+    const ref = [];
+    const oursRun = () => {
+      rmSync(arch, { recursive: true, force: true });
+      syncAll();
+      ours.push(run(process.execPath, [CLI, 'once', '-c', cfg, '--force']));
+    };
+    const refRun = () => {
+      rmSync(refDst, { force: true });
+      syncAll();
+      const t0 = process.hrtime.bigint();
+      run('redis-cli', ['-p', String(port), '--rdb', refDst]);
+      run('sync', [refDst]);
+      ref.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    };
+    for (let i = 0; i < RUNS; i++) {
+      if (i % 2 === 0) { oursRun(); refRun(); } else { refRun(); oursRun(); }
+    }
+    const o = median(ours);
+    const c = median(ref);
+    addRow({
+      row: `pull-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}`,
+      what: `\`once\` with source.redis (replicate) from a loopback redis-server holding a ${fmtSize(BIG)} dump vs \`redis-cli --rdb FILE\` + \`sync FILE\``,
+      ours: ms(o), ref: ms(c), ratio: `${(o / c).toFixed(2)}×`, target: '≤ 1.1×', pass: o / c <= 1.1,
+      runs: { ours, ref },
+    });
+  } finally {
+    server.kill('SIGKILL');
+  }
+}
+
+/**
  * upload-1g: `push` of a 1 GiB event to a loopback S3 server (s3rver, in its
  * own process) vs `aws s3 cp` of the same file to the same server, each with
  * its peak RSS. The event is archived and queued first (with the remotes'
@@ -765,12 +823,13 @@ async function main() {
       }
       await benchUploadCodec(shaped);
     }
+    if (want('pull') && which('redis-server') && which('redis-cli')) await benchPull(await dump(BIG));
     if (want('nochange')) await benchNochange();
     if (want('prune')) benchPruneSteady();
     if (want('prune-bulk')) benchPruneBulk();
   } finally {
     if (!KEEP) {
-      for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'upload', 'upload-codec', 'build', 'rss.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
+      for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'upload', 'upload-codec', 'pull', 'build', 'rss.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
     }
   }
   writeReport(m, startedAt, performance.now() - t0);
