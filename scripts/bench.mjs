@@ -12,7 +12,7 @@
 // child processes (spawnSync): start-up, exit and everything in between.
 import { spawn, spawnSync } from 'node:child_process';
 import {
-  closeSync, cpSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync,
+  closeSync, cpSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -502,7 +502,7 @@ function benchCrc(source, size, label, primary) {
   warm(source);
   for (let i = 0; i < RUNS; i++) {
     const a = () => {
-      const r = capture(process.execPath, [validator, source, join(SNAP, 'dist', 'rdb', 'validate.js')]);
+      const r = capture(process.execPath, [validator, source, join(SNAP, 'dist', 'rdb', 'validate.js'), 'crc']);
       ours.push(r.wall);
       inproc.push(JSON.parse(r.stdout.trim().split('\n').pop()).ms);
     };
@@ -527,6 +527,73 @@ function benchCrc(source, size, label, primary) {
     addRow(row);
   }
   extra.push(`crc-throughput (${label}): in-process validation only (no node start-up): ${mbps(median(inproc)).toFixed(0)} MB/s`);
+}
+
+/**
+ * walk-*: the whole validation as production runs it (validation: full: header,
+ * AUX, CRC-64 and the structural walk of every opcode and value) vs
+ * redis-check-rdb, both as whole processes; plus, in-process, the walk's own
+ * cost (full minus crc, same file, interleaved).
+ */
+function benchWalk(source, size, rowName, label) {
+  const check = which('redis-check-rdb');
+  const validator = join(ROOT, 'scripts', 'bench-validate.mjs');
+  const mod = join(SNAP, 'dist', 'rdb', 'validate.js');
+  const ours = [];
+  const full = [];
+  const crcOnly = [];
+  const ref = [];
+  let keys = 0;
+  warm(source);
+  for (let i = 0; i < RUNS; i++) {
+    const a = () => {
+      const r = capture(process.execPath, [validator, source, mod, 'full']);
+      ours.push(r.wall);
+      const out = JSON.parse(r.stdout.trim().split('\n').pop());
+      full.push(out.ms);
+      keys = out.keys;
+      crcOnly.push(JSON.parse(capture(process.execPath, [validator, source, mod, 'crc']).stdout.trim().split('\n').pop()).ms);
+    };
+    const b = () => { if (check) ref.push(run(check, [source])); };
+    if (i % 2 === 0) { a(); b(); } else { b(); a(); }
+  }
+  const mbps = (t) => (size / 1e6) / (t / 1000);
+  const o = mbps(median(ours));
+  const c = check ? mbps(median(ref)) : undefined;
+  addRow({
+    row: rowName,
+    what: `validation as archived (\`validation: full\`: magic, AUX, CRC-64 and the structural walk) of ${label} vs \`redis-check-rdb\`, process wall`,
+    ours: `${o.toFixed(0)} MB/s`,
+    ref: c === undefined ? 'redis-check-rdb not installed' : `${c.toFixed(0)} MB/s`,
+    ratio: c === undefined ? 'n/a' : `${(o / c).toFixed(2)}× faster`,
+    target: 'faster than redis-check-rdb',
+    pass: c !== undefined && o >= c,
+  });
+  const walkMs = median(full) - median(crcOnly);
+  extra.push(`${rowName}: in-process, full ${ms(median(full))} vs crc ${ms(median(crcOnly))}: the walk adds ${ms(walkMs)} for ${keys} keys (${keys && walkMs > 0 ? `${((walkMs * 1e6) / keys).toFixed(0)} ns/key, ` : ''}${walkMs > 0 ? `${mbps(walkMs).toFixed(0)} MB/s of walk alone` : 'within noise'})`);
+}
+
+/** A real dump of `n` small keys (DEBUG POPULATE: "key:<i>" = 16-byte values), written by redis-server. */
+function smallKeysDump(n) {
+  const path = join(DATA, `dump-populate-${n}.rdb`);
+  if (existsSync(path)) return path;
+  const dir = join(DATA, `populate-${n}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const sock = join(dir, 'redis.sock');
+  const server = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--dir', dir, '--save', '', '--appendonly', 'no', '--enable-debug-command', 'local'], { stdio: 'ignore' });
+  try {
+    const cli = (...args) => spawnSync('redis-cli', ['-s', sock, ...args], { encoding: 'utf8' });
+    for (let i = 0; i < 200 && cli('PING').stdout.trim() !== 'PONG'; i++) spawnSync('sleep', ['0.05']);
+    if (cli('DEBUG', 'POPULATE', String(n), 'key', '16').stdout.trim() !== 'OK') throw new Error('DEBUG POPULATE failed');
+    if (cli('SAVE').stdout.trim() !== 'OK') throw new Error('SAVE failed');
+    renameSync(join(dir, 'dump.rdb'), path);
+  } finally {
+    server.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+  log(`generated ${relative(ROOT, path)} (${n} keys via redis-server DEBUG POPULATE, ${fmtSize(statSync(path).size)})`);
+  return path;
 }
 
 function benchVerify(cfg, arch) {
@@ -761,7 +828,8 @@ function writeReport(m, startedAt, elapsed) {
     `- Test data: \`scripts/bench-rdbgen.mjs\` streams a structurally valid RDB of an exact size: magic \`REDIS0010\`, AUX fields (redis-ver, redis-bits, ctime, used-mem, aof-base), SELECTDB 0, RESIZEDB, string keys with random (incompressible) values of ${VALUES.minValue}–${VALUES.maxValue} bytes, EOF, and the CRC-64 trailer computed with dist/rdb/crc64.js. Version 10 because the installed redis-check-rdb (Redis 7.0) refuses RDB 11; the layout of string keys is the same. ${notes.filter((n) => n.startsWith('cross-check')).join(' ')}`,
     '- Page cache: the source is read once (in the bench process) right before each timed run of either side, so both `once` and `cp` read it from the page cache; `sync` runs before each timed run so that neither side pays for the other\'s write-back. The copies themselves are written to the page cache and made durable inside the timed region: `once` fsyncs the copy and the folders, the reference runs `cp SRC DST` then `sync DST` (coreutils `sync FILE` = fsync of that file; a bare `sync` would also flush unrelated dirty data of other processes). The archive folder and the reference copy are deleted before each run, outside the timed region.',
     '- archive-rss: `/usr/bin/time -f %M` (the child\'s `ru_maxrss`), in separate runs from archive-1g.',
-    '- crc-throughput: `node scripts/bench-validate.mjs FILE` (dist/rdb/validate.js `validateRdbFile`: magic, AUX fields, CRC-64 over the whole file) and `redis-check-rdb FILE`, each timed as a whole process (start-up included), file in the page cache; MB/s = file size / wall time.',
+    '- crc-throughput: `node scripts/bench-validate.mjs FILE DIST crc` (dist/rdb/validate.js `validateRdbFile` with `validation: crc`: magic, AUX fields, CRC-64 over the whole file) and `redis-check-rdb FILE`, each timed as a whole process (start-up included), file in the page cache; MB/s = file size / wall time.',
+    '- walk-*: the same with `validation: full` (the default: also the structural walk of every opcode and value, in the same pass) against `redis-check-rdb FILE`, on the 1 GiB bench dump and on a dump of 5 M small keys written by redis-server (`DEBUG POPULATE 5000000 key 16`); the walk\'s own cost is the in-process difference between full and crc on the same file.',
     '- verify: `rdb-archiver verify -c CONFIG` (sha256 and CRC-64 of the event; the four hard links are one inode, read once) vs `sha256sum -c dump-<ts>.sha256` in one rule folder, file in the page cache.',
     '- nochange: `rdb-archiver once -c CONFIG` on an archive whose source did not change (lock, state, stat, retention scan of 4 folders, state rewrite without fsync: nothing new to make durable) vs `node -e 0`. `dist/cli.js` compiles the bundle from the V8 code cache that `npm run build` saved (scripts/cli-loader.mjs).',
     '- prune: `rdb-archiver prune -c CONFIG`, stdout and stderr to a log file; the folder is built (outside the timed region) from hard links to one tiny file per kind, with valid event names: creating 200k inodes on the bench VM took minutes (about 1 ms of system time each) and deleting files with data blocks costs an online discard there (ext4 `-o discard`), which would measure the filesystem, not the tool. The retention safety check (lstat each file, delete only regular files owned by the user) runs on every file as in production.',
@@ -812,6 +880,15 @@ async function main() {
       const p = await dump(size, smallKeys, 'smallkeys');
       benchCrc(p, size, `values ${smallKeys.minValue}–${smallKeys.maxValue} B`, false);
       rmSync(p, { force: true });
+    }
+    if (want('walk')) {
+      benchWalk(await dump(BIG), BIG, `walk-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}`, `the ${fmtSize(BIG)} bench dump (values ${VALUES.minValue}–${VALUES.maxValue} B)`);
+      if (which('redis-server') && which('redis-cli')) {
+        const n = QUICK ? 500_000 : 5_000_000;
+        const p = smallKeysDump(n);
+        benchWalk(p, statSync(p).size, `walk-${n / 1e6}m-keys`, `a redis-server dump of ${n / 1e6} M small keys (${fmtSize(statSync(p).size)})`);
+        rmSync(p, { force: true });
+      } else notes.push('walk-5m-keys: not run (redis-server and redis-cli are needed to write the dump)');
     }
     if (want('verify') && archived) benchVerify(archived.cfg, archived.arch);
     if (want('upload')) await benchUpload(await dump(BIG));
