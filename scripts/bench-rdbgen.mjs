@@ -199,7 +199,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     console.error('usage: node scripts/bench-rdbgen.mjs OUT SIZE_BYTES [minValue maxValue]');
     process.exit(2);
   }
-  const crc64Module = new URL('../dist/crc64.js', import.meta.url).href;
+  const crc64Module = new URL('../dist/rdb/crc64.js', import.meta.url).href;
   const r = await writeRdb(out, Number(sizeText), { crc64Module, minValue: minV ? Number(minV) : undefined, maxValue: maxV ? Number(maxV) : undefined });
   console.log(JSON.stringify(r));
 }
