@@ -18,7 +18,8 @@ import { ArchiverError, ConfigError, ExitCode, InvalidSnapshotError, type ExitCo
 import { errorCode, readFromStart, type FileInfo, type FileSystem } from '../core/fs.js';
 import type { Log } from '../core/log.js';
 import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo, type ValidationMode } from '../rdb/validate.js';
-import { latestArchived } from '../pipeline/event-order.js';
+import { latestArchived, latestContradiction, type StateLatest } from '../pipeline/event-order.js';
+import { loadState } from '../pipeline/state.js';
 import { scanFolder, scanWarnings, type FolderEvent } from '../pipeline/retention.js';
 import { discoverFolders, folderNote, type FolderOrigin } from '../pipeline/archive-index.js';
 import { sha256Hex } from '../core/sha256.js';
@@ -40,6 +41,20 @@ export class EventNotFoundError extends ArchiverError {
   constructor(message: string) {
     super(message);
     this.name = 'EventNotFoundError';
+  }
+}
+
+/**
+ * `restore latest` would give older data than the event the state file says
+ * was archived last (see latestContradiction): refused, never silently
+ * replaced by an older event (EX_NOINPUT, like a missing event).
+ */
+export class LatestMissingError extends ArchiverError {
+  readonly exitCode = ExitCode.NO_SOURCE;
+  readonly kind = 'latest-missing';
+  constructor(message: string) {
+    super(message);
+    this.name = 'LatestMissingError';
   }
 }
 
@@ -65,6 +80,8 @@ export interface RuleEvents {
   events: FolderEvent[];
   /** Foreign files and a folder others can write (scanWarnings): reported by every command that scans. */
   warnings: string[];
+  /** The folder could not be scanned (a symlink, unreadable) and was skipped (scanArchive's skipUnreadable). */
+  skipped?: boolean;
 }
 
 /** Scans the folders of the given rules. */
@@ -82,20 +99,57 @@ export async function scanRules(fs: FileSystem, instance: InstanceConfig, rules:
  * Scans every rule folder of the archive (archive-index.ts discoverFolders):
  * the config's rules and any other folder holding events, each marked with
  * its origin. `ruleName` keeps only that folder. `notes` says which folders
- * the config does not name.
+ * the config does not name. With skipUnreadable (restore), a folder that
+ * cannot be scanned safely (a symlink out of the archive, an I/O error) is
+ * skipped with a warning, so an event another folder holds can still be
+ * restored; only when no folder can be scanned does the first error stand.
  */
-export async function scanArchive(fs: FileSystem, instance: InstanceConfig, ruleName: string | undefined): Promise<{ scanned: RuleEvents[]; notes: string[]; names: string[] }> {
+export async function scanArchive(
+  fs: FileSystem,
+  instance: InstanceConfig,
+  ruleName: string | undefined,
+  options: { skipUnreadable?: boolean } = {},
+): Promise<{ scanned: RuleEvents[]; notes: string[]; names: string[] }> {
   const { folders, warnings } = await discoverFolders(fs, instance);
   const notes = [...warnings];
   const scanned: RuleEvents[] = [];
+  let firstError: unknown;
   for (const folder of folders) {
     if (ruleName !== undefined && folder.name !== ruleName) continue;
     const note = folderNote(folder, instance.archiveOnly === true);
     if (note) notes.push(note);
-    const scan = await scanFolder(fs, folder.dir);
-    scanned.push({ rule: folder.name, dir: folder.dir, origin: folder.origin, events: scan.events, warnings: scanWarnings(scan) });
+    try {
+      const scan = await scanFolder(fs, folder.dir);
+      scanned.push({ rule: folder.name, dir: folder.dir, origin: folder.origin, events: scan.events, warnings: scanWarnings(scan) });
+    } catch (err) {
+      if (!options.skipUnreadable) throw err;
+      firstError ??= err;
+      scanned.push({ rule: folder.name, dir: folder.dir, origin: folder.origin, events: [], warnings: [`rule folder ${folder.name} skipped: ${errorReport(err).message}`], skipped: true });
+    }
   }
+  if (firstError !== undefined && scanned.every((r) => r.skipped)) throw firstError;
   return { scanned, notes, names: folders.map((f) => f.name) };
+}
+
+/**
+ * What the state file says was archived last. Read it BEFORE scanning: a run
+ * archiving meanwhile then only adds an event newer than the state's, which
+ * latestContradiction accepts. A missing or corrupt state cannot tell (the
+ * archive alone decides then); `problem` says why, for a warning.
+ */
+export async function readStateLatest(fs: FileSystem, instance: InstanceConfig): Promise<{ archived?: StateLatest; problem?: string }> {
+  try {
+    const loaded = await loadState(fs, instance.statePath);
+    const a = loaded.state.archived;
+    return { ...(a ? { archived: { ts: a.ts, seq: a.seq, missingIn: a.missingIn } } : {}), ...(loaded.problem ? { problem: loaded.problem } : {}) };
+  } catch (err) {
+    return { problem: `state file ${instance.statePath} is unreadable (${errorReport(err).message}): "latest" is taken from the archive alone` };
+  }
+}
+
+/** Why "latest" in these scanned folders is not the event the state says was archived last (latestContradiction), or undefined. */
+export function latestProblem(archived: StateLatest | undefined, scanned: readonly RuleEvents[]): string | undefined {
+  return latestContradiction(archived, scanned.filter((r) => !r.skipped));
 }
 
 /** --rule names no folder of any instance (configured or found in the archive): a usage error listing those there are. */
@@ -112,6 +166,8 @@ export interface EventLocation {
   kinds: FolderEvent['kinds'];
   /** The archive sequence number in the name of its archive record in this folder; undefined without one. */
   seq?: number;
+  /** The event's archive records in this folder (dump-<ts>.seq<N>.json). */
+  seqs?: number[];
 }
 
 /**
@@ -129,7 +185,7 @@ export function findEvent(scanned: readonly RuleEvents[], which: Timestamp | 'la
   const out: EventLocation[] = [];
   for (const r of scanned) {
     const e = r.events.find((ev) => ev.ts === ts && ev.kinds.includes('rdb'));
-    if (e) out.push({ rule: r.rule, dir: r.dir, ts: e.ts, kinds: e.kinds, ...(e.seq === undefined ? {} : { seq: e.seq }) });
+    if (e) out.push({ rule: r.rule, dir: r.dir, ts: e.ts, kinds: e.kinds, ...(e.seq === undefined ? {} : { seq: e.seq }), ...(e.seqs ? { seqs: e.seqs } : {}) });
   }
   return out;
 }
@@ -463,6 +519,13 @@ export async function listInstance(fs: FileSystem, log: Log, instance: InstanceC
   const { scanned, notes } = archive ?? await scanArchive(fs, instance, ruleName);
   report.notes = notes;
   for (const n of notes) log.info({ archive: instance.archiveDir }, n);
+  // (read after the scan here: a run archiving in between can at worst cause this warning once)
+  const lost = latestProblem((await readStateLatest(fs, instance)).archived, scanned);
+  if (lost) {
+    const w = `${lost}; \`restore latest\` refuses until \`once\` archives the source again (or name an event)`;
+    report.warnings.push(w);
+    log.warn({ state: instance.statePath }, w);
+  }
   for (const { rule, dir, events, warnings, origin = 'config' } of scanned) {
     report.origins[rule] = origin;
     for (const w of warnings) {

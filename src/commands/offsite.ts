@@ -9,12 +9,12 @@ import type { InstanceConfig, RemoteConfig } from '../core/config.js';
 import { contextFor, formatBytes, printResults, type CommandContext } from '../core/context.js';
 import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
 import { ConfigError, ExitCode, IdentityError, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
-import { tempPathFor, unlinkIfExists, writeNewFile, type FileSystem, type Handle } from '../core/fs.js';
+import { tempPathFor, writeNewFile, type FileSystem, type Handle } from '../core/fs.js';
 import { acquireLock } from '../pipeline/lock.js';
 import type { Log } from '../core/log.js';
 import { RdbValidator } from '../rdb/validate.js';
 import { versionOf, ctimeOf } from './catalog.js';
-import { DEFAULT_NODES_NAME, DEFAULT_RDB_NAME, RESTORE_FILE_MODE, archiveIdentities, followUpSteps, publishRestored, resolveRestoreTarget, restoreJson, restoreText, type RestoreReport } from './restore.js';
+import { DEFAULT_NODES_NAME, DEFAULT_RDB_NAME, RESTORE_FILE_MODE, archiveIdentities, emptyRestoreReport, followUpSteps, publishRestored, resolveRestoreTarget, restoreJson, restoreText, settleRestore, type RestoreReport } from './restore.js';
 import { createSha256, sha256Hex } from '../core/sha256.js';
 import { loadState } from '../pipeline/state.js';
 import type { Timestamp } from '../core/timestamp.js';
@@ -330,13 +330,9 @@ export async function restoreFromRemote(
   remote: RemoteConfig,
   options: { which: Timestamp | 'latest'; to: string; nodesTo?: string; force: boolean; identities?: readonly string[] },
 ): Promise<RestoreReport> {
-  const report: RestoreReport = {
-    instance: instance.name, status: 'failed', ts: null, rule: null, from: null, to: null, bytes: 0, sha256: null,
-    redisVersion: null, ctime: null, nodes: null, replaced: [], warnings: [], steps: [], exitCode: ExitCode.OK,
-  };
+  const report = emptyRestoreReport(instance.name);
   const temps: string[] = [];
-  try {
-    await withTarget(remote, async (target) => {
+  return settleRestore(fs, log, report, temps, () => withTarget(remote, async (target) => {
       const complete = (await target.listEvents()).filter((e) => e.complete);
       // "latest": the most recently archived (event-order.ts), whatever clock named it.
       const event = options.which === 'latest' ? latestArchived(complete) : complete.find((e) => e.ts === options.which);
@@ -411,16 +407,7 @@ export async function restoreFromRemote(
         steps: followUpSteps({ rdbPath: rdbTarget.path, nodesPath: nodesTarget?.path }),
       });
       log.info({ remote: remote.name, ts: m.ts, to: rdbTarget.path, bytes: got.bytes, sha256: got.sha256 }, 'snapshot restored from the remote');
-    });
-  } catch (err) {
-    report.status = 'failed';
-    report.error = errorReport(err);
-    report.exitCode = report.error.exitCode as ExitCodeValue;
-    log.error({ err: report.error.message, kind: report.error.kind }, 'restore failed');
-  } finally {
-    for (const t of temps) await unlinkIfExists(fs, t).catch(() => undefined);
-  }
-  return report;
+  }));
 }
 
 export async function runRemoteRestore(cmd: Command, name: string, options: { which: Timestamp | 'latest'; to: string; nodesTo?: string; force: boolean; identity?: string }): Promise<void> {

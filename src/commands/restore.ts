@@ -17,10 +17,13 @@ import type { Command } from 'commander';
 import {
   EventNotFoundError,
   FileChecker,
+  LatestMissingError,
   ctimeOf,
   findEvent,
+  latestProblem,
   parseSidecar,
   parseTsArgument,
+  readStateLatest,
   scanArchive,
   scanInstances,
   verifyEvent,
@@ -32,14 +35,14 @@ import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import type { InstanceConfig } from '../core/config.js';
 import { ruleDir } from '../core/config.js';
 import { contextFor, failureLine, formatBytes, printResults, type TextOptions } from '../core/context.js';
-import { errorReport, type ErrorReport } from '../pipeline/cycle.js';
+import { markFailed, type ErrorReport } from '../pipeline/cycle.js';
 import { ArchiverError, ConfigError, ConflictError, ExitCode, InsufficientSpaceError, InvalidSnapshotError, type ExitCodeValue } from '../core/errors.js';
 import { errorCode, lstatIfExists, publishNew, tempPathFor, unlinkIfExists, writeNewFile, type FileInfo, type FileSystem } from '../core/fs.js';
 import type { Log } from '../core/log.js';
 import type { RdbInfo, ValidationMode } from '../rdb/validate.js';
 import { sha256Hex } from '../core/sha256.js';
 import { eventFileName, type Timestamp } from '../core/timestamp.js';
-import { copyPass } from '../pipeline/worker.js';
+import { copyPass, parseArchiveRecord } from '../pipeline/worker.js';
 import { runRemoteRestore } from './offsite.js';
 
 /** Restored files are readable by their owner only; the follow-up steps chown them to the redis user. */
@@ -341,10 +344,32 @@ async function stageCopy(
     if (pass.sha256 !== expected.get(rdbName)) {
       throw new InvalidSnapshotError(rdbPath, `sha256 mismatch: ${rdbName}: ${sidecarName} says ${expected.get(rdbName)}, the file has ${pass.sha256}`);
     }
+    // The archive records say it too (as verify checks): an .rdb and sidecar replaced together still disagree with them.
+    const recorded = await recordProblems(fs, loc, pass.sha256);
+    if (recorded.length > 0) throw new InvalidSnapshotError(rdbPath, recorded.join('; '));
     return { rdbTemp, rdb: pass.rdb, sha256: pass.sha256, bytes: pass.bytes, nodesTemp, nodesFrom: hasNodes ? join(loc.dir, nodesName) : undefined };
   } finally {
     await source.close().catch(() => undefined);
   }
+}
+
+/** Each archive record of the event (in its folder) that does not name `sha256` as the .rdb's content, or cannot be read. */
+async function recordProblems(fs: FileSystem, loc: EventLocation, sha256: string): Promise<string[]> {
+  const problems: string[] = [];
+  for (const seq of loc.seqs ?? []) {
+    const name = eventFileName('meta', loc.ts, seq);
+    let text: string;
+    try {
+      text = (await fs.readFile(join(loc.dir, name))).toString('utf8');
+    } catch (err) {
+      if (errorCode(err) === 'ENOENT') continue; // pruned since the scan: the .rdb read above was complete
+      throw err;
+    }
+    const record = parseArchiveRecord(text);
+    if (!record) problems.push(`${name}: not a valid archive record`);
+    else if (record.sha256 !== sha256) problems.push(`sha256 mismatch: ${eventFileName('rdb', loc.ts)}: ${name} says ${record.sha256}, the file has ${sha256}`);
+  }
+  return problems;
 }
 
 async function publish(fs: FileSystem, temp: string, target: Target, force: boolean): Promise<void> {
@@ -416,20 +441,60 @@ async function newestGoodEvent(fs: FileSystem, scanned: readonly RuleEvents[], c
   return undefined;
 }
 
-export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceConfig, options: RestoreOptions): Promise<RestoreReport> {
-  const report: RestoreReport = {
-    instance: instance.name, status: 'failed', ts: null, rule: null, from: null, to: null, bytes: 0, sha256: null,
+/** A restore report before anything happened (failed until the steps say otherwise). */
+export function emptyRestoreReport(instance: string): RestoreReport {
+  return {
+    instance, status: 'failed', ts: null, rule: null, from: null, to: null, bytes: 0, sha256: null,
     redisVersion: null, ctime: null, nodes: null, replaced: [], fallback: null, warnings: [], steps: [], exitCode: ExitCode.OK,
   };
+}
+
+/**
+ * Runs a restore's steps (local or --from): an error becomes the report's
+ * failure (markFailed), and the temp files still listed in `temps` are removed
+ * either way (after a publish they are gone already: renamed).
+ */
+export async function settleRestore(fs: FileSystem, log: Log, report: RestoreReport, temps: string[], steps: () => Promise<void>): Promise<RestoreReport> {
+  try {
+    await steps();
+  } catch (err) {
+    markFailed(report, err, log, 'restore failed');
+  } finally {
+    for (const t of temps) await unlinkIfExists(fs, t).catch(() => undefined);
+  }
+  return report;
+}
+
+/**
+ * latest: the state file names the event archived last; when the archive no
+ * longer ranks it first (its .rdb or archive record is gone), the newest event
+ * left is older data. Refused, unless --fallback asks for the newest good one.
+ */
+function checkLatestAgainstState(lost: string | undefined, options: RestoreOptions, warn: (w: string) => void): void {
+  if (!lost) return;
+  if (options.fallback) {
+    warn(`--fallback: ${lost}; restoring the newest event left, which is OLDER data`);
+    return;
+  }
+  throw new LatestMissingError(`refusing to restore older data as "latest": ${lost}. ` +
+    '`rdb-archiver once` archives the source again if it still holds that snapshot; to restore an older event, name it (see `rdb-archiver list`) or add --fallback');
+}
+
+export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceConfig, options: RestoreOptions): Promise<RestoreReport> {
+  const report = emptyRestoreReport(instance.name);
   const temps: string[] = [];
   const warn = (w: string, obj: object = {}) => {
     report.warnings.push(w);
     log.warn(obj, w);
   };
-  try {
-    const { scanned, notes } = await scanArchive(fs, instance, options.rule);
+  return settleRestore(fs, log, report, temps, async () => {
+    const stateLatest = options.which === 'latest' ? await readStateLatest(fs, instance) : undefined; // before the scan
+    if (stateLatest?.problem) warn(stateLatest.problem);
+    // An unsafe folder (a symlink out of the archive, unreadable) is skipped and reported, never followed.
+    const { scanned, notes } = await scanArchive(fs, instance, options.rule, { skipUnreadable: true });
     for (const n of notes) log.info({ archive: instance.archiveDir }, n);
     for (const { rule, dir, warnings } of scanned) for (const w of warnings) warn(w, { rule, dir });
+    checkLatestAgainstState(latestProblem(stateLatest?.archived, scanned), options, warn);
     // latest: every complete event, most recently archived first (a bad newest one is never skipped silently).
     const candidates = options.which === 'latest' ? archiveOrder(scanned) : [options.which];
     const first = candidates.length > 0 ? findEvent(scanned, candidates[0]!) : [];
@@ -522,16 +587,7 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
       steps: followUpSteps({ rdbPath: rdbTarget.path, nodesPath: nodesTarget?.path, nodesNotRestored }),
     });
     log.info({ ts, rule: used.rule, to: rdbTarget.path, bytes: staged.bytes, sha256: staged.sha256, nodesTo: nodesTarget?.path }, 'snapshot restored');
-  } catch (err) {
-    report.status = 'failed';
-    report.error = errorReport(err);
-    report.exitCode = report.error.exitCode as ExitCodeValue;
-    log.error({ err: report.error.message, kind: report.error.kind }, 'restore failed');
-  } finally {
-    // After a successful publish the temps are gone already (renamed or unlinked).
-    for (const t of temps) await unlinkIfExists(fs, t).catch(() => undefined);
-  }
-  return report;
+  });
 }
 
 export function restoreJson(report: RestoreReport): object {

@@ -14,7 +14,7 @@ import { readFailureRecord, type FoundRecord } from '../pipeline/failure-record.
 import { effectiveUid, userName } from '../core/trust.js';
 import type { FileSystem } from '../core/fs.js';
 import { errorCode, exists } from '../core/fs.js';
-import { FUTURE_TOLERANCE_MS, newestArchivedFirst } from '../pipeline/event-order.js';
+import { FUTURE_TOLERANCE_MS, latestContradiction, newestArchivedFirst, type ScannedFolder } from '../pipeline/event-order.js';
 import { eventFileNames, scanFolder, scanWarnings } from '../pipeline/retention.js';
 import { loadState, sameIdentity, identityOf, type State } from '../pipeline/state.js';
 import { type Timestamp, eventFileName, timestampFromMs, timestampToMs, withOrdinal } from '../core/timestamp.js';
@@ -94,6 +94,11 @@ export interface InstanceFacts {
    * whatever its name says; archivedAt from the state or its archive record.
    */
   newest?: { ts: Timestamp; bytes: number; path: string; sha256?: string; archivedAt?: string };
+  /**
+   * The event the state says was archived last is no longer the archive's
+   * latest (its .rdb or archive record is gone): why. `restore latest` refuses.
+   */
+  lostLatest?: string;
   /** Complete events whose name lies in the future (a wrong source clock), newest name first. */
   futureEvents: Timestamp[];
   /**
@@ -202,11 +207,13 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   const allTs = new Set<Timestamp>();
   let newest: { ts: Timestamp; seq?: number; path: string; dir: string; seqs?: number[] } | undefined;
   let newestNamed: Timestamp | undefined;
+  const scanned: ScannedFolder[] = [];
   for (const rule of instance.rules) {
     const dir = ruleDir(instance, rule);
     const usage: RuleUsage = { rule: rule.name, dir, events: 0, bytes: 0, incomplete: 0 };
     try {
       const scan = await scanFolder(fs, dir);
+      scanned.push({ rule: rule.name, events: scan.events });
       if (scan.foreign?.length) usage.foreign = scan.foreign;
       const warnings = scanWarnings(scan);
       if (warnings.length > 0) usage.warnings = warnings;
@@ -242,6 +249,8 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   const verified = facts.state?.verify;
   // A bad event pruned since is no longer a problem of the archive.
   if (verified) facts.verifyBad = verified.bad.filter((b) => allTs.has(b.ts)).map((b) => ({ ...b, newest: b.ts === newest?.ts }));
+  const lost = latestContradiction(facts.state?.archived, scanned);
+  if (lost) facts.lostLatest = lost;
   facts.futureEvents.sort().reverse();
   if (newest) {
     const file = await statSize(fs, newest.path).catch(() => undefined);

@@ -110,6 +110,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const lastRun = family('rdb_archiver_last_run_timestamp_seconds', 'gauge', 'Unix time the last run (once or daemon tick) started; 0 if it never ran.');
   const lastSuccess = family('rdb_archiver_last_success_timestamp_seconds', 'gauge', 'Unix time the last successful run started; 0 if none succeeded yet.');
   const lastSnapshot = family('rdb_archiver_last_snapshot_timestamp_seconds', 'gauge', 'Time the snapshot archived last was taken (its source mtime, or when it was archived if that is earlier); 0 if there is none.');
+  const lostLatest = family('rdb_archiver_last_archived_missing', 'gauge', '1 if the event the state says was archived last lost its .rdb or archive record, so that restore latest refuses (older data is all that is left), else 0.');
   const lastSnapshotBytes = family('rdb_archiver_last_snapshot_bytes', 'gauge', 'Size in bytes of the newest archived snapshot (.rdb).');
   const duration = family('rdb_archiver_run_duration_seconds', 'gauge', 'How long the last run took.');
   const exitCode = family('rdb_archiver_last_run_exit_code', 'gauge', 'Exit code of the last run (0 ok, 75 retry later, other values failed).');
@@ -159,6 +160,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
     clockJumps.samples.push({ labels: { instance }, value: counters.clock_jumps ?? 0 });
     futureEvents.samples.push({ labels: { instance }, value: facts.futureEvents.length });
     lastSnapshotBytes.samples.push({ labels: { instance }, value: facts.newest?.bytes ?? 0 });
+    lostLatest.samples.push({ labels: { instance }, value: facts.lostLatest ? 1 : 0 });
     duration.samples.push({ labels: { instance }, value: (run?.durationMs ?? 0) / 1000 });
     if (run) exitCode.samples.push({ labels: { instance }, value: run.exitCode });
     const failure = lastFailureOf(facts);

@@ -143,6 +143,8 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
       ? `the source saved at ${new Date(src.mtimeMs!).toISOString()} is not archived yet after ${formatAge(Math.floor(lag.seconds))} (> max_lag ${formatDuration(thresholds.maxLagMs!)}): a host loss now loses it`
       : `recovery point lag of the newest event ${facts.state?.lag?.ts}: ${lag.seconds.toFixed(1)}s from save to durable (> max_lag ${formatDuration(thresholds.maxLagMs!)})`);
   }
+  // The newest backup is unreachable as "latest": restore latest refuses, and older data is all the archive offers.
+  if (facts.lostLatest) add(Nagios.CRITICAL, `${facts.lostLatest}; the next run archives the source again`);
 
   const age = facts.newest ? ageSeconds(facts.newest.ts, nowMs, facts.newest.archivedAt) : null;
   const warnS = Math.round(thresholds.warnAgeMs / 1000);
@@ -389,6 +391,8 @@ export interface StatusReport {
   lastRun: { at: string; result: string; exitCode: number; durationMs: number; error: string | null; ruleErrors: RuleErrorRecord[] } | null;
   lastSuccessAt: string | null;
   lastSnapshot: { ts: string; time: string; ageSeconds: number; bytes: number; sha256: string | null; archivedAt: string | null; path: string } | null;
+  /** Why the event the state says was archived last is no longer the archive's latest (restore latest refuses), or null. */
+  lostLatest: string | null;
   /** The source clock: the last jump seen (state) and what the archive shows now. */
   clock: { lastJump: (ClockJump & { text: string }) | null; problems: string[] };
   source: {
@@ -454,6 +458,7 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
         bytes: facts.newest.bytes, sha256: facts.newest.sha256 ?? null, archivedAt: facts.newest.archivedAt ?? null, path: facts.newest.path,
       }
       : null,
+    lostLatest: facts.lostLatest ?? null,
     clock: {
       lastJump: facts.state?.clock ? { ...facts.state.clock, text: clockJumpText(facts.state.clock, facts.source.path) } : null,
       problems: clockProblems(facts, nowMs),
@@ -517,6 +522,7 @@ export function statusText(r: StatusReport): string {
   if (f) lines.push(`last failure:   ${f.at} ${f.command} (exit ${f.exitCode})${f.error ? `: ${f.error}` : ''}${f.user ? `, as ${f.user}` : ''} [${f.recordedIn}]`);
   const s = r.lastSnapshot;
   lines.push(`last snapshot:  ${s ? `${s.ts} (${formatAge(s.ageSeconds)} ago, ${formatBytes(s.bytes)}${s.sha256 ? `, sha256 ${s.sha256.slice(0, 16)}…` : ''})` : 'none'}`);
+  if (r.lostLatest) lines.push(`latest:         LOST: ${r.lostLatest}`);
   for (const p of r.clock.problems) lines.push(`clock:          WARNING: ${p}`);
   if (r.clock.lastJump) lines.push(`clock:          last jump seen ${r.clock.lastJump.at}: ${r.clock.lastJump.text}`);
   const src = r.source;

@@ -35,7 +35,8 @@ export function ownerMismatchError(dir: string, ownerUid: number, runUid: number
   const runner = userName(runUid);
   return new OwnerMismatchError(dir,
     `${dir}: the archive belongs to ${owner}, but this run is ${runner}: files it wrote would belong to ${runner}, ` +
-    `and later runs as ${owner} could neither prune nor replace them. Nothing was written. ` +
+    `and later runs as ${owner} could neither prune nor replace them. Nothing was written into the archive ` +
+    `(the refusal is recorded for check, readable by ${runner} only). ` +
     `Run it as the archive's owner (sudo -u ${shortName(ownerUid)} rdb-archiver …), or pass --allow-owner-mismatch if you mean it`);
 }
 

@@ -104,6 +104,17 @@ export function errorReport(err: unknown): ErrorReport {
 }
 
 /**
+ * Marks a report failed by `err` (status, error, exit code from one place)
+ * and logs it: restore, restore --from and the once cycle share it.
+ */
+export function markFailed(report: { status: string; error?: ErrorReport; exitCode: ExitCodeValue }, err: unknown, log: Log, message: string): void {
+  report.status = 'failed';
+  report.error = errorReport(err);
+  report.exitCode = report.error.exitCode as ExitCodeValue;
+  log.error({ err: report.error.message, kind: report.error.kind }, message);
+}
+
+/**
  * Incomplete events (companions without their .rdb: a run that failed or was
  * killed half-way) are deleted by retention, under the lock, but only when
  * every file of theirs was last modified before `cutoffMs`: older than this
@@ -245,16 +256,19 @@ async function scanAll(deps: CycleDeps, instance: InstanceConfig): Promise<{ sca
 
 /**
  * Item 14: the files of the event last archived are still there (a cheap
- * lstat of its .rdb and sidecar in each folder, no hashing). The names of the
+ * lstat of its .rdb, sidecar and archive record in each folder, no hashing). The names of the
  * folders and files that are gone; empty when all are present.
  */
 async function missingArchivedFiles(deps: CycleDeps, instance: InstanceConfig, state: State): Promise<string[]> {
   const ts = state.archived ? parseTimestamp(state.archived.ts) : undefined;
   if (!ts) return [];
   const gone: string[] = [];
+  // Its archive record too: without it the event ranks below older ones, and `restore latest` refuses.
+  const seq = state.archived!.seq;
+  const recorded = typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 1 && seq <= MAX_SEQ;
   for (const rule of instance.rules) {
-    for (const kind of ['rdb', 'sha256'] as const) {
-      const path = join(ruleDir(instance, rule), eventFileName(kind, ts));
+    for (const kind of recorded ? (['rdb', 'sha256', 'meta'] as const) : (['rdb', 'sha256'] as const)) {
+      const path = join(ruleDir(instance, rule), eventFileName(kind, ts, seq));
       // (a folder that cannot be looked at counts as missing it: the worker then reports that folder)
       const info = await lstatIfExists(deps.fs, path).catch(() => undefined);
       if (!info || info.kind !== 'file') gone.push(path);
@@ -404,19 +418,18 @@ export async function runOnce(
   };
 
   const recordFailure = (state: State, err: unknown) => {
-    report.status = 'failed';
-    report.error = errorReport(err);
+    markFailed(report, err, log, 'run failed');
     // A rule folder that failed before this error is the first cause (a dying disk
     // fails one call after another): it is the one reported; this one is said too.
-    if (report.ruleErrors.length > 0) {
-      report.warnings.push(`then the run stopped: ${report.error.message}`);
-      report.error = report.ruleErrors[0];
+    const first = report.ruleErrors[0];
+    if (first) {
+      report.warnings.push(`then the run stopped: ${report.error!.message}`);
+      report.error = first;
+      report.exitCode = first.exitCode as ExitCodeValue;
     }
-    report.exitCode = report.error!.exitCode as ExitCodeValue;
     if (err instanceof InvalidSnapshotError && pendingJob) {
       state.rejected = { identity: pendingJob.identity, reason: err.reason, at: new Date().toISOString() };
     }
-    log.error({ err: errorReport(err).message, kind: errorReport(err).kind }, 'run failed');
   };
 
   let pendingJob: SnapshotJob | undefined;

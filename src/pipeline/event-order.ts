@@ -54,3 +54,45 @@ export function latestArchived<T extends Ordered>(events: Iterable<T>): T | unde
   for (const e of events) if (best === undefined || newestArchivedFirst(e, best) < 0) best = e;
   return best;
 }
+
+/** What the state file says was archived last (state.archived). */
+export interface StateLatest {
+  ts: string;
+  /** Absent in a state written before archive records existed. */
+  seq?: number;
+  /** Rule folders that could not take the event when it was archived. */
+  missingIn?: string[];
+}
+
+/** A rule folder's events, as scanned: every record's seq, and which files each event has. */
+export interface ScannedFolder {
+  rule: string;
+  events: ReadonlyArray<Ordered & { seqs?: number[]; kinds: readonly string[] }>;
+}
+
+/**
+ * Cross-checks the archive's "latest" with the state file: the event the state
+ * says was archived last must be the latest complete event of `folders`, or
+ * something archived after it (a higher seq: a run that saved no state yet).
+ * Otherwise "latest" would be older data: that event lost its .rdb or its
+ * archive record (deleted by hand), or another event claims its place.
+ * Returns why, or undefined when they agree or cannot tell: no state, a state
+ * without seq whose event is present, or only folders the event never reached
+ * (missingIn).
+ */
+export function latestContradiction(archived: StateLatest | undefined, folders: readonly ScannedFolder[]): string | undefined {
+  if (!archived) return undefined;
+  if (folders.length > 0 && folders.every((f) => archived.missingIn?.includes(f.rule))) return undefined;
+  const events = folders.flatMap((f) => f.events.filter((e) => e.kinds.includes('rdb')));
+  const latest = latestArchived(events);
+  if (latest && latest.ts === archived.ts) return undefined;
+  if (latest && archived.seq !== undefined && (latest.seq ?? 0) > archived.seq) return undefined;
+  const holders = events.filter((e) => e.ts === archived.ts);
+  if (archived.seq === undefined && holders.length > 0) return undefined;
+  const seqText = archived.seq === undefined ? '' : ` (seq ${archived.seq})`;
+  const why = holders.length === 0 ? `its .rdb (dump-${archived.ts}.rdb) is missing`
+    : !holders.some((e) => e.seqs?.includes(archived.seq!)) ? `its archive record dump-${archived.ts}.seq${archived.seq}.json is missing (deleted by hand?)`
+    : `another event (${latest!.ts}) claims a sequence number as high as its own`;
+  const instead = latest ? `the newest event left, ${latest.ts}${latest.seq === undefined ? '' : ` (seq ${latest.seq})`}, was archived before it` : 'no event is left';
+  return `the event archived last, ${archived.ts}${seqText}, ${why}: ${instead}`;
+}

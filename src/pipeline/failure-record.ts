@@ -15,7 +15,10 @@
  *
  * The file is 0644 in a 0755 folder so that a monitoring user can read it; it
  * holds what the state's lastRun holds (times, exit code, error message), no
- * secrets. The next run that can write the state takes it in (state
+ * secrets. Except a run refused because it ran as another user than the
+ * archive's owner (exit 77): it wrote nothing into the archive and keeps its
+ * record to itself (0600); a reader that cannot read it still sees that it
+ * exists (owner, mtime), so the refusal is not silent. The next run that can write the state takes it in (state
  * lastFailure and the runs_failed counter) and removes it. Readers trust a record only for
  * the state path it names, and (in the shared /var/tmp) only in a folder and
  * file owned by the uid in the folder's name: a planted record could at worst
@@ -28,9 +31,15 @@ import type { FileInfo, FileSystem } from '../core/fs.js';
 import { ensureDir, errorCode, replaceFileAtomic, unlinkIfExists } from '../core/fs.js';
 import type { Log } from '../core/log.js';
 import { bumpCounter, type State } from './state.js';
+import { ExitCode } from '../core/errors.js';
+import { userName } from '../core/trust.js';
 
 export const FAILURE_FILE = 'last-failure.json';
 const RECORD_MODE = 0o644;
+/** The record of a run refused for an owner mismatch: readable by the refused user only. */
+const PRIVATE_RECORD_MODE = 0o600;
+/** The kind of OwnerMismatchError (core/errors.ts), whose record is private. */
+const PRIVATE_KIND = 'owner-mismatch';
 const FALLBACK_DIR_MODE = 0o755;
 /** Records are a few hundred bytes; anything bigger was not written by us. */
 const MAX_RECORD_BYTES = 64 * 1024;
@@ -162,6 +171,7 @@ export async function writeFailureRecord(fs: FileSystem, log: Log, instance: Ins
     return Buffer.from(JSON.stringify({ ...record, count: (earlier?.count ?? 0) + 1 }) + '\n');
   };
   const problems: string[] = [];
+  const mode = record.kind === PRIVATE_KIND ? PRIVATE_RECORD_MODE : RECORD_MODE;
   const primary = primaryRecordPath(instance);
   const uid = euid();
   // Never a file of ours in another user's state folder (a run refused for an owner mismatch
@@ -169,7 +179,7 @@ export async function writeFailureRecord(fs: FileSystem, log: Log, instance: Ins
   const stateDir = await fs.lstat(dirname(primary)).catch(() => undefined);
   if (stateDir && stateDir.kind === 'dir' && stateDir.uid === uid) {
     try {
-      await replaceFileAtomic(fs, primary, await dataFor(primary), RECORD_MODE);
+      await replaceFileAtomic(fs, primary, await dataFor(primary), mode);
       return primary;
     } catch (err) {
       problems.push(`${primary}: ${err instanceof Error ? err.message : String(err)}`);
@@ -180,7 +190,7 @@ export async function writeFailureRecord(fs: FileSystem, log: Log, instance: Ins
   try {
     const dir = await prepareFallbackDir(fs, instance, uid);
     const path = join(dir, fallbackFileName(instance));
-    await replaceFileAtomic(fs, path, await dataFor(path), RECORD_MODE);
+    await replaceFileAtomic(fs, path, await dataFor(path), mode);
     log.warn({ path, tried: problems }, 'failure recorded outside the state folder, which could not take it');
     return path;
   } catch (err) {
@@ -266,11 +276,28 @@ export async function readFailureRecord(fs: FileSystem, instance: InstanceConfig
         const dir = await fs.lstat(dirname(c.path));
         if (!isOwnFallbackDir(dir, c.dirUid)) continue;
       }
-      const record = await readRecordFile(fs, c.path, instance.statePath, c.ownerUid);
+      const record = await readRecordFile(fs, c.path, instance.statePath, c.ownerUid)
+        .catch((err) => (errorCode(err) === 'EACCES' && c.ownerUid !== undefined ? unreadableRecord(fs, instance, c.path, c.ownerUid) : Promise.reject(err)));
       if (record && (!newest || record.at > newest.record.at)) newest = { record, path: c.path };
     } catch {
       // ENOENT (no such folder), EACCES: nothing to read there
     }
   }
   return newest;
+}
+
+/**
+ * A record in `uid`'s own fallback folder that this user may not read: only
+ * the private record of an owner-mismatch refusal is (exit 77). What its
+ * metadata proves stands in for it: that user's run failed at its mtime.
+ */
+async function unreadableRecord(fs: FileSystem, instance: InstanceConfig, path: string, uid: number): Promise<FailureRecord | undefined> {
+  const info = await fs.lstat(path);
+  if (info.kind !== 'file' || info.uid !== uid || info.size > MAX_RECORD_BYTES) return undefined;
+  const user = userName(uid);
+  return {
+    version: 1, instance: instance.name, statePath: instance.statePath, command: 'once', at: new Date(info.mtimeMs).toISOString(),
+    exitCode: ExitCode.PERMISSION, kind: PRIVATE_KIND, user, pid: 0, count: 1,
+    error: `a run as ${user} was refused (it is not the archive's owner; its record is readable by ${user} only: run check as ${user}, or see its log)`,
+  };
 }

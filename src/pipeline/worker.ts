@@ -761,7 +761,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
     }
     const nodesSha = nodes?.sha256;
     const ts = choice.ts;
-    const seq = choice.existing.reduce<number | undefined>((max, e) => (e?.seq !== undefined && (max === undefined || e.seq > max) ? e.seq : max), undefined) ?? target.seq;
+    const seq = eventSeq(choice, target, warnings, log);
     const record: ArchiveRecord = {
       format: 1,
       seq,
@@ -782,7 +782,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
     companions.push({ kind: 'meta', data: Buffer.from(archiveRecordText(record)) });
 
     await quarantineFiles(fs, log, instance, choice.corrupt, warnings);
-    const published = await publishEvent(ctx, slots, dead, fail, ts, seq, companions, copied?.temp, choice, temps, warnings);
+    const published = await publishEvent(ctx, slots, dead, fail, ts, seq, seq === target.seq, companions, copied?.temp, choice, temps, warnings);
     if (published.holding.length === 0) throw failedAll();
 
     const files: Record<string, string[]> = {};
@@ -811,6 +811,25 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
   }
 }
 
+/**
+ * The event's archive sequence number. An existing event keeps the number of
+ * its record only when that is the archive's newest (a re-run after a crash,
+ * --force on an unchanged source): a record below it was not written for this
+ * snapshot (planted, or copied by hand), and adopting it would rank what is
+ * being archived now below older events, so `restore latest` would give older
+ * data. Such an event gets the next number, with a warning.
+ */
+function eventSeq(choice: EventChoice, target: ArchiveTarget, warnings: string[], log: Log): number {
+  const existing = choice.existing.reduce<number | undefined>((max, e) => (e?.seq !== undefined && (max === undefined || e.seq > max) ? e.seq : max), undefined);
+  if (existing === undefined) return target.seq;
+  if (existing >= target.seq - 1) return existing;
+  const w = `event ${choice.ts} already had an archive record with seq ${existing}, below the archive's newest (${target.seq - 1}): ` +
+    `not written for this snapshot by rdb-archiver (planted, or copied by hand), so not trusted; the event gets seq ${target.seq}`;
+  warnings.push(w);
+  log.warn({ ts: choice.ts, seq: existing }, w);
+  return target.seq;
+}
+
 const PUBLISH_ORDER = ['nodes', 'sha256', 'meta', 'rdb'] as const;
 
 /**
@@ -830,6 +849,8 @@ async function publishEvent(
   fail: (folder: Slot, error: unknown) => void,
   ts: Timestamp,
   seq: number,
+  /** A number no record of this event has yet: every folder gets the record, whatever other records it holds. */
+  freshSeq: boolean,
   companions: Companion[],
   rdbTemp: string | undefined,
   choice: EventChoice,
@@ -856,7 +877,7 @@ async function publishEvent(
   const firstCopy = new Map<EventFileKind, string>();
   for (const [i, slot] of slots.entries()) {
     if (dead.has(slot.dir)) continue;
-    const seqs = choice.existing[i]?.seqs ?? [];
+    const seqs = freshSeq ? [] : (choice.existing[i]?.seqs ?? []);
     const have = new Set<EventFileKind>();
     try {
       for (const kind of PUBLISH_ORDER) {

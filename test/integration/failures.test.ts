@@ -145,11 +145,17 @@ describe('a run that fails before it can write its state', () => {
       return [...(st.uid === 0 ? [p] : []), ...(st.isDirectory() ? rootOwned(p) : [])];
     });
     expect(rootOwned(env.archive)).toEqual([]);
+    expect(refused.stdout + refused.stderr).toContain('Nothing was written into the archive (the refusal is recorded for check, readable by root (uid 0) only)');
+    // Its record is root's alone (0600): check as the archive's user cannot read it, but sees that it exists.
     const check = await runAs(NOBODY, ['check', '-c', env.config]);
     expect(check.code, check.stdout).toBe(2);
-    const m = /last once at \S+ failed \(exit 77: .*\); the state file could not record it \(recorded in (\/var\/tmp\/rdb-archiver-0\/default-[0-9a-f]{16}\.json)\)/.exec(check.stdout);
+    const m = /last once at \S+ failed \(exit 77: a run as root \(uid 0\) was refused .*\); the state file could not record it \(recorded in (\/var\/tmp\/rdb-archiver-0\/default-[0-9a-f]{16}\.json)\)/.exec(check.stdout);
     expect(m, check.stdout).not.toBeNull();
     outside.push(m![1]!);
+    expect(statSync(m![1]!).mode & 0o777).toBe(0o600);
+    // Root's check reads it in full.
+    const asRoot = await runCli(['check', '-c', env.config]);
+    expect(asRoot.stdout).toMatch(/last once at \S+ failed \(exit 77: .*the archive belongs to nobody/);
   });
 
   asNobody('monitor.failure_dir replaces the default fallback folder; a failed prune is recorded too', async () => {
