@@ -758,9 +758,14 @@ export function verifyText(report: VerifyReport, opts?: TextOptions): string {
 // Commands
 
 /** Discovers and scans every instance's folders; a --rule that names no folder anywhere is a usage error (exit 2). */
-export async function scanInstances(fs: FileSystem, instances: readonly InstanceConfig[], ruleName: string | undefined): Promise<Array<Awaited<ReturnType<typeof scanArchive>>>> {
+export async function scanInstances(
+  fs: FileSystem,
+  instances: readonly InstanceConfig[],
+  ruleName: string | undefined,
+  options: { skipUnreadable?: boolean } = {},
+): Promise<Array<Awaited<ReturnType<typeof scanArchive>>>> {
   const all = [];
-  for (const instance of instances) all.push(await scanArchive(fs, instance, ruleName));
+  for (const instance of instances) all.push(await scanArchive(fs, instance, ruleName, options));
   checkFolderNamed(ruleName, all.map((a) => a.names));
   return all;
 }

@@ -640,7 +640,7 @@ export function registerRestoreCommand(program: Command): void {
         throw new ConfigError(ctx.config.file, '--instance', `restore works on one instance: add --instance NAME (instances: ${ctx.config.instances.map((i) => i.name).join(', ')})`);
       }
       const which = tsText === 'latest' ? 'latest' : parseTsArgument(tsText);
-      await scanInstances(ctx.fs, ctx.config.instances, opts.rule); // a --rule that names no folder: exit 2
+      await scanInstances(ctx.fs, ctx.config.instances, opts.rule, { skipUnreadable: true }); // a --rule that names no folder: exit 2
       const instance = ctx.config.instances[0]!;
       const report = await restoreEvent(ctx.fs, ctx.log, instance, { which, to: opts.to, nodesTo: opts.nodesTo, rule: opts.rule, force: opts.force === true, fallback: opts.fallback === true });
       printResults(ctx, [{ instance: instance.name, report }], restoreJson, restoreText);

@@ -67,7 +67,12 @@ describe('the newest event\'s archive record deleted by hand', () => {
     expect((await runCli(['prune', '-c', env.config])).code).toBe(0); // writes the metrics textfile
     expect(metric(prom, 'rdb_archiver_last_archived_missing')).toBe(1);
 
-    // Naming an event is an explicit choice: it restores.
+    // Naming an event, or --fallback, is an explicit choice: it restores the older event.
+    const fallback = await restoreLatest(env, out, ['--fallback']);
+    expect(fallback.code, fallback.stderr).toBe(0);
+    expect(jsonOf<RestoreJson>(fallback).ts).toBe(TS1);
+    expect(jsonOf<RestoreJson>(fallback).warnings.join('\n')).toContain('--fallback: the event archived last');
+    rmSync(join(out, 'dump.rdb'));
     const named = await runCli(['restore', TS1, '--to', out, '--json', '-c', env.config]);
     expect(named.code, named.stderr).toBe(0);
     rmSync(join(out, 'dump.rdb'));
@@ -95,7 +100,7 @@ describe('the newest event\'s archive record deleted by hand', () => {
 });
 
 describe('restore checks the archive record\'s sha256, as verify does', () => {
-  it('an .rdb and its sidecar replaced together by other valid content: refused (65), nothing written', async () => {
+  it('an .rdb and its sidecar replaced together by other valid content: refused (65; latest: 79), nothing written', async () => {
     const { env, out } = await twoEvents();
     // Other content that passes the RDB check, with a sidecar that matches it (hard links: both folders change).
     const other = join(env.root, 'other.rdb');
@@ -107,9 +112,13 @@ describe('restore checks the archive record\'s sha256, as verify does', () => {
       unlinkSync(join(dir, `dump-${TS2}.sha256`));
       writeFileSync(join(dir, `dump-${TS2}.sha256`), `${planted.sha256}  dump-${TS2}.rdb\n`, { mode: 0o600 });
     }
-    const r = await restoreLatest(env, out);
-    expect(r.code, r.stdout).toBe(65);
-    expect(jsonOf<RestoreJson>(r).error!.message).toContain(`sha256 mismatch: dump-${TS2}.rdb: dump-${TS2}.seq2.json says`);
+    const named = await runCli(['restore', TS2, '--to', out, '--json', '-c', env.config]);
+    expect(named.code, named.stdout).toBe(65);
+    expect(jsonOf<RestoreJson>(named).error!.message).toContain(`sha256 mismatch: dump-${TS2}.rdb: dump-${TS2}.seq2.json says`);
+    // latest: the newest event is bad, and the message names the newest good one (exit 79, see restore --fallback).
+    const latest = await restoreLatest(env, out);
+    expect(latest.code, latest.stdout).toBe(79);
+    expect(jsonOf<RestoreJson>(latest).error!.message).toContain(`sha256 mismatch: dump-${TS2}.rdb: dump-${TS2}.seq2.json says`);
     expect(readdirSync(out)).toEqual([]);
   });
 });
