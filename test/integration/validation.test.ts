@@ -19,7 +19,7 @@ interface OnceJson {
 
 interface StateJson {
   archived?: { ts: string; identity: { dev: string; ino: string; size: number; mtimeNs: string } };
-  rejected?: { identity: { dev: string; ino: string; size: number; mtimeNs: string }; reason: string; at: string };
+  rejected?: { identity: { dev: string; ino: string; size: number; mtimeNs: string; ctimeNs?: string }; reason: string; at: string };
   lastRun?: { exitCode: number; result: string };
 }
 
@@ -35,7 +35,7 @@ function writeBytes(path: string, bytes: Uint8Array, mtime: Date): void {
 
 function identityOf(path: string) {
   const s = statSync(path, { bigint: true });
-  return { dev: s.dev.toString(), ino: s.ino.toString(), size: Number(s.size), mtimeNs: s.mtimeNs.toString() };
+  return { dev: s.dev.toString(), ino: s.ino.toString(), size: Number(s.size), mtimeNs: s.mtimeNs.toString(), ctimeNs: s.ctimeNs.toString() };
 }
 
 /** An archive with two good events in `last` (count 2) and `daily`. */
