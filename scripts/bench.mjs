@@ -4,7 +4,8 @@
 //
 //   BENCH_QUICK=1 npm run bench    smoke variant: smaller sizes, fewer runs
 //   BENCH_KEEP=1                   keep the generated data in .bench/ afterwards
-//   BENCH_ONLY=archive,prune       run only some rows (names as in the table)
+//   BENCH_ONLY=archive,prune       run only some rows (names as in the table;
+//                                  `upload` = the upload-1g row and the 2 GiB push's peak RSS)
 //
 // Every figure is the median of several runs; every ratio is against a
 // reference command measured in the same run, with our runs and the
@@ -316,7 +317,7 @@ async function benchPull(source) {
  * endpoint dead, outside the timed region); each run then pushes it to a
  * fresh remote (its own prefix), so every run uploads the whole file.
  */
-async function benchUpload(source) {
+async function benchUpload(source, rssSource) {
   const aws = ['/usr/bin/aws', 'aws'].find((c) => spawnSync(c, ['--version']).status === 0);
   if (!aws) throw new Error('upload-1g needs awscli (apt-get install awscli)');
   const dir = freshDir(join(BENCH, 'upload'));
@@ -375,6 +376,21 @@ async function benchUpload(source) {
       runs: { ours, ref },
     });
     extra.push(`upload-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}: peak RSS of \`push\` ${oursRss.map(fmtSize).join(', ')} (default part_size 64 MiB × concurrency 4, plus the part being read); \`aws s3 cp\` ${refRss.map(fmtSize).join(', ')}. The upload includes the HEAD checks, the manifest and the remote's retention listing.`);
+    // The memory bound does not grow with the event: one push of a bigger event (RSS only).
+    const rssArch = join(dir, 'arch-rss');
+    const rssCfg = join(dir, 'config-rss.yaml');
+    const writeRssCfg = (endpoint) => {
+      yamlConfig(rssCfg, { source: rssSource.path, archive: rssArch, rules: [{ name: 'all', count: 1 }] });
+      writeFileSync(rssCfg, `${readFileSync(rssCfg, 'utf8')}remotes:\n  - { name: rss, type: s3, bucket: ${bucket}, prefix: rss/, endpoint: "${endpoint}", force_path_style: true, timeout: 1h }\n`);
+    };
+    writeRssCfg('http://127.0.0.1:9');
+    mkdirSync(rssArch);
+    run(process.execPath, [CLI, 'once', '-c', rssCfg, '--log-level', 'silent'], { allowFail: true });
+    writeRssCfg(`http://127.0.0.1:${port}`);
+    syncAll();
+    const big = runWithRss(process.execPath, [CLI, 'push', '--remote', 'rss', '-c', rssCfg, '--log-level', 'warn']);
+    extra.push(`upload-rss: peak RSS of \`push\` of a ${fmtSize(rssSource.size)} event: ${fmtSize(big.rssBytes)} (one run, ${ms(big.wall)}); the ${fmtSize(BIG)} event above: ${fmtSize(median(oursRss))}.`);
+    rmSync(rssArch, { recursive: true, force: true });
   } finally {
     server.kill('SIGTERM');
   }
@@ -891,7 +907,12 @@ async function main() {
       } else notes.push('walk-5m-keys: not run (redis-server and redis-cli are needed to write the dump)');
     }
     if (want('verify') && archived) benchVerify(archived.cfg, archived.arch);
-    if (want('upload')) await benchUpload(await dump(BIG));
+    if (want('upload')) {
+      const rssSize = QUICK ? 512 * MiB : 2 * GiB;
+      const rssSource = { size: rssSize, path: await dump(rssSize) };
+      await benchUpload(await dump(BIG), rssSource);
+      rmSync(rssSource.path, { force: true });
+    }
     if (want('upload-codec')) {
       const shaped = join(DATA, `dump-shaped-${BIG}.rdb`);
       if (!existsSync(shaped)) {

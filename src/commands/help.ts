@@ -53,7 +53,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
   once: {
     examples: [
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed since the last run, then apply retention'],
-      ['rdb-archiver once --dry-run', 'show what would be archived and deleted; write nothing'],
+      ['rdb-archiver once --dry-run', 'show what would be archived and deleted, and uploaded and deleted off-site; write nothing'],
     ],
     exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL,
       [OFFSITE, 'archived locally, but an off-site copy is still pending (a remote failed or is in backoff), or remote retention failed'], PERMISSION, SOURCE_AUTH],

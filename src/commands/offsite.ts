@@ -81,6 +81,10 @@ interface PushReport {
 export function remoteRunLines(reports: readonly RemoteRunReport[]): string[] {
   const lines: string[] = [];
   for (const r of reports) {
+    if (r.status === 'planned') {
+      lines.push(...plannedLines(r));
+      continue;
+    }
     const parts = [`off-site ${r.remote}: ${r.status}`];
     if (r.uploaded.length > 0) parts.push(`uploaded ${r.uploaded.join(', ')} (${formatBytes(r.bytesUploaded)})`);
     if (r.pending.length > 0) parts.push(`${r.pending.length} pending (oldest ${r.pending[0]})`);
@@ -97,6 +101,21 @@ export function remoteRunLines(reports: readonly RemoteRunReport[]): string[] {
     }
     for (const w of r.warnings) lines.push(`  warning: ${w}`);
   }
+  return lines;
+}
+
+/** A dry run's off-site plan: what the real run would upload, then delete at the remote. */
+function plannedLines(r: RemoteRunReport): string[] {
+  const lines = [`off-site ${r.remote} plan (dry run: nothing uploaded or deleted): would upload ${r.pending.join(', ')}`];
+  const p = r.retention;
+  if (p) {
+    lines.push(`  remote retention plan: keep ${p.kept.length}, would delete ${p.deleted.length}${p.refused.length ? `, would keep ${p.refused.length} it cannot delete` : ''}${p.incompleteRemoved.length ? `, would remove ${p.incompleteRemoved.length} incomplete` : ''}${p.uploadsAborted ? `, would abort ${p.uploadsAborted} stale multipart upload${p.uploadsAborted === 1 ? '' : 's'}` : ''}`);
+    for (const d of p.kept) lines.push(`    keep    ${d.ts}  ${d.reason}`);
+    for (const d of p.deleted) lines.push(`    delete  ${d.ts}  ${d.reason}`);
+    for (const d of p.refused) lines.push(`    kept    ${d.ts}  ${d.reason}`);
+    for (const e of p.errors) lines.push(`    error: ${e.message}`);
+  }
+  if (r.error && !p?.errors.length) lines.push(`  error: ${r.error.message}`);
   return lines;
 }
 

@@ -19,9 +19,10 @@ import { errorReport, type ErrorReport, type RuleReport } from '../pipeline/cycl
 import { RemoteError } from '../core/errors.js';
 import { planRetention, type Decision } from '../pipeline/retention.js';
 import type { Timestamp } from '../core/timestamp.js';
-import { parseRemoteName, staleIncomplete, type RemoteEvent } from '../targets/manifest.js';
+import { parseRemoteName, staleIncomplete, staleUploads, type RemoteEvent } from '../targets/manifest.js';
 import type { S3Target } from '../targets/s3.js';
 import { retentionInput } from '../targets/target.js';
+import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import { readManifest } from './upload.js';
 
 export interface RemotePlan {
@@ -75,7 +76,14 @@ export async function pruneRemote(
   target: S3Target,
   remote: RemoteConfig,
   timeZone: string,
-  options: { dryRun: boolean; protect?: Timestamp; nowMs?: number; signal?: AbortSignal },
+  options: {
+    dryRun: boolean;
+    protect?: Timestamp;
+    nowMs?: number;
+    signal?: AbortSignal;
+    /** Dry run of `once`: events the real run would upload first, planned as if complete at the remote. */
+    uploading?: readonly RemoteEvent[];
+  },
 ): Promise<RemotePruneReport> {
   const report: RemotePruneReport = {
     remote: remote.name, dryRun: options.dryRun, rules: {}, kept: [], deleted: [], refused: [], incompleteRemoved: [], uploadsAborted: 0, uploadsUnsupported: false, errors: [],
@@ -84,6 +92,11 @@ export async function pruneRemote(
   let events: RemoteEvent[];
   try {
     events = await target.listEvents(options.signal);
+    if (options.uploading?.length) {
+      const listed = new Set(events.filter((e) => e.complete).map((e) => e.ts));
+      const added = options.uploading.filter((u) => !listed.has(u.ts));
+      events = sortNewestArchivedFirst([...events.filter((e) => !added.some((u) => u.ts === e.ts)), ...added]);
+    }
   } catch (err) {
     report.errors.push(errorReport(err)); // no listing: no deletion
     return report;
@@ -100,6 +113,10 @@ export async function pruneRemote(
       continue;
     }
     const event = byTs.get(decision.ts)!;
+    if (options.dryRun && options.uploading?.some((u) => u.ts === decision.ts)) {
+      report.deleted.push({ ts: decision.ts, reason: `${decision.reason} (uploaded first by this run)` });
+      continue;
+    }
     try {
       const manifest = await readManifest(target, event, options.signal);
       if (!manifest || 'error' in manifest) {
@@ -157,8 +174,7 @@ export async function pruneRemote(
     const uploads = await target.listUploads(options.signal);
     if (uploads === 'unsupported') report.uploadsUnsupported = true;
     else {
-      for (const u of uploads) {
-        if (nowMs - u.initiatedMs < remote.incompleteGraceMs) continue;
+      for (const u of staleUploads(uploads, remote.prefix, nowMs, remote.incompleteGraceMs)) {
         if (!options.dryRun && !(await target.abortUpload(u.key, u.uploadId))) continue;
         report.uploadsAborted += 1;
       }

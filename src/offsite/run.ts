@@ -26,7 +26,8 @@ import {
 } from './state.js';
 import { uploadEvent } from './upload.js';
 
-export type RemoteRunStatus = 'idle' | 'uploaded' | 'pending' | 'backoff' | 'busy' | 'failed';
+/** 'planned': a dry run (`once --dry-run`) that only says what a real run would do. */
+export type RemoteRunStatus = 'idle' | 'uploaded' | 'pending' | 'backoff' | 'busy' | 'failed' | 'planned';
 
 export interface RemoteRunReport {
   remote: string;
@@ -221,4 +222,49 @@ async function runRemote(
     target?.close();
     await lock.release().catch((e: unknown) => deps.log.warn({ err: String((e as Error)?.message ?? e) }, 'could not release the remote lock'));
   }
+}
+
+/**
+ * `once --dry-run`: what a real run would do off-site, per remote. Uploads
+ * nothing and deletes nothing. The real run uploads the pending events (plus
+ * `pretend`, the snapshot the dry run would archive), unless the remote is in
+ * its backoff, and then applies the remote's retention: planned here over
+ * the remote's listing with those events added as if complete. With nothing
+ * to upload the real run does not touch the remote, and neither does this.
+ */
+export async function planOffsite(deps: OffsiteDeps, instance: InstanceConfig, pretend: { ts: Timestamp; seq: number } | undefined): Promise<OffsiteReport> {
+  const reports: RemoteRunReport[] = [];
+  if (instance.remotes.length === 0) return { remotes: reports, exitCode: ExitCode.OK };
+  const { state } = await loadState(deps.fs, instance.statePath);
+  const queue = state.offsite?.queue ?? [];
+  for (const remote of instance.remotes) {
+    const report: RemoteRunReport = { remote: remote.name, status: 'idle', uploaded: [], pending: [], lost: [], bytesUploaded: 0, warnings: [] };
+    reports.push(report);
+    try {
+      const { state: rs } = await loadRemoteState(deps.fs, remoteStatePath(instance, remote));
+      const pending: Array<{ ts: Timestamp; seq?: number }> = pendingFor(queue, rs);
+      if (pretend && !pending.some((p) => p.ts === pretend.ts)) pending.push(pretend);
+      report.pending = pending.map((p) => p.ts);
+      if (pending.length === 0) continue;
+      if (inBackoff(rs, Date.now())) {
+        report.status = 'backoff';
+        report.nextAttemptAt = rs.nextAttemptAt;
+        continue;
+      }
+      report.status = 'planned';
+      const uploading = pending.map((p) => ({ ts: p.ts, ...(p.seq === undefined ? {} : { seq: p.seq }), complete: true, names: [], objects: [], bytes: 0, modifiedMs: Date.now() }));
+      const target = await S3Target.open(remote);
+      try {
+        const protect = (pretend?.ts ?? state.archived?.ts) as Timestamp | undefined;
+        report.retention = await pruneRemote(target, remote, instance.timezone, { dryRun: true, protect, uploading, signal: deps.signal });
+      } finally {
+        target.close();
+      }
+      if (report.retention.errors[0]) report.error = report.retention.errors[0];
+    } catch (err) {
+      report.status = 'failed';
+      report.error = errorReport(err);
+    }
+  }
+  return { remotes: reports, exitCode: exitCodeOf(reports.map((r) => ({ ...r, pending: r.error ? r.pending : [] }))) };
 }

@@ -42,7 +42,7 @@ export function ownerMismatchError(dir: string, ownerUid: number, runUid: number
 
 /** Pure: the warning when the archive and the source share one filesystem. */
 export function sameFilesystemWarning(archiveDir: string, source: string): string {
-  return `the archive ${archiveDir} is on the same filesystem as the source ${source}: it protects against mistakes, not against losing that disk; ship it off the disk too (hooks.after_archive)`;
+  return `the archive ${archiveDir} is on the same filesystem as the source ${source}: it protects against mistakes, not against losing that disk; copy it off the host too (remotes:, README "Off-site copies")`;
 }
 
 /**

@@ -14,7 +14,8 @@ import { JobQueue } from './queue.js';
 import { eventsHoldingSource } from './current-content.js';
 import { FUTURE_TOLERANCE_MS, latestArchived } from './event-order.js';
 import { lstatIfExists } from '../core/fs.js';
-import { applyPlan, planRetention, scanFolder, scanWarnings, type Decision, type FolderEvent, type FolderScan } from './retention.js';
+import { LocalFolderTarget } from '../targets/local.js';
+import { planRetention, scanFolder, scanWarnings, type Decision, type FolderEvent, type FolderScan } from './retention.js';
 import { runCycleHooks, runPruneHooks } from '../ops/hooks.js';
 import { bumpCounter, loadState, recordLag, saveState, type ClockJump, type RuleErrorRecord, type State } from './state.js';
 import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writeFailureRecord, type FailedCommand, type FoundRecord } from './failure-record.js';
@@ -23,7 +24,7 @@ import { MAX_SEQ, type Timestamp, eventFileName, parseTimestamp, timestampFromMs
 import { jobKey, pollOnce, type ChangeReason, type Detection, type SnapshotJob } from './watcher.js';
 import { archiveSnapshot, type ArchiveTarget, type FolderFailure, type NodesChange, type SnapshotResult } from './worker.js';
 import { queueForRemotes, settleRemoteQueue } from '../offsite/queue.js';
-import { runOffsite, type RemoteRunReport } from '../offsite/run.js';
+import { planOffsite, runOffsite, type RemoteRunReport } from '../offsite/run.js';
 import { writeArchiveIndex } from './archive-index.js';
 import { badEventText, runScheduledVerify, type VerifyRecord } from './scheduled-verify.js';
 
@@ -155,7 +156,8 @@ export async function pruneAll(
   for (const rule of instance.rules) {
     const dir = ruleDir(instance, rule);
     try {
-      const scan = await scanFolder(deps.fs, dir);
+      const folder = new LocalFolderTarget(deps.fs, dir);
+      const scan = await folder.scan();
       for (const warning of scanWarnings(scan)) {
         warnings.push(warning);
         deps.log.warn({ rule: rule.name, dir, foreign: scan.foreign?.length ?? 0 }, warning);
@@ -170,7 +172,7 @@ export async function pruneAll(
       for (const ts of fresh) plan.keep.push({ ts, reason: 'incomplete event (no .rdb) modified during this run: left for a later run' });
       retention[rule.name] = plan;
       if (options.dryRun) continue;
-      const applied = await applyPlan(deps.fs, scan, plan);
+      const applied = await folder.applyRetention(scan, plan);
       for (const path of applied.skipped) deps.log.warn({ path, rule: rule.name }, 'left alone: not a regular file owned by this user');
       if (applied.deleted.length > 0 || applied.tempsRemoved.length > 0) {
         deps.log.info({ rule: rule.name, deleted: applied.deleted, tempsRemoved: applied.tempsRemoved.length }, 'pruned');
@@ -353,6 +355,8 @@ export async function runOnce(
   let stateSaved = false;
   /** Failure records of earlier runs, taken into the state by this run. */
   let absorbed: FoundRecord[] = [];
+  /** A dry run: the event a real run would archive (its off-site plan uploads it too). */
+  let wouldArchive: Timestamp | undefined;
 
   const body = async () => {
     const loaded = await loadState(deps.fs, instance.statePath);
@@ -463,6 +467,7 @@ export async function runOnce(
     } else if (options.dryRun) {
       report.status = 'would-archive';
       pretend = timestampFromMs(isNetworkSource(instance) ? Date.now() : Number(BigInt(detection.identity.mtimeNs) / 1_000_000n));
+      wouldArchive = pretend;
       protect.clear(); // the pending snapshot (archived last, so kept) will be the source's current content
     } else {
       pendingJob = job;
@@ -589,6 +594,11 @@ export async function runOnce(
     report.offsite = offsite.remotes;
     // "Archived locally, off-site pending" has its own code; a local failure's code wins.
     if (report.exitCode === ExitCode.OK && offsite.exitCode !== ExitCode.OK) report.exitCode = ExitCode.OFFSITE;
+  } else if (options.dryRun && instance.remotes.length > 0 && report.status !== 'failed') {
+    // The plan the real run would execute off-site: uploads pending, then each remote's retention.
+    const plan = await planOffsite(deps, instance, wouldArchive && { ts: wouldArchive, seq: Number.MAX_SAFE_INTEGER });
+    report.offsite = plan.remotes;
+    if (report.exitCode === ExitCode.OK && plan.exitCode !== ExitCode.OK) report.exitCode = ExitCode.OFFSITE;
   }
   return report;
 }

@@ -236,3 +236,24 @@ export function groupListing(objects: readonly ListedObject[]): RemoteEvent[] {
 export function staleIncomplete(events: readonly RemoteEvent[], nowMs: number, graceMs: number): RemoteEvent[] {
   return events.filter((e) => !e.complete && nowMs - e.modifiedMs >= graceMs);
 }
+
+/** An unfinished multipart upload, as the server lists it. */
+export interface OpenUpload {
+  key: string;
+  uploadId: string;
+  initiatedMs: number;
+}
+
+/**
+ * Unfinished multipart uploads to abort: of one of our objects directly
+ * under the prefix (another tool's upload under it is left alone), and
+ * started before the grace period (an upload still running, here or on
+ * another host, is younger).
+ */
+export function staleUploads(uploads: readonly OpenUpload[], prefix: string, nowMs: number, graceMs: number): OpenUpload[] {
+  return uploads.filter((u) => {
+    if (!u.key.startsWith(prefix)) return false;
+    const name = u.key.slice(prefix.length);
+    return !name.includes('/') && parseRemoteName(name) !== undefined && nowMs - u.initiatedMs >= graceMs;
+  });
+}

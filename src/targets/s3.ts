@@ -18,10 +18,11 @@
  */
 import { createHash } from 'node:crypto';
 import type { S3Client as S3ClientType } from '@aws-sdk/client-s3';
+import type { BuildMiddleware, MetadataBearer } from '@smithy/types';
 import type { RemoteConfig } from '../core/config.js';
 import { ArchiverError, RemoteError } from '../core/errors.js';
 import type { Handle } from '../core/fs.js';
-import { groupListing, type ListedObject, type RemoteEvent } from './manifest.js';
+import { groupListing, type ListedObject, type OpenUpload, type RemoteEvent } from './manifest.js';
 import type { ArchiveTarget, TargetCapabilities } from './target.js';
 
 type Sdk = typeof import('@aws-sdk/client-s3');
@@ -87,6 +88,11 @@ export function remoteErrorOf(remote: RemoteConfig, op: string, key: string, err
     return new RemoteError('remote-timeout', remote.name, op, where, `no answer within the remote's timeout (${Math.round(remote.timeoutMs / 1000)} s): ${detail}`);
   }
   if (name === 'NoSuchBucket') return new RemoteError('remote-no-bucket', remote.name, op, where, `bucket ${remote.bucket} does not exist: ${detail}`);
+  if (name === 'CredentialsProviderError' || name === 'ProviderError') {
+    // No credentials at all (or not in the named profile): say where they were looked for.
+    const from = remote.profile ? `profile "${remote.profile}" of the shared AWS config/credentials files` : 'the standard AWS chain (environment, shared files, web identity, ECS/EC2 metadata)';
+    return new RemoteError('remote-auth', remote.name, op, where, `no credentials from ${from}: ${detail}`);
+  }
   if (AUTH_NAMES.has(name) || status === 401 || status === 403) {
     return new RemoteError('remote-auth', remote.name, op, where, `the server refused the credentials or the permission: ${detail}`);
   }
@@ -108,6 +114,21 @@ function md5(data: Uint8Array): Buffer {
 function unquote(etag: string | undefined): string | null {
   return etag === undefined ? null : etag.replace(/^"|"$/g, '');
 }
+
+/**
+ * A request that carries Content-MD5 is signed with an unsigned payload
+ * (x-amz-content-sha256: UNSIGNED-PAYLOAD) instead of the SDK's default over
+ * plain HTTP: a SHA-256 of every part in the main thread, a third pass over
+ * each byte after our sha256 and MD5 (measured: 0.9 s of CPU per GiB here).
+ * The body stays covered: Content-MD5 is a signed header, and the server
+ * refuses a body that does not match it (and we check the returned ETag).
+ * HTTPS endpoints already protect the body in transit as well.
+ */
+const unsignedPayloadWithMd5: BuildMiddleware<object, MetadataBearer> = (next) => async (args) => {
+  const headers = (args.request as { headers?: Record<string, string> } | undefined)?.headers;
+  if (headers && Object.keys(headers).some((h) => h.toLowerCase() === 'content-md5')) headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+  return next(args);
+};
 
 export class S3Target implements ArchiveTarget {
   readonly capabilities = S3_CAPABILITIES;
@@ -137,6 +158,7 @@ export class S3Target implements ArchiveTarget {
       maxAttempts: 4,
       requestHandler: { connectionTimeout: 10_000, requestTimeout: remote.timeoutMs },
     });
+    client.middlewareStack.add(unsignedPayloadWithMd5, { step: 'build', name: 'rdbArchiverUnsignedPayloadWithMd5' });
     return new S3Target(remote, s3, client);
   }
 
@@ -327,15 +349,20 @@ export class S3Target implements ArchiveTarget {
       onData(body);
       return this.putSmall(name, body, 'application/octet-stream', outer);
     }
+    // Part buffers are reused once their request completed (at most concurrency + 1 exist): a
+    // fresh 64 MiB buffer per part cost the kernel a page fault per 4 KiB of every part
+    // (measured: 6 s of system time per GiB, against 2 s for awscli).
+    const free: Buffer[] = [];
+    const take = () => free.pop() ?? Buffer.allocUnsafeSlow(partSize);
     let offset = 0;
-    const first = await readExactly(file, 0, partSize);
+    const first = await readExactly(file, 0, partSize, take());
     offset = partSize;
     return this.multipart(name, first, async () => {
       if (offset >= size) return undefined;
-      const body = await readExactly(file, offset, Math.min(partSize, size - offset));
+      const body = await readExactly(file, offset, Math.min(partSize, size - offset), take());
       offset += body.length;
       return body;
-    }, onData, callbacks, outer);
+    }, onData, callbacks, outer, (body) => free.push(Buffer.from(body.buffer, body.byteOffset, partSize)));
   }
 
   /**
@@ -390,7 +417,8 @@ export class S3Target implements ArchiveTarget {
    * the bytes in order) and sent in parallel, each with Content-MD5, each
    * returned ETag checked against it.
    */
-  private async multipart(name: string, first: Buffer, nextPart: () => Promise<Buffer | undefined>, onData: (chunk: Uint8Array) => void, callbacks: UploadCallbacks, outer?: AbortSignal): Promise<{ etag: string | null }> {
+  /** `recycle` gets each part's body back once its request completed (sent and acknowledged): the caller may reuse the memory. */
+  private async multipart(name: string, first: Buffer, nextPart: () => Promise<Buffer | undefined>, onData: (chunk: Uint8Array) => void, callbacks: UploadCallbacks, outer?: AbortSignal, recycle?: (body: Buffer) => void): Promise<{ etag: string | null }> {
     const key = this.key(name);
     return this.withDeadline('upload', name, async (signal) => {
       const created = await this.client.send(new this.s3.CreateMultipartUploadCommand({
@@ -407,6 +435,7 @@ export class S3Target implements ArchiveTarget {
           onData(body);
           const digest = md5(body);
           const number = partNumber;
+          const sent = body;
           const p = this.client.send(new this.s3.UploadPartCommand({
             Bucket: this.remote.bucket, Key: key, UploadId: uploadId, PartNumber: number, Body: body,
             ContentLength: body.length, ContentMD5: digest.toString('base64'),
@@ -417,6 +446,7 @@ export class S3Target implements ArchiveTarget {
               throw new RemoteError('remote-integrity', this.remote.name, 'upload part', key, `part ${number}: the server stored other bytes than sent (ETag ${etag}, sent MD5 ${digest.toString('hex')})`);
             }
             parts.push({ PartNumber: number, ETag: r.ETag! });
+            recycle?.(sent);
           }).catch((err: unknown) => {
             failure ??= { err };
           }).finally(() => inFlight.delete(p));
@@ -457,10 +487,10 @@ export class S3Target implements ArchiveTarget {
   }
 
   /** Unfinished multipart uploads under the prefix, or 'unsupported' when the server cannot list them. */
-  async listUploads(outer?: AbortSignal): Promise<Array<{ key: string; uploadId: string; initiatedMs: number }> | 'unsupported'> {
+  async listUploads(outer?: AbortSignal): Promise<OpenUpload[] | 'unsupported'> {
     try {
       return await this.withDeadline('list uploads', '', async (signal) => {
-        const out: Array<{ key: string; uploadId: string; initiatedMs: number }> = [];
+        const out: OpenUpload[] = [];
         let keyMarker: string | undefined;
         let idMarker: string | undefined;
         for (;;) {
@@ -484,8 +514,9 @@ export class S3Target implements ArchiveTarget {
   }
 }
 
-async function readExactly(file: Handle, offset: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
+/** Reads exactly `length` bytes at `offset`, into `into` when given (its first `length` bytes). */
+async function readExactly(file: Handle, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  const buffer = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   let done = 0;
   while (done < length) {
     const n = await file.read(buffer, done, length - done, offset + done);

@@ -2,7 +2,8 @@
  * A fault-injecting HTTP proxy between the CLI and the test S3 server. Each
  * request is matched against the current rule, which decides: pass it on,
  * answer with an S3 error, reset the connection part-way through the
- * request body, or hold the answer back (a slow server). Always closed after
+ * request body, hold the answer back (a slow server), or change the
+ * answer's headers (a wrong ETag). Always closed after
  * the test file.
  */
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -15,7 +16,9 @@ export type FaultAction =
   /** Reads this many bytes of the request body, then destroys the socket. */
   | { kind: 'reset'; afterBytes: number }
   /** Answers (passes through) only after this delay. */
-  | { kind: 'delay'; ms: number };
+  | { kind: 'delay'; ms: number }
+  /** Passes through, with these response headers replaced (a server that reports another ETag than it should). */
+  | { kind: 'rewrite'; headers: Record<string, string> };
 
 export interface SeenRequest {
   method: string;
@@ -62,7 +65,10 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
     }
     const forward = () => {
       const up = request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
-        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        const replaced = action.kind === 'rewrite' ? action.headers : {};
+        const headers = { ...upRes.headers };
+        for (const [name, value] of Object.entries(replaced)) headers[name.toLowerCase()] = value;
+        res.writeHead(upRes.statusCode ?? 502, headers);
         upRes.pipe(res);
       });
       up.on('error', () => res.destroy());

@@ -43,7 +43,7 @@ describe('log formats', () => {
     expect(bad.code).toBe(66);
     expect(normalise(ok.stderr + bad.stderr, env.root)).toBe([
       // (a test's archive and source share /tmp's filesystem: every run says so)
-      'HH:MM:SS.mmm WARN  the archive <root>/archive is on the same filesystem as the source <root>/data/dump.rdb: it protects against mistakes, not against losing that disk; ship it off the disk too (hooks.after_archive) instance=default archive=<root>/archive',
+      'HH:MM:SS.mmm WARN  the archive <root>/archive is on the same filesystem as the source <root>/data/dump.rdb: it protects against mistakes, not against losing that disk; copy it off the host too (remotes:, README "Off-site copies") instance=default archive=<root>/archive',
       'HH:MM:SS.mmm INFO  snapshot archived instance=default ts=2025-06-01T10-00-00 bytes=111 sha256=71dceea33b82570257dab968e60bda2f63d0f8753820e99b0609aea98f3ee0ac outcome=archived durationMs=N rdbVersion=11',
       'HH:MM:SS.mmm ERROR run failed instance=default err="<root>/missing.rdb: cannot archive: does not exist (has Redis saved a snapshot yet?)" kind=no-source',
       '',

@@ -121,6 +121,22 @@ describe('off-site faults', () => {
     await expectRecovered(t);
   });
 
+  it('a part whose ETag is not the MD5 of what was sent: the upload fails as an integrity error, nothing is listed, the retry completes it', async () => {
+    const s = await setup();
+    s.proxy.setRule((req) => (isPart(req) && req.url.includes('partNumber=2') ? { kind: 'rewrite', headers: { ETag: '"0123456789abcdef0123456789abcdef"' } } : { kind: 'pass' }));
+    const r = await cli(['once', '--json', '-c', s.env.config]);
+    expect(r.code, r.stderr).toBe(76);
+    const error = jsonOf<{ offsite: Array<{ status: string; error: { kind: string; message: string } }> }>(r).offsite[0]!;
+    expect(error).toMatchObject({ status: 'failed', error: { kind: 'remote-integrity' } });
+    expect(error.error.message).toMatch(/part 2: the server stored other bytes than sent \(ETag 0123456789abcdef0123456789abcdef, sent MD5 [0-9a-f]{32}\)/);
+    expect(s.proxy.seen.some(isManifestPut)).toBe(false);
+    // The failed multipart upload was aborted, not completed.
+    expect(s.proxy.seen.some((q) => q.method === 'DELETE' && q.url.includes('uploadId='))).toBe(true);
+    expect(s.proxy.seen.some((q) => q.method === 'POST' && q.url.includes('uploadId='))).toBe(false);
+    await expectPendingNotListed(s);
+    await expectRecovered(s);
+  });
+
   it('a server slower than the timeout: the upload is abandoned at the timeout, exit 76, pending', async () => {
     const s = await setup({ size: 200_000, extra: ['timeout: 2s'] });
     s.proxy.setRule((req) => (req.method === 'PUT' ? { kind: 'delay', ms: 8000 } : { kind: 'pass' }));

@@ -37,7 +37,8 @@ function keysUnder(prefix: string): string[] {
   return (out.Contents ?? []).map((c) => c.Key.slice(prefix.length)).sort();
 }
 
-describe('off-site copies to an S3-compatible server', () => {
+// Each test runs the CLI and awscli many times: generous on a loaded machine (never a timing assertion).
+describe('off-site copies to an S3-compatible server', { timeout: 240_000 }, () => {
   it('once archives, then uploads: the manifest is last, awscli downloads what sha256sum -c accepts, list and verify --read-data agree', async () => {
     const prefix = newPrefix();
     const env = withRemote({ prefix });
@@ -210,6 +211,34 @@ describe('off-site copies to an S3-compatible server', () => {
       .toEqual(['2025-04-01T10-00-00_1', '2025-04-01T10-00-00']);
   });
 
+  it('once --dry-run prints the off-site plan the real run then executes: the uploads pending, then the remote prunes, with reasons', async () => {
+    const prefix = newPrefix();
+    const env = withRemote({ prefix, rules: ['{ name: last, count: 1 }'] });
+    writeSnapshot(env.source, { seed: 'plan-a', mtime: new Date('2025-09-01T10:00:00Z') });
+    expect((await cli(['once', '-c', env.config])).code).toBe(0);
+    const before = keysUnder(prefix);
+    writeSnapshot(env.source, { seed: 'plan-b', mtime: new Date('2025-09-02T10:00:00Z') });
+    const dry = await cli(['once', '--dry-run', '-c', env.config]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain('off-site offsite plan (dry run: nothing uploaded or deleted): would upload 2025-09-02T10-00-00');
+    expect(dry.stdout).toContain('remote retention plan: keep 1, would delete 1');
+    expect(dry.stdout).toMatch(/keep +2025-09-02T10-00-00 +last: most recently archived event/);
+    expect(dry.stdout).toMatch(/delete +2025-09-01T10-00-00 +last: older than the 1 most recently archived snapshots/);
+    const dryJson = jsonOf<{ status: string; offsite: Array<{ status: string; pending: string[]; retention: { deleted: Array<{ ts: string }>; kept: Array<{ ts: string }> } }> }>(await cli(['once', '--dry-run', '--json', '-c', env.config]));
+    expect(dryJson.status).toBe('would-archive');
+    expect(dryJson.offsite[0]).toMatchObject({ status: 'planned', pending: ['2025-09-02T10-00-00'], retention: { kept: [{ ts: '2025-09-02T10-00-00' }], deleted: [{ ts: '2025-09-01T10-00-00' }] } });
+    expect(keysUnder(prefix)).toEqual(before); // nothing uploaded, nothing deleted
+
+    // The real run does exactly that.
+    const real = await cli(['once', '--json', '-c', env.config]);
+    expect(real.code, real.stderr).toBe(0);
+    expect(jsonOf(real)).toMatchObject({ offsite: [{ status: 'uploaded', uploaded: ['2025-09-02T10-00-00'], retention: { deleted: [{ ts: '2025-09-01T10-00-00' }] } }] });
+    expect(keysUnder(prefix).filter((k) => k.startsWith('manifest-'))).toEqual(['manifest-2025-09-02T10-00-00.seq2.json']);
+    // Nothing pending: the dry run plans nothing off-site (and never contacts the remote).
+    const idle = jsonOf<{ offsite: Array<{ status: string; pending: string[] }> }>(await cli(['once', '--dry-run', '--json', '-c', env.config]));
+    expect(idle.offsite).toMatchObject([{ status: 'idle', pending: [] }]);
+  });
+
   it('a no-change once with a remote configured and nothing pending never loads the S3 SDK', async () => {
     const prefix = newPrefix();
     const env = withRemote({ prefix });
@@ -269,6 +298,33 @@ M._load = function (request, ...rest) { if (String(request).startsWith('@aws-sdk
     expect(ok.code, ok.stdout).toBe(0);
     const again = await cli(['once', '-c', env.config]);
     expect(again.code, again.stderr).toBe(0);
+  });
+
+  it('profile: credentials from a named profile of the shared files (not [default], not the environment); a missing profile fails clearly', async () => {
+    const prefix = newPrefix();
+    const env = withRemote({ prefix, extra: ['profile: archiver'] });
+    const credentials = join(env.root, 'aws-credentials');
+    const awsConfig = join(env.root, 'aws-config');
+    // [default] holds keys the server refuses: only the named profile's work.
+    writeFileSync(credentials, '[default]\naws_access_key_id = WRONGKEY\naws_secret_access_key = wrong-secret-default\n\n[archiver]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n', { mode: 0o600 });
+    writeFileSync(awsConfig, '[default]\nregion = us-east-1\n\n[profile archiver]\nregion = us-east-1\n', { mode: 0o600 });
+    const files = { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, AWS_SHARED_CREDENTIALS_FILE: credentials, AWS_CONFIG_FILE: awsConfig };
+    writeSnapshot(env.source, { seed: 'profile', mtime: new Date('2025-08-02T10:00:00Z') });
+    const r = await cli(['once', '--json', '-c', env.config], files);
+    expect(r.code, r.stderr).toBe(0);
+    expect(jsonOf(r)).toMatchObject({ offsite: [{ remote: 'offsite', status: 'uploaded', uploaded: ['2025-08-02T10-00-00'] }] });
+    expect(keysUnder(prefix)).toContain('manifest-2025-08-02T10-00-00.seq1.json');
+
+    // Without `profile:` the [default] keys are used, and the server refuses them: 77, no secret shown.
+    env.writeConfig({ extra: remoteYaml({ endpoint: s3.endpoint, prefix }) });
+    const refused = await cli(['list', '--remote', 'offsite', '-c', env.config], files);
+    expect(refused.code).toBe(77);
+    expect(refused.stdout + refused.stderr).not.toContain('wrong-secret-default');
+    // A profile the files do not have: a clear error naming it, not a silent fallback to other credentials.
+    env.writeConfig({ extra: remoteYaml({ endpoint: s3.endpoint, prefix, extra: ['profile: nosuch'] }) });
+    const missing = await cli(['list', '--remote', 'offsite', '-c', env.config], files);
+    expect(missing.code).toBe(77);
+    expect(missing.stdout + missing.stderr).toContain('no credentials from profile "nosuch" of the shared AWS config/credentials files');
   });
 
   it('hooks of an instance with remotes never see the AWS credentials', async () => {

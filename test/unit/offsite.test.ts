@@ -12,7 +12,7 @@ import { ConfigError } from '../../src/core/errors.js';
 import { OSFS } from '../../src/core/fs.js';
 import { planRetention } from '../../src/pipeline/retention.js';
 import type { Timestamp } from '../../src/core/timestamp.js';
-import { groupListing, MANIFEST_FORMAT, parseManifest, parseRemoteName, remoteName, serializeManifest, staleIncomplete, type Manifest } from '../../src/targets/manifest.js';
+import { groupListing, MANIFEST_FORMAT, parseManifest, parseRemoteName, remoteName, serializeManifest, staleIncomplete, staleUploads, type Manifest } from '../../src/targets/manifest.js';
 import { LocalFolderTarget } from '../../src/targets/local.js';
 import { retentionInput } from '../../src/targets/target.js';
 import { scrubSecrets } from '../../src/targets/s3.js';
@@ -177,6 +177,19 @@ describe('manifest and listing', () => {
     // Two manifests of one event (an upgrade re-uploaded it): the one with the sequence number names it.
     const twice = groupListing([{ name: 'manifest-2025-01-01T00-00-00.json', bytes: 1, modifiedMs: 0 }, { name: 'manifest-2025-01-01T00-00-00.seq4.json', bytes: 1, modifiedMs: 0 }]);
     expect(twice).toMatchObject([{ ts: '2025-01-01T00-00-00', seq: 4, manifest: 'manifest-2025-01-01T00-00-00.seq4.json', complete: true }]);
+  });
+
+  it('aborts only our own unfinished uploads directly under the prefix, once older than the grace period', () => {
+    const now = Date.parse('2025-01-02T00:00:00Z');
+    const hour = 3_600_000;
+    const uploads = [
+      { key: 'p/dump-2025-01-01T00-00-00.rdb', uploadId: 'old', initiatedMs: now - hour },
+      { key: 'p/dump-2025-01-01T23-30-00.rdb', uploadId: 'young', initiatedMs: now - hour + 1 }, // still within the grace period
+      { key: 'p/backup.tar', uploadId: 'foreign', initiatedMs: 0 },
+      { key: 'p/sub/dump-2025-01-01T00-00-00.rdb', uploadId: 'deeper', initiatedMs: 0 },
+      { key: 'q/dump-2025-01-01T00-00-00.rdb', uploadId: 'other-prefix', initiatedMs: 0 },
+    ];
+    expect(staleUploads(uploads, 'p/', now, hour).map((u) => u.uploadId)).toEqual(['old']);
   });
 
   it('a local rule folder and a remote listing feed the same planner the same way', async () => {
