@@ -69,7 +69,8 @@ async function expectRecovered(s: Setup): Promise<void> {
   expect(verify.code, verify.stdout).toBe(0);
 }
 
-describe('off-site faults', () => {
+// Generous: each test runs the CLI several times against the proxy (never a timing assertion).
+describe('off-site faults', { timeout: 240_000 }, () => {
   it('a connection reset mid-part is retried: the upload completes, and the manifest is the last write, after HEAD checks', async () => {
     const s = await setup();
     let resets = 0;
@@ -130,6 +131,14 @@ describe('off-site faults', () => {
     expect(error).toMatchObject({ status: 'failed', error: { kind: 'remote-integrity' } });
     expect(error.error.message).toMatch(/part 2: the server stored other bytes than sent \(ETag 0123456789abcdef0123456789abcdef, sent MD5 [0-9a-f]{32}\)/);
     expect(s.proxy.seen.some(isManifestPut)).toBe(false);
+    // Every part carried Content-MD5, a signed header, and so needs no signed payload hash (README).
+    const parts = s.proxy.seen.filter(isPart);
+    expect(parts.length).toBeGreaterThan(0);
+    for (const part of parts) {
+      expect(part.headers['content-md5']).toMatch(/^[A-Za-z0-9+/]{22}==$/);
+      expect(part.headers['x-amz-content-sha256']).toBe('UNSIGNED-PAYLOAD');
+      expect(String(part.headers.authorization)).toMatch(/SignedHeaders=[^,]*content-md5/);
+    }
     // The failed multipart upload was aborted, not completed.
     expect(s.proxy.seen.some((q) => q.method === 'DELETE' && q.url.includes('uploadId='))).toBe(true);
     expect(s.proxy.seen.some((q) => q.method === 'POST' && q.url.includes('uploadId='))).toBe(false);
