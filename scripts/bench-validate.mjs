@@ -5,15 +5,15 @@
 // walk of every opcode and value; the default, as in production).
 // Prints one JSON line: {"bytes", "ms" (in-process, validation only), "checksum", "keys"}.
 //
-//   node scripts/bench-validate.mjs FILE.rdb [path/to/dist/rdb.js] [crc|full]
+//   node scripts/bench-validate.mjs FILE.rdb [path/to/dist/rdb/validate.js] [crc|full]
 import { pathToFileURL } from 'node:url';
 
 const [path, rdbModule, mode = 'full'] = process.argv.slice(2);
 if (!path) {
-  console.error('usage: node scripts/bench-validate.mjs FILE.rdb [path/to/dist/rdb.js]');
+  console.error('usage: node scripts/bench-validate.mjs FILE.rdb [path/to/dist/rdb/validate.js]');
   process.exit(2);
 }
-const { validateRdbFile } = await import(rdbModule ? pathToFileURL(rdbModule).href : new URL('../dist/rdb.js', import.meta.url).href);
+const { validateRdbFile } = await import(rdbModule ? pathToFileURL(rdbModule).href : new URL('../dist/rdb/validate.js', import.meta.url).href);
 const t0 = process.hrtime.bigint();
 const info = await validateRdbFile(path, { validation: mode });
 const ms = Number(process.hrtime.bigint() - t0) / 1e6;

@@ -5,7 +5,8 @@
 //   BENCH_QUICK=1 npm run bench    smoke variant: smaller sizes, fewer runs
 //   BENCH_KEEP=1                   keep the generated data in .bench/ afterwards
 //   BENCH_ONLY=archive,prune       run only some rows (names as in the table;
-//                                  `upload` = the upload-1g row and the 2 GiB push's peak RSS)
+//                                  `upload` = the upload-1g row and the 2 GiB push's peak RSS;
+//                                  issue 15: archive-real, archive-xfs, restic)
 //
 // Every figure is the median of several runs; every ratio is against a
 // reference command measured in the same run, with our runs and the
@@ -788,6 +789,227 @@ function benchPruneBulk() {
 }
 
 // ---------------------------------------------------------------------------
+// real dumps (issue 15): written by redis-server itself
+
+/**
+ * A dump written by redis-server: DEBUG POPULATE `keys` string keys of
+ * `valueBytes` ("value:N" padded with zero bytes, as Redis makes them), then
+ * SAVE, with rdbcompression on or off. 5 M keys of 200 bytes: about 1.07 GB
+ * uncompressed and about 190 MB compressed (LZF squeezes the padding), the
+ * two sources of the issue's measurements.
+ */
+async function realDump(keys, valueBytes, compression) {
+  const name = `real-${keys}-${valueBytes}-${compression ? 'lzf' : 'plain'}.rdb`;
+  const path = join(DATA, name);
+  if (existsSync(path)) return path;
+  if (!which('redis-server') || !which('redis-cli')) throw new Error('the real-dump rows need redis-server and redis-cli');
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const t0 = performance.now();
+  const server = spawn('redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', DATA, '--dbfilename', name,
+    '--rdbcompression', compression ? 'yes' : 'no', '--enable-debug-command', 'yes', '--daemonize', 'no', '--logfile', join(BENCH, 'redis.log'),
+  ], { stdio: 'ignore' });
+  try {
+    const cli = (...args) => spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
+    for (let i = 0; i < 100 && cli('PING').stdout.trim() !== 'PONG'; i++) await new Promise((r) => setTimeout(r, 100));
+    const pop = cli('DEBUG', 'POPULATE', String(keys), 'key', String(valueBytes));
+    if (pop.stdout.trim() !== 'OK') throw new Error(`DEBUG POPULATE failed: ${pop.stdout}${pop.stderr}`);
+    const save = cli('SAVE');
+    if (save.stdout.trim() !== 'OK') throw new Error(`SAVE failed: ${save.stdout}${save.stderr}`);
+  } finally {
+    spawnSync('redis-cli', ['-p', String(port), 'SHUTDOWN', 'NOSAVE']);
+    server.kill('SIGKILL');
+  }
+  log(`redis-server wrote ${relative(ROOT, path)} (${fmtSize(statSync(path).size)}, ${keys} keys of ${valueBytes} B, rdbcompression ${compression ? 'yes' : 'no'}) in ${ms(performance.now() - t0)}`);
+  return path;
+}
+
+/** `once` of `source` into 4 rule folders vs `cp` + `sync FILE`, interleaved; a row with `target` (a ratio). */
+function benchArchiveVs(row, what, source, target, runs = RUNS) {
+  const dir = freshDir(join(BENCH, 'archive-real'));
+  const arch = join(dir, 'arch');
+  const cfg = yamlConfig(join(dir, 'config.yaml'), { source, archive: arch, rules: RULES4 });
+  const refDst = join(dir, 'cp-copy.rdb');
+  const ours = [];
+  const ref = [];
+  const cpu = [];
+  const oursRun = () => {
+    rmSync(arch, { recursive: true, force: true });
+    syncAll();
+    warm(source);
+    const r = runWithCpu(process.execPath, [CLI, 'once', '-c', cfg]);
+    ours.push(r.wall);
+    cpu.push(r);
+  };
+  const refRun = () => {
+    rmSync(refDst, { force: true });
+    syncAll();
+    warm(source);
+    const t0 = process.hrtime.bigint();
+    run('cp', [source, refDst]);
+    run('sync', [refDst]);
+    ref.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  };
+  for (let i = 0; i < runs; i++) {
+    if (i % 2 === 0) { oursRun(); refRun(); } else { refRun(); oursRun(); }
+  }
+  const method = copyMethodOf(arch);
+  rmSync(dir, { recursive: true, force: true });
+  const o = median(ours);
+  const c = median(ref);
+  addRow({ row, what: `${what} (copy: ${method})`, ours: ms(o), ref: ms(c), ratio: `${(o / c).toFixed(2)}×`, target: `≤ ${target}×`, pass: o / c <= target, runs: { ours, ref } });
+  extra.push(`${row}: CPU time of \`once\`, median: user ${ms(median(cpu.map((x) => x.user)))}, system ${ms(median(cpu.map((x) => x.sys)))} (wall ${ms(o)}; /usr/bin/time)`);
+}
+
+/** How the newest archived event was copied, from its archive record. */
+function copyMethodOf(arch) {
+  const folder = join(arch, RULES4[0].name);
+  const record = readdirSync(folder).find((f) => f.endsWith('.json'));
+  return record ? JSON.parse(readFileSync(join(folder, record), 'utf8')).copy ?? 'not recorded' : 'no record';
+}
+
+/** Runs cmd under /usr/bin/time: wall, user and system CPU time in ms. */
+function runWithCpu(cmd, args) {
+  if (!TIME) return { wall: run(cmd, args), user: NaN, sys: NaN };
+  const out = join(BENCH, 'cpu.txt');
+  const wall = run(TIME, ['-f', '%U %S', '-o', out, cmd, ...args]);
+  const [user, sys] = readFileSync(out, 'utf8').trim().split('\n').pop().split(' ').map((x) => Number(x) * 1000);
+  return { wall, user, sys };
+}
+
+/**
+ * archive-xfs: an XFS image with reflink, loop-mounted by the bench, holding
+ * both the source and the archive. `once` (a reflink, plus the sha256 and
+ * the RDB check of the source) vs `cp` (which reflinks too) + `sha256sum` of
+ * the copy; and the filesystem's used space per archived event.
+ */
+function benchXfs(source) {
+  const why = xfsUnavailable();
+  if (why) {
+    notes.push(`archive-xfs: not run: ${why}`);
+    log(`archive-xfs skipped: ${why}`);
+    return;
+  }
+  const dir = freshDir(join(BENCH, 'xfs'));
+  const image = join(dir, 'xfs.img');
+  const mnt = join(dir, 'mnt');
+  mkdirSync(mnt);
+  const size = statSync(source).size;
+  run('truncate', ['-s', String(Math.max(2 * GiB, 4 * size + GiB)), image]);
+  run('mkfs.xfs', ['-q', '-m', 'reflink=1', image]);
+  run('mount', ['-o', 'loop', image, mnt]);
+  try {
+    const src = join(mnt, 'dump.rdb');
+    run('cp', ['--reflink=never', source, src]);
+    syncAll();
+    const arch = join(mnt, 'arch');
+    const cfg = yamlConfig(join(dir, 'config.yaml'), { source: src, archive: arch, rules: RULES4 });
+    const refDst = join(mnt, 'cp-copy.rdb');
+    const ours = [];
+    const ref = [];
+    const growth = [];
+    const used = () => {
+      spawnSync('sync', ['-f', mnt]);
+      return Number(spawnSync('df', ['-B1', '--output=used', mnt], { encoding: 'utf8' }).stdout.trim().split('\n').pop());
+    };
+    const oursRun = () => {
+      rmSync(arch, { recursive: true, force: true });
+      syncAll();
+      warm(src);
+      const before = used();
+      ours.push(run(process.execPath, [CLI, 'once', '-c', cfg]));
+      growth.push(used() - before);
+    };
+    const refRun = () => {
+      rmSync(refDst, { force: true });
+      syncAll();
+      warm(src);
+      const t0 = process.hrtime.bigint();
+      run('cp', [src, refDst]);
+      run('sha256sum', [refDst]);
+      ref.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    };
+    for (let i = 0; i < RUNS; i++) {
+      if (i % 2 === 0) { oursRun(); refRun(); } else { refRun(); oursRun(); }
+    }
+    const method = copyMethodOf(arch);
+    const o = median(ours);
+    const c = median(ref);
+    addRow({
+      row: 'archive-xfs', what: `\`once\` on a new ${fmtSize(size)} real dump into 4 rule folders on XFS (reflink=1, loop-mounted) vs \`cp\` (a reflink too) + \`sha256sum\` of the copy (copy: ${method})`,
+      ours: ms(o), ref: ms(c), ratio: `${(o / c).toFixed(2)}×`, target: '≤ 1.2×', pass: o / c <= 1.2, runs: { ours, ref },
+    });
+    const g = median(growth);
+    addRow({
+      row: 'archive-xfs space', what: `growth of the XFS filesystem's used space (df, after sync) per archived event, source still present, ${fmtSize(size)} dump`,
+      ours: fmtSize(g), ref: `RDB ${fmtSize(size)}`, ratio: `${((100 * g) / size).toFixed(2)} %`, target: '< 5 % of the RDB', pass: g < 0.05 * size,
+    });
+  } finally {
+    spawnSync('umount', [mnt]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function xfsUnavailable() {
+  if (!which('mkfs.xfs')) return 'mkfs.xfs is not installed (apt-get install xfsprogs)';
+  if (process.getuid?.() !== 0) return 'mounting a loop image needs root';
+  const probe = freshDir(join(BENCH, 'xfs-probe'));
+  try {
+    run('truncate', ['-s', '300M', join(probe, 'p.img')]);
+    run('mkfs.xfs', ['-q', join(probe, 'p.img')]);
+    mkdirSync(join(probe, 'm'));
+    const r = spawnSync('mount', ['-o', 'loop', join(probe, 'p.img'), join(probe, 'm')], { encoding: 'utf8' });
+    if (r.status !== 0) return `mount -o loop is not allowed here: ${r.stderr.trim()}`;
+    spawnSync('umount', [join(probe, 'm')]);
+    return undefined;
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+}
+
+/**
+ * restic (a peer, not a target): `restic backup` of the same file into a local
+ * repository (initialised outside the timed region; a fresh repository per run,
+ * so every run stores the whole file) vs our `once` (4 rule folders).
+ */
+function benchRestic(source) {
+  const restic = which('restic');
+  if (!restic) {
+    notes.push('restic: not run: restic is not installed (Debian: apt-get install restic)');
+    return;
+  }
+  const dir = freshDir(join(BENCH, 'restic'));
+  const env = { ...process.env, RESTIC_PASSWORD: 'bench-only', RESTIC_CACHE_DIR: join(dir, 'cache') };
+  const arch = join(dir, 'arch');
+  const cfg = yamlConfig(join(dir, 'config.yaml'), { source, archive: arch, rules: RULES4 });
+  const ours = [];
+  const ref = [];
+  for (let i = 0; i < RUNS; i++) {
+    const repo = join(dir, `repo${i}`);
+    run(restic, ['init', '--repo', repo], { env });
+    rmSync(arch, { recursive: true, force: true });
+    syncAll();
+    warm(source);
+    ours.push(run(process.execPath, [CLI, 'once', '-c', cfg]));
+    syncAll();
+    warm(source);
+    const t0 = process.hrtime.bigint();
+    run(restic, ['backup', '--repo', repo, '--quiet', source], { env });
+    run('sync', ['-f', repo]);
+    ref.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    rmSync(repo, { recursive: true, force: true });
+  }
+  rmSync(dir, { recursive: true, force: true });
+  const o = median(ours);
+  const c = median(ref);
+  const version = spawnSync(restic, ['version'], { encoding: 'utf8' }).stdout.trim().split(' ').slice(0, 2).join(' ');
+  addRow({
+    row: 'restic (peer)', what: `\`once\` (4 rule folders) vs \`${version} backup\` of the same ${fmtSize(statSync(source).size)} real dump into a new local repository (+ \`sync -f\`)`,
+    ours: ms(o), ref: ms(c), ratio: `${(o / c).toFixed(2)}×`, target: 'peer (no target)', pass: true, info: true, runs: { ours, ref },
+  });
+}
+
+// ---------------------------------------------------------------------------
 // machine
 
 function machine() {
@@ -906,6 +1128,20 @@ async function main() {
         rmSync(p, { force: true });
       } else notes.push('walk-5m-keys: not run (redis-server and redis-cli are needed to write the dump)');
     }
+    if (want('archive-real') || want('archive-xfs') || want('restic')) {
+      // Issue 15: dumps written by redis-server (DEBUG POPULATE), not only the generator's.
+      const keys = QUICK ? 1_000_000 : 5_000_000;
+      const plain = await realDump(keys, 200, false);
+      if (want('archive-real')) {
+        benchArchiveVs(`archive-real-${fmtSize(statSync(plain).size).replace(' ', '')}`,
+          `\`once\` on a ${fmtSize(statSync(plain).size)} dump written by redis-server (DEBUG POPULATE ${keys} keys of 200 B, rdbcompression no) into 4 rule folders vs \`cp\` + \`sync FILE\``, plain, 1.15);
+        const lzf = await realDump(keys, 200, true);
+        benchArchiveVs(`archive-real-${fmtSize(statSync(lzf).size).replace(' ', '')}`,
+          `\`once\` on a ${fmtSize(statSync(lzf).size)} dump written by redis-server (the same keys, rdbcompression yes) into 4 rule folders vs \`cp\` + \`sync FILE\``, lzf, 2.0, RUNS + 2);
+      }
+      if (want('archive-xfs')) benchXfs(plain);
+      if (want('restic')) benchRestic(plain);
+    }
     if (want('verify') && archived) benchVerify(archived.cfg, archived.arch);
     if (want('upload')) {
       const rssSize = QUICK ? 512 * MiB : 2 * GiB;
@@ -927,7 +1163,7 @@ async function main() {
     if (want('prune-bulk')) benchPruneBulk();
   } finally {
     if (!KEEP) {
-      for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'upload', 'upload-codec', 'pull', 'build', 'rss.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
+      for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'upload', 'upload-codec', 'pull', 'archive-real', 'xfs', 'restic', 'build', 'rss.txt', 'cpu.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
     }
   }
   writeReport(m, startedAt, performance.now() - t0);

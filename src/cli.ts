@@ -93,7 +93,7 @@ export function pruneSummary(report: PruneReport, opts?: TextOptions): string {
 function onceJson(report: RunReport): object {
   return {
     status: report.status,
-    snapshot: report.snapshot && { ts: report.snapshot.ts, bytes: report.snapshot.bytes, sha256: report.snapshot.sha256, rules: report.snapshot.rules, nodes: report.snapshot.nodes, ...(report.snapshot.nodesChanged ? { nodesChanged: report.snapshot.nodesChanged } : {}), outcome: report.snapshot.outcome },
+    snapshot: report.snapshot && { ts: report.snapshot.ts, bytes: report.snapshot.bytes, sha256: report.snapshot.sha256, rules: report.snapshot.rules, nodes: report.snapshot.nodes, ...(report.snapshot.nodesChanged ? { nodesChanged: report.snapshot.nodesChanged } : {}), outcome: report.snapshot.outcome, ...(report.snapshot.copy ? { copy: report.snapshot.copy } : {}) },
     retention: report.retention,
     warnings: report.warnings,
     notes: report.notes,

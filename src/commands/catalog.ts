@@ -27,6 +27,9 @@ import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp }
 import { copyPass, parseArchiveRecord } from '../pipeline/worker.js';
 import type { ServerFacts } from '../sources/source.js';
 import { runRemoteList, runRemoteVerify } from './offsite.js';
+import type { CopyMethod } from '../pipeline/copy-methods.js';
+import { sharingOf } from '../pipeline/extents.js';
+import { statSource } from '../pipeline/watcher.js';
 
 /** `verify` found at least one bad event. */
 export const VERIFY_FAILED = 1 as ExitCodeValue;
@@ -433,6 +436,10 @@ export interface ListedEvent {
   origin: FolderOrigin;
   /** Pulled from a server (source.redis): its facts from the archive record (version, run_id, replication offset, server time); absent otherwise. */
   server?: ServerFacts;
+  /** How the .rdb was copied (its archive record); null when the record does not say. */
+  copy: CopyMethod | null;
+  /** Its data blocks are shared with the source it was cloned from (a reflink, while that file exists): see extents.ts. */
+  shared: boolean;
 }
 
 export interface ListReport {
@@ -528,6 +535,7 @@ export async function listInstance(fs: FileSystem, log: Log, instance: InstanceC
   }
   for (const { rule, dir, events, warnings, origin = 'config' } of scanned) {
     report.origins[rule] = origin;
+  let sourceNow: Promise<FileInfo | undefined> | undefined;
     for (const w of warnings) {
       report.warnings.push(w);
       log.warn({ rule, dir }, w);
@@ -561,11 +569,22 @@ export async function listInstance(fs: FileSystem, log: Log, instance: InstanceC
         log.warn({ path }, w);
       }
       const server = await serverFactsOf(fs, dir, event);
-      listed.push({ ts: event.ts, seq: event.seq ?? null, bytes: read.bytes, nodes: event.kinds.includes('nodes'), redisVersion: versionOf(read.header), ctime: ctimeOf(read.header), origin, ...(server ? { server } : {}) });
+      const record = event.seq === undefined ? undefined : await readRecord(fs, join(dir, eventFileName('meta', event.ts, event.seq)));
+      sourceNow ??= statSource(fs, instance.sourceRdb).catch(() => undefined);
+      listed.push({ ...sharingOf(record, await sourceNow), ts: event.ts, seq: event.seq ?? null, bytes: read.bytes, nodes: event.kinds.includes('nodes'), redisVersion: versionOf(read.header), ctime: ctimeOf(read.header), origin, ...(server ? { server } : {}) });
     }
     report.rules[rule] = listed;
   }
   return report;
+}
+
+/** An event's archive record, or undefined when it is missing or not one (list shows what it can). */
+async function readRecord(fs: FileSystem, path: string): Promise<ReturnType<typeof parseArchiveRecord>> {
+  try {
+    return parseArchiveRecord((await fs.readFile(path)).toString('utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 export function listText(report: ListReport): string {
@@ -576,7 +595,7 @@ export function listText(report: ListReport): string {
     lines.push(`${rule}: ${events.length === 0 ? 'no events' : `${events.length} event${events.length === 1 ? '' : 's'}`}${mark}`);
     for (const e of events) {
       const version = e.redisVersion ?? 'version ?';
-      lines.push(`  ${e.ts}  ${formatBytes(e.bytes).padStart(10)}  ${e.nodes ? 'nodes' : '-    '}  ${version.padEnd(9)}  ctime ${e.ctime ?? '?'}`);
+      lines.push(`  ${e.ts}  ${formatBytes(e.bytes).padStart(10)}  ${e.nodes ? 'nodes' : '-    '}  ${version.padEnd(9)}  ctime ${e.ctime ?? '?'}${e.shared ? '  shared with source' : ''}`);
     }
   }
   for (const n of report.notes) lines.push(`note: ${n}`);

@@ -384,7 +384,7 @@ export function resolvedSettings(config: Config): object {
     instances: config.instances.map((i) => ({
       name: i.name,
       source: i.redis ? { rdb: i.redis.mode === 'replicate' ? null : i.sourceRdb, nodes: i.sourceNodes ?? null, redis: { url: i.redis.url, user: i.redis.username ?? null, mode: i.redis.mode, tls: !!i.redis.tls, cluster: i.redis.cluster } } : { rdb: i.sourceRdb, nodes: i.sourceNodes ?? null },
-      archive: { dir: i.archiveDir, create: i.createArchive, fileMode: octal(i.fileMode), dirMode: octal(i.dirMode), minFree: describeMinFree(i.minFree) },
+      archive: { dir: i.archiveDir, create: i.createArchive, fileMode: octal(i.fileMode), dirMode: octal(i.dirMode), minFree: describeMinFree(i.minFree), maxRate: i.maxRate ?? null },
       state: i.statePath,
       timezone: i.timezone,
       rules: i.rules.map((r) => ({ name: r.name, every: describeEvery(r.every), count: r.count, dir: ruleDir(i, r) })),
@@ -681,7 +681,7 @@ function settingsText(config: Config): string {
   for (const i of config.instances) {
     lines.push(`instance ${i.name}:`);
     lines.push(`  source: ${i.sourceRdb}${i.sourceNodes ? ` (+ ${i.sourceNodes})` : ''}`);
-    lines.push(`  archive: ${i.archiveDir} (files ${octal(i.fileMode)}, folders ${octal(i.dirMode)}, min_free ${describeMinFree(i.minFree)})`);
+    lines.push(`  archive: ${i.archiveDir} (files ${octal(i.fileMode)}, folders ${octal(i.dirMode)}, min_free ${describeMinFree(i.minFree)}${i.maxRate ? `, max_rate ${formatBytes(i.maxRate)}/s` : ''})`);
     lines.push(`  state: ${i.statePath}`);
     lines.push(`  rules (${i.timezone}): ${i.rules.map((r) => `${r.name} every ${describeEvery(r.every)} x${r.count}`).join(', ')}`);
     lines.push(`  monitor: warn after ${formatDuration(i.monitor.warnAgeMs)}, critical after ${formatDuration(i.monitor.critAgeMs)}`);

@@ -153,6 +153,8 @@ export interface InstanceConfig {
   fileMode: number;
   dirMode: number;
   minFree: MinFree;
+  /** archive.max_rate: bytes per second the copy reads and writes at most (copy-methods.ts); unlimited when absent. */
+  maxRate?: number;
   statePath: string;
   timezone: string;
   rules: Rule[];
@@ -406,12 +408,29 @@ function resolveRedis(r: RedisInput, base: string, file: string | undefined, key
     maxParallel: r.max_parallel ?? 1,
   };
 }
+
+/** archive.max_rate below this is a typo (a byte count meant as MiB), not a plan: 1 MiB/s copies 1 GiB in 17 minutes. */
+export const MIN_MAX_RATE = 1024 ** 2;
+const MAX_RATE_ERROR = 'must be a rate in bytes per second of at least 1MiB, such as "100MiB" (per second)';
+const maxRateValue = z.pipe(
+  z.union([z.number(), z.string()], { error: MAX_RATE_ERROR }),
+  z.transform((value: number | string, ctx): number => {
+    const bytes = parseSize(typeof value === 'string' ? value.replace(/\s*\/\s*s$/i, '') : value);
+    if (bytes === undefined || bytes < MIN_MAX_RATE) {
+      ctx.issues.push({ code: 'custom', message: MAX_RATE_ERROR, input: value });
+      return z.NEVER;
+    }
+    return bytes;
+  }),
+);
+
 const archiveSchema = z.strictObject({
   dir: z.optional(pathString),
   create: z.optional(z.boolean({ error: 'must be true or false' })),
   file_mode: z.optional(modeString),
   dir_mode: z.optional(modeString),
   min_free: z.optional(minFreeValue),
+  max_rate: z.optional(maxRateValue),
 });
 const timezoneValue = z
   .string({ error: 'must be an IANA timezone name such as "UTC" or "Europe/Berlin"' })
@@ -852,6 +871,7 @@ function resolveInstance(
     fileMode: archive.file_mode ?? 0o600,
     dirMode: archive.dir_mode ?? 0o700,
     minFree: archive.min_free ?? { kind: 'default' },
+    ...(archive.max_rate !== undefined ? { maxRate: archive.max_rate } : {}),
     statePath,
     timezone: entry.timezone ?? defaults.timezone ?? 'UTC',
     rules: resolvedRules,

@@ -40,6 +40,18 @@ export interface Handle {
   stat(): Promise<FileInfo>;
   chmod(mode: number): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Optional: copies this open file's bytes into a new file `to` (created
+   * exclusively, with this file's mode until the caller changes it) inside the
+   * kernel. 'clone' shares the data extents (FICLONE, a reflink) and fails with
+   * ENOTSUP, EXDEV, EINVAL... where the filesystem cannot; 'kernel' copies with
+   * copy_file_range, or sendfile where that is refused (which a filesystem may
+   * itself turn into a reflink). It copies the open file, not whatever its path
+   * names now: a dump renamed over the source mid-copy does not change it.
+   * Errors are FsErrors of the operation 'copy' on `to`. Without it, callers
+   * copy through read() and write().
+   */
+  copyTo?(to: string, how: 'clone' | 'kernel'): Promise<void>;
 }
 
 export type OpenMode = 'read' | 'read-nofollow' | 'create-exclusive';
@@ -154,6 +166,18 @@ class OSHandle implements Handle {
       await this.fh.close();
     } catch (err) {
       throw fsError('close', this.path, err);
+    }
+  }
+  async copyTo(to: string, how: 'clone' | 'kernel'): Promise<void> {
+    // /proc/self/fd/N reopens this very file (the inode, whatever its name says
+    // now); libuv's copyfile then runs FICLONE (FORCE: no silent fallback, so we
+    // know whether a reflink happened) or copy_file_range/sendfile in one
+    // thread-pool call, and removes `to` itself when the copy fails.
+    const flags = C.COPYFILE_EXCL | (how === 'clone' ? C.COPYFILE_FICLONE_FORCE : 0);
+    try {
+      await fsp.copyFile(`/proc/self/fd/${this.fh.fd}`, to, flags);
+    } catch (err) {
+      throw fsError('copy', to, err);
     }
   }
 }

@@ -23,6 +23,8 @@ import { parseArchiveRecord, type ArchiveRecord } from '../pipeline/worker.js';
 import { inspectRemotes, type RemoteFacts } from '../offsite/facts.js';
 import { readWatchRecord, type WatchRecord } from '../pipeline/watch-record.js';
 import { LOCK_FUTURE_TOLERANCE_MS, readObservation } from '../pipeline/lock.js';
+import type { CopyMethod } from '../pipeline/copy-methods.js';
+import { sharingOf } from '../pipeline/extents.js';
 
 export interface RuleUsage {
   rule: string;
@@ -93,7 +95,11 @@ export interface InstanceFacts {
    * The complete event archived most recently in any rule folder (event-order.ts),
    * whatever its name says; archivedAt from the state or its archive record.
    */
-  newest?: { ts: Timestamp; bytes: number; path: string; sha256?: string; archivedAt?: string };
+  newest?: {
+    ts: Timestamp; bytes: number; path: string; sha256?: string; archivedAt?: string;
+    /** How its .rdb was copied, and whether its data is still shared with the source (extents.ts). */
+    copy: CopyMethod | null; shared: boolean;
+  };
   /**
    * The event the state says was archived last is no longer the archive's
    * latest (its .rdb or archive record is gone): why. `restore latest` refuses.
@@ -255,11 +261,14 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   if (newest) {
     const file = await statSize(fs, newest.path).catch(() => undefined);
     const fromState = facts.state?.archived?.ts === newest.ts ? facts.state.archived : undefined;
-    // One small read at most: the record of the newest event, when the state does not know it.
-    const record = fromState || newest.seq === undefined ? undefined : await readArchiveRecord(fs, join(newest.dir, eventFileName('meta', newest.ts, newest.seq)));
+    // One small read: the record of the newest event (how it was copied; its sha256 when the state does not know it).
+    const record = newest.seq === undefined ? undefined : await readArchiveRecord(fs, join(newest.dir, eventFileName('meta', newest.ts, newest.seq)));
     const sha256 = fromState?.sha256 ?? record?.sha256;
     const archivedAt = fromState?.at ?? record?.archivedAt;
-    facts.newest = { ts: newest.ts, path: newest.path, bytes: file?.size ?? 0, ...(sha256 ? { sha256 } : {}), ...(archivedAt ? { archivedAt } : {}) };
+    const sourceNow = await statSource(fs, instance.sourceRdb).catch(() => undefined);
+    facts.newest = {
+      ts: newest.ts, path: newest.path, bytes: file?.size ?? 0, ...(sha256 ? { sha256 } : {}), ...(archivedAt ? { archivedAt } : {}), ...sharingOf(record, sourceNow),
+    };
     if (newestNamed !== undefined && withOrdinal(newestNamed, 0) > withOrdinal(newest.ts, 0) && !facts.futureEvents.includes(newestNamed)) {
       facts.steppedBack = { latest: newest.ts, newerNamed: newestNamed };
     }

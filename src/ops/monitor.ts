@@ -5,6 +5,7 @@
  * Both only read (inspect.ts): no lock, no writes, so they can run as
  * another user with read access, at any time, next to a running archiver.
  */
+import type { CopyMethod } from '../pipeline/copy-methods.js';
 import type { Command } from 'commander';
 import { parseDuration, type InstanceConfig, type MonitorConfig } from '../core/config.js';
 import { contextFor, formatBytes, print, printResults } from '../core/context.js';
@@ -390,7 +391,11 @@ export interface StatusReport {
   instance: string;
   lastRun: { at: string; result: string; exitCode: number; durationMs: number; error: string | null; ruleErrors: RuleErrorRecord[] } | null;
   lastSuccessAt: string | null;
-  lastSnapshot: { ts: string; time: string; ageSeconds: number; bytes: number; sha256: string | null; archivedAt: string | null; path: string } | null;
+  lastSnapshot: {
+    ts: string; time: string; ageSeconds: number; bytes: number; sha256: string | null; archivedAt: string | null; path: string;
+    /** How the .rdb was copied (null: linked from an earlier copy, or archived by an older version); shared: its data blocks are the source's (a reflink). */
+    copy: CopyMethod | null; shared: boolean;
+  } | null;
   /** Why the event the state says was archived last is no longer the archive's latest (restore latest refuses), or null. */
   lostLatest: string | null;
   /** The source clock: the last jump seen (state) and what the archive shows now. */
@@ -456,6 +461,7 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
       ? {
         ts: facts.newest.ts, time: timestampToIso(facts.newest.ts), ageSeconds: ageSeconds(facts.newest.ts, nowMs, facts.newest.archivedAt),
         bytes: facts.newest.bytes, sha256: facts.newest.sha256 ?? null, archivedAt: facts.newest.archivedAt ?? null, path: facts.newest.path,
+        copy: facts.newest.copy, shared: facts.newest.shared,
       }
       : null,
     lostLatest: facts.lostLatest ?? null,
@@ -521,7 +527,8 @@ export function statusText(r: StatusReport): string {
   const f = r.lastFailure;
   if (f) lines.push(`last failure:   ${f.at} ${f.command} (exit ${f.exitCode})${f.error ? `: ${f.error}` : ''}${f.user ? `, as ${f.user}` : ''} [${f.recordedIn}]`);
   const s = r.lastSnapshot;
-  lines.push(`last snapshot:  ${s ? `${s.ts} (${formatAge(s.ageSeconds)} ago, ${formatBytes(s.bytes)}${s.sha256 ? `, sha256 ${s.sha256.slice(0, 16)}…` : ''})` : 'none'}`);
+  lines.push(`last snapshot:  ${s ? `${s.ts} (${formatAge(s.ageSeconds)} ago, ${formatBytes(s.bytes)}${s.sha256 ? `, sha256 ${s.sha256.slice(0, 16)}…` : ''}${s.copy ? `, ${s.copy}` : ''})` : 'none'}`);
+  if (s?.shared) lines.push('                shares its data blocks with the source (reflink): not a second copy on this disk until Redis replaces dump.rdb');
   if (r.lostLatest) lines.push(`latest:         LOST: ${r.lostLatest}`);
   for (const p of r.clock.problems) lines.push(`clock:          WARNING: ${p}`);
   if (r.clock.lastJump) lines.push(`clock:          last jump seen ${r.clock.lastJump.at}: ${r.clock.lastJump.text}`);

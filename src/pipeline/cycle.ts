@@ -47,7 +47,7 @@ export interface ErrorReport {
 export interface RunReport {
   instance: string;
   status: RunStatus;
-  snapshot: { ts: string; bytes: number; sha256: string; rules: string[]; nodes: boolean; nodesChanged?: NodesChange; outcome: SnapshotResult['outcome'] } | null;
+  snapshot: { ts: string; bytes: number; sha256: string; rules: string[]; nodes: boolean; nodesChanged?: NodesChange; outcome: SnapshotResult['outcome']; copy?: SnapshotResult['copy'] } | null;
   retention: Record<string, RuleReport>;
   warnings: string[];
   /**
@@ -501,6 +501,7 @@ export async function runOnce(
           nodes: result.nodes !== undefined,
           ...(result.nodes?.changed ? { nodesChanged: result.nodes.changed } : {}),
           outcome: result.outcome,
+          ...(result.copy ? { copy: result.copy } : {}),
         };
         // The state advances now: the event is durable in every rule folder that could take it,
         // and names the ones that could not (the next run links it in there: see missingArchivedFiles).

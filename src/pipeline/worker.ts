@@ -21,6 +21,7 @@ import type { Log } from '../core/log.js';
 import { borrowPassBuffers } from '../rdb/crc64.js';
 import { RdbValidator, type RdbInfo, type ValidationMode } from '../rdb/validate.js';
 import { createSha256, sha256Hex } from '../core/sha256.js';
+import { copyIntoTemp, copyMethodsFor, type CopyMethod, type PassResult } from './copy-methods.js';
 import type { SourceIdentity } from './state.js';
 import { identityOf, sameIdentity } from './state.js';
 import type { FolderEvent, FolderScan } from './retention.js';
@@ -62,6 +63,8 @@ export interface SnapshotResult {
   leftovers: FolderFailure[];
   /** 'already-archived' when every file of the event existed, identical. */
   outcome: 'archived' | 'already-archived';
+  /** How this run copied the .rdb into the archive (copy-methods.ts); absent when it copied nothing. */
+  copy?: CopyMethod;
   identity: SourceIdentity;
   /**
    * The source went back to content an older event holds (this event's):
@@ -90,11 +93,7 @@ export interface WorkerContext {
   onFolderFailure?: (failure: FolderFailure) => void;
 }
 
-interface PassResult {
-  bytes: number;
-  sha256: string;
-  rdb: RdbInfo;
-}
+export type { PassResult };
 
 /**
  * One read pass over an open descriptor: every chunk goes to the output (if
@@ -107,12 +106,14 @@ export async function copyPass(
   out: Handle | undefined,
   signal?: AbortSignal,
   validation: ValidationMode = 'full',
+  /** archive.max_rate: bytes per second this pass reads (and writes) at most; unlimited when absent. */
+  maxRate?: number,
 ): Promise<PassResult> {
   // Page-aligned buffers the CRC runs over in place (see borrowPassBuffers);
   // given back only when no read or write into them is left in flight.
   const lent = borrowPassBuffers(2, COPY_CHUNK_BYTES);
   try {
-    return await passThrough(source, sourcePath, out, lent.buffers, signal, validation);
+    return await passThrough(source, sourcePath, out, lent.buffers, signal, validation, maxRate);
   } finally {
     lent.release();
   }
@@ -125,11 +126,13 @@ async function passThrough(
   buffers: Buffer[],
   signal: AbortSignal | undefined,
   validation: ValidationMode,
+  maxRate: number | undefined,
 ): Promise<PassResult> {
   const hash = createSha256();
   const validator = new RdbValidator(sourcePath, { validation });
   let position = 0;
   let which = 0;
+  const pace = maxRate === undefined ? undefined : pacer(maxRate);
   // The read in flight is awaited later: mark its rejection handled now, or a read
   // failing while a write is awaited is an unhandled rejection that kills the process.
   const issueRead = (): Promise<number> => {
@@ -165,6 +168,7 @@ async function passThrough(
       const chunk = buffers[which]!.subarray(0, n);
       position += n;
       which ^= 1;
+      if (pace) await pace(position);
       reading = issueRead();
       writing = out ? writeAll(out, chunk) : undefined;
       writing?.catch(() => undefined); // awaited below; same reason as the reads
@@ -183,6 +187,21 @@ async function passThrough(
     throw err;
   }
   return { bytes: position, sha256: hash.digest('hex'), rdb: validator.finish() };
+}
+
+/**
+ * archive.max_rate: before the read that would go past `rate` bytes per
+ * second since the pass began, wait until it would not. The next chunk is
+ * read (and the current one written) only then, so reads and writes both
+ * keep to the rate, give or take one chunk.
+ */
+function pacer(rate: number): (done: number) => Promise<void> {
+  const start = process.hrtime.bigint(); // monotonic: a clock step must not stall or rush the pass
+  return async (done) => {
+    const elapsedMs = Number(process.hrtime.bigint() - start) / 1e6;
+    const wait = (done / rate) * 1000 - elapsedMs;
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  };
 }
 
 async function writeAll(out: Handle, chunk: Uint8Array): Promise<void> {
@@ -548,6 +567,12 @@ export interface ArchiveRecord {
   nodes: { sha256: string; bytes: number } | null;
   /** A network source: the server's facts (version, run_id, replication offset, server time). */
   server?: ServerFacts;
+  /**
+   * How this run copied the .rdb (copy-methods.ts); absent when it linked an
+   * existing copy, and in records of older versions. 'reflink': the file
+   * shares its data extents with the source it was cloned from.
+   */
+  copy?: CopyMethod;
 }
 
 export function archiveRecordText(record: ArchiveRecord): string {
@@ -684,7 +709,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
     const pass = async (out: Handle | undefined): Promise<PassResult> => {
       let result: PassResult;
       try {
-        result = await copyPass(source, job.sourceRdb, out, ctx.signal, instance.validation);
+        result = await copyPass(source, job.sourceRdb, out, ctx.signal, instance.validation, instance.maxRate);
       } catch (err) {
         if (err instanceof InvalidSnapshotError) throw (await changedError()) ?? err;
         throw err;
@@ -696,7 +721,8 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
     // Copies the source into a temp file next to its final name, in the first folder that
     // takes it: every filesystem of the folders is checked for space first (each needs a
     // copy), and a filesystem that fails the write drops out with its folders.
-    const copyToTemp = async (ts: Timestamp): Promise<{ result: PassResult; temp: string }> => {
+    const copyMethods = copyMethodsFor(instance.maxRate);
+    const copyToTemp = async (ts: Timestamp): Promise<{ result: PassResult; temp: string; method: CopyMethod }> => {
       for (const { slot, error } of await foldersShortOfSpace(fs, instance, alive(slots).map((slot) => ({ ...slot, hasRdb: false })), before.size)) fail(slot, error);
       for (;;) {
         const primary = alive(slots)[0];
@@ -704,13 +730,15 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
         const temp = tempPathFor(join(primary.dir, eventFileName('rdb', ts)));
         temps.push(temp);
         try {
-          const result = await closeAfter(await fs.open(temp, 'create-exclusive', instance.fileMode), async (out) => {
-            await out.chmod(instance.fileMode);
-            const r = await pass(out);
-            await out.sync();
-            return r;
+          const { result, method } = await copyIntoTemp({
+            fs, log, source, sourcePath: job.sourceRdb, temp, fileMode: instance.fileMode, methods: copyMethods, pass,
+            unchanged: async (bytes) => {
+              const changed = await changedError(bytes);
+              if (changed) throw changed;
+            },
+            warn: (w) => warnings.push(w),
           });
-          return { result, temp };
+          return { result, temp, method };
         } catch (err) {
           // A stream consumed by a failed folder cannot be replayed into the next one: the run fails with that folder's error.
           if (!isFolderError(err, primary.dir) || stream) throw err;
@@ -775,6 +803,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       },
       nodes: nodes ? { sha256: nodes.sha256, bytes: nodes.data.length } : null,
       ...(stream ? { server: stream.facts } : {}),
+      ...(copied ? { copy: copied.method } : {}),
     };
     const companions: Companion[] = [];
     if (nodes) companions.push({ kind: 'nodes', data: nodes.data });
@@ -801,6 +830,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       identity: stream ? stream.identity : identityOf(before),
       ...(stream ? { server: stream.facts } : {}),
       ...(choice.revertedTo ? { revertedTo: choice.revertedTo } : {}),
+      ...(copied && published.count > 0 ? { copy: copied.method } : {}),
       durationMs: Date.now() - started,
       warnings,
     };

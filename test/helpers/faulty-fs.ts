@@ -20,7 +20,7 @@ import type { DirEntry, FileInfo, FileSystem, Handle, OpenMode } from '../../src
 /** The operation names OSFS puts in its error messages; handle calls use the handle's path. */
 export type FsOp =
   | 'open' | 'create' | 'stat' | 'lstat' | 'readdir' | 'readFile' | 'mkdir' | 'chmod' | 'rename' | 'link' | 'unlink'
-  | 'fsync-dir' | 'statfs' | 'access' | 'read' | 'write' | 'fsync' | 'fstat' | 'fchmod' | 'close';
+  | 'fsync-dir' | 'statfs' | 'access' | 'read' | 'write' | 'fsync' | 'fstat' | 'fchmod' | 'close' | 'copy';
 
 export interface FsCall {
   /** 1-based position in this wrapper's call sequence. */
@@ -60,14 +60,14 @@ const ERRNO: Record<string, { errno: number; text: string }> = {
 const SYSCALL: Record<FsOp, string> = {
   open: 'open', create: 'open', stat: 'stat', lstat: 'lstat', readdir: 'scandir', readFile: 'open', mkdir: 'mkdir',
   chmod: 'chmod', rename: 'rename', link: 'link', unlink: 'unlink', 'fsync-dir': 'fsync', statfs: 'statfs', access: 'access',
-  read: 'read', write: 'write', fsync: 'fsync', fstat: 'fstat', fchmod: 'fchmod', close: 'close',
+  read: 'read', write: 'write', fsync: 'fsync', fstat: 'fstat', fchmod: 'fchmod', close: 'close', copy: 'copyfile',
 };
 
 /** The op name OSFS uses in its FsError for each call (readFile reports as "read"). */
 const ERROR_OP: Record<FsOp, string> = { ...Object.fromEntries(Object.keys(SYSCALL).map((k) => [k, k])), readFile: 'read' } as Record<FsOp, string>;
 
 /** Calls that change the filesystem (or need space / write access): what a full or read-only disk fails. */
-export const WRITE_OPS: ReadonlySet<FsOp> = new Set<FsOp>(['create', 'mkdir', 'chmod', 'rename', 'link', 'unlink', 'fsync-dir', 'write', 'fsync', 'fchmod']);
+export const WRITE_OPS: ReadonlySet<FsOp> = new Set<FsOp>(['create', 'mkdir', 'chmod', 'rename', 'link', 'unlink', 'fsync-dir', 'write', 'fsync', 'fchmod', 'copy']);
 
 /** A Node.js system error as fs/promises would reject with it. */
 export function nodeError(code: string, syscall: string, path?: string): NodeJS.ErrnoException {
@@ -242,6 +242,16 @@ class FaultyHandle implements Handle {
   }
   chmod(mode: number): Promise<void> {
     return this.fs.call('fchmod', this.path, () => this.inner.chmod(mode));
+  }
+  /**
+   * The kernel copy (reflink or copy_file_range) of this open file into a new
+   * file: one call, named by its destination (the path its errors carry).
+   * Where the wrapped handle has none, the caller copies through read/write.
+   */
+  get copyTo(): Handle['copyTo'] {
+    const inner = this.inner;
+    if (typeof inner.copyTo !== 'function') return undefined;
+    return (to, how) => this.fs.call('copy', to, () => inner.copyTo!(to, how));
   }
   async close(): Promise<void> {
     // A failed close(2) still releases the descriptor on Linux: do the same, so no fd leaks.

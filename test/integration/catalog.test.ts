@@ -41,10 +41,12 @@ describe('rdb-archiver list', () => {
     const r = await runCli(['list', '--json', '-c', env.config]);
     expect(r.code, r.stderr).toBe(0);
     // The builder writes redis-ver 7.2.4 and ctime 1735689600 into every header.
-    const common = { redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z', origin: 'config' };
-    const e3 = { ts: '2025-02-24T23-59-00', seq: 3, bytes: sizes[2], nodes: true, ...common };
-    const e2 = { ts: '2025-02-24T22-00-00', seq: 2, bytes: sizes[1], nodes: false, ...common };
-    const e1 = { ts: '2025-02-24T21-00-00', seq: 1, bytes: sizes[0], nodes: true, ...common };
+    // copy: a kernel copy, a reflink where the temp filesystem clones; shared only while the source is that file, unchanged (the newest).
+    const kernel = expect.stringMatching(/^(reflink|copy_file_range)$/);
+    const common = { redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z', copy: kernel, origin: 'config' };
+    const e3 = { ts: '2025-02-24T23-59-00', seq: 3, bytes: sizes[2], nodes: true, ...common, shared: expect.any(Boolean) };
+    const e2 = { ts: '2025-02-24T22-00-00', seq: 2, bytes: sizes[1], nodes: false, ...common, shared: false };
+    const e1 = { ts: '2025-02-24T21-00-00', seq: 1, bytes: sizes[0], nodes: true, ...common, shared: false };
     expect(jsonOf<ListJson>(r)).toEqual({ hourly: [e3, e2, e1], last: [e3, e2] });
 
     const one = await runCli(['list', '--rule', 'last', '--json', '-c', env.config]);
@@ -89,7 +91,7 @@ describe('rdb-archiver list', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(Date.now() - started).toBeLessThan(10_000);
     // (written by hand, without an archive record: as by a version before records existed)
-    expect(jsonOf<ListJson>(r).all).toEqual([{ ts: '2025-01-01T00-00-00', seq: null, bytes: big, nodes: false, redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z', origin: 'config' }]);
+    expect(jsonOf<ListJson>(r).all).toEqual([{ ts: '2025-01-01T00-00-00', seq: null, bytes: big, nodes: false, redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z', copy: null, shared: false, origin: 'config' }]);
   });
 });
 

@@ -5,6 +5,7 @@
  * retention's bulk delete) and publishing the change to ES module importers.
  *
  *   FAULT_OP    open, stat, lstat, readdir, readFile, mkdir, chmod, rename, link, unlink, statfs,
+ *               copy (the kernel copy, fs.copyFile: FAULT_PATH matches its destination),
  *               read, write, sync, fstat, fchmod, close (calls on a handle), lstatSync, unlinkSync
  *   FAULT_PATH  a substring of the path (rename/link: "from -> to"; handle calls: the opened path)
  *   FAULT_NTH   fail the Nth matching call (default 1)
@@ -46,6 +47,11 @@ for (const name of ['rename', 'link']) {
     return real.call(this, from, to, ...rest);
   };
 }
+const realCopyFile = fsp.copyFile;
+fsp.copyFile = async function (from, to, ...rest) {
+  if (hit('copy', to)) throw fault('copyfile', to);
+  return realCopyFile.call(this, from, to, ...rest);
+};
 const realOpen = fsp.open;
 fsp.open = async function (path, ...rest) {
   if (hit('open', path)) throw fault('open', path);

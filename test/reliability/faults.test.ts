@@ -17,6 +17,7 @@ import { fsError } from '../../src/core/errors.js';
 import { OSFS, TEMP_PREFIX, type FileInfo } from '../../src/core/fs.js';
 import { memoryLog } from '../../src/core/log.js';
 import { FaultyFS, type FsCall, type InjectedFault, type Sticky } from '../helpers/faulty-fs.js';
+import { COPY_METHOD_ENV } from '../../src/pipeline/copy-methods.js';
 import { writeSnapshot } from '../helpers/snapshots.js';
 import {
   CLI_JS, FULL, Figures, REPO, assertBuilt, fsTypeOf, removeTree, reproduce, runNode, scratchRoot, spread, stackTraceLines,
@@ -53,6 +54,10 @@ const reportedOp = (f: InjectedFault) => (f.op === 'readFile' ? 'read' : f.op);
  */
 function tolerated(f: InjectedFault, scnSource: string): boolean {
   if (f.op === 'close' && f.path === scnSource) return true;
+  // A kernel copy (reflink attempt or copy_file_range) failing with anything but a full, read-only or
+  // forbidden destination is retried through read/write (copy-methods.ts), which tells the source's
+  // errors from the folder's; the retry's own calls face the same faults as every other call.
+  if (f.op === 'copy' && !['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES'].includes(f.code)) return true;
   // Taking in failure records left by earlier runs is best effort by design (src/pipeline/failure-record.ts):
   // one that cannot be read stays where it is, and `check` still reads it there.
   return (f.op === 'lstat' || f.op === 'readFile') && /(?:\/last-failure|-[0-9a-f]{16})\.json$/.test(f.path);
@@ -128,7 +133,7 @@ beforeAll(async () => {
   expect(p.exitCode, JSON.stringify(p.errors)).toBe(0);
   pruneOnly = Object.fromEntries(TRIAL_RULES.map((r) => [r.name, eventsOf(pruned, r.name)]));
   removeTree(pruned.dir);
-  figures.note('the calls whose failure a run survives with exit 0: closing the source after it was read and checked in full (nothing can be lost), reading the failure records of earlier runs (best effort: a record it cannot read stays, and check still reads it); every other injected fault fails the run with its documented exit code');
+  figures.note('the calls whose failure a run survives with exit 0: closing the source after it was read and checked in full (nothing can be lost), reading the failure records of earlier runs (best effort: a record it cannot read stays, and check still reads it), a kernel copy failing with anything but ENOSPC, EDQUOT, EROFS or EACCES (retried through read/write, whose calls face the same faults); every other injected fault fails the run with its documented exit code');
   figures.note(`one complete run makes ${callCount} filesystem calls (source ${(scn.sourceSize / 2 ** 20).toFixed(1)} MiB + nodes.conf, 3 rule folders, retention deletes in each); trials ran in-process on ${fsTypeOf(root)}`);
 }, 120_000);
 
@@ -156,13 +161,40 @@ describe('every I/O fault', () => {
   }, 600_000);
 });
 
+describe('every I/O fault on the forced read/write fallback (RDB_ARCHIVER_COPY_METHOD=read-write)', () => {
+  // The trials above run on the kernel copy (the default where the filesystem allows it); these run the
+  // same faults on the path taken where it does not (or with archive.max_rate), which has its own calls.
+  it.each(['ENOSPC', 'EIO'] as const)('%s at call N of a read/write run', async (code) => {
+    const saved = process.env[COPY_METHOD_ENV];
+    process.env[COPY_METHOD_ENV] = 'read-write';
+    try {
+      const counted = new FaultyFS(new OSFS(), { wrapError: fsError });
+      const ref = makeTrial(scn, join(root, `reference-rw-${code}`));
+      const report = await runOnce({ fs: counted, log: memoryLog() }, instanceOf(ref), { dryRun: false, force: false });
+      expect(report.exitCode, report.error?.message).toBe(0);
+      expect(report.snapshot?.copy).toBe('read-write');
+      expect(counted.calls.some((c) => c.op === 'copy')).toBe(false);
+      removeTree(ref.dir);
+      const all = Array.from({ length: counted.count }, (_, i) => i + 1);
+      const ns = FULL ? all : spread(all, 16);
+      figures.plan(ns.map((n) => `${code} at call ${n} (read/write)`));
+      const failures: string[] = [];
+      for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky: false })));
+      expect(failures, `${reproduce()}\n${failures.join('\n')}`).toEqual([]);
+    } finally {
+      if (saved === undefined) delete process.env[COPY_METHOD_ENV];
+      else process.env[COPY_METHOD_ENV] = saved;
+    }
+  }, 600_000);
+});
+
 /** The events (timestamps) in a rule folder of a trial. */
 function eventsOf(trial: Trial, rule: string): string[] {
   return [...new Set(readdirSync(join(trial.archive, rule)).map((n) => finalName(n)?.ts).filter((ts): ts is string => ts !== undefined))].sort();
 }
 
 /** What a full filesystem refuses: anything that needs a block or an inode (unlink and reads still work). */
-const NEEDS_SPACE = new Set<FsCall['op']>(['create', 'mkdir', 'write', 'fsync', 'link', 'rename']);
+const NEEDS_SPACE = new Set<FsCall['op']>(['create', 'mkdir', 'write', 'fsync', 'link', 'rename', 'copy']);
 
 /** A FaultyFS on which one folder is a filesystem of its own (another device number), as a separate mount would be. */
 class OtherFilesystem extends FaultyFS {

@@ -466,6 +466,25 @@ describe('loadConfig: errors name the file and the key path', () => {
     expectFileError(`source:\n  rdb: /d\narchive:\n  dir: /a\n  min_free: ${value}\n`, 'archive.min_free', 'must be a size such as "1GiB" or a percentage such as "5%"');
   });
 
+  it.each([
+    ['"200MiB"', 200 * 1024 ** 2],
+    ['"200MiB/s"', 200 * 1024 ** 2],
+    ['"1 GB / s"', 1e9],
+    ['1048576', 1024 ** 2],
+  ])('max_rate %s is %d bytes per second', (value, expected) => {
+    const file = writeConfig(`source:\n  rdb: /d\narchive:\n  dir: /a\n  max_rate: ${value}\n`);
+    expect(loadConfig({ config: file }, {}).instances[0]!.maxRate).toBe(expected);
+  });
+
+  it('max_rate is unlimited by default', () => {
+    const file = writeConfig('source:\n  rdb: /d\narchive:\n  dir: /a\n');
+    expect(loadConfig({ config: file }, {}).instances[0]!.maxRate).toBeUndefined();
+  });
+
+  it.each(['"fast"', '1000', '"512KiB"', '-5', '"0"'])('max_rate %s is rejected (not a rate, or below 1 MiB/s: a typo, not a plan)', (value) => {
+    expectFileError(`source:\n  rdb: /d\narchive:\n  dir: /a\n  max_rate: ${value}\n`, 'archive.max_rate', 'must be a rate in bytes per second of at least 1MiB');
+  });
+
   it('an unknown top-level key is an error naming it', () => {
     const err = expectFileError(`${MINIMAL}retention: 7\n`, 'retention', 'unknown key');
     expect(err.message).toContain('not a setting of rdb-archiver');
