@@ -12,6 +12,8 @@ import { chooseLogFormat, LOG_FORMATS, stderrFacts, stderrText, type LogFormat }
 import { registerCatalogCommands } from './commands/catalog.js';
 import { registerRestoreCommand } from './commands/restore.js';
 import { registerDaemonCommand } from './commands/daemon.js';
+import { registerDrillCommand } from './commands/drill.js';
+import { drillText } from './ops/drill.js';
 import { registerMonitorCommands } from './ops/monitor.js';
 import { registerMetrics } from './ops/metrics.js';
 import { registerConfigCommands } from './commands/config-check.js';
@@ -69,6 +71,7 @@ export function onceSummary(report: RunReport, dryRun: boolean, opts?: TextOptio
     lines.push(v.error ? `scheduled verification failed: ${v.error}`
       : `scheduled verification: ${v.eventsChecked} event${v.eventsChecked === 1 ? '' : 's'} checked (${v.filesRead} files, ${formatBytes(v.bytesRead)}): ${v.bad.length === 0 ? 'all intact' : `${v.bad.length} BAD`}`);
   }
+  if (report.drill) lines.push(drillText(report.drill));
   return lines.join('\n');
 }
 
@@ -101,6 +104,7 @@ function onceJson(report: RunReport): object {
     ...(report.error ? { error: report.error } : {}),
     ...(report.offsite ? { offsite: report.offsite } : {}),
     ...(report.verify ? { verify: report.verify } : {}),
+    ...(report.drill ? { drill: report.drill } : {}),
     exitCode: report.exitCode,
   };
 }
@@ -165,6 +169,7 @@ export function buildProgram(): Command {
   registerCatalogCommands(program);
   registerRestoreCommand(program);
   registerDaemonCommand(program);
+  registerDrillCommand(program);
   registerMonitorCommands(program);
   registerMetrics(program);
   registerConfigCommands(program);

@@ -38,7 +38,7 @@ export function helpEpilogue(help: CommandHelp): string {
   return lines.join('\n');
 }
 
-const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, IDENTITY, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD } = ExitCode;
+const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, IDENTITY, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD, DRILL_VERSION } = ExitCode;
 
 /** The examples and exit codes of the program itself ("") and of each command, by path. */
 export const COMMAND_HELP: Record<string, CommandHelp> = {
@@ -47,7 +47,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed, then prune (what cron and the timer run)'],
       ['rdb-archiver status', 'what is archived, and how the last run went'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD],
+    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD, DRILL_VERSION],
     note: 'Some commands give codes a meaning of their own (verify, restore, daemon; check follows the\nmonitoring-plugin convention): see `rdb-archiver <command> --help`.',
   },
   once: {
@@ -100,6 +100,15 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       [IDENTITY, '--from: the event is encrypted and no identity was given, or none of its keys opens it; nothing is written'], INTERNAL, [CONFLICT, 'the target exists and --force was not given'], IO, [OFFSITE, '--from: the remote failed; nothing is written'], [PERMISSION, 'permission denied (with --from: the remote refused the credentials)'],
       [NEWEST_BAD, 'latest: the newest event fails verification; the message names the newest that passes (add --fallback); nothing is written']],
     note: 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning.',
+  },
+  drill: {
+    examples: [
+      ['rdb-archiver drill', 'load the newest event into a throwaway redis-server; report load time, DBSIZE, keyspace and DEBUG DIGEST'],
+      ['rdb-archiver drill 2025-02-24T23-59-00 --archive /mnt/backup/redis --json', 'drill one event on a rescue host, from the archive alone'],
+    ],
+    exitCodes: [[OK, 'OK: the event loaded'], [NO_SPACE, 'not enough space in the drill folder for a copy of the event'], [CONFIG, 'usage or configuration error; also: no redis-server or valkey-server (set drill.server)'],
+      [INVALID_SOURCE, 'the event failed verification or the server could not load it'], [NO_SOURCE, 'no such event'], INTERNAL, [IO, 'I/O error, or the server could not be started or did not finish loading in drill.timeout'],
+      [TEMPFAIL, 'stopped by SIGTERM/SIGINT (the server was stopped and its folder removed)'], [DRILL_VERSION, 'the event\'s RDB version is newer than the local server can load (not corruption)']],
   },
   daemon: {
     examples: [

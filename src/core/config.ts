@@ -634,6 +634,7 @@ const instanceKeys = {
   remotes: z.optional(remotesSchema),
   validation: z.optional(z.enum(['full', 'crc'], { error: 'must be full (walk every value: the default) or crc (header and CRC-64 only)' })),
   verify: z.optional(verifySchema),
+  drill: z.optional(drillSchema),
 };
 
 const instanceName = z.string({ error: 'must be a string' }).check(z.regex(RULE_NAME_PATTERN, { error: 'must match ^[a-z0-9][a-z0-9_-]*$' }));
@@ -857,7 +858,7 @@ function resolveInstance(
   const remotesKey = entry.remotes ? key('remotes') : 'remotes';
   const remotes = (entry.remotes ?? defaults.remotes ?? []).map((r, i) => resolveRemote(r, name, resolvedRules, file, base, `${remotesKey}[${i}]`));
   const verify = entry.verify ?? defaults.verify;
-  const drill: z.output<typeof drillSchema> = { ...(defaults as { drill?: object }).drill, ...(entry as { drill?: object }).drill };
+  const drill = { ...defaults.drill, ...entry.drill };
 
   return {
     name,

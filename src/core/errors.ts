@@ -62,6 +62,8 @@ export const ExitCode = {
    * passes; nothing restored without --fallback (the message names both).
    */
   NEWEST_BAD: 79,
+  /** `drill`: the event's RDB format version is newer than the local server can load (not corruption). */
+  DRILL_VERSION: 80,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -87,6 +89,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   77: 'permission denied, or a read-only filesystem; or a run as another user than the archive\'s owner',
   78: 'source.redis: the server refused the credentials, or the ACL user lacks a command a backup needs (the message names it)',
   79: 'restore latest: the newest event failed verification; the message names the newest event that passes (restore it with --fallback); nothing restored',
+  80: 'drill: the event\'s RDB format version is newer than the local redis-server/valkey-server can load (not corruption)',
 };
 
 export abstract class ArchiverError extends Error {

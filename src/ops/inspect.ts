@@ -154,6 +154,8 @@ export interface InstanceFacts {
   verifyBad?: Array<{ ts: Timestamp; rules: string[]; problems: string[]; newest: boolean }>;
   /** `verify.every` of the config (ms), when scheduled verification is on. */
   verifyEveryMs?: number;
+  /** `drill.every` of the config (ms), when scheduled drills are on. */
+  drillEveryMs?: number;
 }
 
 async function statSize(fs: FileSystem, path: string): Promise<{ key: string; size: number } | undefined> {
@@ -252,6 +254,7 @@ export async function inspectInstance(fs: FileSystem, instance: InstanceConfig):
   for (const size of allInodes.values()) facts.archiveBytes += size;
   facts.snapshots = allTs.size;
   if (instance.verify) facts.verifyEveryMs = instance.verify.everyMs;
+  if (instance.drill?.everyMs !== undefined) facts.drillEveryMs = instance.drill.everyMs;
   const verified = facts.state?.verify;
   // A bad event pruned since is no longer a problem of the archive.
   if (verified) facts.verifyBad = verified.bad.filter((b) => allTs.has(b.ts)).map((b) => ({ ...b, newest: b.ts === newest?.ts }));

@@ -141,6 +141,11 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const verifyBad = family('rdb_archiver_verify_bad_events', 'gauge', 'Archived events (once per file, not per hard link) that failed the last scheduled verification and are still in the archive.');
   const verifyNewestBad = family('rdb_archiver_verify_newest_bad', 'gauge', '1 if the most recently archived event failed the last scheduled verification, else 0.');
   const verifyRuns = family('rdb_archiver_verify_runs_total', 'counter', 'Scheduled verifications run.');
+  const drillLast = family('rdb_archiver_drill_last_run_timestamp_seconds', 'gauge', 'Unix time of the last restore drill (scheduled or rdb-archiver drill); 0 if none yet.');
+  const drillOk = family('rdb_archiver_drill_success', 'gauge', '1 if the last restore drill loaded its event, else 0.');
+  const drillLoad = family('rdb_archiver_drill_load_seconds', 'gauge', 'How long the throwaway server took to load the event in the last successful drill.');
+  const drillKeys = family('rdb_archiver_drill_keys', 'gauge', 'Keys (all databases) the last successful drill loaded.');
+  const drillRuns = family('rdb_archiver_drill_runs_total', 'counter', 'Restore drills run.');
   const remote = remoteFamilies(family);
 
   const now = Date.now();
@@ -206,6 +211,14 @@ export function renderMetrics(all: InstanceFacts[]): string {
       verifyBad.samples.push({ labels: { instance }, value: facts.verifyBad?.length ?? 0 });
       verifyNewestBad.samples.push({ labels: { instance }, value: facts.verifyBad?.some((b) => b.newest) ? 1 : 0 });
       verifyRuns.samples.push({ labels: { instance }, value: counters.verify_runs ?? 0 });
+    }
+    const drill = state?.drill;
+    if (facts.drillEveryMs !== undefined || drill) {
+      drillLast.samples.push({ labels: { instance }, value: seconds(drill?.at) });
+      drillOk.samples.push({ labels: { instance }, value: drill?.status === 'loaded' ? 1 : 0 });
+      if (drill?.loadSeconds !== undefined && drill.status === 'loaded') drillLoad.samples.push({ labels: { instance }, value: drill.loadSeconds });
+      if (drill?.keys !== undefined && drill.status === 'loaded') drillKeys.samples.push({ labels: { instance }, value: drill.keys });
+      drillRuns.samples.push({ labels: { instance }, value: counters.drill_runs ?? 0 });
     }
     for (const orphan of facts.orphans) {
       orphanBytes.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.bytes });

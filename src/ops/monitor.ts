@@ -169,6 +169,7 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   if (facts.orphansError && !facts.rules.some((r) => r.error)) add(Nagios.UNKNOWN, facts.orphansError);
   for (const p of remoteProblems(facts.remotes ?? [], thresholds)) add(p.state, p.text);
   for (const p of verifyProblems(facts, nowMs)) add(p.state, p.text);
+  for (const p of drillProblems(facts, nowMs)) add(p.state, p.text);
 
   const state = worstState(problems.map((p) => p.state));
   const parts = [age === null ? 'no snapshot' : `newest snapshot ${formatAge(age)} ago`];
@@ -229,6 +230,15 @@ export function lagNow(facts: InstanceFacts, nowMs: number): { seconds: number; 
 }
 
 /**
+ * When a scheduled verification or drill counts as overdue: twice its
+ * period, and at least an hour more than it (a run takes time, and runs come
+ * on the schedule of once or the daemon, not exactly every period).
+ */
+export function overdueAfterMs(everyMs: number): number {
+  return Math.max(2 * everyMs, everyMs + 3_600_000);
+}
+
+/**
  * What scheduled verification says (scheduled-verify.ts): the newest event
  * bad is CRITICAL (restore latest would refuse it), an older one WARNING; a
  * verification that failed, or has not run for twice its period, WARNING.
@@ -247,7 +257,26 @@ export function verifyProblems(facts: InstanceFacts, nowMs: number): Problem[] {
   if (every !== undefined && facts.state?.lastRun) {
     const lastMs = v ? Date.parse(v.at) : NaN;
     if (!Number.isFinite(lastMs)) out.push({ state: Nagios.WARNING, text: `scheduled verification (every ${formatDuration(every)}) has not run yet` });
-    else if (nowMs - lastMs > 2 * every) out.push({ state: Nagios.WARNING, text: `scheduled verification last ran ${formatAge(Math.floor((nowMs - lastMs) / 1000))} ago (every ${formatDuration(every)})` });
+    else if (nowMs - lastMs > overdueAfterMs(every)) out.push({ state: Nagios.WARNING, text: `scheduled verification last ran ${formatAge(Math.floor((nowMs - lastMs) / 1000))} ago (every ${formatDuration(every)})` });
+  }
+  return out;
+}
+
+/**
+ * The last restore drill (src/ops/drill.ts): an event that did not load is
+ * CRITICAL; an RDB version the local server cannot read, a drill that could
+ * not run, or a scheduled drill overdue (twice drill.every) is a WARNING.
+ */
+export function drillProblems(facts: InstanceFacts, nowMs: number): Problem[] {
+  const out: Problem[] = [];
+  const d = facts.state?.drill;
+  if (d && d.status === 'load-failed') out.push({ state: Nagios.CRITICAL, text: `the restore drill at ${d.at} could not load event ${d.ts ?? '?'}: ${d.error ?? 'failed'}` });
+  else if (d && d.status !== 'loaded') out.push({ state: Nagios.WARNING, text: `the restore drill at ${d.at} (event ${d.ts ?? '?'}) did not run to the end: ${d.error ?? d.status}` });
+  const every = facts.drillEveryMs;
+  if (every !== undefined && facts.state?.lastRun) {
+    const lastMs = d ? Date.parse(d.at) : NaN;
+    if (!Number.isFinite(lastMs)) out.push({ state: Nagios.WARNING, text: `scheduled restore drill (every ${formatDuration(every)}) has not run yet` });
+    else if (nowMs - lastMs > overdueAfterMs(every)) out.push({ state: Nagios.WARNING, text: `the last restore drill ran ${formatAge(Math.floor((nowMs - lastMs) / 1000))} ago (every ${formatDuration(every)})` });
   }
   return out;
 }

@@ -27,6 +27,7 @@ import { queueForRemotes, settleRemoteQueue } from '../offsite/queue.js';
 import { planOffsite, runOffsite, type RemoteRunReport } from '../offsite/run.js';
 import { writeArchiveIndex } from './archive-index.js';
 import { badEventText, runScheduledVerify, type VerifyRecord } from './scheduled-verify.js';
+import { drillDue, drillText, runDrill, type DrillRecord } from '../ops/drill.js';
 
 export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
 
@@ -63,6 +64,8 @@ export interface RunReport {
   offsite?: RemoteRunReport[];
   /** The scheduled verification, when this run did one (`verify:` in the config). */
   verify?: VerifyRecord;
+  /** The scheduled restore drill, when this run did one (`drill.every`). */
+  drill?: DrillRecord;
   exitCode: ExitCodeValue;
 }
 
@@ -418,6 +421,14 @@ export async function runOnce(
       if (verified.bad.length > 0) bumpCounter(state, 'verify_runs_bad');
       for (const b of verified.bad) report.warnings.push(`scheduled verification: ${badEventText(b)}`);
       if (verified.error) report.warnings.push(`scheduled verification failed: ${verified.error}`);
+    }
+    const everyMs = instance.drill?.everyMs;
+    if (everyMs !== undefined && !deps.signal?.aborted && drillDue(state.drill, everyMs, Date.now())) {
+      const drilled = await runDrill({ fs: deps.fs, log, signal: deps.signal }, instance, 'latest');
+      state.drill = drilled;
+      report.drill = drilled;
+      bumpCounter(state, 'drill_runs');
+      if (drilled.status !== 'loaded') report.warnings.push(drillText(drilled));
     }
   };
 

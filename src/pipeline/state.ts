@@ -11,6 +11,7 @@ import type { NodesChange } from './worker.js';
 import { parseQueue, type OffsiteItem } from '../offsite/state.js';
 import { parseVerifyRecord, type VerifyRecord } from './scheduled-verify.js';
 import type { ServerFacts } from '../sources/source.js';
+import { parseDrillRecord, type DrillRecord } from '../ops/drill.js';
 
 /** What makes a source file "the same file": any difference means a new snapshot. */
 export interface SourceIdentity {
@@ -144,6 +145,8 @@ export interface State {
   offsite?: { queue: OffsiteItem[] };
   /** The last scheduled verification (scheduled-verify.ts). */
   verify?: VerifyRecord;
+  /** The last restore drill (src/ops/drill.ts), scheduled or by `rdb-archiver drill`. */
+  drill?: DrillRecord;
 }
 
 export function emptyState(): State {
@@ -216,6 +219,8 @@ export function parseState(text: string): State | undefined {
   if (o.offsite && typeof o.offsite === 'object') state.offsite = { queue: parseQueue(o.offsite) };
   const verify = parseVerifyRecord(o.verify);
   if (verify) state.verify = verify;
+  const drill = parseDrillRecord(o.drill);
+  if (drill) state.drill = drill;
   if (o.counters && typeof o.counters === 'object') {
     for (const [k, v] of Object.entries(o.counters)) if (typeof v === 'number' && Number.isFinite(v)) state.counters[k] = v;
   }
