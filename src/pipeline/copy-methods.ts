@@ -152,6 +152,8 @@ async function tryClone(args: CopyArgs): Promise<boolean> {
     await args.source.copyTo!(args.temp, 'clone');
     return true;
   } catch (err) {
+    // A full, read-only or forbidden folder fails here as it would for any copy.
+    if (DESTINATION_ERRORS.has(errorCode(err) ?? '')) throw err;
     // Not a filesystem that clones, or not the source's filesystem: the usual case on ext4.
     args.log.debug({ path: args.temp, code: errorCode(err) }, 'no reflink here');
     await unlinkIfExists(args.fs, args.temp); // libuv removed it already; a leftover would fail the next create
