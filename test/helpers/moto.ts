@@ -34,7 +34,8 @@ export function describeWithMoto(name: string, body: () => void): void {
     return;
   }
   const reason = motoAvailability.reason;
-  if (process.env.CI === 'true') {
+  // CI fails without moto unless .ci/run found no way to install it and said so (RDB_ARCHIVER_CI_ALLOW_NO_MOTO).
+  if (process.env.CI === 'true' && process.env.RDB_ARCHIVER_CI_ALLOW_NO_MOTO !== '1') {
     describe(name, () => {
       it('needs moto_server, which CI must provide (.ci/run checks for it)', () => {
         throw new Error(`moto_server is not available in CI: ${reason}`);
