@@ -26,7 +26,8 @@ import { eventFileName, type Timestamp } from '../core/timestamp.js';
 import { EventNotFoundError, parseSidecar, scanArchive, type RuleEvents } from '../commands/catalog.js';
 import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import { copyPass } from '../pipeline/worker.js';
-import { parseInfoText, ReplyError, UnixRespClient, type Reply } from './resp.js';
+import { parseInfo, ReplyError, type Reply } from '../sources/resp.js';
+import { UnixRespClient } from './resp.js';
 
 export type DrillStatus = 'loaded' | 'load-failed' | 'version-unsupported' | 'failed';
 
@@ -248,9 +249,9 @@ async function startServer(binary: string, dir: string, debugCommand: boolean, t
 async function inspectServer(client: UnixRespClient, record: DrillRecord): Promise<void> {
   const dbsize = await client.send('DBSIZE');
   if (typeof dbsize === 'number') record.dbsize = dbsize;
-  const info = parseInfoText(text(await client.send('INFO', 'server')));
+  const info = parseInfo(text(await client.send('INFO', 'server')));
   record.server = { binary: record.server?.binary ?? '', version: info.valkey_version ?? info.redis_version ?? null };
-  const keyspace = parseInfoText(text(await client.send('INFO', 'keyspace')));
+  const keyspace = parseInfo(text(await client.send('INFO', 'keyspace')));
   record.keyspace = keyspace;
   record.keys = Object.values(keyspace).reduce((sum, v) => sum + Number(/keys=(\d+)/.exec(v)?.[1] ?? 0), 0);
   const digest: Reply = await client.send('DEBUG', 'DIGEST');
