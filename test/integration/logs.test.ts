@@ -29,7 +29,7 @@ function runShared(args: string[], env: Record<string, string | undefined> = {})
 }
 
 /** Time and the temp root replaced, so the lines can be compared as text. */
-const normalise = (text: string, root: string) => text.replaceAll(root, '<root>').replace(/^\d\d:\d\d:\d\d\.\d{3} /gm, 'HH:MM:SS.mmm ').replace(/durationMs=\d+/g, 'durationMs=N');
+const normalise = (text: string, root: string) => text.replaceAll(root, '<root>').replace(/^\d\d:\d\d:\d\d\.\d{3} /gm, 'HH:MM:SS.mmm ').replace(/durationMs=\d+/g, 'durationMs=N').replace(/lagSeconds=[\d.]+/g, 'lagSeconds=N');
 
 const count = (text: string, needle: string) => text.split(needle).length - 1;
 
@@ -44,7 +44,7 @@ describe('log formats', () => {
     expect(normalise(ok.stderr + bad.stderr, env.root)).toBe([
       // (a test's archive and source share /tmp's filesystem: every run says so)
       'HH:MM:SS.mmm WARN  the archive <root>/archive is on the same filesystem as the source <root>/data/dump.rdb: it protects against mistakes, not against losing that disk; copy it off the host too (remotes:, README "Off-site copies") instance=default archive=<root>/archive',
-      'HH:MM:SS.mmm INFO  snapshot archived instance=default ts=2025-06-01T10-00-00 bytes=111 sha256=71dceea33b82570257dab968e60bda2f63d0f8753820e99b0609aea98f3ee0ac outcome=archived durationMs=N rdbVersion=11',
+      'HH:MM:SS.mmm INFO  snapshot archived instance=default ts=2025-06-01T10-00-00 seq=1 bytes=111 sha256=71dceea33b82570257dab968e60bda2f63d0f8753820e99b0609aea98f3ee0ac outcome=archived durationMs=N rdbVersion=11 lagSeconds=N',
       'HH:MM:SS.mmm ERROR run failed instance=default err="<root>/missing.rdb: cannot archive: does not exist (has Redis saved a snapshot yet?)" kind=no-source',
       '',
     ].join('\n'));
