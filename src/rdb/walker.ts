@@ -72,6 +72,10 @@ const T_BIGHEAD = 15;
 const T_BIGTAIL = 16;
 const T_NONEMPTY_STR = 17;
 const T_DONE = 18;
+/** A stream group's global PEL entry id (recorded), a consumer's PEL entry id (must be recorded), a group's start. */
+const T_PEL_ID = 19;
+const T_CPEL_ID = 20;
+const T_GROUP_START = 21;
 
 type Step = readonly [task: number, arg: number];
 
@@ -95,6 +99,9 @@ const R_INTSET = 5;
 const R_ZIPMAP = 6;
 const R_STREAM_LP = 7;
 
+/** The most global PEL ids of one consumer group kept for the consumer cross-check (about 100 MB). */
+const MAX_TRACKED_PEL = 1_000_000;
+
 /** Sequences that loops repeat, by index (the T_LOOP / T_COUNT sequence). */
 const SEQS: Step[][] = [];
 function seq(...steps: Step[]): number {
@@ -109,13 +116,13 @@ const S_HASH_TTL = seq([T_LEN, 0], [T_STR, 0], [T_STR, 0]);
 const S_QL1 = seq([T_BLOB, R_ZL]);
 const S_QL2 = seq([T_QL2NODE, 0]);
 const S_STREAM_NODE = seq([T_NODEKEY, 0], [T_BLOB, R_STREAM_LP]);
-const S_PEL = seq([T_FIXED, 16], [T_FIXED, 8], [T_LEN, 0]);
-const S_CPEL = seq([T_FIXED, 16]);
+const S_PEL = seq([T_PEL_ID, 16], [T_FIXED, 8], [T_LEN, 0]);
+const S_CPEL = seq([T_CPEL_ID, 16]);
 const S_CONSUMER1 = seq([T_STR, 0], [T_FIXED, 8], [T_COUNT, S_CPEL]);
 const S_CONSUMER3 = seq([T_STR, 0], [T_FIXED, 8], [T_FIXED, 8], [T_COUNT, S_CPEL]);
-const S_CGROUP1 = seq([T_STR, 0], [T_LEN, 0], [T_LEN, 0], [T_COUNT, S_PEL], [T_COUNT, S_CONSUMER1]);
-const S_CGROUP2 = seq([T_STR, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_COUNT, S_PEL], [T_COUNT, S_CONSUMER1]);
-const S_CGROUP3 = seq([T_STR, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_COUNT, S_PEL], [T_COUNT, S_CONSUMER3]);
+const S_CGROUP1 = seq([T_GROUP_START, 0], [T_STR, 0], [T_LEN, 0], [T_LEN, 0], [T_COUNT, S_PEL], [T_COUNT, S_CONSUMER1]);
+const S_CGROUP2 = seq([T_GROUP_START, 0], [T_STR, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_COUNT, S_PEL], [T_COUNT, S_CONSUMER1]);
+const S_CGROUP3 = seq([T_GROUP_START, 0], [T_STR, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_COUNT, S_PEL], [T_COUNT, S_CONSUMER3]);
 
 const STREAM_V1: Step[] = [[T_COUNT, S_STREAM_NODE], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_COUNT, S_CGROUP1]];
 const STREAM_META_V2: Step[] = [[T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0], [T_LEN, 0]];
@@ -192,6 +199,13 @@ export class RdbWalker {
 
   private valkey = false;
   private failure: string | null = null;
+  /**
+   * The current consumer group's global PEL ids: every consumer's PEL entry must be one of
+   * them (Redis refuses the file otherwise: "Consumer entry not found in group global PEL").
+   * Past MAX_TRACKED_PEL ids the check is dropped for that group, to keep memory bounded.
+   */
+  private readonly groupPel = new Set<string>();
+  private groupPelTracked = true;
   private eofAt = -1;
   private keys = 0;
   private expires = 0;
@@ -680,6 +694,24 @@ export class RdbWalker {
         this.lzfBig = false;
         this.bigHead.set(this.lzf.head);
         return this.bigDone(q, this.lzf.lastByte);
+      }
+      case T_GROUP_START:
+        this.groupPel.clear();
+        this.groupPelTracked = true;
+        this.pop();
+        return p;
+      case T_PEL_ID:
+      case T_CPEL_ID: {
+        if (p + 16 > end) return this.stall(p, 16);
+        const id = Buffer.from(b.buffer, b.byteOffset + p, 16).toString('latin1');
+        if (t === T_PEL_ID) {
+          if (this.groupPel.size >= MAX_TRACKED_PEL) this.groupPelTracked = false;
+          else this.groupPel.add(id);
+        } else if (this.groupPelTracked && !this.groupPel.has(id)) {
+          return this.fail(p, "stream consumer's pending entry is not in its group's PEL");
+        }
+        this.pop();
+        return p + 16;
       }
       case T_NONEMPTY_STR: {
         if (p >= end) return this.stall(p, 1);

@@ -102,7 +102,7 @@ describeWithRedis('structural RDB validation on real dumps', () => {
       const ours = outcome(bad, null);
       const theirs = checkRdb(path);
       if (!theirs.ok) {
-        expect(typeof ours, `damage at ${at}+${span}: redis-check-rdb refuses (${theirs.out.split('\n').find((l) => /rdb|error/i.test(l))}), we accepted`).toBe('string');
+        expect(typeof ours, `damage at ${at}+${span}: redis-check-rdb refuses (${theirs.out.split("\n").filter((l) => /error|invalid|wrong|unexpected|fail/i.test(l)).join(" | ")}), we accepted`).toBe('string');
         refusedByBoth++;
       } else if (typeof ours === 'string') {
         refusedByWalkOnly++; // the walk's listpack/ziplist checks are deep; redis-check-rdb's are shallow by default
