@@ -476,7 +476,10 @@ export async function chooseEvent(
     if (listed !== undefined && listed !== sha256) continue; // another snapshot of this second
     // (ranked by its highest seq in any folder; an interrupted run's incomplete event ranks by its record)
     const seq = existing.reduce<number | undefined>((max, e) => (e?.seq !== undefined && (max === undefined || e.seq > max) ? e.seq : max), undefined);
-    if (latest && latest.ts !== ts && newestArchivedFirst({ ts, seq }, latest) > 0) {
+    // Only an event that was archived (an .rdb in some folder) can be older content; companions
+    // without an .rdb are our own interrupted run's (a SIGKILL after nodes or record): completed.
+    const archived = existing.some((e) => e?.kinds.includes('rdb'));
+    if (archived && latest && latest.ts !== ts && newestArchivedFirst({ ts, seq }, latest) > 0) {
       revertedTo ??= ts;
       continue;
     }

@@ -418,7 +418,7 @@ export function checkRecovered(scn: Scenario, trial: Trial, options: { allowOwnS
     if (got !== want) problems.push(`${rule}/ holds events [${got}], a clean run leaves [${want}]`);
     for (const [ts, kinds] of present) {
       for (const kind of KINDS) {
-        const expected = ts === NEW_TS ? scn.ref!.newFiles[kind] : scn.pre[rule]![ts]![kind];
+        const expected = ts === NEW_TS ? scn.ref!.newFiles[kind] : scn.pre[rule]?.[ts]?.[kind];
         if (expected !== undefined && !kinds.has(kind)) problems.push(`${rule}/${fileName(kind, ts)} is missing after recovery`);
       }
     }
