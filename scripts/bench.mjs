@@ -1079,6 +1079,17 @@ function writeReport(m, startedAt, elapsed) {
 
 // ---------------------------------------------------------------------------
 
+/** Runs one section of the bench; a failure is reported in BENCHMARKS.md and the other rows still run. */
+async function attempt(section, fn) {
+  try {
+    await fn();
+  } catch (err) {
+    log(`${section}: FAILED: ${err?.stack ?? err}`);
+    notes.push(`${section}: not measured: the bench section failed (${String(err?.message ?? err).split('\n')[0]}); see .bench/run/bench.log.`);
+    rows.push({ row: section, what: 'section failed', ours: '–', ref: '–', ratio: '–', target: '–', pass: false });
+  }
+}
+
 async function main() {
   const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   const t0 = performance.now();
@@ -1101,66 +1112,90 @@ async function main() {
     }
 
     let archived;
-    if (want('archive') || want('verify')) {
-      const source = await dump(BIG);
-      archived = benchArchive(source);
-    }
-    if (want('rss')) {
-      const sources = [];
-      for (const size of RSS_SIZES) sources.push({ size, path: await dump(size) });
-      benchRss(sources);
-      for (const s of sources) if (s.size > BIG) rmSync(s.path, { force: true });
-    }
-    if (want('crc')) {
-      benchCrc(await dump(BIG), BIG, `values ${VALUES.minValue}–${VALUES.maxValue} B`, true);
-      const smallKeys = { minValue: 16, maxValue: 256 };
-      const size = QUICK ? 64 * MiB : 256 * MiB;
-      const p = await dump(size, smallKeys, 'smallkeys');
-      benchCrc(p, size, `values ${smallKeys.minValue}–${smallKeys.maxValue} B`, false);
-      rmSync(p, { force: true });
-    }
-    if (want('walk')) {
-      benchWalk(await dump(BIG), BIG, `walk-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}`, `the ${fmtSize(BIG)} bench dump (values ${VALUES.minValue}–${VALUES.maxValue} B)`);
-      if (which('redis-server') && which('redis-cli')) {
-        const n = QUICK ? 500_000 : 5_000_000;
-        const p = smallKeysDump(n);
-        benchWalk(p, statSync(p).size, `walk-${n / 1e6}m-keys`, `a redis-server dump of ${n / 1e6} M small keys (${fmtSize(statSync(p).size)})`);
+    await attempt('archive', async () => {
+      if (want('archive') || want('verify')) {
+        const source = await dump(BIG);
+        archived = benchArchive(source);
+      }
+    });
+    await attempt('rss', async () => {
+      if (want('rss')) {
+        const sources = [];
+        for (const size of RSS_SIZES) sources.push({ size, path: await dump(size) });
+        benchRss(sources);
+        for (const s of sources) if (s.size > BIG) rmSync(s.path, { force: true });
+      }
+    });
+    await attempt('crc', async () => {
+      if (want('crc')) {
+        benchCrc(await dump(BIG), BIG, `values ${VALUES.minValue}–${VALUES.maxValue} B`, true);
+        const smallKeys = { minValue: 16, maxValue: 256 };
+        const size = QUICK ? 64 * MiB : 256 * MiB;
+        const p = await dump(size, smallKeys, 'smallkeys');
+        benchCrc(p, size, `values ${smallKeys.minValue}–${smallKeys.maxValue} B`, false);
         rmSync(p, { force: true });
-      } else notes.push('walk-5m-keys: not run (redis-server and redis-cli are needed to write the dump)');
-    }
-    if (want('archive-real') || want('archive-xfs') || want('restic')) {
-      // Issue 15: dumps written by redis-server (DEBUG POPULATE), not only the generator's.
-      const keys = QUICK ? 1_000_000 : 5_000_000;
-      const plain = await realDump(keys, 200, false);
-      if (want('archive-real')) {
-        benchArchiveVs(`archive-real-${fmtSize(statSync(plain).size).replace(' ', '')}`,
-          `\`once\` on a ${fmtSize(statSync(plain).size)} dump written by redis-server (DEBUG POPULATE ${keys} keys of 200 B, rdbcompression no) into 4 rule folders vs \`cp\` + \`sync FILE\``, plain, 1.15);
-        const lzf = await realDump(keys, 200, true);
-        benchArchiveVs(`archive-real-${fmtSize(statSync(lzf).size).replace(' ', '')}`,
-          `\`once\` on a ${fmtSize(statSync(lzf).size)} dump written by redis-server (the same keys, rdbcompression yes) into 4 rule folders vs \`cp\` + \`sync FILE\``, lzf, 2.0, RUNS + 2);
       }
-      if (want('archive-xfs')) benchXfs(plain);
-      if (want('restic')) benchRestic(plain);
-    }
-    if (want('verify') && archived) benchVerify(archived.cfg, archived.arch);
-    if (want('upload')) {
-      const rssSize = QUICK ? 512 * MiB : 2 * GiB;
-      const rssSource = { size: rssSize, path: await dump(rssSize) };
-      await benchUpload(await dump(BIG), rssSource);
-      rmSync(rssSource.path, { force: true });
-    }
-    if (want('upload-codec')) {
-      const shaped = join(DATA, `dump-shaped-${BIG}.rdb`);
-      if (!existsSync(shaped)) {
-        const r = await writeShapedRdb(shaped, BIG, { crc64Module });
-        log(`generated ${relative(ROOT, shaped)} (${fmtSize(r.bytes)}, ${r.smallKeys} small keys, ${r.bigKeys} 64 KiB values)`);
+    });
+    await attempt('walk', async () => {
+      if (want('walk')) {
+        benchWalk(await dump(BIG), BIG, `walk-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}`, `the ${fmtSize(BIG)} bench dump (values ${VALUES.minValue}–${VALUES.maxValue} B)`);
+        if (which('redis-server') && which('redis-cli')) {
+          const n = QUICK ? 500_000 : 5_000_000;
+          const p = smallKeysDump(n);
+          benchWalk(p, statSync(p).size, `walk-${n / 1e6}m-keys`, `a redis-server dump of ${n / 1e6} M small keys (${fmtSize(statSync(p).size)})`);
+          rmSync(p, { force: true });
+        } else notes.push('walk-5m-keys: not run (redis-server and redis-cli are needed to write the dump)');
       }
-      await benchUploadCodec(shaped);
-    }
-    if (want('pull') && which('redis-server') && which('redis-cli')) await benchPull(await dump(BIG));
-    if (want('nochange')) await benchNochange();
-    if (want('prune')) benchPruneSteady();
-    if (want('prune-bulk')) benchPruneBulk();
+    });
+    await attempt('archive-real', async () => {
+      if (want('archive-real') || want('archive-xfs') || want('restic')) {
+        // Issue 15: dumps written by redis-server (DEBUG POPULATE), not only the generator's.
+        const keys = QUICK ? 1_000_000 : 5_000_000;
+        const plain = await realDump(keys, 200, false);
+        if (want('archive-real')) {
+          benchArchiveVs(`archive-real-${fmtSize(statSync(plain).size).replace(' ', '')}`,
+            `\`once\` on a ${fmtSize(statSync(plain).size)} dump written by redis-server (DEBUG POPULATE ${keys} keys of 200 B, rdbcompression no) into 4 rule folders vs \`cp\` + \`sync FILE\``, plain, 1.15);
+          const lzf = await realDump(keys, 200, true);
+          benchArchiveVs(`archive-real-${fmtSize(statSync(lzf).size).replace(' ', '')}`,
+            `\`once\` on a ${fmtSize(statSync(lzf).size)} dump written by redis-server (the same keys, rdbcompression yes) into 4 rule folders vs \`cp\` + \`sync FILE\``, lzf, 2.0, RUNS + 2);
+        }
+        if (want('archive-xfs')) benchXfs(plain);
+        if (want('restic')) benchRestic(plain);
+      }
+    });
+    await attempt('verify', async () => {
+      if (want('verify') && archived) benchVerify(archived.cfg, archived.arch);
+    });
+    await attempt('upload', async () => {
+      if (want('upload')) {
+        const rssSize = QUICK ? 512 * MiB : 2 * GiB;
+        const rssSource = { size: rssSize, path: await dump(rssSize) };
+        await benchUpload(await dump(BIG), rssSource);
+        rmSync(rssSource.path, { force: true });
+      }
+    });
+    await attempt('upload-codec', async () => {
+      if (want('upload-codec')) {
+        const shaped = join(DATA, `dump-shaped-${BIG}.rdb`);
+        if (!existsSync(shaped)) {
+          const r = await writeShapedRdb(shaped, BIG, { crc64Module });
+          log(`generated ${relative(ROOT, shaped)} (${fmtSize(r.bytes)}, ${r.smallKeys} small keys, ${r.bigKeys} 64 KiB values)`);
+        }
+        await benchUploadCodec(shaped);
+      }
+    });
+    await attempt('pull', async () => {
+      if (want('pull') && which('redis-server') && which('redis-cli')) await benchPull(await dump(BIG));
+    });
+    await attempt('nochange', async () => {
+      if (want('nochange')) await benchNochange();
+    });
+    await attempt('prune', async () => {
+      if (want('prune')) benchPruneSteady();
+    });
+    await attempt('prune-bulk', async () => {
+      if (want('prune-bulk')) benchPruneBulk();
+    });
   } finally {
     if (!KEEP) {
       for (const f of ['data', 'archive', 'rss', 'prune', 'prune-bulk', 'nochange', 'upload', 'upload-codec', 'pull', 'archive-real', 'xfs', 'restic', 'build', 'rss.txt', 'cpu.txt']) rmSync(join(BENCH, f), { recursive: true, force: true });
