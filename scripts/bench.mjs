@@ -105,7 +105,7 @@ const readSyncAt = (fd, buf, pos) => readSync(fd, buf, 0, buf.length, pos);
 function yamlConfig(path, { source, archive, rules }) {
   const lines = [
     'source:', `  rdb: ${JSON.stringify(source)}`,
-    'archive:', `  dir: ${JSON.stringify(archive)}`,
+    'archive:', `  dir: ${JSON.stringify(archive)}`, '  create: true',
     'timezone: UTC',
     'rules:',
     ...rules.flatMap((r) => [`  - name: ${r.name}`, ...(r.every ? [`    every: ${r.every}`] : []), `    count: ${r.count}`]),
