@@ -141,9 +141,27 @@ export class SourceUnavailableError extends ArchiverError {
   }
 }
 
+/** Passwords read at run time (source.redis.password_file): see redactSecrets. */
+const runtimeSecrets = new Set<string>();
+
+/** Marks a secret read at run time: from now on no RedisSourceError carries it, whatever a server echoes back. */
+export function registerSecret(secret: string): void {
+  if (secret !== '') runtimeSecrets.add(secret);
+}
+
+/** `text` with every registered secret replaced by [redacted]. */
+export function redactSecrets(text: string): string {
+  let out = text;
+  for (const secret of runtimeSecrets) out = out.split(secret).join('[redacted]');
+  return out;
+}
+
 /**
  * A Redis source failed. Messages name the server as host:port (never a
- * password) and the step: connect, AUTH, a command, the transfer.
+ * password) and the step: connect, AUTH, a command, the transfer. The detail
+ * often quotes the server's own text; a hostile or broken server may echo the
+ * password it was sent, so the detail is redacted (the exit, the logs, the
+ * state and the failure record all take their text from here).
  */
 export class RedisSourceError extends ArchiverError {
   readonly exitCode: ExitCodeValue;
@@ -153,7 +171,7 @@ export class RedisSourceError extends ArchiverError {
     readonly step: string,
     detail: string,
   ) {
-    super(`redis ${server}: ${step}: ${detail}`);
+    super(`redis ${server}: ${step}: ${redactSecrets(detail)}`);
     this.name = 'RedisSourceError';
     this.exitCode = kind === 'source-auth' ? ExitCode.SOURCE_AUTH : kind === 'source-save' ? ExitCode.SOURCE_SAVE : ExitCode.SOURCE_NETWORK;
   }

@@ -244,10 +244,15 @@ export function sidecarText(ts: Timestamp, rdbSha: string, nodesSha?: string): s
  * when the snapshot was requested, size = the announced length (or the
  * estimate, for the free-space check). Nothing else of it is used.
  */
-function streamAsSource(stream: StreamedSnapshot, estimate: number): { handle: Handle; info: FileInfo } {
+function streamAsSource(stream: StreamedSnapshot, estimate: number, guard: StreamGuard): { handle: Handle; info: FileInfo } {
   const unsupported = () => Promise.reject(new Error('a network stream is read only'));
   const handle: Handle = {
-    read: (buffer, offset, length) => stream.read(buffer, offset, length),
+    read: async (buffer, offset, length) => {
+      const n = await stream.read(buffer, offset, length);
+      guard.received += n;
+      guard.check?.(guard.received);
+      return n;
+    },
     write: unsupported,
     sync: unsupported,
     stat: unsupported,
@@ -260,6 +265,26 @@ function streamAsSource(stream: StreamedSnapshot, estimate: number): { handle: H
     dev: stream.identity.dev, ino: stream.identity.ino, nlink: 1, uid: effectiveUid(), gid: 0, mode: 0o600,
   };
   return { handle, info };
+}
+
+/**
+ * A diskless transfer ($EOF:<mark>) announces no length: the space check
+ * before the copy can only use an estimate. The guard stops the copy once it
+ * would eat into archive.min_free of the folder it goes to, so a server that
+ * sends more than it should (broken, hostile, or a dataset that grew) fails
+ * the run with "no space" instead of filling the filesystem.
+ */
+interface StreamGuard {
+  received: number;
+  check?: (received: number) => void;
+}
+
+async function streamSpaceCheck(fs: FileSystem, instance: InstanceConfig, dir: string): Promise<(received: number) => void> {
+  const space = await fs.space(dir);
+  const reserve = reserveBytes(instance, space.total);
+  return (received) => {
+    if (received + reserve > space.available) throw new InsufficientSpaceError(dir, received + reserve, space.available);
+  };
 }
 
 async function openSource(fs: FileSystem, path: string): Promise<{ handle: Handle; info: FileInfo }> {
@@ -687,7 +712,8 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
   // A network source (job.stream) is read once, in order: it is always copied first (never hashed
   // first, never re-read), has no in-place changes to check, and brings its own nodes file.
   const stream = job.stream ? await job.stream.open() : undefined;
-  const { handle: source, info: before } = stream ? streamAsSource(stream, job.stream?.estimateBytes ?? 0) : await openSource(fs, job.sourceRdb);
+  const guard: StreamGuard = { received: 0 };
+  const { handle: source, info: before } = stream ? streamAsSource(stream, job.stream?.estimateBytes ?? 0, guard) : await openSource(fs, job.sourceRdb);
   const temps: string[] = [];
   try {
     // nodes.conf is read before and after the copy (see pairNodes): both reads follow the RDB's save.
@@ -732,6 +758,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
         if (!primary) throw failedAll();
         const temp = tempPathFor(join(primary.dir, eventFileName('rdb', ts)));
         temps.push(temp);
+        if (stream && stream.expectedBytes === undefined) guard.check = await streamSpaceCheck(fs, instance, primary.dir);
         try {
           const { result, method } = await copyIntoTemp({
             fs, log, source, sourcePath: job.sourceRdb, temp, fileMode: instance.fileMode, methods: copyMethods, pass,

@@ -13,7 +13,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync, constants as fsConstants } from 'node:fs';
 import type { RedisSourceConfig } from '../core/config.js';
-import { ConfigError, RedisSourceError } from '../core/errors.js';
+import { ConfigError, RedisSourceError, registerSecret } from '../core/errors.js';
 import type { SourceIdentity } from '../pipeline/state.js';
 import { RedisConnection, replyFailure, type Endpoint } from './connection.js';
 import { PayloadReader } from './payload.js';
@@ -71,6 +71,7 @@ export function readPassword(cfg: RedisSourceConfig): string | undefined {
   const text = readSmallFile(cfg.passwordFile, 'source.redis.password_file', true).toString('utf8');
   const first = text.split(/\r?\n/, 1)[0] ?? '';
   if (first === '') throw new ConfigError(undefined, 'source.redis.password_file', `${cfg.passwordFile} is empty`);
+  registerSecret(first);
   return first;
 }
 
@@ -146,7 +147,14 @@ export function redisIdentity(info: ServerInfo): SourceIdentity {
 async function serverTimeMs(conn: RedisConnection): Promise<number> {
   const reply = await conn.call(['TIME'], 'TIME');
   if (!Array.isArray(reply) || reply.length !== 2) throw new RedisSourceError('source-network', conn.label, 'TIME', 'unexpected reply');
-  return Number(reply[0]) * 1000 + Math.floor(Number(reply[1]) / 1000);
+  // The server's clock names the event: it must be a time at all (a broken or hostile server may
+  // send anything). How far off it may be is the clock checks' business (cycle.ts), not this one's.
+  const [seconds, micros] = reply.map((item) => (typeof item === 'string' && /^\d{1,15}$/.test(item) ? Number(item) : NaN));
+  const ms = seconds! * 1000 + Math.floor(micros! / 1000);
+  if (!Number.isFinite(ms) || micros! >= 1_000_000 || Number.isNaN(new Date(ms).getTime())) {
+    throw new RedisSourceError('source-network', conn.label, 'TIME', `the reply "${reply.map(String).join(' ').slice(0, 60)}" is not a time (seconds and microseconds since 1970)`);
+  }
+  return ms;
 }
 
 /**
