@@ -6,7 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { contextFor, failureLine, formatBytes, print, printResults, tolerateClosedStdout, type TextOptions } from './core/context.js';
-import { runOnce, runPrune, type ErrorReport, type PruneReport, type RuleReport, type RunReport } from './pipeline/cycle.js';
+import { runPrune, type ErrorReport, type PruneReport, type RuleReport, type RunReport } from './pipeline/cycle.js';
+import { runConfigured } from './pipeline/run-configured.js';
 import { ArchiverError, ExitCode, exitCodeOf } from './core/errors.js';
 import { chooseLogFormat, LOG_FORMATS, stderrFacts, stderrText, type LogFormat } from './core/log.js';
 import { registerCatalogCommands } from './commands/catalog.js';
@@ -39,6 +40,10 @@ function retentionLines(retention: Record<string, RuleReport>, dryRun: boolean, 
 
 export function onceSummary(report: RunReport, dryRun: boolean, opts?: TextOptions): string {
   const lines: string[] = [];
+  if (report.shard) {
+    const s = report.shard;
+    lines.push(`shard ${s.name}: slots ${s.slots || '?'}${s.master ? ` from master ${s.master}${s.masterId ? ` (node ${s.masterId.slice(0, 12)})` : ''}` : ''}`);
+  }
   switch (report.status) {
     case 'archived': {
       const s = report.snapshot!;
@@ -96,6 +101,7 @@ export function pruneSummary(report: PruneReport, opts?: TextOptions): string {
 function onceJson(report: RunReport): object {
   return {
     status: report.status,
+    ...(report.shard ? { shard: report.shard } : {}),
     snapshot: report.snapshot && { ts: report.snapshot.ts, bytes: report.snapshot.bytes, sha256: report.snapshot.sha256, rules: report.snapshot.rules, nodes: report.snapshot.nodes, ...(report.snapshot.nodesChanged ? { nodesChanged: report.snapshot.nodesChanged } : {}), outcome: report.snapshot.outcome, ...(report.snapshot.copy ? { copy: report.snapshot.copy } : {}) },
     retention: report.retention,
     warnings: report.warnings,
@@ -120,7 +126,7 @@ export function buildProgram(): Command {
     .option('--nodes <path>', 'source nodes.conf (overrides source.nodes)')
     .option('--archive <dir>', 'archive folder (overrides archive.dir)')
     .option('--state <file>', 'state file (overrides state)')
-    .option('--instance <name>', 'only this instance of a multi-instance config')
+    .option('--instance <name>', 'only this instance of a multi-instance config (NAME:SHARD: one shard of a cluster, e.g. cache:slots-0-5460)')
     .option('--allow-owner-mismatch', 'let once, prune and daemon write into an archive root owned by another user (default: refuse, exit 77)')
     .addOption(new Option('--log-level <level>', 'log level (overrides log.level)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .addOption(new Option('--log-format <format>', 'stderr log format (overrides log.format; default: pretty on a terminal, journal under systemd, else json)').choices(LOG_FORMATS))
@@ -141,12 +147,7 @@ export function buildProgram(): Command {
     .option('--json', 'print one JSON object on stdout')
     .action(async (opts: { dryRun?: boolean; force?: boolean }, cmd: Command) => {
       const ctx = contextFor(cmd, { runsHooks: true });
-      const results = [];
-      for (const instance of ctx.config.instances) {
-        // One instance's failure never stops the others.
-        const report = await runOnce({ fs: ctx.fs, log: ctx.log }, instance, { dryRun: opts.dryRun === true, force: opts.force === true });
-        results.push({ instance: instance.name, report });
-      }
+      const results = await runConfigured({ fs: ctx.fs, log: ctx.log }, ctx.config, { dryRun: opts.dryRun === true, force: opts.force === true });
       printResults(ctx, results, onceJson, (r, text) => onceSummary(r, opts.dryRun === true, text));
     });
 

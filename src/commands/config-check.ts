@@ -101,6 +101,8 @@ export interface InstanceCheckFacts {
   nodes?: SourceFacts;
   /** source.redis: whether connect, AUTH and INFO worked. */
   redis?: { ok: boolean; detail: string };
+  /** source.redis cluster: true: each discovered master, probed like a single server. */
+  shards?: Array<{ shard: string; slots: string; master: string; ok: boolean; detail: string }>;
   archive: PathFacts;
   /** The nearest existing folder above a missing archive root, and whether this user may write it. */
   archiveParent?: PathFacts & { writable: boolean };
@@ -257,6 +259,12 @@ export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFact
       ? { check: 'source.redis', verdict: 'ok', path: instance.redis!.url, reason: facts.redis.detail }
       : { check: 'source.redis', verdict: 'error', path: instance.redis!.url, reason: facts.redis.detail, fix: 'check the url, password_file, tls and the ACL rules (README "source.redis")' });
   }
+  for (const s of facts.shards ?? []) {
+    findings.push(s.ok
+      ? { check: `source.redis shard ${s.shard}`, verdict: 'ok', path: s.master, reason: `slots ${s.slots}: ${s.detail}` }
+      : { check: `source.redis shard ${s.shard}`, verdict: 'error', path: s.master, reason: `slots ${s.slots}: ${s.detail}`,
+        fix: 'the archiver must reach every master at the address the cluster announces (cluster-announce-ip/port), with the same user, password and TLS as the seed (README "Redis Cluster")' });
+  }
   if (facts.nodes) findings.push(...judgeSource('nodes.conf', 'source.nodes', facts.nodes, user, true, groupName));
 
   // The archive root: writable (the probe), not on the source's filesystem, owned and moded.
@@ -381,9 +389,9 @@ export function resolvedSettings(config: Config): object {
     watch: config.watch,
     watchDebounceMs: config.watchDebounceMs,
     metricsTextfile: config.metricsTextfile ?? null,
-    instances: config.instances.map((i) => ({
+    instances: config.configured.map((i) => ({
       name: i.name,
-      source: i.redis ? { rdb: i.redis.mode === 'replicate' ? null : i.sourceRdb, nodes: i.sourceNodes ?? null, redis: { url: i.redis.url, user: i.redis.username ?? null, mode: i.redis.mode, tls: !!i.redis.tls, cluster: i.redis.cluster } } : { rdb: i.sourceRdb, nodes: i.sourceNodes ?? null },
+      source: i.redis ? { rdb: i.redis.mode === 'replicate' ? null : i.sourceRdb, nodes: i.sourceNodes ?? null, redis: { url: i.redis.url, user: i.redis.username ?? null, mode: i.redis.mode, tls: !!i.redis.tls, cluster: i.redis.cluster, ...(i.redis.cluster ? { maxParallel: i.redis.maxParallel } : {}) } } : { rdb: i.sourceRdb, nodes: i.sourceNodes ?? null },
       archive: { dir: i.archiveDir, create: i.createArchive, fileMode: octal(i.fileMode), dirMode: octal(i.dirMode), minFree: describeMinFree(i.minFree), maxRate: i.maxRate ?? null },
       state: i.statePath,
       timezone: i.timezone,
@@ -445,12 +453,53 @@ function canAccess(path: string, mode: number): boolean {
   }
 }
 
+/**
+ * source.redis cluster: true: the discovery a run makes, then connect, AUTH and
+ * INFO on every master it finds (a master that is no master any more is an error).
+ */
+async function probeCluster(instance: InstanceConfig): Promise<{ redis: { ok: boolean; detail: string }; shards: NonNullable<InstanceCheckFacts['shards']> }> {
+  const cfg = instance.redis!;
+  let record;
+  try {
+    const { discoverCluster } = await import('../sources/cluster.js');
+    const { readClusterRecord } = await import('../core/shards.js');
+    record = await discoverCluster(cfg, readClusterRecord(instance));
+  } catch (err) {
+    return { redis: { ok: false, detail: `cluster discovery failed: ${err instanceof Error ? err.message : String(err)}` }, shards: [] };
+  }
+  const { serverInfo } = await import('../sources/poll.js');
+  const { endpointOf } = await import('../sources/redis.js');
+  const shards: NonNullable<InstanceCheckFacts['shards']> = [];
+  for (const s of record.shards) {
+    if (!s.master) {
+      shards.push({ shard: s.name, slots: s.slots, master: '(none)', ok: false, detail: 'the cluster announces no master for these slots' });
+      continue;
+    }
+    const master = `${s.master.host}:${s.master.port}`;
+    try {
+      const info = await serverInfo(cfg, endpointOf(cfg, s.master.host, s.master.port));
+      const ok = info.role === 'master';
+      shards.push({ shard: s.name, slots: s.slots, master, ok, detail: ok ? `connected and authenticated: ${info.redisVersion ?? 'unknown version'}, master ${s.master.id.slice(0, 12)} (health ${s.master.health})` : `answers as role ${info.role}, not master: the cluster changed since the discovery` });
+    } catch (err) {
+      shards.push({ shard: s.name, slots: s.slots, master, ok: false, detail: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  const notes = [record.uncovered ? `slots ${record.uncovered} have no master (their keys are in no backup)` : '', record.emptyMasters.length ? `${record.emptyMasters.length} master(s) own no slot` : ''].filter(Boolean);
+  return {
+    redis: {
+      ok: record.uncovered === '',
+      detail: `cluster discovered with ${record.via} from ${record.discoveredFrom}: ${record.shards.length} shard(s), pulled at most ${cfg.maxParallel} at a time${notes.length ? `; ${notes.join('; ')}` : ''}`,
+    },
+    shards,
+  };
+}
+
 /** source.redis: connect, AUTH and INFO, as a run starts (the pull itself is not tried: it forks on the server). */
 async function probeRedis(instance: InstanceConfig): Promise<{ ok: boolean; detail: string }> {
   try {
     const { serverInfo } = await import('../sources/poll.js');
     const info = await serverInfo(instance.redis!);
-    return { ok: true, detail: `connected and authenticated: ${info.redisVersion ?? 'unknown version'}, role ${info.role}${info.clusterEnabled ? ', cluster' : ''} (the ACL rules for the pull are checked by the first run: exit 67 names a missing one)` };
+    return { ok: true, detail: `connected and authenticated: ${info.redisVersion ?? 'unknown version'}, role ${info.role}${info.clusterEnabled ? ', cluster' : ''} (the ACL rules for the pull are checked by the first run: exit 78 names a missing one)` };
   } catch (err) {
     return { ok: false, detail: err instanceof Error ? err.message : String(err) };
   }
@@ -563,7 +612,7 @@ export async function gatherFacts(fs: FileSystem, config: Config, instance: Inst
   const facts: InstanceCheckFacts = {
     user,
     source: instance.redis?.mode === 'replicate' ? { path: instance.sourceRdb } : await sourceFacts(fs, instance.sourceRdb),
-    ...(instance.redis ? { redis: await probeRedis(instance) } : {}),
+    ...(instance.redis?.cluster ? await probeCluster(instance) : instance.redis ? { redis: await probeRedis(instance) } : {}),
     archive: await statFacts(fs, instance.archiveDir, true),
     ruleFolders: [],
     stateDir: await statFacts(fs, dirname(instance.statePath)),
@@ -678,9 +727,9 @@ export function findingsText(instance: string, findings: readonly Finding[]): st
 function settingsText(config: Config): string {
   const lines = [`config: ${config.file ?? '(command-line flags)'}`, `schedule: ${config.schedule} (${config.timezone})${config.watch ? `; daemon watches the sources (debounce ${config.watchDebounceMs} ms)` : ''}; log level ${config.logLevel}`];
   if (config.metricsTextfile) lines.push(`metrics textfile: ${config.metricsTextfile}`);
-  for (const i of config.instances) {
+  for (const i of config.configured) {
     lines.push(`instance ${i.name}:`);
-    lines.push(`  source: ${i.sourceRdb}${i.sourceNodes ? ` (+ ${i.sourceNodes})` : ''}`);
+    lines.push(`  source: ${i.sourceRdb}${i.sourceNodes ? ` (+ ${i.sourceNodes})` : ''}${i.redis?.cluster ? ` (cluster: every master, each shard in ${i.archiveDir}/slots-<ranges>, at most ${i.redis.maxParallel} pulled at a time)` : ''}`);
     lines.push(`  archive: ${i.archiveDir} (files ${octal(i.fileMode)}, folders ${octal(i.dirMode)}, min_free ${describeMinFree(i.minFree)}${i.maxRate ? `, max_rate ${formatBytes(i.maxRate)}/s` : ''})`);
     lines.push(`  state: ${i.statePath}`);
     lines.push(`  rules (${i.timezone}): ${i.rules.map((r) => `${r.name} every ${describeEvery(r.every)} x${r.count}`).join(', ')}`);
@@ -702,7 +751,8 @@ export function registerConfigCommands(program: Command): void {
       const ctx = contextFor(cmd);
       const global = judgeConfig(await gatherConfigFacts(ctx.fs, ctx.config));
       const results: Array<{ instance: string; findings: Finding[] }> = [];
-      for (const instance of ctx.config.instances) {
+      // As configured: a cluster instance once (its discovery probes every master).
+      for (const instance of ctx.config.configured) {
         const facts = await gatherFacts(ctx.fs, ctx.config, instance);
         results.push({ instance: instance.name, findings: judgeInstance(instance, facts) });
       }

@@ -34,7 +34,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../core/config.js';
 import { contextFor, type CommandContext } from '../core/context.js';
-import { runOnce } from '../pipeline/cycle.js';
+import { runConfigured } from '../pipeline/run-configured.js';
 import { checkOwnerAtStart } from '../pipeline/archive-root.js';
 import { ArchiverError, ConfigError, ExitCode } from '../core/errors.js';
 import { metricsInstances, writeMetrics } from '../ops/metrics.js';
@@ -93,7 +93,8 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
   const problem = await scheduleProblem(schedule, timezone);
   if (problem) throw new ConfigError(options.schedule ? undefined : config.file, options.schedule ? '--schedule' : 'schedule', problem);
 
-  const instances = config.instances;
+  // As configured: a cluster instance is one entry, discovered again on every tick (cluster-run.ts).
+  const instances = config.configured;
   const metricsPath = config.metricsTextfile;
   const metricsFor = metricsPath ? metricsInstances(cmd, ctx) : [];
   const controller = new AbortController();
@@ -115,16 +116,20 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
           log.info({ instance: instance.name, source: instance.sourceRdb }, 'watch: the source is gone after the event; no cycle (the schedule reports a missing source)');
           continue;
         }
-        const report = await runOnce({ fs, log, signal: controller.signal, command: 'daemon tick', trigger: job.trigger }, instance, { dryRun: false, force: false });
-        if (report.error?.kind === 'locked') {
-          log.warn({ instance: instance.name, ...where }, 'tick skipped for this instance: another run holds the lock');
-        } else if (report.exitCode !== ExitCode.OK) {
-          counts.failed += 1;
-          // The cycle has logged the error itself ("run failed"): not repeated here.
-          log.error({ instance: instance.name, ...where, exitCode: report.exitCode, kind: report.error?.kind }, 'tick failed for this instance; the daemon keeps running');
+        const deps = { fs, log, signal: controller.signal, command: 'daemon tick' as const, trigger: job.trigger };
+        const results = await runConfigured(deps, { configured: [instance], ...(config.onlyShard ? { onlyShard: config.onlyShard } : {}) }, { dryRun: false, force: false });
+        for (const { instance: name, report } of results) {
+          if (report.error?.kind === 'locked') {
+            log.warn({ instance: name, ...where }, 'tick skipped for this instance: another run holds the lock');
+          } else if (report.exitCode !== ExitCode.OK) {
+            counts.failed += 1;
+            // The cycle has logged the error itself ("run failed"): not repeated here.
+            log.error({ instance: name, ...where, exitCode: report.exitCode, kind: report.error?.kind }, 'tick failed for this instance; the daemon keeps running');
+          }
         }
       }
       if (unwritten.size > 0) await writeWatchRecords();
+      // A cluster's shards as the tick left them (a new shard after a resharding has its series at once).
       if (metricsPath && !controller.signal.aborted) await writeMetrics(fs, log, metricsPath, metricsFor);
     } catch (err) {
       counts.failed += 1;

@@ -10,6 +10,7 @@ import * as z from 'zod/mini';
 import { COMPRESSION_ERROR, parseCompression, parseRecipientsFile, recipientProblem, type Compression, type Encryption } from '../codecs/encoding.js';
 import { ConfigError } from './errors.js';
 import { LOG_FORMATS, type LogFormat } from './log.js';
+import { expandCluster } from './shards.js';
 import { isValidTimeZone } from './timestamp.js';
 import { effectiveUid, untrustedPathReason } from './trust.js';
 
@@ -130,6 +131,22 @@ export interface RedisSourceConfig {
   maxParallel: number;
 }
 
+/** A shard of a cluster instance (src/core/shards.ts): what it archives and where it comes from. */
+export interface ShardConfig {
+  /** The configured instance's name. */
+  cluster: string;
+  /** The folder name, from the slot ranges ("slots-0-5460"). */
+  name: string;
+  /** "0-5460,10923-16383"; "" when not known (a retired shard's hashed long name). */
+  slots: string;
+  /** Not in the last discovered topology (resharded away): kept and listed, never pulled, not judged by age. */
+  retired: boolean;
+  /** The master the last discovery announced for these slots. */
+  master?: { id: string; host: string; port: number; health: string };
+  /** Why this run cannot pull the shard (discovery failed): the shard's run fails with it. */
+  failure?: Error;
+}
+
 export const DEFAULT_REDIS_TIMEOUT_MS = 10 * 60_000;
 
 export interface InstanceConfig {
@@ -138,6 +155,10 @@ export interface InstanceConfig {
   sourceRdb: string;
   /** source.redis: a network source (replicate) or a BGSAVE trigger for the local sourceRdb (bgsave). */
   redis?: RedisSourceConfig;
+  /** One shard of a source.redis cluster instance (src/core/shards.ts); absent for every other instance. */
+  shard?: ShardConfig;
+  /** `state:` (or --state) was given: a cluster's shards keep their state files beside it, not in their folders. */
+  explicitState?: boolean;
   sourceNodes?: string;
   archiveDir: string;
   /** archive.create: make a missing archive root (mkdir -p) instead of refusing with exit 69. */
@@ -200,7 +221,16 @@ export interface Config {
   timezone: string;
   /** node_exporter textfile-collector file, rewritten atomically after every run. */
   metricsTextfile?: string;
+  /**
+   * The instances the commands work on. A cluster instance (source.redis
+   * cluster: true) stands here as its shards, as the archive knows them
+   * (src/core/shards.ts expandCluster).
+   */
   instances: InstanceConfig[];
+  /** The selected instances as configured (a cluster is one entry): what `once` and the daemon run. */
+  configured: InstanceConfig[];
+  /** --instance NAME:SHARD: only that shard of the cluster NAME. */
+  onlyShard?: string;
 }
 
 export interface ConfigOverrides {
@@ -819,10 +849,12 @@ function resolveInstance(
   if (redis?.mode === 'replicate' && (entry.source?.rdb || entry.source?.nodes)) {
     throw new ConfigError(file, key(entry.source?.rdb ? 'source.rdb' : 'source.nodes'), 'cannot stand beside source.redis in mode replicate: the snapshot (and, with cluster, the nodes file) comes from the server');
   }
-  if (redis?.cluster) {
-    throw new ConfigError(file, key('source.redis.cluster'), 'true is not supported yet: back up each master as its own instance (instances:), each with source.redis mode replicate');
+  if (redis?.mode === 'bgsave' && redis.cluster) {
+    throw new ConfigError(file, key('source.redis.cluster'), 'needs mode replicate (the default): a cluster\'s masters keep their dumps on their own hosts, which one source.rdb cannot name');
   }
-  if (redis?.mode === 'bgsave' && redis.cluster) throw new ConfigError(file, key('source.redis.cluster'), 'needs mode replicate: a cluster\'s masters keep their dumps on their own hosts');
+  if (redis && !redis.cluster && redisInput?.max_parallel !== undefined) {
+    throw new ConfigError(file, key('source.redis.max_parallel'), 'only applies with cluster: true (how many shards are pulled at a time)');
+  }
   if (redis?.mode === 'bgsave' && !entry.source?.rdb) throw new ConfigError(file, key('source.rdb'), 'is required with source.redis mode bgsave: the dump.rdb the server writes (the archiver copies it once BGSAVE is done)');
   const sourceRdb = overrides.source ? resolve(cwd, overrides.source)
     : entry.source?.rdb ? resolveAgainst(base, entry.source.rdb)
@@ -865,6 +897,7 @@ function resolveInstance(
     sourceRdb,
     sourceNodes,
     ...(redis ? { redis } : {}),
+    ...(overrides.state || entry.state ? { explicitState: true } : {}),
     archiveDir,
     createArchive: archive.create ?? false,
     ...(!overrides.archive && !ownDir && sharedDir ? { archiveParent: resolveAgainst(base, sharedDir) } : {}),
@@ -951,6 +984,10 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
   }
 
   const { instances: listed, log: _log, schedule, shutdown_timeout, watch, watch_debounce, metrics, ...defaults } = raw;
+  // --instance NAME:SHARD picks one shard of a cluster instance (its folder name, "slots-0-5460").
+  const shardSplit = overrides.instance?.indexOf(':') ?? -1;
+  const onlyShard = shardSplit >= 0 ? overrides.instance!.slice(shardSplit + 1) : undefined;
+  if (shardSplit >= 0) overrides = { ...overrides, instance: overrides.instance!.slice(0, shardSplit) };
   let instances: InstanceConfig[];
   if (listed) {
     if (raw.source) throw new ConfigError(file, 'source', 'cannot stand beside instances: give each instance its own source');
@@ -979,6 +1016,14 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
     }
     instances = [only];
   }
+  if (onlyShard !== undefined && !instances[0]!.redis?.cluster) {
+    throw new ConfigError(file, '--instance', `"${overrides.instance}:${onlyShard}": instance "${overrides.instance}" is not a cluster (source.redis.cluster: true), so it has no shards`);
+  }
+  const expanded = expandInstances(instances, onlyShard && overrides.instance ? `${overrides.instance}:${onlyShard}` : undefined);
+  if (onlyShard !== undefined && expanded.length === 0) {
+    const known = expandInstances(instances).map((i) => i.name);
+    throw new ConfigError(file, '--instance', `no shard "${onlyShard}" in instance "${overrides.instance}" (known: ${known.join(', ')}; shards are named after their slots, see \`rdb-archiver status\`)`);
+  }
 
   return {
     file,
@@ -990,8 +1035,16 @@ export function loadConfig(overrides: ConfigOverrides, env: NodeJS.ProcessEnv = 
     watchDebounceMs: watch_debounce ?? DEFAULT_WATCH_DEBOUNCE_MS,
     timezone: defaults.timezone ?? 'UTC',
     metricsTextfile: metrics?.textfile ? resolveAgainst(base, metrics.textfile) : undefined,
-    instances,
+    instances: expanded,
+    configured: instances,
+    ...(onlyShard !== undefined ? { onlyShard: `${overrides.instance}:${onlyShard}` } : {}),
   };
+}
+
+/** The instances as the commands see them: each cluster instance as its shards (src/core/shards.ts); `only`: one shard by name. */
+export function expandInstances(configured: readonly InstanceConfig[], only?: string): InstanceConfig[] {
+  const out = configured.flatMap((inst) => (inst.redis?.cluster && !inst.shard ? expandCluster(inst) : [inst]));
+  return only ? out.filter((inst) => inst.name === only) : out;
 }
 
 /**
@@ -1036,6 +1089,7 @@ function archiveOnlyConfig(overrides: ConfigOverrides): Config {
     watchDebounceMs: DEFAULT_WATCH_DEBOUNCE_MS,
     timezone: 'UTC',
     instances: [instance],
+    configured: [instance],
   };
 }
 

@@ -78,7 +78,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   65: 'the source is not a valid RDB snapshot; not archived',
   66: 'the source is missing, or not a regular file',
   67: 'an encrypted off-site event cannot be opened: no age identity given (--identity, RDB_ARCHIVER_AGE_IDENTITY_FILE), the identity file is unreadable, or none of its keys is a recipient; nothing written',
-  68: 'source.redis: the server could not be reached, or the connection failed before the whole snapshot arrived (reset, closed by the server, cut short, timeout); nothing partial is left',
+  68: 'source.redis: the server (with cluster: a master, or every node for the discovery) could not be reached, or the connection failed before the whole snapshot arrived (reset, closed by the server, cut short, timeout); nothing partial is left',
   69: 'the archive root is missing (is the backup disk mounted?) and archive.create is not set',
   70: 'internal error (a bug: please report it with the log)',
   71: 'source.redis mode bgsave: the server\'s BGSAVE failed (rdb_last_bgsave_status:err) or did not finish before the timeout; the previous dump is not archived as new',

@@ -83,6 +83,8 @@ export interface OrphanFolder {
 
 export interface InstanceFacts {
   instance: string;
+  /** A cluster shard (source.redis cluster: true): its slots, and whether a resharding retired it. */
+  shard?: { cluster: string; name: string; slots: string; retired: boolean; master: string | null };
   archiveDir: string;
   statePath: string;
   /** Undefined when the state file is missing (never ran) or unusable (see stateError). */
@@ -182,6 +184,10 @@ export async function archiveSpace(fs: FileSystem, dir: string): Promise<{ avail
 export async function inspectInstance(fs: FileSystem, instance: InstanceConfig): Promise<InstanceFacts> {
   const facts: InstanceFacts = {
     instance: instance.name,
+    ...(instance.shard?.name ? { shard: {
+      cluster: instance.shard.cluster, name: instance.shard.name, slots: instance.shard.slots, retired: instance.shard.retired,
+      master: instance.shard.master ? instance.sourceRdb : null,
+    } } : {}),
     archiveDir: instance.archiveDir,
     statePath: instance.statePath,
     source: { path: instance.sourceRdb, exists: false },

@@ -14,7 +14,7 @@
  */
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
-import { loadConfig, type ConfigOverrides, type InstanceConfig } from '../core/config.js';
+import { expandInstances, loadConfig, type ConfigOverrides, type InstanceConfig } from '../core/config.js';
 import { contextFor, type CommandContext } from '../core/context.js';
 import type { FileSystem } from '../core/fs.js';
 import { ensureDir, replaceFileAtomic, tempPathFor } from '../core/fs.js';
@@ -146,6 +146,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const drillLoad = family('rdb_archiver_drill_load_seconds', 'gauge', 'How long the throwaway server took to load the event in the last successful drill.');
   const drillKeys = family('rdb_archiver_drill_keys', 'gauge', 'Keys (all databases) the last successful drill loaded.');
   const drillRuns = family('rdb_archiver_drill_runs_total', 'counter', 'Restore drills run.');
+  const shardInfo = family('rdb_archiver_cluster_shard', 'gauge', 'A shard of a source.redis cluster instance (one series per shard folder): 1 while the last discovery found its slots on one master, 0 once a resharding retired it.');
   const remote = remoteFamilies(family);
 
   const now = Date.now();
@@ -220,6 +221,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
       if (drill?.keys !== undefined && drill.status === 'loaded') drillKeys.samples.push({ labels: { instance }, value: drill.keys });
       drillRuns.samples.push({ labels: { instance }, value: counters.drill_runs ?? 0 });
     }
+    if (facts.shard) shardInfo.samples.push({ labels: { instance, cluster: facts.shard.cluster, shard: facts.shard.name, slots: facts.shard.slots }, value: facts.shard.retired ? 0 : 1 });
     for (const orphan of facts.orphans) {
       orphanBytes.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.bytes });
       orphanEvents.samples.push({ labels: { instance, folder: orphan.folder }, value: orphan.events });
@@ -245,7 +247,8 @@ export function renderMetrics(all: InstanceFacts[]): string {
 export async function writeMetrics(fs: FileSystem, log: Log, path: string, instances: InstanceConfig[]): Promise<boolean> {
   try {
     const facts: InstanceFacts[] = [];
-    for (const instance of instances) facts.push(await inspectInstance(fs, instance));
+    // A cluster instance as its shards as they are now (the run may have found a new one).
+    for (const instance of expandInstances(instances)) facts.push(await inspectInstance(fs, instance));
     const text = renderMetrics(facts);
     await ensureDir(fs, dirname(path), METRICS_DIR_MODE);
     await replaceFileAtomic(fs, path, Buffer.from(text), METRICS_FILE_MODE, { tmp: `${tempPathFor(path)}.tmp` });
@@ -263,12 +266,13 @@ export async function writeMetrics(fs: FileSystem, log: Log, path: string, insta
  */
 export function metricsInstances(cmd: Command, ctx: CommandContext): InstanceConfig[] {
   const opts = cmd.optsWithGlobals<ConfigOverrides>();
-  if (!opts.instance) return ctx.config.instances;
+  // As configured: writeMetrics expands a cluster instance into its shards when it writes.
+  if (!opts.instance) return ctx.config.configured;
   try {
-    const all = loadConfig({ config: opts.config, logLevel: opts.logLevel }).instances;
-    return all.map((inst) => ctx.config.instances.find((s) => s.name === inst.name) ?? inst);
+    const all = loadConfig({ config: opts.config, logLevel: opts.logLevel }).configured;
+    return all.map((inst) => ctx.config.configured.find((s) => s.name === inst.name) ?? inst);
   } catch {
-    return ctx.config.instances;
+    return ctx.config.configured;
   }
 }
 

@@ -150,11 +150,14 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
   const age = facts.newest ? ageSeconds(facts.newest.ts, nowMs, facts.newest.archivedAt) : null;
   const warnS = Math.round(thresholds.warnAgeMs / 1000);
   const critS = Math.round(thresholds.critAgeMs / 1000);
-  if (age === null) {
+  // A retired shard (its slots moved in a resharding) is never pulled again: its events only get
+  // older, so their age is no verdict (its summary says it is retired).
+  const judgedByAge = !facts.shard?.retired;
+  if (judgedByAge && age === null) {
     if (!facts.rules.some((r) => r.error)) add(Nagios.CRITICAL, 'no snapshot archived yet');
-  } else if (age > critS) {
+  } else if (judgedByAge && age !== null && age > critS) {
     add(Nagios.CRITICAL, `newest snapshot ${formatAge(age)} ago (> ${formatDuration(thresholds.critAgeMs)})`);
-  } else if (age > warnS) {
+  } else if (judgedByAge && age !== null && age > warnS) {
     add(Nagios.WARNING, `newest snapshot ${formatAge(age)} ago (> ${formatDuration(thresholds.warnAgeMs)})`);
   }
 
@@ -173,6 +176,11 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
 
   const state = worstState(problems.map((p) => p.state));
   const parts = [age === null ? 'no snapshot' : `newest snapshot ${formatAge(age)} ago`];
+  if (facts.shard) {
+    parts.unshift(facts.shard.retired
+      ? `retired shard (slots ${facts.shard.slots || '?'} are not one master's any more: kept, not pulled; delete ${facts.archiveDir} when no longer needed)`
+      : `shard slots ${facts.shard.slots}${facts.shard.master ? ` from ${facts.shard.master}` : ''}`);
+  }
   if (src.exists && src.unarchived) parts.push('source changed since, not archived yet');
   // A note, not a WARNING: a one-disk setup (a demo, or a local archive shipped off by a hook) is a choice.
   if (facts.archiveRoot.sameFilesystemAsSource) parts.push('note: archive on the same filesystem as the source');
@@ -418,6 +426,8 @@ async function runCheck(cmd: Command, flags: { warnAge?: string; critAge?: strin
 
 export interface StatusReport {
   instance: string;
+  /** A cluster shard: its cluster instance, folder name, slots, master (last discovery) and whether it is retired. */
+  shard?: { cluster: string; name: string; slots: string; retired: boolean; master: string | null };
   lastRun: { at: string; result: string; exitCode: number; durationMs: number; error: string | null; ruleErrors: RuleErrorRecord[] } | null;
   lastSuccessAt: string | null;
   lastSnapshot: {
@@ -484,6 +494,7 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
   const ruleErrors = facts.rules.filter((r) => r.error);
   return {
     instance: facts.instance,
+    ...(facts.shard ? { shard: facts.shard } : {}),
     lastRun: run ? { at: run.at, result: run.result, exitCode: run.exitCode, durationMs: run.durationMs, error: run.error ?? null, ruleErrors: ruleErrorsOf(run) } : null,
     lastSuccessAt: facts.state?.lastSuccessAt ?? null,
     lastSnapshot: facts.newest
@@ -549,6 +560,9 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
 
 export function statusText(r: StatusReport): string {
   const lines: string[] = [];
+  if (r.shard) {
+    lines.push(`shard:          ${r.shard.name}, slots ${r.shard.slots || '?'}${r.shard.retired ? ' (retired: no master serves these slots as one shard any more; never pulled again)' : r.shard.master ? `, master ${r.shard.master}` : ''}`);
+  }
   const run = r.lastRun;
   lines.push(`last run:       ${run ? `${run.at} ${run.result} (exit ${run.exitCode}, ${(run.durationMs / 1000).toFixed(1)}s)${run.error ? `: ${run.error}` : ''}` : 'never'}`);
   for (const e of run?.ruleErrors ?? []) lines.push(`                rule ${e.rule}: ${e.stage} failed: ${e.message}`);

@@ -5,7 +5,7 @@
 import { dirname, join } from 'node:path';
 import type { InstanceConfig } from '../core/config.js';
 import { ruleDir } from '../core/config.js';
-import { ArchiverError, ConflictError, ExitCode, FoldersFailedError, InvalidSnapshotError, exitCodeOf, type ExitCodeValue } from '../core/errors.js';
+import { ArchiverError, ConflictError, ExitCode, FoldersFailedError, InvalidSnapshotError, RedisSourceError, exitCodeOf, type ExitCodeValue } from '../core/errors.js';
 import type { FileSystem } from '../core/fs.js';
 import { acquireLock, type HeldLock } from './lock.js';
 import { prepareArchiveRoot, sameFilesystemWarning } from './archive-root.js';
@@ -48,6 +48,8 @@ export interface ErrorReport {
 export interface RunReport {
   instance: string;
   status: RunStatus;
+  /** A cluster shard's run: which slots, and the master they were (or would be) pulled from. */
+  shard?: { name: string; slots: string; master: string | null; masterId: string | null };
   snapshot: { ts: string; bytes: number; sha256: string; rules: string[]; nodes: boolean; nodesChanged?: NodesChange; outcome: SnapshotResult['outcome']; copy?: SnapshotResult['copy'] } | null;
   retention: Record<string, RuleReport>;
   warnings: string[];
@@ -332,7 +334,13 @@ interface Polled {
 async function pollSource(deps: CycleDeps, instance: InstanceConfig, state: State, force: boolean): Promise<Polled> {
   if (isNetworkSource(instance)) {
     const { pollRedis } = await import('../sources/poll.js');
-    return pollRedis(instance, state.archived, force);
+    const shard = instance.shard;
+    if (!shard) return pollRedis(instance, state.archived, force);
+    // A shard this run cannot pull (the discovery failed): its run fails with that error, visible in its state.
+    if (shard.failure) throw shard.failure;
+    if (!shard.master) throw new RedisSourceError('source-network', instance.redis!.url, 'cluster discovery', `no master serves the slots ${shard.slots} (the cluster announces none): nothing archived for this shard`);
+    const { endpointOf } = await import('../sources/redis.js');
+    return pollRedis(instance, state.archived, force, { endpoint: endpointOf(instance.redis!, shard.master.host, shard.master.port), slots: shard.slots, nodeId: shard.master.id });
   }
   if (instance.redis?.mode === 'bgsave') {
     const { awaitBgsave } = await import('../sources/bgsave.js');
@@ -352,6 +360,10 @@ export async function runOnce(
   options: { dryRun: boolean; force: boolean },
 ): Promise<RunReport> {
   const report: RunReport = { instance: instance.name, status: 'failed', snapshot: null, retention: {}, warnings: [], notes: [], ruleErrors: [], exitCode: ExitCode.OK };
+  if (instance.shard?.name) {
+    const s = instance.shard;
+    report.shard = { name: s.name, slots: s.slots, master: s.master ? instance.sourceRdb : null, masterId: s.master?.id ?? null };
+  }
   const started = Date.now();
   const log = deps.log.child({ instance: instance.name, ...(deps.trigger ? { trigger: deps.trigger } : {}) });
   /** Whether this run's outcome reached the state file; when a failure did not, a failure record carries it. */

@@ -7,9 +7,20 @@
 import type { InstanceConfig, RedisSourceConfig } from '../core/config.js';
 import type { ArchivedRecord } from '../pipeline/state.js';
 import { detectChange, type ChangeReason, type Detection, type SnapshotJob } from '../pipeline/watcher.js';
-import type { Endpoint } from './connection.js';
+import { RedisSourceError, TryAgainError } from '../core/errors.js';
+import type { Endpoint, RedisConnection } from './connection.js';
+import { parseClusterNodes } from './cluster.js';
+import { ReplyError } from './resp.js';
 import { connectRedis, readServerInfo, redisIdentity, startPull, type ServerInfo } from './redis.js';
+import { slotsText } from '../core/shards.js';
 import type { StreamedSnapshot } from './source.js';
+
+/** A cluster shard's pull: the master's announced address and the slots the discovery saw it own. */
+export interface ShardTarget {
+  endpoint: Endpoint;
+  slots: string;
+  nodeId: string;
+}
 
 export interface RedisPoll {
   detection: Detection;
@@ -34,18 +45,53 @@ export async function serverInfo(cfg: RedisSourceConfig, endpoint?: Endpoint): P
  * state records (a write between the poll and the pull is then not lost: it
  * is in the snapshot, or it moves the identity again).
  */
-export async function openPull(cfg: RedisSourceConfig, endpoint?: Endpoint, nodes?: Buffer, slots?: string): Promise<StreamedSnapshot> {
+export async function openPull(cfg: RedisSourceConfig, shard?: ShardTarget): Promise<StreamedSnapshot> {
+  const endpoint = shard?.endpoint;
   const conn = await connectRedis(cfg, Date.now() + cfg.timeoutMs, endpoint);
   try {
     const info = await readServerInfo(conn);
-    const url = endpoint ? `${cfg.tls ? 'rediss' : 'redis'}://${endpoint.host}:${endpoint.port}` : cfg.url;
+    // The shard's nodes file: this master's CLUSTER NODES, read on the pull's connection right before it.
+    const nodes = shard ? await shardNodes(conn, shard) : undefined;
+    const host = endpoint && endpoint.host.includes(':') ? `[${endpoint.host}]` : endpoint?.host;
+    const url = endpoint ? `${cfg.tls ? 'rediss' : 'redis'}://${host}:${endpoint.port}` : cfg.url;
     const snapshot = await startPull(conn, url, info);
-    if (slots) snapshot.facts.slots = slots;
-    return nodes ? { ...snapshot, nodes } : snapshot;
+    if (shard) {
+      snapshot.facts.slots = shard.slots;
+      snapshot.facts.nodeId = nodes!.nodeId;
+    }
+    return nodes ? { ...snapshot, nodes: nodes.text } : snapshot;
   } catch (err) {
     conn.close();
     throw err;
   }
+}
+
+/**
+ * CLUSTER NODES from the shard's master, and a check that it still serves the
+ * slots the discovery saw (as their master, or as a replica of their master
+ * after a failover): a resharding or a failover between the discovery and the
+ * pull must not archive another shard's data under this shard's name (75: the
+ * next run discovers again).
+ */
+async function shardNodes(conn: RedisConnection, shard: ShardTarget): Promise<{ text: Buffer; nodeId: string }> {
+  const reply = await conn.send(['CLUSTER', 'NODES'], 'CLUSTER NODES');
+  if (reply instanceof ReplyError) {
+    const denied = reply.code === 'NOPERM';
+    throw new RedisSourceError(denied ? 'source-auth' : 'source-network', conn.label, 'CLUSTER NODES',
+      `${reply.message}${denied ? ' (each shard\'s nodes file needs +cluster|nodes: see "ACL for a backup user" in the README)' : ''}`);
+  }
+  if (typeof reply !== 'string') throw new RedisSourceError('source-network', conn.label, 'CLUSTER NODES', 'unexpected reply');
+  const myself = reply.split(/\r?\n/).find((line) => line.split(' ')[2]?.split(',').includes('myself'));
+  const myId = myself?.split(' ')[0] ?? '';
+  const isReplica = myself?.split(' ')[2]?.split(',').some((f) => f === 'slave' || f === 'replica') ?? false;
+  const ownerId = isReplica ? myself!.split(' ')[3]! : myId;
+  const owner = parseClusterNodes(reply).find((s) => s.master?.id === ownerId);
+  const serves = owner ? slotsText(owner.ranges) : '';
+  if (serves !== shard.slots) {
+    throw new TryAgainError('source-changed', conn.label,
+      `redis ${conn.label}: the cluster changed since the discovery: this node (${myId.slice(0, 12)}) now serves the slots ${serves || 'none'}, not ${shard.slots} (a resharding or failover): nothing archived for this shard; the next run discovers the cluster again`);
+  }
+  return { text: Buffer.from(reply, 'utf8'), nodeId: myId };
 }
 
 /**
@@ -63,15 +109,15 @@ export function decide(info: ServerInfo, cfg: RedisSourceConfig, last: ArchivedR
   return Number.isFinite(since) && since >= cfg.minIntervalMs ? { changed: true, identity, reason: 'min-interval' } : detection;
 }
 
-export async function pollRedis(instance: InstanceConfig, last: ArchivedRecord | undefined, force: boolean, endpoint?: Endpoint, nodes?: Buffer, slots?: string): Promise<RedisPoll> {
+export async function pollRedis(instance: InstanceConfig, last: ArchivedRecord | undefined, force: boolean, shard?: ShardTarget): Promise<RedisPoll> {
   const cfg = instance.redis!;
-  const info = await serverInfo(cfg, endpoint);
+  const info = await serverInfo(cfg, shard?.endpoint);
   const detection = decide(info, cfg, last, force, Date.now());
   const jobFor = (reason: ChangeReason): SnapshotJob => ({
     sourceRdb: instance.sourceRdb,
     identity: detection.identity,
     reason,
-    stream: { open: () => openPull(cfg, endpoint, nodes, slots), ...(last ? { estimateBytes: last.bytes } : {}) },
+    stream: { open: () => openPull(cfg, shard), ...(last ? { estimateBytes: last.bytes } : {}) },
   });
   return { detection, info, jobFor, ...(detection.changed ? { job: jobFor(detection.reason) } : {}) };
 }

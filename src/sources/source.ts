@@ -19,8 +19,10 @@ export interface ServerFacts {
   transfer: 'disk' | 'diskless';
   /** The server's clock (TIME) when the transfer was requested: the event's timestamp. ISO 8601. */
   takenAt: string;
-  /** Cluster: the shard's slot ranges, e.g. "0-5460". */
+  /** Cluster: the shard's slot ranges, e.g. "0-5460" or "0-100,200-5460". */
   slots?: string;
+  /** Cluster: the node id of the server pulled (its master's, or a replica's after a failover during the run). */
+  nodeId?: string;
 }
 
 export interface StreamedSnapshot {

@@ -91,7 +91,7 @@ describe('source.redis config', () => {
     expect(i.sourceRdb).toBe('rediss://10.0.0.5:6379');
   });
 
-  it('refuses a password in the URL, rdb beside replicate, bgsave without rdb, tls on redis://, cluster (not yet)', () => {
+  it('refuses a password in the URL, rdb beside replicate, bgsave without rdb, tls on redis://, cluster with bgsave, max_parallel without cluster', () => {
     expect(error('  redis:\n    url: redis://u:secret@h:6379').message).toMatch(/source\.redis\.url: must not carry a password/);
     expect(error('  redis:\n    url: redis://u:secret@h:6379').message).not.toContain('secret');
     expect(error('  rdb: /x/dump.rdb\n  redis:\n    url: redis://h').keyPath).toBe('source.rdb');
@@ -99,6 +99,9 @@ describe('source.redis config', () => {
     expect(error('  redis:\n    url: redis://h\n    tls: { ca: /x }').keyPath).toBe('source.redis.tls');
     expect(error('  redis:\n    url: http://h').keyPath).toBe('source.redis.url');
     expect(error('  redis:\n    url: redis://h/2').message).toMatch(/no database number/);
-    expect(error('  redis:\n    url: redis://h\n    cluster: true').keyPath).toBe('source.redis.cluster');
+    expect(error('  rdb: /x/dump.rdb\n  redis:\n    url: redis://h\n    mode: bgsave\n    cluster: true').keyPath).toBe('source.redis.cluster');
+    expect(error('  redis:\n    url: redis://h\n    max_parallel: 2').keyPath).toBe('source.redis.max_parallel');
+    expect(error('  redis:\n    url: redis://h\n    cluster: true\n    max_parallel: 17').keyPath).toBe('source.redis.max_parallel');
+    expect(error('  nodes: /x/nodes.conf\n  redis:\n    url: redis://h\n    cluster: true').keyPath).toBe('source.nodes');
   });
 });
