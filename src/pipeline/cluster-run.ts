@@ -12,8 +12,8 @@
 import { dirname } from 'node:path';
 import type { InstanceConfig } from '../core/config.js';
 import { ensureDir, replaceFileAtomic } from '../core/fs.js';
-import { byFirstSlot, clusterRecordPath, readClusterRecord, shardFoldersOnDisk, shardInstance, type ClusterRecord } from '../core/shards.js';
-import { exitCodeOf } from '../core/errors.js';
+import { byFirstSlot, clusterRecordPath, readClusterRecord, shardFoldersOnDisk, shardInstance, slotsOfFolder, type ClusterRecord } from '../core/shards.js';
+import { ConfigError, ExitCode, exitCodeOf } from '../core/errors.js';
 import { prepareArchiveRoot } from './archive-root.js';
 import { errorReport, runOnce, type CycleDeps, type RunReport } from './cycle.js';
 
@@ -97,6 +97,14 @@ export async function runClusterOnce(
     await writeRecord(deps, cluster, record).catch((e) => log.warn({ err: errorReport(e).message }, 'could not write the cluster record (status and check show the previous topology)'));
   }
   const shards = planShards(cluster, record, options.only);
+  if (options.only && shards.length === 0) {
+    // --instance NAME:SHARD of a shard the cluster no longer has (its slots were resharded).
+    const name = options.only.slice(cluster.name.length + 1);
+    const failure = new ConfigError(undefined, '--instance', `${options.only}: no master serves the slots of ${name} as one shard any more (resharded); the shards now: ${record.shards.map((s) => s.name).join(', ')}`);
+    // A usage error of this command, not a failure of the shard: reported, nothing recorded in its state.
+    const error = errorReport(failure);
+    return [{ instance: options.only, report: { instance: options.only, status: 'failed', shard: { name, slots: slotsOfFolder(name), master: null, masterId: null }, snapshot: null, retention: {}, warnings: [], notes: [], ruleErrors: [], error, exitCode: ExitCode.CONFIG } }];
+  }
   const results = await runShards(shards);
   if (record.uncovered !== '') {
     for (const r of results) r.report.warnings.push(`the cluster leaves the slots ${record.uncovered} without a master: their keys are in no backup`);

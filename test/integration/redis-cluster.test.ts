@@ -125,7 +125,7 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
       expect(rdbs, shard).toHaveLength(1);
       expect(spawnSync('redis-check-rdb', [rdbs[0]!]).status).toBe(0);
       // The nodes file is this master's CLUSTER NODES (its own line flagged myself).
-      const nodesFile = rdbs[0]!.replace(/dump-(.*)\.rdb$/, 'nodes-$1.conf');
+      const nodesFile = rdbs[0]!.replace(/dump-(.*)\.rdb$/, 'nodes-$1.config');
       const nodes = readFileSync(nodesFile, 'utf8');
       expect(nodes.split('\n').find((l) => l.includes('myself'))!.split(' ')[0]).toBe(m.id);
       // Restored, it is the master's data, and only keys of the master's slots.
