@@ -57,9 +57,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
     ],
     exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL,
       [OFFSITE, 'archived locally, but an off-site copy is still pending (a remote failed or is in backoff), or remote retention failed'], PERMISSION, SOURCE_AUTH],
-    note: 'Several instances, or the shards of a cluster (source.redis cluster: true: one event per shard,
---dry-run lists the shards and masters): each runs on its own and the worst code wins (a real
-failure beats 75). --instance NAME:SHARD runs one shard (e.g. cache:slots-0-5460).',
+    note: 'Several instances, or the shards of a cluster (source.redis cluster: true: one event per shard,\n--dry-run lists the shards and masters): each runs on its own and the worst code wins (a real\nfailure beats 75). --instance NAME:SHARD runs one shard (e.g. cache:slots-0-5460).',
   },
   push: {
     examples: [
