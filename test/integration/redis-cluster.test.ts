@@ -80,6 +80,11 @@ async function loadRdb(rdb: string): Promise<{ digest: string; keys: string[] }>
   }
 }
 
+interface ProbeJson {
+  instances: Array<{ instance: string; findings: Array<{ check: string; verdict: string; reason: string }> }>;
+}
+const shardFindings = (probe: ProbeJson) => probe.instances.flatMap((i) => i.findings).filter((f) => f.check.startsWith('source.redis shard '));
+
 const inRanges = (m: ClusterMaster, slot: number) => m.ranges.some(([a, b]) => slot >= a && slot <= b);
 
 describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => {
@@ -93,6 +98,8 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
       await m.server.call('ACL', 'SETUSER', 'backup', ...BACKUP_ACL);
       // A user with everything a single server's pull needs, but neither cluster subcommand.
       await m.server.call('ACL', 'SETUSER', 'nocluster', 'on', `>${PASSWORD}`, 'resetkeys', '-@all', '+ping', '+info', '+time', '+replconf', '+psync', '+sync');
+      // CLUSTER NODES only (as on Redis 6, which has no CLUSTER SHARDS): the discovery falls back to it.
+      await m.server.call('ACL', 'SETUSER', 'nodesonly', 'on', `>${PASSWORD}`, 'resetkeys', '-@all', '+ping', '+info', '+time', '+replconf', '+psync', '+sync', '+cluster|nodes');
       expect(Number(await m.server.call('DBSIZE'))).toBeGreaterThan(200); // data in every shard
     }
     // Our CRC16 agrees with the server's CLUSTER KEYSLOT.
@@ -146,6 +153,10 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
     expect(status.instances.map((s) => s.shard.slots).sort()).toEqual(cluster.masters.map((m) => m.ranges.map(([a, b]) => `${a}-${b}`).join(',')).sort());
     const okCheck = await runCli(['check', '--config', config]);
     expect(okCheck.code, okCheck.stdout).toBe(0);
+    expect(JSON.parse(readFileSync(join(dir, 'archive', '.rdb-archiver', 'cluster.json'), 'utf8'))).toMatchObject({ via: 'CLUSTER SHARDS', discoveredFrom: `127.0.0.1:${seed.server.port}` });
+    // config check discovers the cluster and probes every master.
+    const probe = jsonOf<ProbeJson>(await runCli(['config', 'check', '--json', '--config', config]));
+    expect(shardFindings(probe).map((f) => f.verdict)).toEqual(['ok', 'ok', 'ok']);
 
     // Unchanged: no shard is pulled again.
     const syncs = await Promise.all(cluster.masters.map((m) => fullSyncs(m.server)));
@@ -153,6 +164,17 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
     expect(second.code, second.stderr).toBe(0);
     expect(jsonOf<ManyJson>(second).instances.map((r) => r.status)).toEqual(['unchanged', 'unchanged', 'unchanged']);
     expect(await Promise.all(cluster.masters.map((m) => fullSyncs(m.server)))).toEqual(syncs);
+    // --force pulls every shard although none changed.
+    const forced = await runCli(['once', '--force', '--json', '--config', config]);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(await Promise.all(cluster.masters.map((m) => fullSyncs(m.server)))).toEqual(syncs.map((n) => n + 1));
+
+    // A user allowed CLUSTER NODES only: discovered with it, every shard archived.
+    const nodesOnly = tempDir();
+    const viaNodes = await runCli(['once', '--json', '--config', writeConfig(nodesOnly, seed.server.port, 'nodesonly')]);
+    expect(viaNodes.code, viaNodes.stderr).toBe(0);
+    expect(jsonOf<ManyJson>(viaNodes).instances.map((r) => r.status)).toEqual(['archived', 'archived', 'archived']);
+    expect(JSON.parse(readFileSync(join(nodesOnly, 'archive', '.rdb-archiver', 'cluster.json'), 'utf8')).via).toBe('CLUSTER NODES');
 
     // A write in one shard: only that shard is pulled.
     const changed = cluster.masters[2]!;
@@ -167,6 +189,7 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
     const dead = cluster.masters[1]!;
     dead.server.process.kill('SIGKILL');
     await new Promise((resolve) => dead.server.process.once('exit', resolve));
+    const eventsBefore = new Map(cluster.masters.map((m) => [m, rdbsOf(dir, folderOf(m)).length]));
     const down = await runCli(['once', '--json', '--config', config]);
     expect(down.code, down.stderr).toBe(68);
     const downRuns = jsonOf<ManyJson>(down);
@@ -175,8 +198,7 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
     expect(deadRun).toMatchObject({ status: 'failed', exitCode: 68 });
     expect(deadRun.error!.message).toMatch(/ECONNREFUSED/);
     for (const r of downRuns.instances.filter((x) => x !== deadRun)) expect(r.status).toBe('archived');
-    for (const m of cluster.masters.filter((x) => x !== dead)) expect(rdbsOf(dir, folderOf(m)).length).toBeGreaterThanOrEqual(2);
-    expect(rdbsOf(dir, folderOf(dead))).toHaveLength(1);
+    for (const m of cluster.masters) expect(rdbsOf(dir, folderOf(m)).length).toBe(eventsBefore.get(m)! + (m === dead ? 0 : 1));
 
     const check = await runCli(['check', '--json', '--config', config]);
     expect(check.code).toBe(2);
@@ -184,6 +206,10 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
     const failing = verdict.instances.filter((i) => i.status !== 'OK');
     expect(failing.map((i) => i.instance)).toEqual([`default:${folderOf(dead)}`]);
     expect(failing[0]!.problems.map((p) => p.text).join('\n')).toMatch(/exit 68/);
+    const deadProbe = await runCli(['config', 'check', '--json', '--config', config]);
+    expect(deadProbe.code).toBe(1);
+    const probed = shardFindings(jsonOf<ProbeJson>(deadProbe));
+    expect(probed.filter((f) => f.verdict === 'error').map((f) => f.check)).toEqual([`source.redis shard ${folderOf(dead)}`]);
     const metrics = readFileSync(join(dir, 'metrics.prom'), 'utf8');
     expect(metrics).toContain(`rdb_archiver_last_run_exit_code{redis_instance="default:${folderOf(dead)}"} 68`);
     expect(metrics).toMatch(new RegExp(`rdb_archiver_cluster_shard\\{redis_instance="default:${folderOf(dead)}",cluster="default",shard="${folderOf(dead)}",slots="[0-9,-]+"\\} 1`));
@@ -193,6 +219,6 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
     const noCluster = await runCli(['once', '--json', '--config', writeConfig(denied, seed.server.port, 'nocluster')]);
     expect(noCluster.code, noCluster.stderr).toBe(78);
     expect(noCluster.stdout).toMatch(/NOPERM/);
-    for (const r of [plan, first, second, down, noCluster]) expect(r.stdout + r.stderr).not.toContain(PASSWORD);
+    for (const r of [plan, first, second, forced, viaNodes, down, noCluster]) expect(r.stdout + r.stderr).not.toContain(PASSWORD);
   });
 });
