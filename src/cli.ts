@@ -77,6 +77,10 @@ export function onceSummary(report: RunReport, dryRun: boolean, opts?: TextOptio
       : `scheduled verification: ${v.eventsChecked} event${v.eventsChecked === 1 ? '' : 's'} checked (${v.filesRead} files, ${formatBytes(v.bytesRead)}): ${v.bad.length === 0 ? 'all intact' : `${v.bad.length} BAD`}`);
   }
   if (report.drill) lines.push(drillText(report.drill));
+  if (report.knownBad?.length) {
+    const events = [...new Set(report.knownBad.map((b) => b.ts))];
+    lines.push(`archived event${events.length === 1 ? '' : 's'} known bad: ${events.join(', ')} (exit ${ExitCode.ARCHIVE_BAD} until pruned, replaced or found good again; see status)`);
+  }
   return lines.join('\n');
 }
 
@@ -111,6 +115,7 @@ function onceJson(report: RunReport): object {
     ...(report.offsite ? { offsite: report.offsite } : {}),
     ...(report.verify ? { verify: report.verify } : {}),
     ...(report.drill ? { drill: report.drill } : {}),
+    ...(report.knownBad?.length ? { knownBad: report.knownBad } : {}),
     exitCode: report.exitCode,
   };
 }

@@ -19,7 +19,9 @@ import { errorCode, readFromStart, type FileInfo, type FileSystem } from '../cor
 import type { Log } from '../core/log.js';
 import { RdbValidator, AUX_LIMIT, type RdbAux, type RdbHeader, type RdbInfo, type ValidationMode } from '../rdb/validate.js';
 import { latestArchived, latestContradiction, type StateLatest } from '../pipeline/event-order.js';
-import { loadState } from '../pipeline/state.js';
+import { bumpCounter, loadState } from '../pipeline/state.js';
+import { updateState } from '../pipeline/state-update.js';
+import { manualVerifyRecord, pairKey } from '../pipeline/scheduled-verify.js';
 import { scanFolder, scanWarnings, type FolderEvent } from '../pipeline/retention.js';
 import { discoverFolders, folderNote, type FolderOrigin } from '../pipeline/archive-index.js';
 import { sha256Hex } from '../core/sha256.js';
@@ -730,6 +732,55 @@ export async function verifyInstance(
   return report;
 }
 
+/**
+ * Records a manual verify in the state, in the fields the scheduled
+ * verification fills (scheduled-verify.ts manualVerifyRecord), so that
+ * `check`, `status`, the metrics and `once`'s exit code know what a person
+ * found. Incomplete events (no .rdb: an interrupted run's leftovers, which
+ * retention removes) are not recorded as bad. Not recording (a lock held
+ * past the wait, another user's archive, an unwritable state) is a warning
+ * of the verify, never its failure.
+ */
+export async function recordVerify(
+  fs: FileSystem,
+  log: Log,
+  instance: InstanceConfig,
+  report: VerifyReport,
+  scanned: readonly RuleEvents[],
+  options: { rule?: string; ts?: Timestamp },
+): Promise<void> {
+  const complete = new Set(scanned.flatMap((r) => r.events.filter((e) => e.kinds.includes('rdb')).map((e) => pairKey(r.rule, e.ts))));
+  const checkedEvents = scanned.flatMap((r) => r.events.filter((e) => !options.ts || e.ts === options.ts).map((e) => ({ rule: r.rule, ts: e.ts })));
+  const fresh = report.badCopies
+    .map((b) => ({ ...b, rules: b.rules.filter((rule) => complete.has(pairKey(rule, b.ts))) }))
+    .filter((b) => b.rules.length > 0);
+  const newest = latestArchived(scanned.flatMap((r) => r.events.filter((e) => e.kinds.includes('rdb'))))?.ts ?? null;
+  const scope = [options.rule !== undefined ? `rule ${options.rule}` : '', options.ts ? `event ${options.ts}` : ''].filter(Boolean).join(', ');
+  const at = new Date(Date.now() - report.durationMs).toISOString();
+  try {
+    await updateState(fs, instance, 'verify', (state) => {
+      state.verify = manualVerifyRecord(state.verify, {
+        at, durationMs: report.durationMs, ...(scope ? { scope } : {}),
+        events: new Set(checkedEvents.filter((e) => complete.has(pairKey(e.rule, e.ts))).map((e) => e.ts)).size,
+        filesRead: report.filesRead, bytesRead: report.bytesRead,
+        // A --rule verify saw one folder: the newest event of the archive is the state's business (inspect), not this run's.
+        newest: options.rule === undefined ? newest : state.verify?.newest ?? newest,
+        fresh,
+        checked: new Set(checkedEvents.map((e) => pairKey(e.rule, e.ts))),
+        scannedRules: new Set(scanned.map((r) => r.rule)),
+        present: new Set(scanned.flatMap((r) => r.events.map((e) => pairKey(r.rule, e.ts)))),
+      });
+      bumpCounter(state, 'verify_runs');
+      if (fresh.length > 0) bumpCounter(state, 'verify_runs_bad');
+    });
+    log.debug({ state: instance.statePath, bad: fresh.length }, 'verify recorded in the state');
+  } catch (err) {
+    const w = `the result was not recorded in the state (check, status and the metrics do not show it): ${errorReport(err).message}`;
+    report.warnings.push(w);
+    log.warn({ state: instance.statePath }, w);
+  }
+}
+
 export function verifyJson(report: VerifyReport): object {
   return {
     ok: report.ok,
@@ -836,7 +887,10 @@ export function registerCatalogCommands(program: Command): void {
       const archives = await scanInstances(ctx.fs, ctx.config.instances, opts.rule);
       const results = [];
       for (const [i, instance] of ctx.config.instances.entries()) {
-        results.push({ instance: instance.name, report: await verifyInstance(ctx.fs, ctx.log, instance, { rule: opts.rule, ts }, archives[i]) });
+        const report = await verifyInstance(ctx.fs, ctx.log, instance, { rule: opts.rule, ts }, archives[i]);
+        // With a config, what a person found is what check and the metrics report; a rescue host (--archive alone) is read-only.
+        if (!instance.archiveOnly && !report.error) await recordVerify(ctx.fs, ctx.log, instance, report, archives[i]!.scanned, { rule: opts.rule, ts });
+        results.push({ instance: instance.name, report });
       }
       printResults(ctx, results, verifyJson, verifyText);
     });

@@ -89,7 +89,7 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
   const watching = options.watch === true || config.watch;
   const { Cron } = await import('croner');
 
-  const counts = { ticks: 0, skipped: 0, failed: 0, watchCycles: 0 };
+  const counts = { ticks: 0, skipped: 0, failed: 0, archiveBad: 0, watchCycles: 0 };
   const problem = await scheduleProblem(schedule, timezone);
   if (problem) throw new ConfigError(options.schedule ? undefined : config.file, options.schedule ? '--schedule' : 'schedule', problem);
 
@@ -121,6 +121,10 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
         for (const { instance: name, report } of results) {
           if (report.error?.kind === 'locked') {
             log.warn({ instance: name, ...where }, 'tick skipped for this instance: another run holds the lock');
+          } else if (report.exitCode === ExitCode.ARCHIVE_BAD) {
+            // The cycle worked; an archived event is known bad (its warnings are logged): not a failed tick.
+            counts.archiveBad += 1;
+            log.warn({ instance: name, ...where, exitCode: report.exitCode, bad: report.knownBad?.map((b) => b.ts) }, 'tick done, but an archived event is known bad (exit 81: see check and status)');
           } else if (report.exitCode !== ExitCode.OK) {
             counts.failed += 1;
             // The cycle has logged the error itself ("run failed"): not repeated here.

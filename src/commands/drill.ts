@@ -1,7 +1,7 @@
 /**
  * `rdb-archiver drill [TS|latest]`: a restore drill now (src/ops/drill.ts).
  * With a config, the result is recorded in the state (under the run lock,
- * when it is free) so that `check` and the metrics report it like a
+ * waiting up to a minute for a running cycle) so that `check` and the metrics report it like a
  * scheduled drill. SIGTERM/SIGINT stop the throwaway server and remove its
  * folder before the command exits.
  */
@@ -11,24 +11,22 @@ import { ConfigError } from '../core/errors.js';
 import type { FileSystem } from '../core/fs.js';
 import type { InstanceConfig } from '../core/config.js';
 import type { Log } from '../core/log.js';
-import { lockPathFor } from '../pipeline/cycle.js';
-import { acquireLock } from '../pipeline/lock.js';
-import { bumpCounter, loadState, saveState } from '../pipeline/state.js';
+import { bumpCounter } from '../pipeline/state.js';
+import { updateState } from '../pipeline/state-update.js';
 import { drillExitCode, drillText, runDrill, type DrillRecord } from '../ops/drill.js';
 import { parseTsArgument } from './catalog.js';
 
-/** Records a manual drill in the state; a held lock or an unwritable state is a warning, not a failure of the drill. */
+/**
+ * Records a manual drill in the state (waiting a while for a running cycle's
+ * lock); a lock that stays held or an unwritable state is a warning, not a
+ * failure of the drill.
+ */
 async function recordDrill(fs: FileSystem, log: Log, instance: InstanceConfig, record: DrillRecord): Promise<string | undefined> {
   try {
-    const lock = await acquireLock(fs, lockPathFor(instance), 'drill', instance.dirMode);
-    try {
-      const { state } = await loadState(fs, instance.statePath);
+    await updateState(fs, instance, 'drill', (state) => {
       state.drill = record;
       bumpCounter(state, 'drill_runs');
-      await saveState(fs, instance.statePath, state, instance.dirMode);
-    } finally {
-      await lock.release().catch(() => undefined);
-    }
+    });
     return undefined;
   } catch (err) {
     const w = `the drill's result was not recorded in the state (check and the metrics do not show it): ${(err as Error).message}`;

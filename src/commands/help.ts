@@ -38,7 +38,7 @@ export function helpEpilogue(help: CommandHelp): string {
   return lines.join('\n');
 }
 
-const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, IDENTITY, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD, DRILL_VERSION } = ExitCode;
+const { OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, IDENTITY, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD, DRILL_VERSION, ARCHIVE_BAD } = ExitCode;
 
 /** The examples and exit codes of the program itself ("") and of each command, by path. */
 export const COMMAND_HELP: Record<string, CommandHelp> = {
@@ -47,7 +47,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed, then prune (what cron and the timer run)'],
       ['rdb-archiver status', 'what is archived, and how the last run went'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD, DRILL_VERSION],
+    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD, DRILL_VERSION, ARCHIVE_BAD],
     note: 'Some commands give codes a meaning of their own (verify, restore, daemon; check follows the\nmonitoring-plugin convention): see `rdb-archiver <command> --help`.',
   },
   once: {
@@ -56,8 +56,9 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once --dry-run', 'show what would be archived and deleted, and uploaded and deleted off-site; write nothing'],
     ],
     exitCodes: [[OK, 'OK: archived, or nothing to do'], NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL,
-      [OFFSITE, 'archived locally, but an off-site copy is still pending (a remote failed or is in backoff), or remote retention failed'], PERMISSION, SOURCE_AUTH],
-    note: 'Several instances, or the shards of a cluster (source.redis cluster: true: one event per shard,\n--dry-run lists the shards and masters): each runs on its own and the worst code wins (a real\nfailure beats 75). --instance NAME:SHARD runs one shard (e.g. cache:slots-0-5460).',
+      [OFFSITE, 'archived locally, but an off-site copy is still pending (a remote failed or is in backoff), or remote retention failed'], PERMISSION, SOURCE_AUTH,
+      [ARCHIVE_BAD, 'archived (or nothing new), but an archived event is known bad: verification found it damaged, or the last restore drill could not load it; every run says so until it is pruned, replaced or found good again (beats 76)']],
+    note: 'Several instances, or the shards of a cluster (source.redis cluster: true: one event per shard,\n--dry-run lists the shards and masters): each runs on its own and the worst code wins (a failure\nof a run, then 81, then 76, then 75, then 0). --instance NAME:SHARD runs one shard (e.g. cache:slots-0-5460).',
   },
   push: {
     examples: [
@@ -87,9 +88,11 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver verify', 're-check every archived event (sha256 sidecar and RDB CRC-64)'],
       ['rdb-archiver verify --remote offsite --read-data --identity /root/restore-key.txt', 'download every remote event, decrypt it, recompute sha256 and the RDB CRC-64 (without --identity: encrypted events are checked as stored bytes only, and it says so)'],
     ],
-    exitCodes: [[OK, 'OK: every event checked is intact'], [1, 'an archived event is bad (they are listed)'], CONFIG, [NO_SOURCE, 'TS names no archived event'],
+    exitCodes: [[OK, 'OK: every event checked is intact'], [1, 'an archived event is bad (they are listed, once per file: hard links share a line)'], CONFIG, [NO_SOURCE, 'TS names no archived event'],
       [IDENTITY, '--identity: unreadable, no age identity, or none of its keys opens an encrypted event'], INTERNAL, IO, [OFFSITE, '--remote: the remote failed'], [PERMISSION, 'permission denied (with --remote: the remote refused the credentials)']],
-    note: 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning.',
+    note: 'With a config, the result is recorded in the state (as the scheduled verification\'s), so check, status, the metrics and once know it.\n'
+      + 'On a rescue host, --archive DIR alone is enough (no config, no source): every rule folder is found from the archive\'s index or by scanning,\n'
+      + 'and nothing is written.',
   },
   restore: {
     examples: [

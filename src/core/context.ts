@@ -109,12 +109,15 @@ export function formatBytes(n: number): string {
 
 /**
  * The worst exit code of several instances' results: any failure beats
- * success, and a real failure beats "try again later" (75), which systemd
- * units treat as success (SuccessExitStatus=75) and must not hide another
- * instance's failure. Among real failures, the first instance's wins.
+ * success; a failure of the run itself beats "archived, but an archived event
+ * is known bad" (81), which beats "archived, off-site pending" (76), which
+ * beats "try again later" (75, which systemd units treat as success:
+ * SuccessExitStatus=75, and must not hide another instance's failure). Among
+ * codes of one rank, the first instance's wins.
  */
 export function worstExitCode(codes: number[]): number {
-  return codes.find((c) => c !== ExitCode.OK && c !== ExitCode.TEMPFAIL) ?? codes.find((c) => c !== ExitCode.OK) ?? ExitCode.OK;
+  const rank = (c: number) => (c === ExitCode.OK ? 0 : c === ExitCode.TEMPFAIL ? 1 : c === ExitCode.OFFSITE ? 2 : c === ExitCode.ARCHIVE_BAD ? 3 : 4);
+  return codes.reduce((worst, c) => (rank(c) > rank(worst) ? c : worst), ExitCode.OK as number);
 }
 
 /**

@@ -64,6 +64,14 @@ export const ExitCode = {
   NEWEST_BAD: 79,
   /** `drill`: the event's RDB format version is newer than the local server can load (not corruption). */
   DRILL_VERSION: 80,
+  /**
+   * `once`, a daemon tick: the run's own work succeeded, but an archived event
+   * still in the archive is known bad: verification (scheduled, or a manual
+   * `verify` with the config) found it damaged, or the last restore drill could
+   * not load it. Reported by every run until the event is pruned, replaced or
+   * verified good again.
+   */
+  ARCHIVE_BAD: 81,
 } as const;
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -90,6 +98,7 @@ export const EXIT_CODE_MEANINGS: Record<ExitCodeValue, string> = {
   78: 'source.redis: the server refused the credentials, or the ACL user lacks a command a backup needs (the message names it)',
   79: 'restore latest: the newest event failed verification; the message names the newest event that passes (restore it with --fallback); nothing restored',
   80: 'drill: the event\'s RDB format version is newer than the local redis-server/valkey-server can load (not corruption)',
+  81: 'archived (or nothing new), but an archived event is known bad: verification found it damaged or the last restore drill could not load it (see status; until it is pruned, replaced or verified good)',
 };
 
 export abstract class ArchiverError extends Error {

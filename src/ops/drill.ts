@@ -28,6 +28,8 @@ import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import { copyPass } from '../pipeline/worker.js';
 import { parseInfo, ReplyError, type Reply } from '../sources/resp.js';
 import { UnixRespClient } from './resp.js';
+import { cleanKilledDrills, DRILL_HEARTBEAT_MS, DRILL_MARKER, DRILL_PREFIX, markerFor, setprivWithPdeathsig, tiedToUs, writeMarker } from './drill-folder.js';
+import { processStartTime } from '../pipeline/lock.js';
 
 export type DrillStatus = 'loaded' | 'load-failed' | 'version-unsupported' | 'failed';
 
@@ -117,6 +119,7 @@ export async function runDrill(deps: DrillDeps, instance: InstanceConfig, which:
   const started = Date.now();
   const record: DrillRecord = { at: new Date(started).toISOString(), ts: null, rule: null, status: 'failed', notes: [], durationMs: 0 };
   let temp: string | undefined;
+  let heartbeat: NodeJS.Timeout | undefined;
   try {
     const { scanned } = await scanArchive(deps.fs, instance, undefined);
     const event = pickEvent(scanned, which);
@@ -126,7 +129,17 @@ export async function runDrill(deps: DrillDeps, instance: InstanceConfig, which:
     const binary = findServer(instance.drill?.server);
     if (!binary) throw new ConfigError(undefined, 'drill.server', 'no redis-server or valkey-server in PATH: install one, or set drill.server to its path');
     record.server = { binary, version: null };
-    temp = await fsp.mkdtemp(join(instance.drill?.dir ?? tmpdir(), 'rdb-archiver-drill-'));
+    const root = instance.drill?.dir ?? tmpdir();
+    // What a killed drill left here (its folder, maybe its server): only folders our marker identifies.
+    await cleanKilledDrills(root, deps.log);
+    temp = await fsp.mkdtemp(join(root, DRILL_PREFIX));
+    const dir = temp;
+    await writeMarker(dir, markerFor(dir));
+    heartbeat = setInterval(() => {
+      const now = new Date();
+      void fsp.utimes(join(dir, DRILL_MARKER), now, now).catch(() => undefined);
+    }, DRILL_HEARTBEAT_MS);
+    heartbeat.unref();
     await stageEvent(deps, instance, event, join(temp, 'dump.rdb'));
     await loadAndInspect(deps, binary, temp, instance.drill?.timeoutMs ?? 600_000, record, started);
   } catch (err) {
@@ -135,6 +148,7 @@ export async function runDrill(deps: DrillDeps, instance: InstanceConfig, which:
     if (err instanceof InvalidSnapshotError) record.status = 'load-failed';
     else record.failureCode = err instanceof ArchiverError ? err.exitCode : ExitCode.INTERNAL;
   } finally {
+    if (heartbeat) clearInterval(heartbeat);
     if (temp) await fsp.rm(temp, { recursive: true, force: true }).catch((err: Error) => deps.log.error({ temp, err: err.message }, 'could not remove the drill folder'));
   }
   record.durationMs = Date.now() - started;
@@ -185,11 +199,15 @@ function serverLog(dir: string): string {
 }
 
 async function loadAndInspect(deps: DrillDeps, binary: string, dir: string, timeoutMs: number, record: DrillRecord, started: number): Promise<void> {
-  let server = await startServer(binary, dir, true, timeoutMs, deps.signal);
+  const setpriv = setprivWithPdeathsig();
+  if (!setpriv) {
+    record.notes.push('no setpriv with --pdeathsig (util-linux) in PATH: if rdb-archiver is killed (SIGKILL) during the drill, its server keeps running until the next drill stops it and removes its folder');
+  }
+  let server = await startServer(binary, dir, true, timeoutMs, setpriv, deps.signal);
   // A server older than Redis 7 does not know enable-debug-command: start it again without.
   if (server.kind === 'exited' && /enable-debug-command/.test(serverLog(dir))) {
     record.notes.push('this server has no enable-debug-command setting (older than Redis 7): started without it');
-    server = await startServer(binary, dir, false, timeoutMs, deps.signal);
+    server = await startServer(binary, dir, false, timeoutMs, setpriv, deps.signal);
   }
   if (server.kind !== 'ready') {
     const log = serverLog(dir);
@@ -219,8 +237,10 @@ async function loadAndInspect(deps: DrillDeps, binary: string, dir: string, time
 type Started = { kind: 'ready'; child: ChildProcess; client: UnixRespClient } | { kind: 'exited' } | { kind: 'timeout' } | { kind: 'error'; error: string };
 
 /** Starts the server and waits until it answers PING (it has loaded the dump), exits, or the time is up. */
-async function startServer(binary: string, dir: string, debugCommand: boolean, timeoutMs: number, signal?: AbortSignal): Promise<Started> {
-  const child = spawn(binary, serverArgs(dir, debugCommand), { cwd: dir, stdio: 'ignore' });
+async function startServer(binary: string, dir: string, debugCommand: boolean, timeoutMs: number, setpriv: string | null, signal?: AbortSignal): Promise<Started> {
+  // Through setpriv --pdeathsig KILL where present: the kernel kills the server when we die, however we die.
+  const [command, args] = tiedToUs(binary, serverArgs(dir, debugCommand), setpriv);
+  const child = spawn(command, args, { cwd: dir, stdio: 'ignore' });
   let exited = false;
   let spawnError: string | undefined;
   child.once('exit', () => (exited = true));
@@ -228,6 +248,11 @@ async function startServer(binary: string, dir: string, debugCommand: boolean, t
     exited = true;
     spawnError = err.message;
   });
+  if (child.pid !== undefined) {
+    // setpriv execs the server: the same pid. Recorded for the next drill, should this one be killed.
+    const start = processStartTime(child.pid);
+    await writeMarker(dir, markerFor(dir, { pid: child.pid, ...(start ? { start } : {}) })).catch(() => undefined);
+  }
   const deadline = Date.now() + timeoutMs;
   while (!exited) {
     if (signal?.aborted || Date.now() > deadline) {
@@ -295,7 +320,15 @@ export function parseDrillRecord(v: unknown): DrillRecord | undefined {
     ...(num(o.dbsize) !== undefined ? { dbsize: num(o.dbsize) } : {}),
     ...(num(o.keys) !== undefined ? { keys: num(o.keys) } : {}),
     ...(typeof o.digest === 'string' || o.digest === null ? { digest: o.digest } : {}),
+    ...(o.keyspace && typeof o.keyspace === 'object'
+      ? { keyspace: Object.fromEntries(Object.entries(o.keyspace).filter(([k, v]) => typeof k === 'string' && typeof v === 'string')) }
+      : {}),
+    ...(o.server && typeof o.server === 'object' && typeof o.server.binary === 'string'
+      ? { server: { binary: o.server.binary, version: typeof o.server.version === 'string' ? o.server.version : null } }
+      : {}),
+    ...(Array.isArray(o.serverLog) ? { serverLog: o.serverLog.filter((l) => typeof l === 'string') } : {}),
     ...(typeof o.error === 'string' ? { error: o.error } : {}),
+    ...(num(o.failureCode) !== undefined ? { failureCode: num(o.failureCode) } : {}),
     notes: Array.isArray(o.notes) ? o.notes.filter((n) => typeof n === 'string') : [],
     durationMs: num(o.durationMs) ?? 0,
   };

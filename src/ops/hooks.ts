@@ -26,7 +26,7 @@ import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Config, InstanceConfig } from '../core/config.js';
 import { ruleDir } from '../core/config.js';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, ExitCode } from '../core/errors.js';
 import { effectiveUid, untrustedPathReason } from '../core/trust.js';
 import type { PruneReport, RunReport } from '../pipeline/cycle.js';
 import type { FileSystem } from '../core/fs.js';
@@ -373,10 +373,13 @@ export async function runCycleHooks(deps: HookDeps, instance: InstanceConfig, st
   if (deleted.length > 0) {
     await runAndCount(deps, instance, 'after_prune', hooks.afterPrune, { status: 'pruned', deleted, exitCode: report.exitCode }, failures);
   }
-  if (report.exitCode !== 0 && report.error?.kind !== 'locked') {
+  // A known-bad archived event (exit 81) calls on_failure when this run found it, not on every later run that still reports it.
+  const fresh = report.knownBad?.filter((b) => b.fresh) ?? [];
+  const archiveBad = report.exitCode === ExitCode.ARCHIVE_BAD;
+  if (report.exitCode !== 0 && report.error?.kind !== 'locked' && (!archiveBad || fresh.length > 0)) {
     await runAndCount(deps, instance, 'on_failure', hooks.onFailure, {
       status: 'failed',
-      error: report.error?.message ?? report.status,
+      error: report.error?.message ?? (archiveBad ? fresh.map((b) => b.text).join('; ') : report.status),
       exitCode: report.exitCode,
     }, failures);
   }

@@ -153,7 +153,7 @@ export interface InstanceFacts {
    * What the last scheduled verification found bad, among the events still
    * archived; `newest` marks the most recently archived event.
    */
-  verifyBad?: Array<{ ts: Timestamp; rules: string[]; problems: string[]; newest: boolean }>;
+  verifyBad?: Array<{ ts: Timestamp; rules: string[]; problems: string[]; foundAt?: string; newest: boolean }>;
   /** `verify.every` of the config (ms), when scheduled verification is on. */
   verifyEveryMs?: number;
   /** `drill.every` of the config (ms), when scheduled drills are on. */

@@ -113,8 +113,8 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const lostLatest = family('rdb_archiver_last_archived_missing', 'gauge', '1 if the event the state says was archived last lost its .rdb or archive record, so that restore latest refuses (older data is all that is left), else 0.');
   const lastSnapshotBytes = family('rdb_archiver_last_snapshot_bytes', 'gauge', 'Size in bytes of the newest archived snapshot (.rdb).');
   const duration = family('rdb_archiver_run_duration_seconds', 'gauge', 'How long the last run took.');
-  const exitCode = family('rdb_archiver_last_run_exit_code', 'gauge', 'Exit code of the last run (0 ok, 75 retry later, other values failed).');
-  const runs = family('rdb_archiver_runs_total', 'counter', 'Runs (once and daemon ticks) by result; runs that found the lock held are not counted.');
+  const exitCode = family('rdb_archiver_last_run_exit_code', 'gauge', 'Exit code of the last run (0 ok, 75 retry later, 76 off-site pending, 81 worked but an archived event is known bad, other values failed).');
+  const runs = family('rdb_archiver_runs_total', 'counter', 'Runs (once and daemon ticks) by result: ok, failed, or bad_event (the run worked, but an archived event is known bad: exit 81); runs that found the lock held are not counted.');
   const events = family('rdb_archiver_events', 'gauge', 'Complete snapshot events in the rule folder.');
   const ruleBytes = family('rdb_archiver_archive_bytes', 'gauge', 'Bytes of the event files in the rule folder; a snapshot hard-linked into several rule folders counts in each.');
   const diskBytes = family('rdb_archiver_archive_disk_bytes', 'gauge', 'Bytes under all rule folders with every hard-linked file counted once.');
@@ -136,11 +136,11 @@ export function renderMetrics(all: InstanceFacts[]): string {
   const lastLag = family('rdb_archiver_last_recovery_point_lag_seconds', 'gauge', 'Recovery point lag of the last new event: seconds from the source\'s mtime (the save) to the event being durable in the archive.');
   const lagHist = family('rdb_archiver_recovery_point_lag_seconds', 'histogram', 'Recovery point lag of every new event: seconds from the source\'s mtime to the event being durable.');
   const watchActive = family('rdb_archiver_watch_active', 'gauge', '1 while the daemon watches the source\'s folder (watch: true), 0 while it fell back to its schedule; absent without a watching daemon.');
-  const verifyLast = family('rdb_archiver_verify_last_run_timestamp_seconds', 'gauge', 'Unix time of the last scheduled verification (verify: in the config); 0 if none yet.');
-  const verifyChecked = family('rdb_archiver_verify_events_checked', 'gauge', 'Events the last scheduled verification re-read.');
-  const verifyBad = family('rdb_archiver_verify_bad_events', 'gauge', 'Archived events (once per file, not per hard link) that failed the last scheduled verification and are still in the archive.');
-  const verifyNewestBad = family('rdb_archiver_verify_newest_bad', 'gauge', '1 if the most recently archived event failed the last scheduled verification, else 0.');
-  const verifyRuns = family('rdb_archiver_verify_runs_total', 'counter', 'Scheduled verifications run.');
+  const verifyLast = family('rdb_archiver_verify_last_run_timestamp_seconds', 'gauge', 'Unix time of the last verification (scheduled by verify: in the config, or rdb-archiver verify with the config); 0 if none yet.');
+  const verifyChecked = family('rdb_archiver_verify_events_checked', 'gauge', 'Events the last verification re-read.');
+  const verifyBad = family('rdb_archiver_verify_bad_events', 'gauge', 'Archived events (once per file, not per hard link) that failed verification and are still in the archive, until a verification re-reads them.');
+  const verifyNewestBad = family('rdb_archiver_verify_newest_bad', 'gauge', '1 if the most recently archived event failed verification, else 0.');
+  const verifyRuns = family('rdb_archiver_verify_runs_total', 'counter', 'Verifications run (scheduled, and rdb-archiver verify with the config).');
   const drillLast = family('rdb_archiver_drill_last_run_timestamp_seconds', 'gauge', 'Unix time of the last restore drill (scheduled or rdb-archiver drill); 0 if none yet.');
   const drillOk = family('rdb_archiver_drill_success', 'gauge', '1 if the last restore drill loaded its event, else 0.');
   const drillLoad = family('rdb_archiver_drill_load_seconds', 'gauge', 'How long the throwaway server took to load the event in the last successful drill.');
@@ -176,6 +176,7 @@ export function renderMetrics(all: InstanceFacts[]): string {
     lockAge.samples.push({ labels: { instance }, value: facts.lock ? Math.max(0, Math.floor((now - facts.lock.sinceMs) / 1000)) : 0 });
     runs.samples.push({ labels: { instance, result: 'ok' }, value: counters.runs_ok ?? 0 });
     runs.samples.push({ labels: { instance, result: 'failed' }, value: counters.runs_failed ?? 0 });
+    runs.samples.push({ labels: { instance, result: 'bad_event' }, value: counters.runs_bad_event ?? 0 });
     const failedRules = new Set(ruleErrorsOf(state?.lastRun).map((e) => e.rule));
     for (const rule of facts.rules) ruleFailed.samples.push({ labels: { instance, rule: rule.rule }, value: failedRules.has(rule.rule) ? 1 : 0 });
     for (const rule of facts.rules) {

@@ -19,6 +19,8 @@ import type { FoundRecord } from '../pipeline/failure-record.js';
 import { hookFailing } from '../pipeline/state.js';
 import { sameFilesystemWarning } from '../pipeline/archive-root.js';
 import { remoteProblems, remoteStatus, remoteStatusLines, type RemoteStatus } from '../offsite/facts.js';
+import { lastScheduledAt } from '../pipeline/scheduled-verify.js';
+import { drillText, type DrillRecord } from './drill.js';
 
 // ---------------------------------------------------------------------------
 // check
@@ -95,8 +97,10 @@ export function evaluateInstance(facts: InstanceFacts, thresholds: MonitorConfig
     add(r.exitCode === ExitCode.TEMPFAIL ? Nagios.WARNING : Nagios.CRITICAL, `last ${r.command} at ${r.at} failed (exit ${r.exitCode}: ${r.error}); ${why}`);
   } else if (lastRun && lastRun.exitCode === ExitCode.TEMPFAIL) {
     add(Nagios.WARNING, `last run at ${lastRun.at} must be retried (exit 75${lastRun.error ? `: ${lastRun.error}` : ''})`);
-  } else if (lastRun && lastRun.exitCode !== ExitCode.OK && !(src.rejected && lastRun.exitCode === ExitCode.INVALID_SOURCE)) {
-    // (a run that failed because the current source is invalid is already reported above)
+  } else if (lastRun && lastRun.exitCode !== ExitCode.OK && lastRun.exitCode !== ExitCode.ARCHIVE_BAD
+    && !(src.rejected && lastRun.exitCode === ExitCode.INVALID_SOURCE)) {
+    // (a run that failed because the current source is invalid is already reported above;
+    // a run that exited 81 worked: its known-bad events are reported below, each at its own level)
     add(Nagios.CRITICAL, `last run at ${lastRun.at} failed (exit ${lastRun.exitCode}${lastRun.error ? `: ${lastRun.error}` : ''})`);
   }
   // Each rule folder that failed in the last run, by name: the others may be fine.
@@ -257,13 +261,15 @@ export function verifyProblems(facts: InstanceFacts, nowMs: number): Problem[] {
   for (const b of facts.verifyBad ?? []) {
     out.push({
       state: b.newest ? Nagios.CRITICAL : Nagios.WARNING,
-      text: `${b.newest ? 'the newest event' : 'an older event'} ${b.ts} failed verification at ${v?.at ?? '?'} (${b.rules.join(', ')}): ${b.problems.join('; ')}`,
+      text: `${b.newest ? 'the newest event' : 'an older event'} ${b.ts} failed verification at ${b.foundAt ?? v?.at ?? '?'} (${b.rules.join(', ')}): ${b.problems.join('; ')}`,
     });
   }
   if (v?.error) out.push({ state: Nagios.WARNING, text: `scheduled verification at ${v.at} could not finish: ${v.error}` });
   const every = facts.verifyEveryMs;
   if (every !== undefined && facts.state?.lastRun) {
-    const lastMs = v ? Date.parse(v.at) : NaN;
+    // The schedule's own last run: a manual verify of one event does not stand in for it.
+    const scheduledAt = lastScheduledAt(v);
+    const lastMs = scheduledAt ? Date.parse(scheduledAt) : NaN;
     if (!Number.isFinite(lastMs)) out.push({ state: Nagios.WARNING, text: `scheduled verification (every ${formatDuration(every)}) has not run yet` });
     else if (nowMs - lastMs > overdueAfterMs(every)) out.push({ state: Nagios.WARNING, text: `scheduled verification last ran ${formatAge(Math.floor((nowMs - lastMs) / 1000))} ago (every ${formatDuration(every)})` });
   }
@@ -474,7 +480,81 @@ export interface StatusReport {
    * last new event (and what started its cycle); pendingSeconds while the current source waits.
    */
   lag: { lastSeconds: number | null; ts: string | null; durableAt: string | null; trigger: string | null; pendingSeconds: number | null };
+  /**
+   * The last verification, scheduled or by `rdb-archiver verify` (trigger), and the bad events it
+   * (or an earlier one not re-checked since) found that are still archived; null when none ran.
+   */
+  verify: {
+    at: string; trigger: 'schedule' | 'verify'; scope: string | null; sample: string | number; eventsChecked: number; filesRead: number; bytesRead: number; durationMs: number;
+    error: string | null; bad: Array<{ ts: string; rules: string[]; problems: string[]; foundAt: string; newest: boolean }>;
+    /** When the next scheduled run is due; null without verify: in the config. */
+    nextDueAt: string | null;
+  } | null;
+  /** verify.every in seconds; null without scheduled verification. */
+  verifyEverySeconds: number | null;
+  /** The last restore drill, scheduled or by `rdb-archiver drill`; null when none ran. */
+  drill: {
+    at: string; ts: string | null; rule: string | null; status: string; loadSeconds: number | null; dbsize: number | null; keys: number | null;
+    keyspace: Record<string, string> | null; digest: string | null; server: { binary: string; version: string | null } | null; error: string | null; durationMs: number;
+    nextDueAt: string | null; text: string;
+  } | null;
+  /** drill.every in seconds; null without scheduled drills. */
+  drillEverySeconds: number | null;
   exitCode: number;
+}
+
+/** When a schedule is next due: `every` after its last run; null without a schedule, or when it never ran (due at the next run). */
+function nextDue(lastAt: string | undefined, everyMs: number | undefined): string | null {
+  const lastMs = lastAt ? Date.parse(lastAt) : NaN;
+  return everyMs !== undefined && Number.isFinite(lastMs) ? new Date(lastMs + everyMs).toISOString() : null;
+}
+
+export function verifyStatus(facts: InstanceFacts): StatusReport['verify'] {
+  const v = facts.state?.verify;
+  if (!v) return null;
+  return {
+    at: v.at, trigger: v.trigger ?? 'schedule', scope: v.scope ?? null, sample: v.sample, eventsChecked: v.eventsChecked, filesRead: v.filesRead,
+    bytesRead: v.bytesRead, durationMs: v.durationMs, error: v.error ?? null,
+    bad: (facts.verifyBad ?? []).map((b) => ({ ts: b.ts, rules: b.rules, problems: b.problems, foundAt: b.foundAt ?? v.at, newest: b.newest })),
+    nextDueAt: nextDue(lastScheduledAt(v), facts.verifyEveryMs),
+  };
+}
+
+export function drillStatus(facts: InstanceFacts): StatusReport['drill'] {
+  const d: DrillRecord | undefined = facts.state?.drill;
+  if (!d) return null;
+  return {
+    at: d.at, ts: d.ts, rule: d.rule, status: d.status, loadSeconds: d.loadSeconds ?? null, dbsize: d.dbsize ?? null, keys: d.keys ?? null,
+    keyspace: d.keyspace ?? null, digest: d.digest ?? null, server: d.server ?? null, error: d.error ?? null, durationMs: d.durationMs,
+    nextDueAt: nextDue(d.at, facts.drillEveryMs),
+    text: drillText(d),
+  };
+}
+
+/** The status lines of the last verification and drill. */
+function verifyDrillLines(r: StatusReport): string[] {
+  const lines: string[] = [];
+  const v = r.verify;
+  if (v) {
+    const who = v.trigger === 'verify' ? `by rdb-archiver verify${v.scope ? ` (${v.scope})` : ''}` : `scheduled (sample ${v.sample})`;
+    const result = v.error ? `COULD NOT FINISH: ${v.error}`
+      : `${v.eventsChecked} event${v.eventsChecked === 1 ? '' : 's'} checked (${v.filesRead} file${v.filesRead === 1 ? '' : 's'}, ${formatBytes(v.bytesRead)}, ${(v.durationMs / 1000).toFixed(1)}s): `
+        + (v.bad.length === 0 ? 'all intact' : `${v.bad.length} BAD`);
+    lines.push(`last verify:    ${v.at} ${who}: ${result}${v.nextDueAt ? `; next scheduled after ${v.nextDueAt}` : ''}`);
+    for (const b of v.bad) lines.push(`                BAD ${b.ts}${b.newest ? ' (the newest event)' : ''} in ${b.rules.join(', ')}, found ${b.foundAt}: ${b.problems.join('; ')}`);
+  } else if (r.verifyEverySeconds !== null) {
+    lines.push('last verify:    never (the schedule runs it on the next run)');
+  }
+  const d = r.drill;
+  if (d) {
+    const what = d.status === 'loaded'
+      ? `event ${d.ts} (${d.rule}) loaded in ${d.loadSeconds?.toFixed(3)} s: DBSIZE ${d.dbsize}, ${d.keys} keys in all databases, digest ${d.digest ?? 'n/a'}, server ${d.server?.version ?? '?'} (${d.server?.binary ?? '?'})`
+      : d.text;
+    lines.push(`last drill:     ${d.at} ${d.status === 'loaded' ? what : `${d.status.toUpperCase()}: ${what}`}${d.nextDueAt ? `; next scheduled after ${d.nextDueAt}` : ''}`);
+  } else if (r.drillEverySeconds !== null) {
+    lines.push('last drill:     never (the schedule runs it on the next run)');
+  }
+  return lines;
 }
 
 /** The newest known failure: the failure record or the state's lastFailure, whichever is newer. */
@@ -553,6 +633,10 @@ export function statusReport(facts: InstanceFacts, nowMs: number): StatusReport 
         pendingSeconds: now?.pending ? Math.round(now.seconds * 1000) / 1000 : null,
       };
     })(),
+    verify: verifyStatus(facts),
+    verifyEverySeconds: facts.verifyEveryMs !== undefined ? facts.verifyEveryMs / 1000 : null,
+    drill: drillStatus(facts),
+    drillEverySeconds: facts.drillEveryMs !== undefined ? facts.drillEveryMs / 1000 : null,
     // status only reports; an unreadable rule folder is the one thing it could not report.
     exitCode: ruleErrors.length > 0 ? ruleErrors[0]!.error!.exitCode : ExitCode.OK,
   };
@@ -617,6 +701,7 @@ export function statusText(r: StatusReport): string {
       ? `watch:          watching ${w.dir} since ${w.since}, debounce ${w.debounceMs} ms${who}`
       : `watch:          FALLBACK to the schedule since ${w.since}: ${w.reason ?? w.kind}${who}`);
   }
+  lines.push(...verifyDrillLines(r));
   lines.push(...remoteStatusLines(r.remotes ?? []));
   return lines.join('\n');
 }

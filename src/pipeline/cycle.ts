@@ -28,6 +28,7 @@ import { planOffsite, runOffsite, type RemoteRunReport } from '../offsite/run.js
 import { writeArchiveIndex } from './archive-index.js';
 import { badEventText, runScheduledVerify, type VerifyRecord } from './scheduled-verify.js';
 import { drillDue, drillText, runDrill, type DrillRecord } from '../ops/drill.js';
+import { knownBad, knownBadText, withKnownBad, type KnownBad } from './known-bad.js';
 
 export type RunStatus = 'archived' | 'unchanged' | 'would-archive' | 'failed';
 
@@ -68,6 +69,8 @@ export interface RunReport {
   verify?: VerifyRecord;
   /** The scheduled restore drill, when this run did one (`drill.every`). */
   drill?: DrillRecord;
+  /** Archived events known bad (verification or drill, this run's or an earlier one's): exit 81 when the run was otherwise OK. */
+  knownBad?: KnownBad[];
   exitCode: ExitCodeValue;
 }
 
@@ -396,6 +399,9 @@ export async function runOnce(
     if (!options.dryRun && report.exitCode === ExitCode.OK) {
       await writeArchiveIndex(deps.fs, instance).catch((err) => recordFailure(state, err));
     }
+    // An archived event known bad (this run's verification or drill, or an earlier one's that
+    // still stands): the run's own work went fine, but it must not say OK (exit 81).
+    if (!options.dryRun && report.exitCode === ExitCode.OK) markKnownBad(state);
     // Hooks run under the lock, after archive and retention; they never change the report.
     if (!options.dryRun) {
       await runCycleHooks({ log, signal: deps.signal }, instance, state, report);
@@ -407,9 +413,12 @@ export async function runOnce(
         ...(report.error ? { error: report.error.message } : {}),
         ...(report.ruleErrors.length > 0 ? { ruleErrors: report.ruleErrors.map(toRuleErrorRecord) } : {}),
       };
-      if (report.exitCode === ExitCode.OK) state.lastSuccessAt = state.lastRun.at;
+      // Exit 81 is a success of the run itself (archived or unchanged): the bad event is the verification's finding,
+      // reported by check and the verify/drill metrics, and must not stop the last-success clock.
+      const succeeded = report.exitCode === ExitCode.OK || report.exitCode === ExitCode.ARCHIVE_BAD;
+      if (succeeded) state.lastSuccessAt = state.lastRun.at;
       else state.lastFailure = { at: state.lastRun.at, command: deps.command ?? 'once', exitCode: report.exitCode, ...(report.error ? { error: report.error.message } : {}) };
-      bumpCounter(state, `runs_${report.exitCode === ExitCode.OK ? 'ok' : 'failed'}`);
+      bumpCounter(state, `runs_${report.exitCode === ExitCode.OK ? 'ok' : succeeded ? 'bad_event' : 'failed'}`);
       try {
         await settleRemoteQueue(deps.fs, instance, state);
         await saveState(deps.fs, instance.statePath, state, instance.dirMode, { durable: report.status !== 'unchanged' });
@@ -441,6 +450,20 @@ export async function runOnce(
       report.drill = drilled;
       bumpCounter(state, 'drill_runs');
       if (drilled.status !== 'loaded') report.warnings.push(drillText(drilled));
+    }
+  };
+
+  const markKnownBad = (state: State) => {
+    const present = new Set(Object.values(report.retention).flatMap((plan) => plan.keep.map((d) => d.ts)));
+    const bad = knownBad(state, present, { verifyAt: report.verify?.at, drillAt: report.drill?.at });
+    if (bad.length === 0) return;
+    report.knownBad = bad;
+    report.exitCode = withKnownBad(report.exitCode, bad);
+    for (const b of bad) {
+      if (b.fresh) continue; // this run's finding: already a warning of its own
+      const w = knownBadText(b);
+      report.warnings.push(w);
+      log.warn({ ts: b.ts, by: b.by, foundAt: b.at }, w);
     }
   };
 
