@@ -206,8 +206,9 @@ async function withLock<T>(
   body: () => Promise<T>,
   onReleaseError: (err: unknown) => void,
 ): Promise<T> {
-  // `once` waits (bounded) for a running `prune` instead of skipping this snapshot; anything else gives up at once.
-  const wait = command === 'once' ? { waitFor: ['prune'], waitMs: PRUNE_WAIT_MS } : {};
+  // `once` waits (bounded) for a running `prune` instead of skipping this snapshot, and for a manual
+  // `verify` or `drill` recording its result (they hold the lock only to write the state); anything else gives up at once.
+  const wait = command === 'once' ? { waitFor: ['prune', 'verify', 'drill'], waitMs: PRUNE_WAIT_MS } : {};
   const lock: HeldLock = await acquireLock(deps.fs, lockPathFor(instance), command, instance.dirMode, wait);
   let result: T;
   try {

@@ -109,7 +109,8 @@ export function mergeBad(
   const kept: BadRecord[] = [];
   for (const b of previous) {
     const rules = b.rules.filter((r) => !checked.has(pairKey(r, b.ts)) && (!scannedRules.has(r) || present.has(pairKey(r, b.ts))));
-    if (rules.length > 0) kept.push({ ...b, rules, foundAt: b.foundAt ?? previousAt });
+    const foundAt = b.foundAt ?? previousAt;
+    if (rules.length > 0) kept.push({ ...b, rules, ...(foundAt !== undefined ? { foundAt } : {}) });
   }
   return [...fresh, ...kept];
 }
@@ -135,8 +136,9 @@ export function planVerify(
   let due = true;
   let reason = 'never verified';
   if (Number.isFinite(lastMs)) {
-    if (lastMs > nowMs + FUTURE_TOLERANCE_MS) reason = `the last verification (${last!.at}) lies in the future: the clock moved back`;
-    else if (nowMs - lastMs >= config.everyMs) reason = `the last verification was at ${last!.at}`;
+    const at = lastScheduledAt(last)!;
+    if (lastMs > nowMs + FUTURE_TOLERANCE_MS) reason = `the last verification (${at}) lies in the future: the clock moved back`;
+    else if (nowMs - lastMs >= config.everyMs) reason = `the last verification was at ${at}`;
     else {
       due = false;
       reason = `next verification after ${new Date(lastMs + config.everyMs).toISOString()}`;
