@@ -26,7 +26,7 @@ import { archiveSnapshot, type ArchiveTarget, type FolderFailure, type NodesChan
 import { queueForRemotes, settleRemoteQueue } from '../offsite/queue.js';
 import { planOffsite, runOffsite, type RemoteRunReport } from '../offsite/run.js';
 import { writeArchiveIndex } from './archive-index.js';
-import { badEventText, runScheduledVerify, type VerifyRecord } from './scheduled-verify.js';
+import { badEventText, mergeBad, pairKey, runScheduledVerify, type VerifyRecord } from './scheduled-verify.js';
 import { drillDue, drillText, runDrill, type DrillRecord } from '../ops/drill.js';
 import { knownBad, knownBadText, withKnownBad, type KnownBad } from './known-bad.js';
 
@@ -561,6 +561,12 @@ export async function runOnce(
         };
         state.seq = Math.max(state.seq ?? 0, result.seq);
         delete state.rejected;
+        // A corrupt .rdb of this event was quarantined and replaced from the source (once --force): the
+        // verification findings about those copies no longer stand (the new copy was checked as it was written).
+        if (result.replaced && state.verify?.bad.some((b) => b.ts === result.ts)) {
+          const rewritten = new Set(result.replaced.map((rule) => pairKey(rule, result.ts)));
+          state.verify = { ...state.verify, bad: mergeBad(state.verify.bad, [], rewritten, new Set(), new Set(), state.verify.at) };
+        }
         // The recovery point lag: Redis finished the save at the source's mtime; the event is durable now.
         const mtimeMs = Number(BigInt(result.identity.mtimeNs) / 1_000_000n);
         const durableMs = Date.now();

@@ -74,6 +74,8 @@ export interface SnapshotResult {
   revertedTo?: Timestamp;
   /** A network source: the server's facts about the snapshot. */
   server?: ServerFacts;
+  /** Rule folders whose corrupt .rdb of this event was quarantined and replaced from the source (once --force). */
+  replaced?: string[];
   durationMs: number;
   warnings: string[];
 }
@@ -846,6 +848,8 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
 
     const files: Record<string, string[]> = {};
     for (const { rule, dir } of published.holding) files[rule] = published.kinds.map((kind) => join(dir, eventFileName(kind, ts, seq)));
+    const corrupt = new Set(choice.corrupt);
+    const replaced = published.holding.filter(({ dir }) => corrupt.has(join(dir, eventFileName('rdb', ts)))).map(({ rule }) => rule);
     return {
       ts,
       seq,
@@ -860,6 +864,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
       identity: stream ? stream.identity : identityOf(before),
       ...(stream ? { server: stream.facts } : {}),
       ...(choice.revertedTo ? { revertedTo: choice.revertedTo } : {}),
+      ...(replaced.length > 0 ? { replaced } : {}),
       ...(copied && published.count > 0 ? { copy: copied.method } : {}),
       durationMs: Date.now() - started,
       warnings,
