@@ -5,15 +5,17 @@
  * bad event is a WARNING; the metrics say the same; a bad file hard-linked
  * into two rule folders is one bad event. Exit 81 while a bad event is
  * archived; a manual verify with a config records its findings too, and
- * writes nothing on a rescue host (--archive alone).
+ * writes nothing on a rescue host (--archive alone); the daemon logs such a
+ * tick as one that found a bad event, not as a failed tick.
  */
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { jsonOf, logLines, runCli } from '../helpers/cli.js';
 import { parseExposition, sampleValue } from '../helpers/prom.js';
 import { readJson, setupArchive, writeSnapshot } from '../helpers/snapshots.js';
 import { sleep } from '../helpers/redis.js';
+import { msg, startCli, until } from '../helpers/daemon.js';
 import type { VerifyRecord } from '../../src/pipeline/scheduled-verify.js';
 
 interface OnceJson { status: string; warnings: string[]; verify?: VerifyRecord; knownBad?: Array<{ ts: string; by: string; fresh: boolean }>; exitCode: number }
@@ -174,6 +176,30 @@ describe('scheduled verification', () => {
     expect(readJson<{ verify: VerifyRecord }>(env.state).verify).toMatchObject({ trigger: 'verify', scope: `event ${archived.ts}`, bad: [] });
     expect((await runCli(['check', '-c', env.config])).code).toBe(0);
     expect((await runCli(['once', '-c', env.config])).code).toBe(0);
+  });
+
+  it('the daemon: a tick whose verification finds a bad event is logged as such (exit 81), not as a failed tick; the metrics say 81', async () => {
+    const env = setupArchive({ rules: [{ name: 'a', count: 5 }] });
+    const metrics = join(env.root, 'metrics.prom');
+    env.writeConfig({ extra: `schedule: "* * * * * *"\nverify:\n  every: 1s\n  sample: newest\nmetrics:\n  textfile: ${metrics}` });
+    writeSnapshot(env.source, { seed: 'one', mtime: new Date(Date.now() - 60_000), size: 20_000 });
+    expect((await runCli(['once', '-c', env.config])).code).toBe(0);
+    const { archived } = readJson<{ archived: { ts: string } }>(env.state);
+    flipByte(join(env.archive, 'a', `dump-${archived.ts}.rdb`));
+
+    const d = startCli(['daemon', '-c', env.config]);
+    try {
+      const line = await d.waitForLog(msg('tick done, but an archived event is known bad (exit 81: see check and status)'), 30_000, 'a tick that finds the bad event');
+      expect(line).toMatchObject({ exitCode: 81, bad: [archived.ts] });
+      await until(() => existsSync(metrics) && sampleValue(parseExposition(readFileSync(metrics, 'utf8')), 'rdb_archiver_last_run_exit_code', { redis_instance: 'default' }) === 81, 20_000, 'the metrics to say 81');
+    } finally {
+      d.kill('SIGTERM');
+      await d.exited;
+    }
+    expect(d.logs().filter(msg('tick failed for this instance; the daemon keeps running'))).toEqual([]);
+    const families = parseExposition(readFileSync(metrics, 'utf8'));
+    expect(sampleValue(families, 'rdb_archiver_runs_total', { redis_instance: 'default', result: 'bad_event' })).toBeGreaterThanOrEqual(1);
+    expect(sampleValue(families, 'rdb_archiver_runs_total', { redis_instance: 'default', result: 'failed' })).toBe(0);
   });
 
   it('rejects a bad verify key with the key path (exit 2)', async () => {
