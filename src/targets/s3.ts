@@ -130,6 +130,34 @@ const unsignedPayloadWithMd5: BuildMiddleware<object, MetadataBearer> = (next) =
   return next(args);
 };
 
+/**
+ * An abort signal for one operation under a deadline: it trips when `ms` have
+ * passed (timedOut is then true: the error says "timed out", not "aborted")
+ * or when `outer` trips (a shutdown). dispose() clears the timer and the
+ * listener on `outer`; abort() ends whatever still uses the signal.
+ */
+export function deadlineController(ms: number, outer?: AbortSignal): { readonly signal: AbortSignal; readonly timedOut: boolean; abort(): void; dispose(): void } {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, ms);
+  const onOuter = () => controller.abort();
+  outer?.addEventListener('abort', onOuter, { once: true });
+  return {
+    signal: controller.signal,
+    get timedOut() {
+      return timedOut;
+    },
+    abort: () => controller.abort(),
+    dispose: () => {
+      clearTimeout(timer);
+      outer?.removeEventListener('abort', onOuter);
+    },
+  };
+}
+
 export class S3Target implements ArchiveTarget {
   readonly capabilities = S3_CAPABILITIES;
   readonly location: string;
@@ -172,25 +200,17 @@ export class S3Target implements ArchiveTarget {
 
   /** Runs one operation (or a sequence under one deadline) with the remote's timeout; errors become RemoteErrors. */
   async withDeadline<T>(op: string, name: string, body: (signal: AbortSignal) => Promise<T>, outer?: AbortSignal): Promise<T> {
-    const controller = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, this.remote.timeoutMs);
-    const onOuter = () => controller.abort();
-    outer?.addEventListener('abort', onOuter, { once: true });
+    const deadline = deadlineController(this.remote.timeoutMs, outer);
     try {
-      return await body(controller.signal);
+      return await body(deadline.signal);
     } catch (err) {
       // A failure of what feeds the upload (the archived file, an encoder) is not the remote's.
       if (err instanceof ArchiverError && !(err instanceof RemoteError)) throw err;
-      const wrapped = remoteErrorOf(this.remote, op, this.key(name), err, timedOut);
+      const wrapped = remoteErrorOf(this.remote, op, this.key(name), err, deadline.timedOut);
       if (wrapped !== err) Object.defineProperty(wrapped, 'cause', { value: err });
       throw wrapped;
     } finally {
-      clearTimeout(timer);
-      outer?.removeEventListener('abort', onOuter);
+      deadline.dispose();
     }
   }
 
@@ -296,23 +316,16 @@ export class S3Target implements ArchiveTarget {
    * A consumer that stops early ends the request.
    */
   async *downloadChunks(name: string, options: { firstBytes?: number; signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
-    const controller = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, this.remote.timeoutMs);
-    const onOuter = () => controller.abort();
-    options.signal?.addEventListener('abort', onOuter, { once: true });
+    const deadline = deadlineController(this.remote.timeoutMs, options.signal);
     try {
       let body: AsyncIterable<Uint8Array>;
       try {
         const r = await this.client.send(new this.s3.GetObjectCommand({
           Bucket: this.remote.bucket, Key: this.key(name), ...(options.firstBytes ? { Range: `bytes=0-${options.firstBytes - 1}` } : {}),
-        }), { abortSignal: controller.signal });
+        }), { abortSignal: deadline.signal });
         body = r.Body as AsyncIterable<Uint8Array>;
       } catch (err) {
-        throw remoteErrorOf(this.remote, 'get', this.key(name), err, timedOut);
+        throw remoteErrorOf(this.remote, 'get', this.key(name), err, deadline.timedOut);
       }
       const it = body[Symbol.asyncIterator]();
       for (;;) {
@@ -320,15 +333,14 @@ export class S3Target implements ArchiveTarget {
         try {
           next = await it.next();
         } catch (err) {
-          throw remoteErrorOf(this.remote, 'get', this.key(name), err, timedOut);
+          throw remoteErrorOf(this.remote, 'get', this.key(name), err, deadline.timedOut);
         }
         if (next.done) return;
         yield next.value;
       }
     } finally {
-      clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onOuter);
-      controller.abort(); // ends the response when the consumer stopped early
+      deadline.dispose();
+      deadline.abort(); // ends the response when the consumer stopped early
     }
   }
 
@@ -471,10 +483,9 @@ export class S3Target implements ArchiveTarget {
 
   /** Aborts a multipart upload; true when it is gone (aborted, or unknown to the server). */
   async abortUpload(key: string, uploadId: string): Promise<boolean> {
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), Math.min(this.remote.timeoutMs, 30_000));
+    const deadline = deadlineController(Math.min(this.remote.timeoutMs, 30_000));
     try {
-      await this.client.send(new this.s3.AbortMultipartUploadCommand({ Bucket: this.remote.bucket, Key: key, UploadId: uploadId }), { abortSignal: controller.signal });
+      await this.client.send(new this.s3.AbortMultipartUploadCommand({ Bucket: this.remote.bucket, Key: key, UploadId: uploadId }), { abortSignal: deadline.signal });
       return true;
     } catch (err) {
       const e = err as SdkError;
@@ -482,7 +493,7 @@ export class S3Target implements ArchiveTarget {
       if (isUnsupported(err)) return true; // the server keeps no uploads we could abort
       return false;
     } finally {
-      clearTimeout(timer);
+      deadline.dispose();
     }
   }
 

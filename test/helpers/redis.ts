@@ -3,8 +3,9 @@
  * own temp folder, with no automatic saves and no AOF, always stopped after
  * the test (SHUTDOWN NOSAVE, then SIGKILL).
  *
- * Talks RESP2 over node:net (a tiny client below), so no npm dependency and
- * no redis-cli process per command.
+ * Talks RESP2 over node:net (a tiny client below, with the archiver's own
+ * parser from src/sources/resp.ts), so no npm dependency and no redis-cli
+ * process per command.
  *
  * Without redis-server: in CI (CI=true) the tests fail; on a developer
  * machine they are skipped with a loud warning.
@@ -14,6 +15,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, it } from 'vitest';
+import { encodeCommand, parseInfo, parseReply, ReplyError, type Reply } from '../../src/sources/resp.js';
 
 export const REDIS_SERVER = process.env.REDIS_SERVER ?? 'redis-server';
 
@@ -51,59 +53,10 @@ export function describeWithRedis(name: string, body: () => void): void {
 }
 
 // ---------------------------------------------------------------------------
-// RESP2 client
+// RESP2 client: the source's own RESP module (src/sources/resp.ts) parses and
+// encodes, so a test and the archiver read the wire the same way.
 
-export type Reply = string | number | null | Reply[] | RedisReplyError;
-
-export class RedisReplyError extends Error {}
-
-/** Parses one reply starting at `pos`; undefined when the buffer does not hold all of it yet. */
-function parseReply(buf: Buffer, pos: number): { value: Reply; end: number } | undefined {
-  if (pos >= buf.length) return undefined;
-  const lineEnd = buf.indexOf('\r\n', pos);
-  if (lineEnd < 0) return undefined;
-  const type = String.fromCharCode(buf[pos]!);
-  const line = buf.toString('utf8', pos + 1, lineEnd);
-  const next = lineEnd + 2;
-  switch (type) {
-    case '+':
-      return { value: line, end: next };
-    case '-':
-      return { value: new RedisReplyError(line), end: next };
-    case ':':
-      return { value: Number(line), end: next };
-    case '$': {
-      const len = Number(line);
-      if (len < 0) return { value: null, end: next };
-      if (buf.length < next + len + 2) return undefined;
-      return { value: buf.toString('utf8', next, next + len), end: next + len + 2 };
-    }
-    case '*': {
-      const count = Number(line);
-      if (count < 0) return { value: null, end: next };
-      const items: Reply[] = [];
-      let at = next;
-      for (let i = 0; i < count; i++) {
-        const item = parseReply(buf, at);
-        if (!item) return undefined;
-        items.push(item.value);
-        at = item.end;
-      }
-      return { value: items, end: at };
-    }
-    default:
-      throw new Error(`RESP: unexpected type byte ${JSON.stringify(type)}`);
-  }
-}
-
-function encodeCommand(args: ReadonlyArray<string | number>): Buffer {
-  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
-  for (const a of args) {
-    const b = Buffer.from(String(a));
-    parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
-  }
-  return Buffer.concat(parts);
-}
+export type { Reply };
 
 export class RespClient {
   private buffer: Buffer = Buffer.alloc(0);
@@ -149,7 +102,7 @@ export class RespClient {
     });
   }
 
-  /** Sends one command; resolves with its reply (an error reply resolves as a RedisReplyError value). */
+  /** Sends one command; resolves with its reply (an error reply resolves as a ReplyError value). */
   send(...args: Array<string | number>): Promise<Reply> {
     if (this.closedError) return Promise.reject(this.closedError);
     return new Promise((resolve, reject) => {
@@ -161,15 +114,15 @@ export class RespClient {
   /** Like send, but an error reply throws. */
   async call(...args: Array<string | number>): Promise<Reply> {
     const reply = await this.send(...args);
-    if (reply instanceof RedisReplyError) throw new Error(`${args.join(' ')}: ${reply.message}`);
+    if (reply instanceof ReplyError) throw new Error(`${args.join(' ')}: ${reply.message}`);
     return reply;
   }
 
   /** Sends many commands pipelined; throws on the first error reply. */
   async pipeline(commands: ReadonlyArray<ReadonlyArray<string | number>>): Promise<Reply[]> {
     const replies = await Promise.all(commands.map((c) => this.send(...c)));
-    const bad = replies.findIndex((r) => r instanceof RedisReplyError);
-    if (bad >= 0) throw new Error(`${commands[bad]!.join(' ')}: ${(replies[bad] as Error).message}`);
+    const bad = replies.findIndex((r) => r instanceof ReplyError);
+    if (bad >= 0) throw new Error(`${commands[bad]!.join(' ')}: ${(replies[bad] as ReplyError).message}`);
     return replies;
   }
 
@@ -219,14 +172,7 @@ export function registerRedisCleanup(): void {
   afterAll(stopAllRedis);
 }
 
-export function parseInfo(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\r\n')) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
+export { parseInfo };
 
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
@@ -357,7 +303,7 @@ export async function bgsaveAndWait(server: RedisServer, timeoutMs = 10_000): Pr
   const before = Number((await server.info('persistence')).rdb_last_save_time);
   let reply = await server.client.send('BGSAVE');
   // A save started by someone else may be running: wait and retry.
-  while (reply instanceof RedisReplyError) {
+  while (reply instanceof ReplyError) {
     await sleep(20);
     reply = await server.client.send('BGSAVE');
   }
