@@ -28,6 +28,7 @@ import { sha256Hex } from '../core/sha256.js';
 import { eventFileName, parseEventFileName, parseUserTimestamp, type Timestamp } from '../core/timestamp.js';
 import { copyPass, parseArchiveRecord } from '../pipeline/worker.js';
 import type { ServerFacts } from '../sources/source.js';
+import { parseServerFacts } from '../sources/facts.js';
 import { runRemoteList, runRemoteVerify } from './offsite.js';
 import type { CopyMethod } from '../pipeline/copy-methods.js';
 import { sharingOf } from '../pipeline/extents.js';
@@ -509,12 +510,12 @@ export function ctimeOf(header: { aux: RdbAux } | null): string | null {
   return Number.isNaN(d.getTime()) ? null : d.toISOString().replace('.000Z', 'Z');
 }
 
-/** The server facts an event's archive record carries (source.redis), or null. */
-async function serverFactsOf(fs: FileSystem, dir: string, event: { ts: Timestamp; seqs?: number[] }): Promise<ServerFacts | null> {
+/** The server facts an event's archive record carries (source.redis), or null: what list, restore, drill and the upload's manifest show. */
+export async function serverFactsOf(fs: FileSystem, dir: string, event: { ts: Timestamp; seqs?: number[] }): Promise<ServerFacts | null> {
   for (const seq of event.seqs ?? []) {
     try {
-      const record = parseArchiveRecord((await fs.readFile(join(dir, eventFileName('meta', event.ts, seq)))).toString('utf8'));
-      if (record?.server && typeof record.server === 'object') return record.server;
+      const facts = parseServerFacts(parseArchiveRecord((await fs.readFile(join(dir, eventFileName('meta', event.ts, seq)))).toString('utf8'))?.server);
+      if (facts) return facts;
     } catch {
       // an unreadable record only loses the facts; verify reports the record itself
     }

@@ -20,6 +20,7 @@ import { loadState } from '../pipeline/state.js';
 import type { Timestamp } from '../core/timestamp.js';
 import { latestArchived } from '../pipeline/event-order.js';
 import { remoteName, type Manifest, type RemoteEvent } from '../targets/manifest.js';
+import type { ServerFacts } from '../sources/source.js';
 import { S3Target } from '../targets/s3.js';
 import { pruneRemote, type RemotePruneReport } from '../offsite/prune.js';
 import { runOffsite, type RemoteRunReport } from '../offsite/run.js';
@@ -151,6 +152,10 @@ interface RemoteListReport {
     encoding: string[];
     /** With --identity, for encrypted events: whether the identity opens the event's age header. */
     identityOpens?: 'yes' | 'no' | 'damaged';
+    /** The RDB's redis-ver, from the manifest; null when it does not say (or cannot be read: see warnings). */
+    redisVersion: string | null;
+    /** Pulled from a server (source.redis): its facts from the manifest (version, run_id, replication offset, server time); absent otherwise. */
+    server?: ServerFacts;
   }>;
   incomplete: Array<{ ts: Timestamp; names: string[]; modified: string }>;
   warnings: string[];
@@ -160,11 +165,28 @@ interface RemoteListReport {
 
 /** Bytes enough for an age header with many recipients; the payload is never read. */
 const AGE_HEADER_READ = 64 * 1024;
+/** Manifests `list --remote` reads in parallel. */
+const MANIFEST_READS_AT_ONCE = 8;
+
+/** Runs `body` for each item, at most `limit` at a time; the first failure is thrown once all started ones have settled. */
+async function forEachLimited<T>(items: readonly T[], limit: number, body: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      await body(items[i]!, i);
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: Math.min(limit, items.length) }, worker));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
 
 export async function listRemote(remote: RemoteConfig, identities?: readonly string[]): Promise<RemoteListReport> {
   const report: RemoteListReport = { remote: remote.name, location: `s3://${remote.bucket}/${remote.prefix}`, events: [], incomplete: [], warnings: [], exitCode: ExitCode.OK };
   try {
     await withTarget(remote, async (target) => {
+      const complete: RemoteEvent[] = [];
       for (const e of await target.listEvents()) {
         if (!e.complete) {
           report.incomplete.push({ ts: e.ts, names: e.names, modified: new Date(e.modifiedMs).toISOString() });
@@ -172,12 +194,24 @@ export async function listRemote(remote: RemoteConfig, identities?: readonly str
         }
         const rdb = e.objects.find((o) => o.name.startsWith(`dump-${e.ts}.rdb`));
         const encoding = rdb ? encodingOfName(rdb.name.slice(`dump-${e.ts}.rdb`.length)) : [];
-        const entry: RemoteListReport['events'][number] = { ts: e.ts, seq: e.seq ?? null, bytes: rdb?.bytes ?? 0, nodes: e.objects.some((o) => o.name.startsWith(`nodes-${e.ts}.`)), encoding };
+        const entry: RemoteListReport['events'][number] = { ts: e.ts, seq: e.seq ?? null, bytes: rdb?.bytes ?? 0, nodes: e.objects.some((o) => o.name.startsWith(`nodes-${e.ts}.`)), encoding, redisVersion: null };
         if (rdb && identities?.length && isEncrypted(encoding)) {
           entry.identityOpens = await identityOpens(identities, target.downloadChunks(rdb.name, { firstBytes: AGE_HEADER_READ }));
         }
         report.events.push(entry);
+        complete.push(e);
       }
+      // What each manifest says about the server that wrote the event: small GETs, a few at a time.
+      await forEachLimited(complete, MANIFEST_READS_AT_ONCE, async (e, i) => {
+        const read = await readManifest(target, e);
+        if (!read || 'error' in read) {
+          report.warnings.push(`${e.ts}: manifest ${read ? `cannot be read (${read.error})` : 'vanished since the listing'}: its server facts are not shown; \`verify --remote ${remote.name}\` checks it`);
+          return;
+        }
+        const entry = report.events[i]!;
+        entry.redisVersion = read.manifest.redisVersion;
+        if (read.manifest.server) entry.server = read.manifest.server;
+      });
     });
   } catch (err) {
     report.error = errorReport(err);
@@ -193,7 +227,8 @@ function listRemoteText(r: RemoteListReport): string {
   const lines = [`${r.remote} (${r.location}): ${r.events.length === 0 ? 'no events' : `${r.events.length} event${r.events.length === 1 ? '' : 's'}`}`];
   for (const e of r.events) {
     const key = e.identityOpens === undefined ? '' : `  key: ${e.identityOpens === 'yes' ? 'opens' : e.identityOpens === 'no' ? 'NO' : 'header damaged'}`;
-    lines.push(`  ${e.ts}  ${formatBytes(e.bytes).padStart(10)}  ${e.nodes ? 'nodes' : '-    '}  ${e.encoding.length > 0 ? e.encoding.join('+') : 'none'}${key}`);
+    const version = e.redisVersion ?? e.server?.redisVersion ?? 'version ?';
+    lines.push(`  ${e.ts}  ${formatBytes(e.bytes).padStart(10)}  ${e.nodes ? 'nodes' : '-    '}  ${version.padEnd(9)}  ${e.encoding.length > 0 ? e.encoding.join('+') : 'none'}${key}`);
   }
   for (const i of r.incomplete) lines.push(`warning: ${i.ts} is incomplete (no manifest: an upload that did not finish, or not ours): not listed; removed after the grace period (${i.names.join(', ')}, last modified ${i.modified})`);
   for (const w of r.warnings) lines.push(`warning: ${w}`);
@@ -422,7 +457,7 @@ export async function restoreFromRemote(
       if (nodesNotRestored) report.warnings.push(`event ${m.ts} has a nodes.conf (${nodesNotRestored}) that was NOT restored: add --nodes-to PATH`);
       Object.assign(report, {
         status: 'restored', ts: m.ts, rule: null, from: `${target.location}${m.rdb.name}`, to: rdbTarget.path, bytes: got.bytes, sha256: got.sha256,
-        redisVersion: versionOf(got.rdb!), ctime: ctimeOf(got.rdb!), nodes: m.nodes ? { from: `${target.location}${m.nodes.name}`, to: nodesTarget?.path ?? null } : null,
+        redisVersion: versionOf(got.rdb!), ctime: ctimeOf(got.rdb!), server: m.server ?? null, nodes: m.nodes ? { from: `${target.location}${m.nodes.name}`, to: nodesTarget?.path ?? null } : null,
         steps: followUpSteps({ rdbPath: rdbTarget.path, nodesPath: nodesTarget?.path }),
       });
       log.info({ remote: remote.name, ts: m.ts, to: rdbTarget.path, bytes: got.bytes, sha256: got.sha256 }, 'snapshot restored from the remote');

@@ -26,6 +26,7 @@ import {
   readStateLatest,
   scanArchive,
   scanInstances,
+  serverFactsOf,
   verifyEvent,
   versionOf,
   type EventLocation,
@@ -44,6 +45,8 @@ import { sha256Hex } from '../core/sha256.js';
 import { eventFileName, type Timestamp } from '../core/timestamp.js';
 import { copyPass, parseArchiveRecord } from '../pipeline/worker.js';
 import { runRemoteRestore } from './offsite.js';
+import { writtenByText } from '../sources/facts.js';
+import type { ServerFacts } from '../sources/source.js';
 
 /** Restored files are readable by their owner only; the follow-up steps chown them to the redis user. */
 export const RESTORE_FILE_MODE = 0o600;
@@ -72,6 +75,8 @@ export interface RestoreReport {
   sha256: string | null;
   redisVersion: string | null;
   ctime: string | null;
+  /** Pulled from a server (source.redis): the facts of the server that wrote it (archive record or manifest); null otherwise. */
+  server: ServerFacts | null;
   nodes: { from: string; to: string | null } | null;
   replaced: string[];
   /** latest --fallback restored an older event: the newer ones that failed verification, newest first. */
@@ -445,7 +450,7 @@ async function newestGoodEvent(fs: FileSystem, scanned: readonly RuleEvents[], c
 export function emptyRestoreReport(instance: string): RestoreReport {
   return {
     instance, status: 'failed', ts: null, rule: null, from: null, to: null, bytes: 0, sha256: null,
-    redisVersion: null, ctime: null, nodes: null, replaced: [], fallback: null, warnings: [], steps: [], exitCode: ExitCode.OK,
+    redisVersion: null, ctime: null, server: null, nodes: null, replaced: [], fallback: null, warnings: [], steps: [], exitCode: ExitCode.OK,
   };
 }
 
@@ -583,6 +588,7 @@ export async function restoreEvent(fs: FileSystem, log: Log, instance: InstanceC
       sha256: staged.sha256,
       redisVersion: versionOf(staged.rdb),
       ctime: ctimeOf(staged.rdb),
+      server: await serverFactsOf(fs, used.dir, used),
       nodes: staged.nodesFrom ? { from: staged.nodesFrom, to: nodesTarget?.path ?? null } : null,
       steps: followUpSteps({ rdbPath: rdbTarget.path, nodesPath: nodesTarget?.path, nodesNotRestored }),
     });
@@ -603,6 +609,8 @@ export function restoreText(report: RestoreReport, opts?: TextOptions): string {
     `restored ${report.ts} from ${report.rule ?? report.from} (verified: sha256 and RDB CRC-64)`,
     `  rdb:   ${report.to} (${formatBytes(report.bytes)}, sha256 ${report.sha256}, version ${report.redisVersion ?? '?'}, ctime ${report.ctime ?? '?'}, mode 0600)`,
   ];
+  const writer = writtenByText(report.server, report.redisVersion);
+  if (writer) lines.push(`  written by ${writer}: load it into this version or a newer one`);
   if (report.nodes?.to) lines.push(`  nodes: ${report.nodes.to} (mode 0600)`);
   for (const r of report.replaced) lines.push(`  replaced the existing ${r} (--force)`);
   for (const w of report.warnings) lines.push(`warning: ${w}`);

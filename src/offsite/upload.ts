@@ -9,7 +9,7 @@
  *      (src/offsite/encoded.ts) and stored as dump-<ts>.rdb.zst.age etc.
  *   -> nodes.conf and the sha256 sidecar, each checked against the sidecar
  *   -> HEAD of each: size and ETag as uploaded
- *   -> the manifest, last.
+ *   -> the manifest, last (with the server facts of a pulled snapshot).
  *
  * A failure at any step leaves no manifest: the objects written so far form
  * an incomplete event that nothing lists, restores or counts, and that the
@@ -17,7 +17,7 @@
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { parseSidecar, type EventLocation } from '../commands/catalog.js';
+import { parseSidecar, serverFactsOf, type EventLocation } from '../commands/catalog.js';
 import { InvalidSnapshotError, RemoteError } from '../core/errors.js';
 import { closeAfter, type FileSystem } from '../core/fs.js';
 import { createSha256, sha256Hex } from '../core/sha256.js';
@@ -133,7 +133,9 @@ export async function uploadEvent(ctx: UploadContext, item: OffsiteItem, loc: Ev
     if (problem) throw new RemoteError('remote-integrity', target.remote.name, 'check', target.key(obj.name), problem);
   }
 
-  // 5. The manifest, last: from now on the event is complete.
+  // 5. The manifest, last: from now on the event is complete. A pulled snapshot's
+  // server facts come from its archive record, so that the remote alone says which server wrote it.
+  const server = await serverFactsOf(fs, loc.dir, loc);
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     version: MANIFEST_VERSION,
@@ -145,6 +147,7 @@ export async function uploadEvent(ctx: UploadContext, item: OffsiteItem, loc: Ev
     uploadedAt: new Date().toISOString(),
     rdbVersion: item.rdbVersion,
     redisVersion: item.redisVersion,
+    ...(server ? { server } : {}),
     rdb: rdbObject,
     nodes: nodesObject,
     sidecar: sidecarObject,

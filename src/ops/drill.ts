@@ -14,7 +14,7 @@
  * format version N" in its log: that is reported as exactly that
  * (version-unsupported), not as corruption.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, promises as fsp, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -23,9 +23,11 @@ import { ArchiverError, ConfigError, ExitCode, InvalidSnapshotError, type ExitCo
 import type { FileSystem } from '../core/fs.js';
 import type { Log } from '../core/log.js';
 import { eventFileName, type Timestamp } from '../core/timestamp.js';
-import { EventNotFoundError, parseSidecar, scanArchive, type RuleEvents } from '../commands/catalog.js';
+import { EventNotFoundError, parseSidecar, scanArchive, serverFactsOf, versionOf, type RuleEvents } from '../commands/catalog.js';
 import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import { copyPass } from '../pipeline/worker.js';
+import type { PassResult } from '../pipeline/copy-methods.js';
+import type { ServerFacts } from '../sources/source.js';
 import { parseInfo, ReplyError, type Reply } from '../sources/resp.js';
 import { UnixRespClient } from './resp.js';
 import { cleanKilledDrills, DRILL_HEARTBEAT_MS, DRILL_MARKER, DRILL_PREFIX, markerFor, setprivWithPdeathsig, tiedToUs, writeMarker } from './drill-folder.js';
@@ -50,6 +52,12 @@ export interface DrillRecord {
   /** DEBUG DIGEST; null when the server does not allow it (the reason is in `notes`). */
   digest?: string | null;
   server?: { binary: string; version: string | null };
+  /**
+   * Who wrote the event: its RDB format version and the server version (the
+   * pulling server's facts from the archive record, else the RDB's redis-ver);
+   * absent when the drill did not get as far as reading the event.
+   */
+  writtenBy?: { rdbVersion: number | null; redisVersion: string | null; server?: ServerFacts };
   /** What the server's log said about a failed load (its last lines). */
   serverLog?: string[];
   notes: string[];
@@ -102,10 +110,10 @@ export function findServer(configured: string | undefined, path = process.env.PA
 }
 
 /** The event to drill and where its copies are: `latest` is the most recently archived complete event. */
-export function pickEvent(scanned: readonly RuleEvents[], which: Timestamp | 'latest'): { ts: Timestamp; rule: string; dir: string } | undefined {
+export function pickEvent(scanned: readonly RuleEvents[], which: Timestamp | 'latest'): { ts: Timestamp; rule: string; dir: string; seqs?: number[] } | undefined {
   const complete = sortNewestArchivedFirst(scanned.flatMap((r) => r.events.filter((e) => e.kinds.includes('rdb')).map((e) => ({ ...e, rule: r.rule, dir: r.dir }))));
   const hit = which === 'latest' ? complete[0] : complete.find((e) => e.ts === which);
-  return hit ? { ts: hit.ts, rule: hit.rule, dir: hit.dir } : undefined;
+  return hit ? { ts: hit.ts, rule: hit.rule, dir: hit.dir, ...(hit.seqs ? { seqs: hit.seqs } : {}) } : undefined;
 }
 
 export interface DrillDeps {
@@ -140,7 +148,9 @@ export async function runDrill(deps: DrillDeps, instance: InstanceConfig, which:
       void fsp.utimes(join(dir, DRILL_MARKER), now, now).catch(() => undefined);
     }, DRILL_HEARTBEAT_MS);
     heartbeat.unref();
-    await stageEvent(deps, instance, event, join(temp, 'dump.rdb'));
+    const staged = await stageEvent(deps, instance, event, join(temp, 'dump.rdb'));
+    const facts = await serverFactsOf(deps.fs, event.dir, event);
+    record.writtenBy = { rdbVersion: staged.rdb.version, redisVersion: facts?.redisVersion ?? versionOf(staged.rdb), ...(facts ? { server: facts } : {}) };
     await loadAndInspect(deps, binary, temp, instance.drill?.timeoutMs ?? 600_000, record, started);
   } catch (err) {
     record.error = err instanceof Error ? err.message : String(err);
@@ -158,7 +168,7 @@ export async function runDrill(deps: DrillDeps, instance: InstanceConfig, which:
 }
 
 /** Copies the event's .rdb into the drill folder, checking it on the way (sidecar sha256 + RDB check). */
-async function stageEvent(deps: DrillDeps, instance: InstanceConfig, event: { ts: Timestamp; dir: string }, to: string): Promise<void> {
+async function stageEvent(deps: DrillDeps, instance: InstanceConfig, event: { ts: Timestamp; dir: string }, to: string): Promise<PassResult> {
   const rdbPath = join(event.dir, eventFileName('rdb', event.ts));
   const sidecar = join(event.dir, eventFileName('sha256', event.ts));
   const expected = parseSidecar((await deps.fs.readFile(sidecar)).toString('utf8')).entries.find((e) => e.name === eventFileName('rdb', event.ts))?.sha256;
@@ -172,6 +182,7 @@ async function stageEvent(deps: DrillDeps, instance: InstanceConfig, event: { ts
     try {
       const pass = await copyPass(source, rdbPath, out, deps.signal, instance.validation);
       if (pass.sha256 !== expected) throw new InvalidSnapshotError(rdbPath, `sha256 mismatch: the sidecar says ${expected}, the file has ${pass.sha256}`);
+      return pass;
     } finally {
       await out.close();
     }
@@ -215,7 +226,10 @@ async function loadAndInspect(deps: DrillDeps, binary: string, dir: string, time
     const version = /Can't handle RDB format version (\d+)/.exec(log);
     if (version) {
       record.status = 'version-unsupported';
-      record.error = `the event's RDB format version ${version[1]} is newer than ${binary} can load (not corruption): drill it with a newer redis-server or valkey-server (drill.server)`;
+      const local = binaryVersion(binary);
+      if (record.server) record.server.version = local;
+      const writer = record.writtenBy?.redisVersion ? `; it was written by server ${record.writtenBy.redisVersion}, this one is ${local ?? 'of unknown version'}` : '';
+      record.error = `the event's RDB format version ${version[1]} is newer than ${binary} can load (not corruption${writer}): drill it with a newer redis-server or valkey-server (drill.server)`;
     } else if (server.kind === 'exited') {
       record.status = 'load-failed';
       record.error = `${binary} could not load the event: ${record.serverLog.slice(-3).join(' | ') || 'it exited'}`;
@@ -232,6 +246,12 @@ async function loadAndInspect(deps: DrillDeps, binary: string, dir: string, time
   } finally {
     await stopServer(server.child, server.client);
   }
+}
+
+/** The server binary's own version (`--version`: "Redis server v=7.0.15 ..."), or null. */
+function binaryVersion(binary: string): string | null {
+  const r = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  return /\bv=(\S+)/.exec(r.stdout ?? '')?.[1] ?? null;
 }
 
 type Started = { kind: 'ready'; child: ChildProcess; client: UnixRespClient } | { kind: 'exited' } | { kind: 'timeout' } | { kind: 'error'; error: string };
@@ -337,7 +357,8 @@ export function parseDrillRecord(v: unknown): DrillRecord | undefined {
 /** One line for once's output, status and check. */
 export function drillText(r: DrillRecord): string {
   if (r.status === 'loaded') {
-    return `restore drill of ${r.ts} (${r.rule}): loaded in ${r.loadSeconds?.toFixed(3)} s by ${r.server?.version ? `server ${r.server.version}` : r.server?.binary}: DBSIZE ${r.dbsize}, ${r.keys} keys in all databases, digest ${r.digest ?? 'n/a'}`;
+    const writer = r.writtenBy?.redisVersion ? ` (written by server ${r.writtenBy.redisVersion})` : '';
+    return `restore drill of ${r.ts} (${r.rule})${writer}: loaded in ${r.loadSeconds?.toFixed(3)} s by ${r.server?.version ? `server ${r.server.version}` : r.server?.binary}: DBSIZE ${r.dbsize}, ${r.keys} keys in all databases, digest ${r.digest ?? 'n/a'}`;
   }
   return `restore drill of ${r.ts ?? '?'} ${r.status === 'version-unsupported' ? 'could not load: RDB version unsupported' : r.status === 'load-failed' ? 'FAILED to load' : 'failed'}: ${r.error ?? '?'}`;
 }

@@ -22,6 +22,8 @@ import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import { eventFileName, isSeq, parseTimestamp, type Timestamp } from '../core/timestamp.js';
 import type { TargetEvent } from './target.js';
 import { KNOWN_ENCODINGS } from '../codecs/encoding.js';
+import { parseServerFacts } from '../sources/facts.js';
+import type { ServerFacts } from '../sources/source.js';
 
 export const MANIFEST_FORMAT = 'rdb-archiver remote event';
 export const MANIFEST_VERSION = 1;
@@ -71,6 +73,13 @@ export interface Manifest {
   rdbVersion: number | null;
   /** redis-ver AUX field, when known. */
   redisVersion: string | null;
+  /**
+   * Pulled from a server (source.redis): its facts from the archive record
+   * (redis_version, run_id, master_repl_offset, the server's clock), so that a
+   * restore from the remote alone knows which server wrote the file. Absent
+   * for a local file source, and in manifests written before it was recorded.
+   */
+  server?: ServerFacts;
   rdb: ManifestObject;
   nodes: ManifestObject | null;
   sidecar: ManifestObject;
@@ -167,6 +176,8 @@ export function parseManifest(text: string, expectedTs: Timestamp, expectedSeq?:
   const nodes = o.nodes === null || o.nodes === undefined ? null : parseObject(o.nodes, 'nodes', problems);
   if (o.nodes !== null && o.nodes !== undefined && !nodes && problems.length === 0) problems.push('nodes: malformed');
   if (problems.length > 0 || !rdb || !sidecar) return { error: problems.join('; ') || 'malformed' };
+  // Facts that do not parse lose only themselves: the event is still complete and restorable.
+  const server = parseServerFacts(o.server);
   return {
     manifest: {
       format: MANIFEST_FORMAT,
@@ -179,6 +190,7 @@ export function parseManifest(text: string, expectedTs: Timestamp, expectedSeq?:
       uploadedAt: typeof o.uploadedAt === 'string' ? o.uploadedAt : '',
       rdbVersion: typeof o.rdbVersion === 'number' ? o.rdbVersion : null,
       redisVersion: typeof o.redisVersion === 'string' ? o.redisVersion : null,
+      ...(server ? { server } : {}),
       rdb,
       nodes,
       sidecar,

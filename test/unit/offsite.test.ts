@@ -12,6 +12,7 @@ import { ConfigError } from '../../src/core/errors.js';
 import { OSFS } from '../../src/core/fs.js';
 import { planRetention } from '../../src/pipeline/retention.js';
 import type { Timestamp } from '../../src/core/timestamp.js';
+import { writtenByText } from '../../src/sources/facts.js';
 import { groupListing, MANIFEST_FORMAT, parseManifest, parseRemoteName, remoteName, serializeManifest, staleIncomplete, staleUploads, type Manifest } from '../../src/targets/manifest.js';
 import { LocalFolderTarget } from '../../src/targets/local.js';
 import { retentionInput } from '../../src/targets/target.js';
@@ -135,6 +136,33 @@ describe('manifest and listing', () => {
     encoded.rdb.encoding = ['zstd'];
     encoded.rdb.storedSha256 = 'not hex';
     expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('malformed') });
+  });
+
+  it('carries the server facts of a pulled snapshot; a manifest without them (a file source, an older version) reads as before; malformed facts are dropped, not the event', () => {
+    const server = {
+      url: 'redis://10.0.0.5:6379', redisVersion: '7.0.15', runId: 'f'.repeat(40), replId: 'e'.repeat(40), replOffset: 123456,
+      transfer: 'disk' as const, takenAt: '2025-01-02T03:04:05.000Z',
+    };
+    const withFacts: Manifest = { ...manifest, server };
+    expect(parseManifest(serializeManifest(withFacts).toString(), T('2025-01-02T03-04-05'), 7)).toEqual({ manifest: withFacts });
+    // Without: no server key at all (the manifest of a file source is what it was before).
+    const plain = parseManifest(serializeManifest(manifest).toString(), T('2025-01-02T03-04-05'), 7);
+    expect(plain).toEqual({ manifest });
+    expect('server' in (plain as { manifest: Manifest }).manifest).toBe(false);
+    for (const bad of ['a string', 42, [], { ...server, url: 'http://x' }, { ...server, transfer: 'pigeon' }, { ...server, takenAt: undefined }]) {
+      expect(parseManifest(JSON.stringify({ ...manifest, server: bad }), T('2025-01-02T03-04-05'), 7)).toEqual({ manifest });
+    }
+    // A field of the wrong type loses only itself.
+    const odd = parseManifest(JSON.stringify({ ...manifest, server: { ...server, replOffset: -1, runId: 7 } }), T('2025-01-02T03-04-05'), 7);
+    expect((odd as { manifest: Manifest }).manifest.server).toEqual({ ...server, replOffset: null, runId: null });
+  });
+
+  it('says who wrote a snapshot: the pulling server\'s facts, else the RDB\'s redis-ver, else nothing', () => {
+    const server = { url: 'redis://10.0.0.5:6379', redisVersion: '7.0.15', runId: 'abc', replId: null, replOffset: 99, transfer: 'diskless' as const, takenAt: '2025-01-02T03:04:05.000Z' };
+    expect(writtenByText(server, '7.0.14')).toBe('server 7.0.15 (redis://10.0.0.5:6379, run_id abc, master_repl_offset 99, pulled 2025-01-02T03:04:05.000Z)');
+    expect(writtenByText({ ...server, redisVersion: null, runId: null, replOffset: null }, '7.0.14')).toBe('server 7.0.14 (redis://10.0.0.5:6379, pulled 2025-01-02T03:04:05.000Z)');
+    expect(writtenByText(null, '7.2.4')).toBe("server 7.2.4 (the RDB's redis-ver field)");
+    expect(writtenByText(undefined, null)).toBeNull();
   });
 
   it('groups a listing into events: complete only with a manifest; foreign names are dropped', () => {
