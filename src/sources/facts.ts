@@ -21,6 +21,7 @@ export function parseServerFacts(v: unknown): ServerFacts | null {
   if (url === null || takenAt === null || !/^rediss?:\/\//.test(url)) return null;
   if (o.transfer !== 'disk' && o.transfer !== 'diskless') return null;
   const slots = str(o.slots, 64 * 1024);
+  const nodeId = str(o.nodeId, 64);
   return {
     url,
     redisVersion: str(o.redisVersion, 64),
@@ -30,6 +31,7 @@ export function parseServerFacts(v: unknown): ServerFacts | null {
     transfer: o.transfer,
     takenAt,
     ...(slots !== null ? { slots } : {}),
+    ...(nodeId !== null ? { nodeId } : {}),
   };
 }
 

@@ -31,8 +31,8 @@ export interface RedisPoll {
 }
 
 /** Connects, reads INFO, closes. */
-export async function serverInfo(cfg: RedisSourceConfig, endpoint?: Endpoint): Promise<ServerInfo> {
-  const conn = await connectRedis(cfg, Date.now() + cfg.timeoutMs, endpoint);
+export async function serverInfo(cfg: RedisSourceConfig, endpoint?: Endpoint, timeoutMs = cfg.timeoutMs): Promise<ServerInfo> {
+  const conn = await connectRedis(cfg, Date.now() + timeoutMs, endpoint);
   try {
     return await readServerInfo(conn);
   } finally {
@@ -59,11 +59,49 @@ export async function openPull(cfg: RedisSourceConfig, shard?: ShardTarget): Pro
       snapshot.facts.slots = shard.slots;
       snapshot.facts.nodeId = nodes!.nodeId;
     }
-    return nodes ? { ...snapshot, nodes: nodes.text } : snapshot;
+    const pulled = nodes ? { ...snapshot, nodes: nodes.text } : snapshot;
+    if (pulled.facts.transfer === 'disk') identityAfterDiskSave(pulled, info, () => serverInfo(cfg, endpoint, AFTER_SAVE_INFO_MS));
+    return pulled;
   } catch (err) {
     conn.close();
     throw err;
   }
+}
+
+/** How long the INFO after a disk-based transfer may take: it only spares the next run a pull. */
+const AFTER_SAVE_INFO_MS = 10_000;
+
+/**
+ * A disk-based transfer (`$<len>`: the server's repl-diskless-sync is no) is a
+ * save: the server wrote its dump.rdb for us, which moved rdb_last_save_time
+ * and reset rdb_changes_since_last_save. The identity read before the pull
+ * would never match the server again, and every run would pull. So once the
+ * whole payload has arrived (the read that returns 0), INFO on a new
+ * connection gives the identity after that save. It replaces the snapshot's
+ * only when it proves the snapshot holds everything: the same run_id, exactly
+ * one save since (rdb_saves; before Redis 7: a later save time), none running,
+ * and no change since. Otherwise (or when INFO fails) the identity from
+ * before stays, and the next run pulls again: the safe side.
+ */
+export function identityAfterDiskSave(snapshot: StreamedSnapshot, before: ServerInfo, readInfo: () => Promise<ServerInfo>): void {
+  const read = snapshot.read;
+  let settled = false;
+  snapshot.read = async (buffer, offset, length) => {
+    const n = await read(buffer, offset, length);
+    if (n === 0 && !settled) {
+      settled = true;
+      const after = await readInfo().catch(() => undefined);
+      if (after && provesWholeSnapshot(before, after)) snapshot.identity = redisIdentity(after);
+    }
+    return n;
+  };
+}
+
+/** Pure: INFO after a disk-based transfer shows that the save which served it is the server's data now. */
+export function provesWholeSnapshot(before: ServerInfo, after: ServerInfo): boolean {
+  if (after.runId !== before.runId || after.bgsaveInProgress || after.changesSinceSave !== 0 || after.lastBgsaveStatus !== 'ok') return false;
+  if (after.saves !== null && before.saves !== null) return after.saves === before.saves + 1;
+  return after.lastSaveTime > before.lastSaveTime;
 }
 
 /**
