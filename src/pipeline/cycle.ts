@@ -567,8 +567,9 @@ export async function runOnce(
           const rewritten = new Set(result.replaced.map((rule) => pairKey(rule, result.ts)));
           state.verify = { ...state.verify, bad: mergeBad(state.verify.bad, [], rewritten, new Set(), new Set(), state.verify.at) };
         }
-        // The recovery point lag: Redis finished the save at the source's mtime; the event is durable now.
-        const mtimeMs = Number(BigInt(result.identity.mtimeNs) / 1_000_000n);
+        // The recovery point lag: Redis finished the save at the source's mtime (a pulled snapshot: the
+        // server's clock when the transfer was requested; its identity has no mtime); the event is durable now.
+        const mtimeMs = result.server ? Date.parse(result.server.takenAt) : Number(BigInt(result.identity.mtimeNs) / 1_000_000n);
         const durableMs = Date.now();
         if (result.outcome === 'archived') {
           recordLag(state, {

@@ -118,6 +118,13 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
       const m = cluster.masters.find((x) => folderOf(x) === r.shard!.name)!;
       expect(r.shard).toMatchObject({ master: `redis://127.0.0.1:${m.server.port}`, masterId: m.id });
     }
+    // The same plan for a person: a section per shard naming its slots and master.
+    const planText = await runCli(['once', '--dry-run', '--config', config, '--log-level', 'error']);
+    expect(planText.code, planText.stderr).toBe(0);
+    for (const m of cluster.masters) {
+      const slots = m.ranges.map(([a, b]) => `${a}-${b}`).join(',');
+      expect(planText.stdout).toContain(`[default:${folderOf(m)}]\nshard ${folderOf(m)}: slots ${slots} from master redis://127.0.0.1:${m.server.port} (node ${m.id.slice(0, 12)})\nwould archive:`);
+    }
     expect(await Promise.all(cluster.masters.map((m) => fullSyncs(m.server)))).toEqual(syncsBefore);
 
     // The real run: three events, each in its shard's folder.
@@ -200,6 +207,12 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
     for (const r of downRuns.instances.filter((x) => x !== deadRun)) expect(r.status).toBe('archived');
     for (const m of cluster.masters) expect(rdbsOf(dir, folderOf(m)).length).toBe(eventsBefore.get(m)! + (m === dead ? 0 : 1));
 
+    const checkText = await runCli(['check', '--config', config]);
+    expect(checkText.stdout).toMatch(new RegExp(`^RDB-ARCHIVER CRITICAL - default:${folderOf(dead)}: .*exit 68`));
+    // The recovery point lag of a pulled snapshot runs from the server's clock at the pull, not from 1970.
+    const lags = [...checkText.stdout.matchAll(/_lag=([\d.]+)s/g)].map((m) => Number(m[1]));
+    expect(lags).toHaveLength(3);
+    for (const lag of lags) expect(lag).toBeLessThan(3600);
     const check = await runCli(['check', '--json', '--config', config]);
     expect(check.code).toBe(2);
     const verdict = jsonOf<{ instances: Array<{ instance: string; status: string; problems: Array<{ text: string }> }> }>(check);
