@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { jsonOf, runCli, tempDir } from '../helpers/cli.js';
 import { describeWithRedis, registerRedisCleanup, startRedis, type RedisServer } from '../helpers/redis.js';
+import { startCli } from '../helpers/daemon.js';
 import { folderOf, keySlot, startCluster, type ClusterMaster } from '../helpers/redis-cluster.js';
 
 registerRedisCleanup();
@@ -178,7 +179,8 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
 
     // A user allowed CLUSTER NODES only: discovered with it, every shard archived.
     const nodesOnly = tempDir();
-    const viaNodes = await runCli(['once', '--json', '--config', writeConfig(nodesOnly, seed.server.port, 'nodesonly')]);
+    const nodesOnlyConfig = writeConfig(nodesOnly, seed.server.port, 'nodesonly');
+    const viaNodes = await runCli(['once', '--json', '--config', nodesOnlyConfig]);
     expect(viaNodes.code, viaNodes.stderr).toBe(0);
     expect(jsonOf<ManyJson>(viaNodes).instances.map((r) => r.status)).toEqual(['archived', 'archived', 'archived']);
     expect(JSON.parse(readFileSync(join(nodesOnly, 'archive', '.rdb-archiver', 'cluster.json'), 'utf8')).via).toBe('CLUSTER NODES');
@@ -190,6 +192,15 @@ describeWithRedis('source.redis cluster: true (a real 3-master cluster)', () => 
     const third = jsonOf<ManyJson>(await runCli(['once', '--json', '--config', config]));
     expect(third.instances.find((r) => r.shard!.name === folderOf(changed))!.status).toBe('archived');
     expect(third.instances.filter((r) => r.status === 'unchanged')).toHaveLength(2);
+
+    // The daemon discovers and runs the cluster on each tick: a write in one shard is archived there.
+    const ticked = cluster.masters[0]!;
+    await ticked.server.call('SET', entries.map(([k]) => k).find((k) => inRanges(ticked, keySlot(k)))!, 'by-the-daemon');
+    const daemon = startCli(['daemon', '--schedule', '* * * * * *', '--config', nodesOnlyConfig]);
+    await daemon.waitForLog((l) => l.msg === 'snapshot archived' && l.instance === `default:${folderOf(ticked)}`, 60_000, 'the daemon to archive the changed shard');
+    daemon.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+    expect(rdbsOf(nodesOnly, folderOf(ticked))).toHaveLength(2);
 
     // One master dies: the others still archive; the run exits 68; check, status and metrics name the shard.
     await cluster.setAll(entries.map(([k]) => [k, 'second-round']));
