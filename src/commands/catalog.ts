@@ -848,7 +848,7 @@ export function registerCatalogCommands(program: Command): void {
     .option('--rule <name>', 'only this rule folder')
     .option('--remote <name>', 'list the complete events at this off-site remote instead')
     .option('--identity <file>', 'with --remote: an age identity file; encrypted events then show whether it opens them (or RDB_ARCHIVER_AGE_IDENTITY_FILE)')
-    .option('--json', 'print one JSON object on stdout: {"<rule>":[{"ts","seq","bytes","nodes","redisVersion","ctime"[,"server"]}]}')
+    .option('--json', 'print one JSON object on stdout: {"<rule>":[{"ts","seq","bytes","nodes","redisVersion","ctime","origin","copy","shared"[,"server"]}]}')
     .action(async (opts: { rule?: string; remote?: string; identity?: string }, cmd: Command) => {
       if (opts.remote !== undefined) {
         if (opts.rule !== undefined) throw new ConfigError(undefined, '--rule', 'does not apply with --remote');

@@ -123,7 +123,8 @@ export interface InstanceCheckFacts {
 export interface ConfigWideFacts {
   config?: PathFacts & { untrusted?: string };
   schedule: { expression: string; timezone: string; problem?: string };
-  metricsDir?: PathFacts & { writable?: boolean };
+  /** The folder of metrics.textfile; when it is missing, the nearest existing folder above it (a run makes the rest, 0755). */
+  metricsDir?: PathFacts & { writable?: boolean; parent?: { path: string; writable: boolean } };
 }
 
 // ---------------------------------------------------------------------------
@@ -288,8 +289,12 @@ export function judgeInstance(instance: InstanceConfig, facts: InstanceCheckFact
   const archiveDev = archive.info?.dev ?? facts.archiveParent?.info?.dev;
   const sourceDev = facts.source.info?.dev;
   if (archiveDev !== undefined && sourceDev !== undefined) {
-    findings.push(archiveDev === sourceDev
-      ? { check: 'archive filesystem', verdict: 'warning', path: archive.path, reason: sameFilesystemWarning(archive.path, facts.source.path), fix: 'put archive.dir on another disk, and ship snapshots off-host (hooks.after_archive)' }
+    const remoteNames = instance.remotes.map((r) => r.name);
+    findings.push(archiveDev === sourceDev && remoteNames.length > 0
+      // The remotes keep what a lost disk would take: said, not warned about.
+      ? { check: 'archive filesystem', verdict: 'ok', path: archive.path, reason: sameFilesystemWarning(archive.path, facts.source.path, remoteNames) }
+      : archiveDev === sourceDev
+      ? { check: 'archive filesystem', verdict: 'warning', path: archive.path, reason: sameFilesystemWarning(archive.path, facts.source.path), fix: 'put archive.dir on another disk, and copy the snapshots off the host (remotes:, README "Off-site copies")' }
       : { check: 'archive filesystem', verdict: 'ok', path: archive.path, reason: `${archive.path} is on another filesystem than the source` });
   }
   if (archive.info && archive.info.uid !== user.uid) {
@@ -361,6 +366,9 @@ export function judgeConfig(facts: ConfigWideFacts): Finding[] {
     const m = facts.metricsDir;
     findings.push(m.writable
       ? { check: 'metrics.textfile', verdict: 'ok', path: m.path, reason: `${m.path} is writable by this user` }
+      // A run makes a missing folder (mode 0755, like mkdir -p) when it may write where it starts.
+      : m.error === 'ENOENT' && m.parent?.writable
+      ? { check: 'metrics.textfile', verdict: 'ok', path: m.path, reason: `${m.path} does not exist yet: the first run creates it (mode 0755) in ${m.parent.path}, which this user may write` }
       : { check: 'metrics.textfile', verdict: 'error', path: m.path, reason: `${m.path} ${m.error === 'ENOENT' ? 'does not exist' : 'is not writable by this user'}: the metrics file is never written`, fix: `sudo install -d -o ${shortName(effectiveUid())} ${m.path}, or add the user to its group` });
   }
   return findings;
@@ -706,6 +714,15 @@ export async function gatherConfigFacts(fs: FileSystem, config: Config): Promise
   if (config.metricsTextfile) {
     const dir = dirname(config.metricsTextfile);
     facts.metricsDir = { ...(await statFacts(fs, dir, true)), writable: canAccess(dir, fsConstants.W_OK | fsConstants.X_OK) };
+    if (facts.metricsDir.error === 'ENOENT') {
+      for (let at = dirname(dir); ; at = dirname(at)) {
+        const parent = await statFacts(fs, at, true);
+        if (parent.error !== 'ENOENT' || at === dirname(at)) {
+          facts.metricsDir.parent = { path: at, writable: parent.info?.kind === 'dir' && canAccess(at, fsConstants.W_OK | fsConstants.X_OK) };
+          break;
+        }
+      }
+    }
   }
   return facts;
 }

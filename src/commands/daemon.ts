@@ -99,6 +99,8 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
   const metricsFor = metricsPath ? metricsInstances(cmd, ctx) : [];
   const controller = new AbortController();
   let stopping = false;
+  /** Standing notes already logged at warning in this daemon's life (see CycleDeps.notesLogged). */
+  const notesLogged = new Set<string>();
 
   /** One cycle job: the named instances one after the other, then the metrics. */
   const runJob = async (job: CycleJob): Promise<void> => {
@@ -116,7 +118,7 @@ export async function runDaemon(cmd: Command, ctx: CommandContext, options: { sc
           log.info({ instance: instance.name, source: instance.sourceRdb }, 'watch: the source is gone after the event; no cycle (the schedule reports a missing source)');
           continue;
         }
-        const deps = { fs, log, signal: controller.signal, command: 'daemon tick' as const, trigger: job.trigger };
+        const deps = { fs, log, signal: controller.signal, command: 'daemon tick' as const, trigger: job.trigger, notesLogged };
         const results = await runConfigured(deps, { configured: [instance], ...(config.onlyShard ? { onlyShard: config.onlyShard } : {}) }, { dryRun: false, force: false });
         for (const { instance: name, report } of results) {
           if (report.error?.kind === 'locked') {

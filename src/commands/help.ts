@@ -47,8 +47,8 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['rdb-archiver once -c /etc/rdb-archiver/config.yaml', 'archive dump.rdb if it changed, then prune (what cron and the timer run)'],
       ['rdb-archiver status', 'what is archived, and how the last run went'],
     ],
-    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD, DRILL_VERSION, ARCHIVE_BAD],
-    note: 'Some commands give codes a meaning of their own (verify, restore, daemon; check follows the\nmonitoring-plugin convention): see `rdb-archiver <command> --help`.',
+    exitCodes: [OK, NO_SPACE, CONFIG, INVALID_SOURCE, NO_SOURCE, IDENTITY, SOURCE_NETWORK, NO_ARCHIVE, INTERNAL, SOURCE_SAVE, CONFLICT, IO, TEMPFAIL, OFFSITE, PERMISSION, SOURCE_AUTH, NEWEST_BAD, DRILL_VERSION, ARCHIVE_BAD],
+    note: 'Some commands give codes a meaning of their own (config check, verify, restore, drill, push, daemon;\ncheck follows the monitoring-plugin convention): see `rdb-archiver <command> --help`.',
   },
   once: {
     examples: [

@@ -691,7 +691,7 @@ export function statusText(r: StatusReport): string {
     + (r.lock.futureTime ? `; WARNING: its time ${r.lock.futureTime} is in the future (another host's clock): its lease is judged by how long this host sees it unchanged` : ''));
   for (const u of r.unwritable) lines.push(`NOT WRITABLE:   ${u.path} ${u.reason}`);
   if (!a.exists) lines.push(`warning: the archive root ${a.dir} does not exist (is the backup disk mounted?)`);
-  if (a.sameFilesystemAsSource) lines.push(`warning: ${sameFilesystemWarning(a.dir, r.source.path)}`);
+  if (a.sameFilesystemAsSource) lines.push(`warning: ${sameFilesystemWarning(a.dir, r.source.path, (r.remotes ?? []).map((x) => x.remote))}`);
   if (r.state.error) lines.push(`state:          ${r.state.error}`);
   if (r.lag.lastSeconds !== null) lines.push(`recovery lag:   ${r.lag.lastSeconds.toFixed(1)}s from save to durable for ${r.lag.ts} (${r.lag.trigger})${r.lag.pendingSeconds !== null ? `; the current source has waited ${r.lag.pendingSeconds.toFixed(0)}s` : ''}`);
   const w = r.watch;

@@ -40,9 +40,14 @@ export function ownerMismatchError(dir: string, ownerUid: number, runUid: number
     `Run it as the archive's owner (sudo -u ${shortName(ownerUid)} rdb-archiver …), or pass --allow-owner-mismatch if you mean it`);
 }
 
-/** Pure: the warning when the archive and the source share one filesystem. */
-export function sameFilesystemWarning(archiveDir: string, source: string): string {
-  return `the archive ${archiveDir} is on the same filesystem as the source ${source}: it protects against mistakes, not against losing that disk; copy it off the host too (remotes:, README "Off-site copies")`;
+/**
+ * Pure: the warning when the archive and the source share one filesystem. With remotes
+ * configured it names them instead of telling the operator to add one.
+ */
+export function sameFilesystemWarning(archiveDir: string, source: string, remotes: readonly string[] = []): string {
+  const head = `the archive ${archiveDir} is on the same filesystem as the source ${source}: it protects against mistakes, not against losing that disk`;
+  if (remotes.length === 0) return `${head}; copy it off the host too (remotes:, README "Off-site copies")`;
+  return `${head}; after such a loss only the off-site copies remain (remote${remotes.length === 1 ? '' : 's'} ${remotes.join(', ')})`;
 }
 
 /**

@@ -91,6 +91,22 @@ export interface CycleDeps {
   command?: FailedCommand;
   /** What started this cycle (logged, and kept with the recovery point lag); default 'once'. */
   trigger?: 'once' | 'schedule' | 'watch';
+  /**
+   * A long-lived caller (the daemon) passes one set for its lifetime: a standing note (the
+   * archive on the source's filesystem) is logged at warning the first time only, then at
+   * debug, so that a tick every minute does not repeat it in the journal forever.
+   */
+  notesLogged?: Set<string>;
+}
+
+/** Logs a note of the run's report: at warning, unless this daemon has logged it before (CycleDeps.notesLogged). */
+function logNote(deps: CycleDeps, log: Log, archive: string, note: string): void {
+  if (deps.notesLogged?.has(note)) {
+    log.debug({ archive }, note);
+    return;
+  }
+  deps.notesLogged?.add(note);
+  log.warn({ archive }, note);
 }
 
 /** How long `once` waits for a running `prune` to finish before giving up with exit 75. */
@@ -489,9 +505,9 @@ export async function runOnce(
     const polled = await pollSource(deps, instance, state, options.force);
     const { detection } = polled;
     if (archiveDev !== undefined && archiveDev === detection.identity.dev) {
-      const note = sameFilesystemWarning(instance.archiveDir, instance.sourceRdb);
+      const note = sameFilesystemWarning(instance.archiveDir, instance.sourceRdb, instance.remotes.map((r) => r.name));
       report.notes.push(note);
-      log.warn({ archive: instance.archiveDir }, note);
+      logNote(deps, log, instance.archiveDir, note);
     }
     let job = polled.job;
     if (!job) {
@@ -621,7 +637,7 @@ export async function runOnce(
     archiveDev = root.dev;
     for (const note of root.notes) {
       report.notes.push(note);
-      log.warn({ archive: instance.archiveDir }, note);
+      logNote(deps, log, instance.archiveDir, note);
     }
     if (options.dryRun) await body();
     else {

@@ -5,7 +5,7 @@
  * with a printed reason otherwise.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLI, jsonOf, runCli, tempDir } from '../helpers/cli.js';
@@ -106,14 +106,26 @@ describe('config check', () => {
     expect(r.stderr).toContain('rules[0].count');
   });
 
-  it('a schedule the daemon would refuse, and a metrics folder that does not exist, are errors (exit 1)', async () => {
-    const { config, root } = setup(`schedule: "61 * * * *"\nmetrics:\n  textfile: ${'/nonexistent-rdb-archiver-metrics/rdb_archiver.prom'}\n`);
+  it('a schedule the daemon would refuse, and a metrics folder that cannot be made, are errors (exit 1)', async () => {
+    const blocker = join(tempDir(), 'a-file');
+    writeFileSync(blocker, 'not a folder\n');
+    const { config, root } = setup(`schedule: "61 * * * *"\nmetrics:\n  textfile: ${join(blocker, 'metrics', 'rdb_archiver.prom')}\n`);
     const { r, out } = await check(config);
     expect(r.code).toBe(1);
     expect(find(out, 'schedule')[0]).toMatchObject({ verdict: 'error' });
     expect(find(out, 'schedule')[0]!.reason).toContain('not a valid cron expression');
-    expect(find(out, 'metrics.textfile')[0]).toMatchObject({ verdict: 'error', path: '/nonexistent-rdb-archiver-metrics' });
+    expect(find(out, 'metrics.textfile')[0]).toMatchObject({ verdict: 'error', path: join(blocker, 'metrics') });
     expect(root).toBeTruthy();
+  });
+
+  it('a missing metrics folder that a run would make is ok, and the run does make it (README "Monitoring with Prometheus")', async () => {
+    const metricsDir = join(tempDir(), 'node-exporter', 'textfiles');
+    const { config } = setup(`metrics:\n  textfile: ${join(metricsDir, 'rdb_archiver.prom')}\n`);
+    const { out } = await check(config);
+    expect(find(out, 'metrics.textfile')[0]).toMatchObject({ verdict: 'ok', path: metricsDir });
+    const once = await runCli(['once', '-c', config]);
+    expect(once.code, once.stderr).toBe(0);
+    expect(existsSync(join(metricsDir, 'rdb_archiver.prom'))).toBe(true);
   });
 
   it('a missing hook executable is an error (exit 1) naming the hook and the fix', async () => {

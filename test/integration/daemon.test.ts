@@ -60,6 +60,9 @@ describe('rdb-archiver daemon', () => {
     const exit = await d.exited;
     expect(exit.code, JSON.stringify(d.logs().slice(-5))).toBe(0);
     expect(d.logs().some(msg('daemon stopped'))).toBe(true);
+    // A standing note (the archive on the source's filesystem) is a warning once per daemon, not once per tick.
+    const sameFs = d.logs().filter((l) => l.level === 40 && l.instance === 'a' && l.msg.includes('is on the same filesystem as the source'));
+    expect(sameFs).toHaveLength(1);
 
     expect(rdbs(join(root, 'archive', 'a', 'last'))).toEqual(['dump-2025-06-01T10-00-00.rdb', 'dump-2025-06-01T11-00-00.rdb']);
     expect(rdbs(join(root, 'archive', 'b', 'last'))).toEqual(['dump-2025-06-01T12-00-00.rdb']);

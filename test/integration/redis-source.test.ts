@@ -105,6 +105,11 @@ describeWithRedis('source.redis mode replicate', () => {
     expect(state.archived.ts).toBe(report.snapshot!.ts);
     const takenAt = new Date(state.archived.server.takenAt);
     expect(report.snapshot!.ts).toBe(takenAt.toISOString().slice(0, 19).replace(/:/g, '-'));
+    // The recovery point lag of a pull runs from when the transfer was requested (a pull has no
+    // source mtime: it once counted from 1970, some 1.8e9 s).
+    expect(state.lag.sourceMtime).toBe(takenAt.toISOString());
+    expect(state.lag.seconds).toBeGreaterThanOrEqual(0);
+    expect(state.lag.seconds).toBeLessThan(120);
     const list = jsonOf<Record<string, Array<{ ts: string; server: { runId: string; redisVersion: string } | null }>>>(await runCli(['list', '--config', config, '--json']));
     expect(list.hourly![0]!.server).toMatchObject({ runId: info.run_id, redisVersion: info.redis_version });
 

@@ -141,7 +141,43 @@ describe('remotes', () => {
   });
 });
 
+describe('judgeInstance: archive on the source\'s filesystem', () => {
+  const sameDisk = () => {
+    const facts = goodFacts();
+    facts.archive = dir('/backup/redis', { dev: '1' });
+    return facts;
+  };
+
+  it('without remotes: a warning whose fix is a remote', () => {
+    const f = judgeInstance(instance, sameDisk(), groupName).find((x) => x.check === 'archive filesystem')!;
+    expect(f.verdict).toBe('warning');
+    expect(f.fix).toContain('remotes:');
+  });
+
+  it('with a remote: ok, naming the remote that keeps the off-host copies (not telling the operator to add one)', () => {
+    const remote = { ...instance, remotes: [{ name: 'offsite' } as (typeof instance.remotes)[number]] };
+    const f = judgeInstance(remote, sameDisk(), groupName).find((x) => x.check === 'archive filesystem')!;
+    expect(f.verdict).toBe('ok');
+    expect(f.reason).toContain('remote offsite');
+    expect(f.reason).not.toContain('copy it off the host');
+  });
+});
+
 describe('judgeConfig', () => {
+  it('a missing metrics folder that a run can create (its nearest existing parent is writable) is ok, as a run makes it', () => {
+    const [, metrics] = judgeConfig({
+      schedule: { expression: '* * * * *', timezone: 'UTC' },
+      metricsDir: { path: '/tmp/x/metrics', error: 'ENOENT', writable: false, parent: { path: '/tmp', writable: true } },
+    });
+    expect(metrics).toMatchObject({ check: 'metrics.textfile', verdict: 'ok' });
+    expect(metrics!.reason).toContain('the first run creates it');
+    const [, refused] = judgeConfig({
+      schedule: { expression: '* * * * *', timezone: 'UTC' },
+      metricsDir: { path: '/var/lib/x/metrics', error: 'ENOENT', writable: false, parent: { path: '/var/lib', writable: false } },
+    });
+    expect(refused).toMatchObject({ check: 'metrics.textfile', verdict: 'error' });
+  });
+
   it('a schedule the daemon refuses is an error; a metrics folder this user cannot write is an error', () => {
     const findings = judgeConfig({
       schedule: { expression: '61 * * * *', timezone: 'UTC', problem: '"61 * * * *" is not a valid cron expression' },
