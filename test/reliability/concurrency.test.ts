@@ -55,7 +55,9 @@ const leftovers = (env: ArchiveEnv) => [
 ];
 
 describe('simultaneous runs', () => {
-  it('32 once + 8 prune released at the same instant: exactly one new event, exit codes 0 or 75, no stack traces', async () => {
+  // Full run: 3 rounds of 32 once + 8 prune on a 24 MiB source. npm test: one round of 8 + 2 on 9 MiB (the same race, fewer racers).
+  const racers = FULL ? 40 : 10;
+  it(`${racers * 4 / 5} once + ${racers / 5} prune released at the same instant: exactly one new event, exit codes 0 or 75, no stack traces`, async () => {
     const rounds = FULL ? 3 : 1;
     figures.plan(rounds);
     figures.random('simultaneous runs: which process wins the lock depends on scheduling; every round is one trial, landed when all its processes were released together by the barrier');
@@ -64,10 +66,10 @@ describe('simultaneous runs', () => {
     writeSnapshot(env.source, { seed: 'before', mtime: new Date('2025-06-01T09:00:00Z'), size: 1024 * 1024 });
     expect((await runNode(CLI_JS, ['once', '-c', env.config])).code).toBe(0);
     for (let round = 0; round < rounds; round += 1) {
-      const snap = writeSnapshot(env.source, { seed: `round-${round}`, mtime: new Date(Date.UTC(2025, 5, 1, 10 + round)), size: 24 * 1024 * 1024 });
+      const snap = writeSnapshot(env.source, { seed: `round-${round}`, mtime: new Date(Date.UTC(2025, 5, 1, 10 + round)), size: (FULL ? 24 : 9) * 1024 * 1024 });
       const before = RULES.map((r) => events(env, r.name));
-      // 32 once and 8 prune, interleaved.
-      const commands = Array.from({ length: 40 }, (_, i) => (i % 5 === 4 ? ['prune', '--json'] : ['once', '--json']));
+      // 4 once to 1 prune, interleaved.
+      const commands = Array.from({ length: racers }, (_, i) => (i % 5 === 4 ? ['prune', '--json'] : ['once', '--json']));
       const gate = barrier(commands.length);
       const results = await Promise.all(commands.map((cmd) => runNode(CLI_JS, [...cmd, '-c', env.config], gate)));
       rmSync(gate.env.BARRIER_DIR, { recursive: true, force: true });
@@ -145,12 +147,14 @@ describe('stale locks', () => {
     expect(leftovers(env)).toEqual([]);
   }, 120_000);
 
-  it('16 runs racing for the same stale lock: one takes it over, the rest exit 0 or 75, no stack traces', async () => {
+  // Full run: 16 racers. npm test: 6.
+  const staleRacers = FULL ? 16 : 6;
+  it(`${staleRacers} runs racing for the same stale lock: one takes it over, the rest exit 0 or 75, no stack traces`, async () => {
     const env = setupArchive({ rules: RULES });
     writeSnapshot(env.source, { seed: 'y', mtime: new Date('2025-06-01T10:00:00Z'), size: 9 * 1024 * 1024 });
     await killedMidCopy(env);
-    const gate = barrier(16);
-    const results = await Promise.all(Array.from({ length: 16 }, () => runNode(CLI_JS, ['once', '--json', '-c', env.config], gate)));
+    const gate = barrier(staleRacers);
+    const results = await Promise.all(Array.from({ length: staleRacers }, () => runNode(CLI_JS, ['once', '--json', '-c', env.config], gate)));
     rmSync(gate.env.BARRIER_DIR, { recursive: true, force: true });
     for (const r of results) {
       figures.outcome(`once exit ${r.code} (stale-lock race)`);
@@ -175,7 +179,7 @@ describe('stale locks', () => {
     const lockCalls = calls.slice(0, calls.findIndex((c) => c.path.endsWith('state.json'))).map((c) => c.n);
     figures.note(`a stale-lock takeover makes ${lockCalls.length} filesystem calls before the state is read; a run was killed before each of them`);
     const failures: string[] = [];
-    const chosen = FULL ? lockCalls : spread(lockCalls, 6);
+    const chosen = FULL ? lockCalls : spread(lockCalls, 4);
     figures.plan(chosen.map((n) => `kill at call ${n} of a takeover`));
     await pool(chosen, lanes(), async (n) => {
       const e = setupArchive({ rules: RULES });

@@ -143,8 +143,10 @@ afterAll(() => {
 
 describe('every I/O fault', () => {
   it.each(CODES)('%s at every call of a run (one-shot)', async (code) => {
-    // Full run: every N with every code. npm test: every N with one of the codes (N mod 4 picks it).
-    const ns = Array.from({ length: callCount }, (_, i) => i + 1).filter((n) => FULL || n % CODES.length === CODES.indexOf(code));
+    // Full run: every N with every code. npm test: 16 N spread over the run for each code, from the calls whose N mod 4 picks that code
+    // (so the four codes together still reach every part of the run).
+    const picked = Array.from({ length: callCount }, (_, i) => i + 1).filter((n) => n % CODES.length === CODES.indexOf(code));
+    const ns = FULL ? Array.from({ length: callCount }, (_, i) => i + 1) : spread(picked, 16);
     figures.plan(ns.map((n) => `${code} at call ${n}`));
     const failures: string[] = [];
     for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky: false })));
@@ -153,7 +155,7 @@ describe('every I/O fault', () => {
 
   it.each(STICKY)('%s from call N on (sticky: %s), for every N', async (code, sticky) => {
     const all = Array.from({ length: callCount }, (_, i) => i + 1);
-    const ns = FULL ? all : spread(all, 12);
+    const ns = FULL ? all : spread(all, 8);
     figures.plan(ns.map((n) => `${code} sticky ${sticky} from call ${n}`));
     const failures: string[] = [];
     for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky })));
@@ -176,7 +178,7 @@ describe('every I/O fault on the forced read/write fallback (RDB_ARCHIVER_COPY_M
       expect(counted.calls.some((c) => c.op === 'copy')).toBe(false);
       removeTree(ref.dir);
       const all = Array.from({ length: counted.count }, (_, i) => i + 1);
-      const ns = FULL ? all : spread(all, 16);
+      const ns = FULL ? all : spread(all, 10);
       figures.plan(ns.map((n) => `${code} at call ${n} (read/write)`));
       const failures: string[] = [];
       for (const n of ns) failures.push(...(await faultTrial({ n, code, sticky: false })));
