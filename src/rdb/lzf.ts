@@ -54,6 +54,37 @@ export function lzfDecompress(src: Uint8Array, start: number, end: number, outLe
   return op === outLen ? (out.length === outLen ? out : out.subarray(0, outLen)) : null;
 }
 
+/**
+ * True when src[start, end) is a consistent LZF payload of exactly outLen
+ * bytes, by the rules above, without producing the output: only its length
+ * is counted (a back reference needs no bytes, only a distance within what
+ * was produced). For the walker's fast path over a string wholly in memory;
+ * any false sends the string to LzfChecker, which says what is wrong.
+ */
+export function lzfConsistent(src: Uint8Array, start: number, end: number, outLen: number): boolean {
+  let ip = start;
+  let op = 0;
+  while (ip < end) {
+    const ctrl = src[ip++]!;
+    if (ctrl < 32) {
+      ip += ctrl + 1;
+      op += ctrl + 1;
+      if (ip > end || op > outLen) return false;
+    } else {
+      let len = (ctrl >> 5) + 2;
+      if (len === 9) {
+        if (ip >= end) return false;
+        len += src[ip++]!;
+      }
+      if (ip >= end) return false;
+      if (((ctrl & 0x1f) << 8) + src[ip++]! + 1 > op) return false;
+      op += len;
+      if (op > outLen) return false;
+    }
+  }
+  return op === outLen;
+}
+
 /** The longest back-reference distance, and so the output an LZF decoder must remember. */
 const WINDOW = 8192;
 const MASK = WINDOW - 1;

@@ -33,7 +33,7 @@
  */
 
 import { checkContainer, headerBytes, headerCheck, hex2, type ContainerKind, type ContainerRule } from './encodings.js';
-import { lzfDecompress, LzfChecker, LZF_HEAD_BYTES } from './lzf.js';
+import { lzfConsistent, lzfDecompress, LzfChecker, LZF_HEAD_BYTES } from './lzf.js';
 
 /** A container larger than this is not buffered (see the module comment). */
 export const MAX_BUFFERED_VALUE = 32 << 20;
@@ -462,13 +462,29 @@ export class RdbWalker {
           if (p >= end) return this.stall(p, 1);
           const c = b[p]!;
           if (c === 0) {
-            // The common case, a string key with a string value, both whole in the buffer: no task pushed.
-            const q = simpleString(b, p + 1, end);
-            const r = q < 0 ? -1 : simpleString(b, q, end);
+            // The common case, a string key with a string value, both whole in the buffer and
+            // consistent: no task pushed. Anything else (or anything wrong) takes the general
+            // path, which words the failure.
+            const q = wholeString(b, p + 1, end);
+            const r = q < 0 ? -1 : wholeString(b, q, end);
             if (r >= 0) {
               this.keys++;
               this.types[0]!++;
               this.recentKeys[this.keys & 3] = this.base + p;
+              this.recentTypes[this.keys & 3] = 0;
+              p = r;
+              break;
+            }
+          } else if ((c === 0xfc || c === 0xfd) && p + (c === 0xfc ? 9 : 5) < end && b[p + (c === 0xfc ? 9 : 5)] === 0) {
+            // The same after an expiry (EXPIRETIME_MS, or EXPIRETIME in seconds).
+            const k = p + (c === 0xfc ? 9 : 5);
+            const q = wholeString(b, k + 1, end);
+            const r = q < 0 ? -1 : wholeString(b, q, end);
+            if (r >= 0) {
+              this.expires++;
+              this.keys++;
+              this.types[0]!++;
+              this.recentKeys[this.keys & 3] = this.base + k;
               this.recentTypes[this.keys & 3] = 0;
               p = r;
               break;
@@ -867,11 +883,13 @@ export class RdbWalker {
 }
 
 /**
- * The end of a plain string of up to 16383 bytes or an integer-encoded one
- * at p when it lies whole in b[p, end); -1 otherwise (the general path then
- * reads it, or fails on it).
+ * The end of a string at p when it lies whole in b[p, end) and is
+ * consistent: plain (up to 16383 bytes), integer-encoded, or LZF (lengths of
+ * up to 16383 bytes) whose payload decompresses to exactly the stated
+ * length. -1 otherwise: the general path then reads it, or fails on it with
+ * its own message and offset.
  */
-function simpleString(b: Uint8Array, p: number, end: number): number {
+function wholeString(b: Uint8Array, p: number, end: number): number {
   if (p >= end) return -1;
   const c = b[p]!;
   let q: number;
@@ -880,8 +898,35 @@ function simpleString(b: Uint8Array, p: number, end: number): number {
   else if (c === 0xc0) q = p + 2;
   else if (c === 0xc1) q = p + 3;
   else if (c === 0xc2) q = p + 5;
+  else if (c === 0xc3) return wholeLzf(b, p + 1, end);
   else return -1;
   return q <= end ? q : -1;
+}
+
+/** The LZF part of wholeString: the compressed and stated lengths at p, then the payload. */
+function wholeLzf(b: Uint8Array, p: number, end: number): number {
+  if (p >= end) return -1;
+  let c = b[p]!;
+  let clen: number;
+  if (c < 0x40) {
+    clen = c;
+    p += 1;
+  } else if (c < 0x80 && p + 1 < end) {
+    clen = ((c & 0x3f) << 8) | b[p + 1]!;
+    p += 2;
+  } else return -1;
+  if (p >= end) return -1;
+  c = b[p]!;
+  let olen: number;
+  if (c < 0x40) {
+    olen = c;
+    p += 1;
+  } else if (c < 0x80 && p + 1 < end) {
+    olen = ((c & 0x3f) << 8) | b[p + 1]!;
+    p += 2;
+  } else return -1;
+  const q = p + clen;
+  return q <= end && lzfConsistent(b, p, q, olen) ? q : -1;
 }
 
 function u32be(b: Uint8Array, p: number): number {

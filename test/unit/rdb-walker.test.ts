@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InvalidSnapshotError } from '../../src/core/errors.js';
 import { RdbValidator, validateRdb, type RdbInfo, type RdbValidatorOptions } from '../../src/rdb/validate.js';
+import { lzfConsistent, lzfDecompress, LzfChecker } from '../../src/rdb/lzf.js';
 import { RdbWalker } from '../../src/rdb/walker.js';
 import { buildRdb, chunksOf, concat, encodeLength, encodeString, prng } from '../helpers/rdb-builder.js';
 import { fuzzOne, mutate } from '../helpers/rdb-fuzz.js';
@@ -232,5 +233,90 @@ describe('the attacks of issue 13', () => {
     const bad = file.slice();
     bad[at + 1] = encodeLength(3)[0]!; // the compressed length
     expect(reason(bad)).toMatch(/LZF string/);
+  });
+});
+
+describe('RdbWalker: the inline path for string keys (plain, integer or LZF values wholly in one buffer)', () => {
+  const lzfValue = (text: string) => str(text, 'lzf');
+  /** A string key with an LZF value, raw: type 0, key, 0xC3, clen, olen, payload. */
+  const rawLzf = (key: string, clen: number, olen: number, payload: number[]) =>
+    record(0, key, concat([Uint8Array.of(0xc3), len(clen), len(olen), Uint8Array.from(payload)]));
+  const expiryMs = (rec: Uint8Array) => concat([Uint8Array.of(0xfc), ms64(1_900_000_000_000), rec]);
+  const expirySec = (rec: Uint8Array) => concat([Uint8Array.of(0xfd, 0x00, 0x00, 0x00, 0x70), rec]);
+
+  /** Whole (the inline path), then two chunks split at every offset, then 1-byte chunks (always the task path). */
+  const sameEverySplit = (file: Uint8Array) => {
+    const whole = outcome(file, null);
+    expect(outcome(file, [1]), '1-byte chunks').toEqual(whole);
+    for (let at = 1; at < file.length; at++) expect(outcome(file, [at, file.length]), `split at ${at}`).toEqual(whole);
+    return whole;
+  };
+
+  const VALID: Array<[string, Uint8Array[], number]> = [
+    ['LZF value with back references (short and long)', [record(0, 'k', lzfValue('abc'.repeat(120)))], 0],
+    ['LZF value that is one literal run', [record(0, 'k', concat([Uint8Array.of(0xc3), len(4), len(3), Uint8Array.of(2, 0x61, 0x62, 0x63)]))], 0],
+    ['LZF value, empty payload and empty output', [rawLzf('k', 0, 0, [])], 0],
+    ['LZF value whose back reference overlaps its output', [rawLzf('k', 5, 13, [0, 0x61, 0xe0, 0x03, 0x00])], 0],
+    ['LZF key and LZF value', [concat([Uint8Array.of(0x00), str('key:'.repeat(20), 'lzf'), lzfValue('v'.repeat(300))])], 0],
+    ['integer-encoded key and values (int8, int16, int32)', [record(0, '7', str(-5, 'int8')), record(0, '300', str(30000, 'int16')), record(0, '-70000', str(2_000_000_000, 'int32'))], 0],
+    ['an expiry in milliseconds before an LZF value', [expiryMs(record(0, 'k', lzfValue('xyz'.repeat(50)))), record(0, 'k2', str('plain'))], 1],
+    ['an expiry in seconds before an integer value', [expirySec(record(0, 'k', str(42, 'int8')))], 1],
+    ['an expiry before a key that is not a string (the task path)', [expiryMs(record(2, 's', concat([len(1), str('m')])))], 1],
+  ];
+
+  it.each(VALID)('%s: accepted, counted, the same split at every offset', (_name, records, expires) => {
+    const file = fileWith(...records);
+    const whole = sameEverySplit(file);
+    expect(typeof whole, String(whole)).toBe('object');
+    const s = (whole as RdbInfo).structure!;
+    expect(s.keys).toBe(records.length);
+    expect(s.expires).toBe(expires);
+  });
+
+  const INVALID: Array<[string, Uint8Array, RegExp]> = [
+    ['truncated payload (ends inside a literal run)', rawLzf('k', 2, 3, [2, 0x61]), /LZF string: the payload ends inside a literal run \(2 bytes missing\)/],
+    ['truncated payload (ends inside a back reference)', rawLzf('k', 3, 5, [0, 0x61, 0x40]), /LZF string: the payload ends inside a back reference/],
+    ['truncated payload (ends after a long reference\'s length byte)', rawLzf('k', 4, 40, [0, 0x61, 0xe0, 0x05]), /LZF string: the payload ends inside a back reference/],
+    ['back reference before the start', rawLzf('k', 4, 10, [0, 0x61, 0x20, 0x05]), /LZF string: a back reference reaches 5 bytes before the start of the output/],
+    ['back reference as the first control byte', rawLzf('k', 2, 3, [0x20, 0x00]), /LZF string: a back reference reaches 1 bytes before the start/],
+    ['stated length too long', rawLzf('k', 4, 4, [2, 0x61, 0x62, 0x63]), /LZF string: decompresses to 3 bytes, not the stated 4/],
+    ['stated length too short (literal run)', rawLzf('k', 4, 2, [2, 0x61, 0x62, 0x63]), /LZF string: a literal run writes past the stated 2 bytes/],
+    ['stated length too short (back reference)', rawLzf('k', 4, 3, [0, 0x61, 0x20, 0x00]), /LZF string: a back reference writes past the stated 3 bytes/],
+    ['the same after an expiry', expiryMs(rawLzf('k', 4, 10, [0, 0x61, 0x20, 0x05])), /LZF string: a back reference reaches 5 bytes before the start/],
+    ['an LZF key that is invalid', concat([Uint8Array.of(0x00, 0xc3), len(2), len(3), Uint8Array.of(2, 0x61), str('v')]), /LZF string: /],
+  ];
+
+  it.each(INVALID)('%s: refused with the task path\'s message and offset, at every split', (_name, rec, expected) => {
+    // A valid key first, so the bad one is not at the start of the data.
+    const file = fileWith(record(0, 'ok', lzfValue('ok'.repeat(40))), rec);
+    const whole = sameEverySplit(file);
+    expect(typeof whole).toBe('string');
+    expect(whole).toMatch(/^structure: /);
+    expect(whole).toMatch(expected);
+    expect(whole).toMatch(/ at offset \d+ \(in the string value of the key at offset \d+\)$/);
+  });
+
+  it('lzfConsistent agrees with lzfDecompress and LzfChecker on random and mutated payloads', () => {
+    const r = prng(4242);
+    let accepted = 0;
+    for (let i = 0; i < 3000; i++) {
+      const text = Array.from({ length: 1 + Math.floor(r() * 80) }, () => 'abcab'[Math.floor(r() * 5)]).join('');
+      const good = encodeString(text, 'lzf');
+      const head = good[1]! < 0x40 ? 1 : 2; // clen's bytes
+      const olenAt = 1 + head;
+      const payload = good.slice(olenAt + (good[olenAt]! < 0x40 ? 1 : 2));
+      let olen = text.length;
+      if (i % 3 === 1) payload[Math.floor(r() * payload.length)] = Math.floor(r() * 256);
+      if (i % 3 === 2) olen += Math.floor(r() * 5) - 2;
+      const cut = i % 7 === 6 ? Math.floor(r() * payload.length) : payload.length;
+      const fast = lzfConsistent(payload, 0, cut, Math.max(0, olen));
+      expect(fast, `case ${i}`).toBe(lzfDecompress(payload, 0, cut, Math.max(0, olen)) !== null);
+      const checker = new LzfChecker();
+      checker.start(cut, Math.max(0, olen), false);
+      if (!checker.error) checker.feed(payload, 0, cut);
+      expect(fast, `case ${i} (checker)`).toBe(checker.finished);
+      if (fast) accepted++;
+    }
+    expect(accepted).toBeGreaterThan(1000);
   });
 });
