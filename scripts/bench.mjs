@@ -376,7 +376,7 @@ async function benchUpload(source, rssSource) {
       ours: ms(o), ref: ms(c), ratio: `${(o / c).toFixed(2)}×`, target: '≤ 1.0×', pass: o / c <= 1.0,
       runs: { ours, ref },
     });
-    extra.push(`upload-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}: peak RSS of \`push\` ${oursRss.map(fmtSize).join(', ')} (default part_size 64 MiB × concurrency 4, plus the part being read); \`aws s3 cp\` ${refRss.map(fmtSize).join(', ')}. The upload includes the HEAD checks, the manifest and the remote's retention listing.`);
+    extra.push(`upload-${QUICK ? fmtSize(BIG).replace(' ', '') : '1g'}: peak RSS of \`push\` ${oursRss.map(fmtSize).join(', ')} (default part_size 16 MiB × concurrency 4: at most 4 part buffers, 64 MiB); \`aws s3 cp\` ${refRss.map(fmtSize).join(', ')}. The upload includes the HEAD checks, the manifest and the remote's retention listing.`);
     // The memory bound does not grow with the event: one push of a bigger event (RSS only).
     const rssArch = join(dir, 'arch-rss');
     const rssCfg = join(dir, 'config-rss.yaml');

@@ -31,6 +31,15 @@ export async function* readChunks(file: Handle, size: number): AsyncGenerator<Ui
   }
 }
 
+/**
+ * At most how many bytes encoding `size` bytes yields: zstd's worst case
+ * adds 1/256 of the input (ZSTD_compressBound), deflate less, age 16 bytes
+ * per 64 KiB chunk plus a header; 1/128 and 1 MiB cover all of them.
+ */
+export function encodedSizeBound(size: number): number {
+  return size + Math.ceil(size / 128) + 1024 * 1024;
+}
+
 export interface EncodedUpload {
   object: ManifestObject;
   /** sha256 of the plaintext as read during the upload (the caller compares it with the copy pass's). */
@@ -49,7 +58,7 @@ export async function uploadEncodedFile(target: S3Target, name: string, file: Ha
   const plain = createSha256();
   const stored = createSha256();
   const source = encodeStream(tap(readChunks(file, size), (c) => plain.update(c)), compression, encryption);
-  const { etag, bytes } = await target.uploadStream(storedName, source, (c) => stored.update(c), callbacks, signal);
+  const { etag, bytes } = await target.uploadStream(storedName, source, encodedSizeBound(size), (c) => stored.update(c), callbacks, signal);
   return {
     object: { name: storedName, bytes: size, sha256: expectedSha256, storedBytes: bytes, etag, encoding, storedSha256: stored.digest('hex') },
     plaintextSha256: plain.digest('hex'),

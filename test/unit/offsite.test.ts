@@ -16,7 +16,8 @@ import { writtenByText } from '../../src/sources/facts.js';
 import { groupListing, MANIFEST_FORMAT, parseManifest, parseRemoteName, remoteName, serializeManifest, staleIncomplete, staleUploads, type Manifest } from '../../src/targets/manifest.js';
 import { LocalFolderTarget } from '../../src/targets/local.js';
 import { retentionInput } from '../../src/targets/target.js';
-import { scrubSecrets } from '../../src/targets/s3.js';
+import { MAX_PARTS, partSizeFor, scrubSecrets } from '../../src/targets/s3.js';
+import { encodedSizeBound } from '../../src/offsite/encoded.js';
 import { planRemoteRetention } from '../../src/offsite/prune.js';
 import { backoffMs, emptyRemoteState, enqueue, inBackoff, lagMs, pendingFor, settleQueue, trimToQueue, type OffsiteItem } from '../../src/offsite/state.js';
 
@@ -47,11 +48,11 @@ function loadError(yaml: string): ConfigError {
 }
 
 describe('remotes config', () => {
-  it('resolves defaults: prefix <hostname>/<instance>/, 64 MiB parts, 4 in parallel, 10m timeout, the instance rules', () => {
+  it('resolves defaults: prefix <hostname>/<instance>/, 16 MiB parts, 4 in parallel, 10m timeout, the instance rules', () => {
     const inst = load('remotes:\n  - { name: offsite, type: s3, bucket: acme-redis-backups }\n').instances[0]!;
     expect(inst.remotes).toEqual([expect.objectContaining({
       name: 'offsite', bucket: 'acme-redis-backups', prefix: `${hostname().toLowerCase().replace(/[^a-z0-9._-]/g, '-')}/default/`,
-      partSize: 64 * 1024 * 1024, concurrency: 4, timeoutMs: 600_000, forcePathStyle: false, incompleteGraceMs: 86_400_000, rules: inst.rules,
+      partSize: 16 * 1024 * 1024, concurrency: 4, timeoutMs: 600_000, forcePathStyle: false, incompleteGraceMs: 86_400_000, rules: inst.rules,
     })]);
     expect(inst.monitor).toMatchObject({ offsiteWarnLagMs: 3_600_000, offsiteCritLagMs: 21_600_000 });
   });
@@ -292,6 +293,29 @@ describe('upload queue and backoff', () => {
       expect(scrubSecrets('x sekrit-value-123 y token-value-456')).toBe('x [redacted] y [redacted]');
     } finally {
       process.env = saved;
+    }
+  });
+});
+
+describe('multipart part size', () => {
+  const MiB = 1024 * 1024;
+
+  it('keeps the configured part size while the object fits in 10,000 parts, and grows it in whole MiB beyond', () => {
+    expect(partSizeFor(64 * MiB, 1024 * MiB)).toBe(64 * MiB);
+    expect(partSizeFor(64 * MiB, 64 * MiB * MAX_PARTS)).toBe(64 * MiB);
+    // 700 GiB: 64 MiB parts would need 11,200 of them.
+    const grown = partSizeFor(64 * MiB, 700 * 1024 * MiB);
+    expect(grown % MiB).toBe(0);
+    expect(Math.ceil((700 * 1024 * MiB) / grown)).toBeLessThanOrEqual(MAX_PARTS);
+    expect(Math.ceil((700 * 1024 * MiB) / (grown - MiB))).toBeGreaterThan(MAX_PARTS);
+    expect(partSizeFor(5 * MiB, 5 * MiB * MAX_PARTS + 1)).toBe(6 * MiB);
+  });
+
+  it('bounds what an encoding can yield above the zstd worst case (1/256 more) and age\'s 16 bytes per 64 KiB', () => {
+    for (const size of [0, 1, 64 * 1024, 1024 * MiB, 700 * 1024 * MiB]) {
+      const zstdWorst = size + Math.floor(size / 256) + 128 * 1024;
+      const ageOver = Math.ceil(zstdWorst / 65536) * 16 + 4096;
+      expect(encodedSizeBound(size)).toBeGreaterThanOrEqual(zstdWorst + ageOver);
     }
   });
 });
