@@ -52,6 +52,21 @@ await build({
   supported: { 'dynamic-import': false },
   logLevel: 'warning',
 });
+// The validation thread's script (src/rdb/validate-worker.ts), self-contained beside the
+// bundle, where src/rdb/validate-thread.ts looks for it; package.json "files" ships it.
+await build({
+  entryPoints: ['src/rdb/validate-worker.ts'],
+  outfile: join(DIST, 'validate-worker.cjs'),
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  minifyWhitespace: true,
+  minifySyntax: true,
+  banner: { js: "var __rdbImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
+  define: { 'import.meta.url': '__rdbImportMetaUrl' },
+  logLevel: 'warning',
+});
 const bundle = readFileSync(join(DIST, 'cli.bundle.cjs'), 'utf8');
 if (/\bimport\(/.test(bundle)) throw new Error('build: the bundle contains a dynamic import(), which a vm.Script cannot run');
 

@@ -290,7 +290,7 @@ export class FileChecker {
       this.filesRead += 1;
       if (kind === 'rdb') {
         try {
-          const pass = await copyPass(handle, path, undefined, undefined, this.validation);
+          const pass = await copyPass(handle, path, undefined, undefined, this.validation, undefined, info.size);
           this.bytesRead += pass.bytes;
           return { bytes: pass.bytes, sha256: pass.sha256, rdb: pass.rdb };
         } catch (err) {

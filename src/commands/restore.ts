@@ -341,7 +341,7 @@ async function stageCopy(
     let pass;
     try {
       await out.chmod(RESTORE_FILE_MODE);
-      pass = await copyPass(source, rdbPath, out, undefined, validation);
+      pass = await copyPass(source, rdbPath, out, undefined, validation, undefined, info.size);
       await out.sync();
     } finally {
       await out.close();

@@ -321,6 +321,23 @@ export class FoldersFailedError extends ArchiverError {
   }
 }
 
+/**
+ * The thread that validates a read pass beside the hashing (src/rdb/validate-thread.ts)
+ * crashed or exited mid-pass: a bug or a resource limit, not the snapshot's fault. The pass
+ * fails (nothing is archived from it, its temp is removed); the next pass starts a new thread.
+ */
+export class ValidationThreadError extends ArchiverError {
+  readonly exitCode = ExitCode.INTERNAL;
+  readonly kind = 'internal';
+  constructor(
+    readonly path: string,
+    readonly detail: string,
+  ) {
+    super(`validate ${path}: the validation thread failed: ${detail}`);
+    this.name = 'ValidationThreadError';
+  }
+}
+
 const SPACE_CODES = new Set(['ENOSPC', 'EDQUOT']);
 const PERMISSION_CODES = new Set(['EACCES', 'EPERM', 'EROFS']);
 

@@ -180,7 +180,7 @@ async function stageEvent(deps: DrillDeps, instance: InstanceConfig, event: { ts
     if (available < size) throw new DrillError(ExitCode.NO_SPACE, `the drill folder ${join(to, '..')} has ${available} bytes free; the event needs ${size}: set drill.dir to a larger filesystem`);
     const out = await deps.fs.open(to, 'create-exclusive', 0o600);
     try {
-      const pass = await copyPass(source, rdbPath, out, deps.signal, instance.validation);
+      const pass = await copyPass(source, rdbPath, out, deps.signal, instance.validation, undefined, size);
       if (pass.sha256 !== expected) throw new InvalidSnapshotError(rdbPath, `sha256 mismatch: the sidecar says ${expected}, the file has ${pass.sha256}`);
       return pass;
     } finally {

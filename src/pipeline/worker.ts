@@ -19,7 +19,8 @@ import { effectiveUid } from '../core/trust.js';
 import { closeAfter, ensureDir, errorCode, lstatIfExists, publishNew, readFromStart, tempPathFor, unlinkIfExists, writeNewFile } from '../core/fs.js';
 import type { Log } from '../core/log.js';
 import { borrowPassBuffers } from '../rdb/crc64.js';
-import { RdbValidator, type RdbInfo, type ValidationMode } from '../rdb/validate.js';
+import { RdbMagicCheck, RdbValidator, type RdbInfo, type ValidationMode } from '../rdb/validate.js';
+import { lendValidationThread, threadWanted, type ThreadedValidation } from '../rdb/validate-thread.js';
 import { createSha256, sha256Hex } from '../core/sha256.js';
 import { copyIntoTemp, copyMethodsFor, type CopyMethod, type PassResult } from './copy-methods.js';
 import type { SourceIdentity } from './state.js';
@@ -100,7 +101,11 @@ export type { PassResult };
 /**
  * One read pass over an open descriptor: every chunk goes to the output (if
  * any), the sha256 and the RDB validator. The next read is issued before the
- * current chunk is hashed and written, so I/O and CPU overlap.
+ * current chunk is hashed and written, so I/O and CPU overlap. A pass over
+ * THREAD_MIN_BYTES or more (`expectedBytes`, when the caller knows the size)
+ * validates in the validation thread while this thread hashes
+ * (src/rdb/validate-thread.ts); a smaller one, or one that finds the thread
+ * taken or unable to run, does both here.
  */
 export async function copyPass(
   source: Pick<Handle, 'read'>,
@@ -110,17 +115,75 @@ export async function copyPass(
   validation: ValidationMode = 'full',
   /** archive.max_rate: bytes per second this pass reads (and writes) at most; unlimited when absent. */
   maxRate?: number,
+  /** The size the source should have: decides whether the validation thread is worth starting. */
+  expectedBytes?: number,
 ): Promise<PassResult> {
+  const pace = maxRate === undefined ? undefined : pacer(maxRate);
+  if (threadWanted(expectedBytes)) {
+    const thread = await lendValidationThread(sourcePath, validation, COPY_CHUNK_BYTES);
+    if (thread) {
+      try {
+        return await passWithThread(source, sourcePath, out, thread, signal, pace);
+      } finally {
+        thread.release();
+      }
+    }
+  }
   // Page-aligned buffers the CRC runs over in place (see borrowPassBuffers);
   // given back only when no read or write into them is left in flight.
   const lent = borrowPassBuffers(2, COPY_CHUNK_BYTES);
   try {
-    return await passThrough(source, sourcePath, out, lent.buffers, signal, validation, maxRate);
+    return await passThrough(source, sourcePath, out, lent.buffers, signal, validation, pace);
   } finally {
     lent.release();
   }
 }
 
+/**
+ * Background write-back of a long copy (see WRITEBACK_START_BYTES): one fsync
+ * at a time. It never rejects: its error is kept and fails the pass.
+ */
+class WriteBack {
+  private flushing: Promise<void> | undefined;
+  private error: { err: unknown } | undefined;
+  private flushedUpTo = 0;
+
+  constructor(private readonly out: Handle | undefined) {}
+
+  /** After a chunk was written up to `position`: throws a failed fsync's error, starts the next when due. */
+  step(position: number): void {
+    if (this.error) throw this.error.err;
+    if (this.out && !this.flushing && position >= WRITEBACK_START_BYTES && position - this.flushedUpTo >= WRITEBACK_STEP_BYTES) this.start(position);
+  }
+
+  /** The fsync in flight, settled; throws its error. */
+  async end(): Promise<void> {
+    await this.flushing;
+    if (this.error) throw this.error.err;
+  }
+
+  /** The fsync in flight, settled, never throwing (before cleanup). */
+  settled(): Promise<void> {
+    return this.flushing ?? Promise.resolve();
+  }
+
+  private start(upTo: number): void {
+    this.flushing = this.out!.sync().then(
+      () => {
+        this.flushedUpTo = upTo;
+        this.flushing = undefined;
+      },
+      (err: unknown) => {
+        this.error ??= { err };
+        this.flushing = undefined;
+      },
+    );
+  }
+}
+
+type Pace = (done: number) => Promise<void>;
+
+/** The pass on one thread: read chunk i+1 while chunk i is written, hashed and validated, through two buffers. */
 async function passThrough(
   source: Pick<Handle, 'read'>,
   sourcePath: string,
@@ -128,13 +191,12 @@ async function passThrough(
   buffers: Buffer[],
   signal: AbortSignal | undefined,
   validation: ValidationMode,
-  maxRate: number | undefined,
+  pace: Pace | undefined,
 ): Promise<PassResult> {
   const hash = createSha256();
   const validator = new RdbValidator(sourcePath, { validation });
   let position = 0;
   let which = 0;
-  const pace = maxRate === undefined ? undefined : pacer(maxRate);
   // The read in flight is awaited later: mark its rejection handled now, or a read
   // failing while a write is awaited is an unhandled rejection that kills the process.
   const issueRead = (): Promise<number> => {
@@ -143,29 +205,13 @@ async function passThrough(
     return p;
   };
   let reading = issueRead();
-  // Background write-back (see WRITEBACK_START_BYTES); it never rejects: its
-  // error is kept and fails the pass.
-  let flushing: Promise<void> | undefined;
-  let flushError: { err: unknown } | undefined;
-  let flushedUpTo = 0;
-  const startFlush = (upTo: number): void => {
-    flushing = out!.sync().then(
-      () => {
-        flushedUpTo = upTo;
-        flushing = undefined;
-      },
-      (err: unknown) => {
-        flushError ??= { err };
-        flushing = undefined;
-      },
-    );
-  };
+  const writeBack = new WriteBack(out);
   let writing: Promise<void> | undefined;
   try {
     for (;;) {
       const n = await reading;
       if (n === 0) break;
-      if (signal?.aborted) await flushing;
+      if (signal?.aborted) await writeBack.settled();
       signal?.throwIfAborted();
       const chunk = buffers[which]!.subarray(0, n);
       position += n;
@@ -178,17 +224,76 @@ async function passThrough(
       validator.update(chunk);
       if (validator.earlyError) throw validator.earlyError; // not an RDB at all: don't copy the rest of it
       await writing;
-      if (flushError) throw flushError.err;
-      if (out && !flushing && position >= WRITEBACK_START_BYTES && position - flushedUpTo >= WRITEBACK_STEP_BYTES) startFlush(position);
+      writeBack.step(position);
     }
-    await flushing;
-    if (flushError) throw flushError.err;
+    await writeBack.end();
   } catch (err) {
     // Leave no read, write or fsync racing the cleanup, nor the next user of the buffers.
-    await Promise.allSettled([reading, writing, flushing]);
+    await Promise.allSettled([reading, writing, writeBack.settled()]);
     throw err;
   }
   return { bytes: position, sha256: hash.digest('hex'), rdb: validator.finish() };
+}
+
+/**
+ * The pass on two threads: this one reads and hashes (and writes), the
+ * validation thread validates the same chunks in the shared buffers. Chunk i
+ * is handed to the thread as soon as it was read; then the read of chunk i+1
+ * goes into a buffer that nobody uses, and chunk i is hashed meanwhile. The
+ * thread may lag behind by a few chunks (THREAD_BUFFERS); past that the reads
+ * wait for it.
+ */
+async function passWithThread(
+  source: Pick<Handle, 'read'>,
+  sourcePath: string,
+  out: Handle | undefined,
+  thread: ThreadedValidation,
+  signal: AbortSignal | undefined,
+  pace: Pace | undefined,
+): Promise<PassResult> {
+  const buffers = thread.buffers;
+  const hash = createSha256();
+  const magic = new RdbMagicCheck(sourcePath);
+  let position = 0;
+  let current = 0;
+  const issueRead = (index: number): Promise<number> => {
+    const p = source.read(buffers[index]!, 0, COPY_CHUNK_BYTES, position);
+    p.catch(() => undefined); // awaited later (see passThrough)
+    return p;
+  };
+  let reading = issueRead(current);
+  const writeBack = new WriteBack(out);
+  let writing: Promise<void> | undefined;
+  try {
+    for (;;) {
+      const n = await reading;
+      if (n === 0) break;
+      if (signal?.aborted) await writeBack.settled();
+      signal?.throwIfAborted();
+      const chunk = buffers[current]!.subarray(0, n);
+      position += n;
+      const early = magic.update(chunk);
+      if (early) throw early; // not an RDB at all: don't copy the rest of it
+      thread.validate(current, n);
+      if (pace) await pace(position);
+      writing = out ? writeAll(out, chunk) : undefined;
+      writing?.catch(() => undefined); // awaited below; same reason as the reads
+      const next = await thread.freeBuffer(current, signal);
+      reading = issueRead(next);
+      hash.update(chunk);
+      thread.check();
+      await writing;
+      writing = undefined;
+      writeBack.step(position);
+      current = next;
+    }
+    await writeBack.end();
+    return { bytes: position, sha256: hash.digest('hex'), rdb: await thread.finish(signal) };
+  } catch (err) {
+    // Leave no read, write or fsync racing the cleanup, nor the next pass in these buffers.
+    await Promise.allSettled([reading, writing, writeBack.settled()]);
+    throw err;
+  }
 }
 
 /**
@@ -197,7 +302,7 @@ async function passThrough(
  * read (and the current one written) only then, so reads and writes both
  * keep to the rate, give or take one chunk.
  */
-function pacer(rate: number): (done: number) => Promise<void> {
+function pacer(rate: number): Pace {
   const start = process.hrtime.bigint(); // monotonic: a clock step must not stall or rush the pass
   return async (done) => {
     const elapsedMs = Number(process.hrtime.bigint() - start) / 1e6;
@@ -740,7 +845,7 @@ export async function archiveSnapshot(ctx: WorkerContext, job: SnapshotJob, targ
     const pass = async (out: Handle | undefined): Promise<PassResult> => {
       let result: PassResult;
       try {
-        result = await copyPass(source, job.sourceRdb, out, ctx.signal, instance.validation, instance.maxRate);
+        result = await copyPass(source, job.sourceRdb, out, ctx.signal, instance.validation, instance.maxRate, before.size);
       } catch (err) {
         if (err instanceof InvalidSnapshotError) throw (await changedError()) ?? err;
         throw err;

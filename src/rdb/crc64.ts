@@ -233,8 +233,14 @@ const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.fl
 const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body];
 const name = (s: string): number[] => vec([...s].map((c) => [c.charCodeAt(0)]));
 
-/** Builds the module described above. Exported for tests. */
-export function buildCrc64WasmModule(): Uint8Array {
+/**
+ * Builds the module described above. Exported for tests. With
+ * `sharedPages`, the module imports its memory (env.mem) as a shared memory
+ * of exactly that many pages instead of defining its own: the validation
+ * thread runs it over the pass buffers another thread reads into
+ * (shareablePassMemory, adoptSharedPassMemory).
+ */
+export function buildCrc64WasmModule(sharedPages?: number): Uint8Array {
   // Locals: 0 p, 1 len (params); 2 end, 3 w1, 4 w2 (i32); 5 crc, 6 x, 7 y (i64).
   const P = 0;
   const LEN = 1;
@@ -301,8 +307,10 @@ export function buildCrc64WasmModule(): Uint8Array {
   return new Uint8Array([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
     ...section(1, vec([[TYPE_FUNC, ...vec([[TYPE_I32], [TYPE_I32]]), ...vec([])]])), // type 0: (i32, i32) -> ()
+    // imported: env.mem, shared (limits flag 3), exactly sharedPages pages
+    ...(sharedPages === undefined ? [] : section(2, vec([[...name('env'), ...name('mem'), 0x02, 0x03, ...uleb(sharedPages), ...uleb(sharedPages)]]))),
     ...section(3, vec([[0]])), // function 0 has type 0
-    ...section(5, vec([[0x00, ...uleb(WASM_PAGES)]])), // one memory, min 2 pages, no max
+    ...(sharedPages === undefined ? section(5, vec([[0x00, ...uleb(WASM_PAGES)]])) : []), // one memory, min 2 pages, no max
     ...section(7, vec([[...name('mem'), 0x02, 0], [...name('upd'), 0x00, 0]])),
     ...section(10, vec([[...uleb(body.length), ...body]])),
   ]);
@@ -323,14 +331,20 @@ interface WasmKernel {
 
 interface MinimalWasmApi {
   Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: Record<string, unknown> };
+  Instance: new (module: object, imports?: Record<string, Record<string, unknown>>) => { exports: Record<string, unknown> };
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
 }
 
-function loadWasm(): WasmKernel | null {
-  const api = (globalThis as { WebAssembly?: MinimalWasmApi }).WebAssembly;
+const wasmApi = (): MinimalWasmApi | undefined => (globalThis as { WebAssembly?: MinimalWasmApi }).WebAssembly;
+
+/** The kernel over its own memory, or (shared) over a shared memory of `shared.pages` pages that it imports. */
+function loadWasm(shared?: { memory: WasmMemory; pages: number }): WasmKernel | null {
+  const api = wasmApi();
   if (!api) return null;
   try {
-    const instance = new api.Instance(new api.Module(buildCrc64WasmModule()));
+    const instance = shared
+      ? new api.Instance(new api.Module(buildCrc64WasmModule(shared.pages)), { env: { mem: shared.memory } })
+      : new api.Instance(new api.Module(buildCrc64WasmModule()));
     const memory = instance.exports['mem'] as WasmMemory;
     const upd = instance.exports['upd'] as (p: number, len: number) => void;
     const view = new DataView(memory.buffer);
@@ -356,7 +370,7 @@ function wasmUpdate(k: WasmKernel, lo: number, hi: number, data: Uint8Array, sta
   const view = k.view;
   view.setInt32(0, lo, true);
   view.setInt32(4, hi, true);
-  if (data.buffer === k.memory.buffer) {
+  if (data.buffer === k.bytes.buffer) {
     k.upd(data.byteOffset + start, end - start); // a lent pass buffer: in place
   } else {
     for (let p = start; p < end; p += WASM_BLOCK) {
@@ -373,7 +387,7 @@ function wasmUpdate(k: WasmKernel, lo: number, hi: number, data: Uint8Array, sta
 // a run that archives nothing never computes a CRC and should not pay for it.
 let WASM: WasmKernel | null = null;
 let initialised = false;
-function init(): void {
+function init(shared?: { memory: WasmMemory; pages: number }): void {
   if (initialised) return;
   initialised = true;
   buildTables();
@@ -381,7 +395,7 @@ function init(): void {
   bytewise(0, 0, CHECK_INPUT, 0, CHECK_INPUT.length);
   CHECK_LO = outLo;
   CHECK_HI = outHi;
-  WASM = loadWasm();
+  WASM = loadWasm(shared);
 }
 
 // ---------------------------------------------------------------------------
@@ -432,6 +446,52 @@ export function borrowPassBuffers(count: number, size: number): PassBuffers {
       passBuffersLent = false;
     },
   };
+}
+
+/**
+ * Pass buffers that two threads share (src/rdb/validate-thread.ts): `count`
+ * buffers of `size` bytes in a shared WebAssembly memory of fixed size, laid
+ * out like the kernel's own memory (its scratch pages first, then each buffer
+ * on a 64 KiB boundary). The validation thread runs its CRC kernel over this
+ * memory (adoptSharedPassMemory), so the CRC still runs in place, and the
+ * reads into the buffers stay page-aligned. Null where shared WebAssembly
+ * memory is unavailable (no WebAssembly, or no threads in this build).
+ */
+export interface SharedPassMemory {
+  /** A WebAssembly.Memory (shared): post it to the thread that validates. */
+  readonly memory: object;
+  readonly pages: number;
+  readonly buffers: Buffer[];
+  /** Each buffer's offset in the memory. */
+  readonly offsets: number[];
+}
+
+export function shareablePassMemory(count: number, size: number): SharedPassMemory | null {
+  const api = wasmApi();
+  if (!api) return null;
+  const stride = Math.ceil(size / WASM_PAGE) * WASM_PAGE;
+  const pages = WASM_PAGES + (count * stride) / WASM_PAGE;
+  let memory: WasmMemory;
+  try {
+    memory = new api.Memory({ initial: pages, maximum: pages, shared: true });
+  } catch {
+    return null;
+  }
+  const offsets = Array.from({ length: count }, (_, i) => PASS_BUFFERS_BASE + i * stride);
+  return { memory, pages, offsets, buffers: offsets.map((offset) => Buffer.from(memory.buffer, offset, size)) };
+}
+
+/**
+ * In the validation thread, before any CRC: makes the CRC kernel of this
+ * thread the one over `shared` (made by shareablePassMemory in the thread
+ * that reads), so that the CRC of a pass buffer runs in place. Returns the
+ * bytes of that memory, to take the chunks from; null when the kernel cannot
+ * run over it (the CRC then runs as it would anywhere else, copying).
+ */
+export function adoptSharedPassMemory(shared: { memory: object; pages: number }): Uint8Array | null {
+  init({ memory: shared.memory as WasmMemory, pages: shared.pages });
+  const k = WASM;
+  return k && k.memory === shared.memory ? k.bytes : null;
 }
 
 function ensureMemory(k: WasmKernel, bytes: number): boolean {

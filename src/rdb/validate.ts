@@ -192,6 +192,15 @@ export class RdbValidator {
     return `not an RDB file: bad magic "${printable(this.head, Math.min(this.headLen, MAGIC_LEN))}"`;
   }
 
+  /**
+   * The header parser alone (no CRC, no walk), for RdbMagicCheck: the bytes
+   * given must be the file's next bytes, as with update().
+   */
+  updateHeaderOnly(chunk: Uint8Array): void {
+    if (this.outcome) throw new Error('RdbValidator.updateHeaderOnly() called after finish()');
+    if (chunk.length > 0 && (this.state === 'magic' || this.state === 'aux')) this.feedHeader(chunk);
+  }
+
   update(chunk: Uint8Array): void {
     if (this.outcome) throw new Error('RdbValidator.update() called after finish()');
     const n = chunk.length;
@@ -588,6 +597,32 @@ function utf8(b: Uint8Array): string {
 
 function decimal(s: string): number | undefined {
   return /^-?[0-9]{1,20}$/.test(s) ? Number(s) : undefined;
+}
+
+/**
+ * RdbValidator.earlyError (bad magic or version) from a file's first bytes
+ * alone, with the same messages: a pass whose validator runs on another
+ * thread (src/rdb/validate-thread.ts) checks this on its own thread, so that
+ * a file that is not an RDB still stops the pass at its first chunk. Costs
+ * nothing after the 9 bytes of the magic.
+ */
+export class RdbMagicCheck {
+  private readonly header: RdbValidator;
+  private seen = 0;
+
+  constructor(path: string) {
+    this.header = new RdbValidator(path, { validation: 'crc' });
+  }
+
+  /** Feeds the file's next bytes; returns the early error once it is certain, null otherwise. */
+  update(chunk: Uint8Array): InvalidSnapshotError | null {
+    if (this.seen < MAGIC_LEN) {
+      const part = chunk.subarray(0, MAGIC_LEN - this.seen);
+      this.seen += part.length;
+      this.header.updateHeaderOnly(part);
+    }
+    return this.header.earlyError;
+  }
 }
 
 /** Validates a whole RDB given as one buffer. */

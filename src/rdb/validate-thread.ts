@@ -1,0 +1,301 @@
+/**
+ * The validation thread: the second core's share of a read pass.
+ *
+ * A pass (src/pipeline/worker.ts copyPass) reads the source chunk by chunk;
+ * each chunk is hashed (sha256) and validated (RdbValidator: header, CRC-64
+ * and, with validation 'full', the structural walk). On one thread these run
+ * one after the other. Here the validator runs in a worker thread while the
+ * main thread reads the next chunk and hashes this one: per chunk the pass
+ * costs max(sha256, validation) instead of their sum (BENCHMARKS.md, "Two
+ * cores" has the measured splits).
+ *
+ * The chunks are not copied: THREAD_BUFFERS buffers live in one shared
+ * WebAssembly memory (shareablePassMemory), page-aligned like the
+ * single-thread pass buffers, and the thread's CRC kernel runs over that
+ * memory in place. A buffer is read into again only after the thread gave it
+ * back and the main thread hashed (and wrote) it, so memory stays bounded:
+ * THREAD_BUFFERS x the chunk size, whatever the file's size.
+ *
+ * Lifetime: the thread starts on the first pass that wants it (a run that
+ * copies nothing never starts it), is reused by later passes, and is
+ * unref()ed between passes so it never keeps the process alive. One pass at
+ * a time has it; another pass at the same time validates on its own thread,
+ * as before.
+ *
+ * Failures: a bad magic still stops the pass at its first chunk (RdbMagicCheck
+ * runs on the main thread too); the validator's verdict comes back as the
+ * same InvalidSnapshotError; a thread that crashes or exits fails the pass with
+ * ValidationThreadError (exit 70) and is replaced by the next pass; a thread
+ * that cannot start leaves the pass on the main thread.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Worker } from 'node:worker_threads';
+import { InvalidSnapshotError, ValidationThreadError } from '../core/errors.js';
+import { shareablePassMemory, type SharedPassMemory } from './crc64.js';
+import type { RdbInfo, ValidationMode } from './validate.js';
+
+/** Chunk buffers in rotation: one being read, one being hashed, and up to two more the validator may lag behind by. */
+export const THREAD_BUFFERS = 4;
+
+/**
+ * Passes over fewer bytes validate on the main thread: starting the thread
+ * costs more than the overlap saves on a small file (measured, BENCHMARKS.md
+ * "Two cores").
+ */
+export const THREAD_MIN_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Test switch RDB_ARCHIVER_VALIDATE_THREAD: 'always' validates every pass on
+ * the thread (whatever its size), 'never' none, 'crash' is 'always' with a
+ * thread that throws on its first chunk (the crash test). Unset: by size.
+ */
+export const THREAD_ENV = 'RDB_ARCHIVER_VALIDATE_THREAD';
+
+/** workerData of the thread. */
+export interface ThreadSetup {
+  /** The shared WebAssembly.Memory holding the buffers. */
+  memory: object;
+  pages: number;
+  /** Each buffer's offset in the memory. */
+  offsets: number[];
+  /** One Int32: the pass the main thread is running (0: none). A chunk of another pass is given back unread. */
+  control: SharedArrayBuffer;
+  crashForTests: boolean;
+}
+
+export type ThreadRequest =
+  | { op: 'begin'; pass: number; path: string; validation: ValidationMode }
+  | { op: 'chunk'; pass: number; index: number; length: number }
+  | { op: 'finish'; pass: number };
+
+export type ThreadReply =
+  | { op: 'ready'; crcInPlace: boolean }
+  | { op: 'released'; pass: number; index: number; early: string | null }
+  | { op: 'result'; pass: number; info: RdbInfo }
+  | { op: 'invalid'; pass: number; reason: string };
+
+/** Whether a pass over `expectedBytes` (when known) validates on the thread. */
+export function threadWanted(expectedBytes: number | undefined, env: NodeJS.ProcessEnv = process.env): boolean {
+  const forced = env[THREAD_ENV];
+  if (forced === 'never') return false;
+  if (forced === 'always' || forced === 'crash') return true;
+  return expectedBytes !== undefined && expectedBytes >= THREAD_MIN_BYTES;
+}
+
+/** Where the thread's script is: beside the CLI bundle (dist/validate-worker.cjs), or beside this module (tsc's dist/rdb/). */
+function workerScript(): string | null {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const name of ['validate-worker.cjs', 'validate-worker.js']) {
+    const path = join(here, name);
+    if (existsSync(path)) return path;
+  }
+  return null; // running from the TypeScript sources (unit tests): the main thread validates
+}
+
+/** The running thread, as the passes that borrow it see it. */
+export interface Thread {
+  worker: Worker;
+  shared: SharedPassMemory;
+  control: Int32Array;
+  /** true once the thread said it is ready; false when it died first. */
+  ready: Promise<boolean>;
+  /** Why the thread is gone, once it is. */
+  failure: string | null;
+  /** The pass that has the thread now. */
+  pass: ThreadedValidation | null;
+}
+
+let thread: Thread | undefined;
+let shared: { size: number; memory: SharedPassMemory | null } | undefined;
+let lent = false;
+let passes = 0;
+
+function startThread(chunkBytes: number, env: NodeJS.ProcessEnv): Thread | undefined {
+  const script = workerScript();
+  if (!script) return undefined;
+  if (!shared || shared.size !== chunkBytes) shared = { size: chunkBytes, memory: shareablePassMemory(THREAD_BUFFERS, chunkBytes) };
+  const memory = shared.memory;
+  if (!memory) return undefined;
+  // Loaded here, not at import: most runs never start the thread.
+  const { Worker: WorkerClass } = createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
+  const control = new SharedArrayBuffer(4);
+  const setup: ThreadSetup = { memory: memory.memory, pages: memory.pages, offsets: memory.offsets, control, crashForTests: env[THREAD_ENV] === 'crash' };
+  const worker = new WorkerClass(script, { workerData: setup });
+  let settleReady: (ok: boolean) => void = () => undefined;
+  const t: Thread = {
+    worker,
+    shared: memory,
+    control: new Int32Array(control),
+    ready: new Promise((resolve) => (settleReady = resolve)),
+    failure: null,
+    pass: null,
+  };
+  worker.on('message', (reply: ThreadReply) => {
+    if (reply.op === 'ready') settleReady(true);
+    else t.pass?.onReply(reply);
+  });
+  worker.on('error', (err: unknown) => {
+    t.failure ??= err instanceof Error ? err.message : String(err);
+  });
+  worker.on('exit', (code: number) => {
+    t.failure ??= `the thread exited (code ${code})`;
+    if (thread === t) thread = undefined;
+    settleReady(false);
+    t.pass?.wake();
+  });
+  worker.unref();
+  return t;
+}
+
+/**
+ * The thread for one pass over `path`, or null when the pass should validate
+ * on the main thread (another pass has it, or it cannot run here). Call
+ * release() when the pass ends, whichever way.
+ */
+export async function lendValidationThread(
+  path: string,
+  validation: ValidationMode,
+  chunkBytes: number,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ThreadedValidation | null> {
+  if (lent) return null;
+  lent = true;
+  let t: Thread | undefined;
+  try {
+    t = thread && !thread.failure ? thread : (thread = startThread(chunkBytes, env));
+    if (!t || t.shared.buffers[0]!.length !== chunkBytes) {
+      lent = false;
+      return null;
+    }
+    t.worker.ref(); // awaited from here on: the thread's replies must keep the process alive
+    if (!(await t.ready) || t.failure) {
+      // Never got going (no threads here, out of memory...): the main thread validates, as before.
+      if (thread === t) thread = undefined;
+      t.worker.unref();
+      lent = false;
+      return null;
+    }
+    return new ThreadedValidation(t, ++passes, path, validation);
+  } catch {
+    if (t) t.worker.unref();
+    lent = false;
+    return null;
+  }
+}
+
+/** One pass's use of the thread: hand it chunks, learn which buffers are free, get its verdict. */
+export class ThreadedValidation {
+  /** The pass buffers, shared with the thread. */
+  readonly buffers: Buffer[];
+  private readonly held: boolean[];
+  private early: string | null = null;
+  private verdict: { info: RdbInfo } | { reason: string } | null = null;
+  private waiters: Array<() => void> = [];
+  private released = false;
+
+  constructor(
+    private readonly t: Thread,
+    private readonly pass: number,
+    private readonly path: string,
+    validation: ValidationMode,
+  ) {
+    this.buffers = t.shared.buffers;
+    this.held = this.buffers.map(() => false);
+    t.pass = this;
+    Atomics.store(t.control, 0, pass);
+    this.post({ op: 'begin', pass, path, validation });
+  }
+
+  /** The thread validates buffers[index][0, length) next; the buffer is its own until it gives it back. */
+  validate(index: number, length: number): void {
+    this.held[index] = true;
+    this.post({ op: 'chunk', pass: this.pass, index, length });
+  }
+
+  /** Throws what is already certain: the validator's early error (not an RDB), or the thread's failure. */
+  check(): void {
+    if (this.early !== null) throw new InvalidSnapshotError(this.path, this.early);
+    if (this.t.failure !== null) throw new ValidationThreadError(this.path, this.t.failure);
+  }
+
+  /** A buffer that neither the thread nor the main thread (`inUse`) uses; waits for one. */
+  async freeBuffer(inUse: number, signal?: AbortSignal): Promise<number> {
+    for (;;) {
+      this.check();
+      signal?.throwIfAborted();
+      for (let i = 0; i < this.held.length; i++) if (i !== inUse && !this.held[i]) return i;
+      await this.change(signal);
+    }
+  }
+
+  /** Every chunk was handed over: the validator's verdict (RdbValidator.finish), or its InvalidSnapshotError. */
+  async finish(signal?: AbortSignal): Promise<RdbInfo> {
+    this.post({ op: 'finish', pass: this.pass });
+    for (;;) {
+      const verdict = this.verdict as { info: RdbInfo } | { reason: string } | null;
+      if (verdict) {
+        if ('info' in verdict) return verdict.info;
+        throw new InvalidSnapshotError(this.path, verdict.reason);
+      }
+      this.check();
+      signal?.throwIfAborted();
+      await this.change(signal);
+    }
+  }
+
+  /** The pass is over: chunks still queued for it are given back unread, and the thread no longer keeps the process alive. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    Atomics.store(this.t.control, 0, 0);
+    if (this.t.pass === this) this.t.pass = null;
+    this.t.worker.unref();
+    this.wake();
+    lent = false;
+  }
+
+  /** @internal The thread's replies, for this pass only. */
+  onReply(reply: ThreadReply): void {
+    if (!('pass' in reply) || reply.pass !== this.pass) return;
+    if (reply.op === 'released') {
+      this.held[reply.index] = false;
+      if (reply.early !== null) this.early ??= reply.early;
+    } else if (reply.op === 'result') {
+      this.verdict = { info: reply.info };
+    } else if (reply.op === 'invalid') {
+      this.verdict = { reason: reply.reason };
+    }
+    this.wake();
+  }
+
+  /** @internal Something changed: a reply, the thread's exit, the pass's end. */
+  wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private post(request: ThreadRequest): void {
+    if (this.t.failure === null) this.t.worker.postMessage(request);
+  }
+
+  private change(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      this.waiters.push(done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+}
+
+/** For tests: stops the thread as a crash would (the pass using it fails with ValidationThreadError). */
+export async function terminateValidationThreadForTests(): Promise<void> {
+  const t = thread;
+  if (t) await t.worker.terminate();
+}
