@@ -18,15 +18,19 @@
  *
  * Lifetime: the thread starts on the first pass that wants it (a run that
  * copies nothing never starts it), is reused by later passes, and is
- * unref()ed between passes so it never keeps the process alive. One pass at
- * a time has it; another pass at the same time validates on its own thread,
- * as before.
+ * unref()ed between passes so it never keeps the process alive. Its start
+ * (a Node thread boots: about 100 ms of CPU on the bench machine) runs on the
+ * other core while the pass already reads and hashes: the chunks wait in the
+ * thread's queue. One pass at a time has it; another pass at the same time
+ * validates on its own thread, as before.
  *
  * Failures: a bad magic still stops the pass at its first chunk (RdbMagicCheck
  * runs on the main thread too); the validator's verdict comes back as the
  * same InvalidSnapshotError; a thread that crashes or exits fails the pass with
- * ValidationThreadError (exit 70) and is replaced by the next pass; a thread
- * that cannot start leaves the pass on the main thread.
+ * ValidationThreadError (exit 70) and is replaced by the next pass. A thread
+ * that dies before it started has validated nothing: the chunks it was given
+ * are still in their buffers, so the main thread validates them, in order,
+ * and the rest of the pass, itself.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -35,7 +39,7 @@ import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { InvalidSnapshotError, ValidationThreadError } from '../core/errors.js';
 import { shareablePassMemory, type SharedPassMemory } from './crc64.js';
-import type { RdbInfo, ValidationMode } from './validate.js';
+import { RdbValidator, type RdbInfo, type ValidationMode } from './validate.js';
 
 /** Chunk buffers in rotation: one being read, one being hashed, and up to two more the validator may lag behind by. */
 export const THREAD_BUFFERS = 4;
@@ -49,8 +53,9 @@ export const THREAD_MIN_BYTES = 32 * 1024 * 1024;
 
 /**
  * Test switch RDB_ARCHIVER_VALIDATE_THREAD: 'always' validates every pass on
- * the thread (whatever its size), 'never' none, 'crash' is 'always' with a
- * thread that throws on its first chunk (the crash test). Unset: by size.
+ * the thread (whatever its size), 'never' none; 'crash' is 'always' with a
+ * thread that throws on its first chunk, 'crash-at-start' with one that dies
+ * before it is ready (the failure tests). Unset: by size.
  */
 export const THREAD_ENV = 'RDB_ARCHIVER_VALIDATE_THREAD';
 
@@ -61,9 +66,15 @@ export interface ThreadSetup {
   pages: number;
   /** Each buffer's offset in the memory. */
   offsets: number[];
-  /** One Int32: the pass the main thread is running (0: none). A chunk of another pass is given back unread. */
+  /**
+   * Two Int32s. [0]: the pass the main thread is running (0: none); a chunk
+   * of another pass is given back unread. [1]: set to 1 by the thread before
+   * it takes its first chunk, so that the main thread knows for certain
+   * whether a thread that died had validated anything (its messages and its
+   * error travel on different ports, in no fixed order).
+   */
   control: SharedArrayBuffer;
-  crashForTests: boolean;
+  crashForTests: 'first-chunk' | 'start' | null;
 }
 
 export type ThreadRequest =
@@ -81,7 +92,7 @@ export type ThreadReply =
 export function threadWanted(expectedBytes: number | undefined, env: NodeJS.ProcessEnv = process.env): boolean {
   const forced = env[THREAD_ENV];
   if (forced === 'never') return false;
-  if (forced === 'always' || forced === 'crash') return true;
+  if (forced === 'always' || forced === 'crash' || forced === 'crash-at-start') return true;
   return expectedBytes !== undefined && expectedBytes >= THREAD_MIN_BYTES;
 }
 
@@ -100,8 +111,7 @@ export interface Thread {
   worker: Worker;
   shared: SharedPassMemory;
   control: Int32Array;
-  /** true once the thread said it is ready; false when it died first. */
-  ready: Promise<boolean>;
+
   /** Why the thread is gone, once it is. */
   failure: string | null;
   /** The pass that has the thread now. */
@@ -121,21 +131,14 @@ function startThread(chunkBytes: number, env: NodeJS.ProcessEnv): Thread | undef
   if (!memory) return undefined;
   // Loaded here, not at import: most runs never start the thread.
   const { Worker: WorkerClass } = createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
-  const control = new SharedArrayBuffer(4);
-  const setup: ThreadSetup = { memory: memory.memory, pages: memory.pages, offsets: memory.offsets, control, crashForTests: env[THREAD_ENV] === 'crash' };
+  const control = new SharedArrayBuffer(8);
+  const forced = env[THREAD_ENV];
+  const crashForTests = forced === 'crash' ? 'first-chunk' : forced === 'crash-at-start' ? 'start' : null;
+  const setup: ThreadSetup = { memory: memory.memory, pages: memory.pages, offsets: memory.offsets, control, crashForTests };
   const worker = new WorkerClass(script, { workerData: setup });
-  let settleReady: (ok: boolean) => void = () => undefined;
-  const t: Thread = {
-    worker,
-    shared: memory,
-    control: new Int32Array(control),
-    ready: new Promise((resolve) => (settleReady = resolve)),
-    failure: null,
-    pass: null,
-  };
+  const t: Thread = { worker, shared: memory, control: new Int32Array(control), failure: null, pass: null };
   worker.on('message', (reply: ThreadReply) => {
-    if (reply.op === 'ready') settleReady(true);
-    else t.pass?.onReply(reply);
+    if (reply.op !== 'ready') t.pass?.onReply(reply);
   });
   worker.on('error', (err: unknown) => {
     t.failure ??= err instanceof Error ? err.message : String(err);
@@ -143,7 +146,6 @@ function startThread(chunkBytes: number, env: NodeJS.ProcessEnv): Thread | undef
   worker.on('exit', (code: number) => {
     t.failure ??= `the thread exited (code ${code})`;
     if (thread === t) thread = undefined;
-    settleReady(false);
     t.pass?.wake();
   });
   worker.unref();
@@ -171,13 +173,6 @@ export async function lendValidationThread(
       return null;
     }
     t.worker.ref(); // awaited from here on: the thread's replies must keep the process alive
-    if (!(await t.ready) || t.failure) {
-      // Never got going (no threads here, out of memory...): the main thread validates, as before.
-      if (thread === t) thread = undefined;
-      t.worker.unref();
-      lent = false;
-      return null;
-    }
     return new ThreadedValidation(t, ++passes, path, validation);
   } catch {
     if (t) t.worker.unref();
@@ -191,6 +186,10 @@ export class ThreadedValidation {
   /** The pass buffers, shared with the thread. */
   readonly buffers: Buffer[];
   private readonly held: boolean[];
+  /** Chunks handed to the thread and not yet given back, in file order. */
+  private readonly queued: Array<{ index: number; length: number }> = [];
+  /** The main thread's own validator, once the thread died before it started. */
+  private local: RdbValidator | null = null;
   private early: string | null = null;
   private verdict: { info: RdbInfo } | { reason: string } | null = null;
   private waiters: Array<() => void> = [];
@@ -200,7 +199,7 @@ export class ThreadedValidation {
     private readonly t: Thread,
     private readonly pass: number,
     private readonly path: string,
-    validation: ValidationMode,
+    private readonly validation: ValidationMode,
   ) {
     this.buffers = t.shared.buffers;
     this.held = this.buffers.map(() => false);
@@ -211,14 +210,41 @@ export class ThreadedValidation {
 
   /** The thread validates buffers[index][0, length) next; the buffer is its own until it gives it back. */
   validate(index: number, length: number): void {
+    this.takeOverIfNeverStarted();
+    if (this.local) {
+      this.local.update(this.buffers[index]!.subarray(0, length));
+      return;
+    }
     this.held[index] = true;
+    this.queued.push({ index, length });
     this.post({ op: 'chunk', pass: this.pass, index, length });
   }
 
   /** Throws what is already certain: the validator's early error (not an RDB), or the thread's failure. */
   check(): void {
+    this.takeOverIfNeverStarted();
+    if (this.local) {
+      const early = this.local.earlyError;
+      if (early) throw early;
+      return;
+    }
     if (this.early !== null) throw new InvalidSnapshotError(this.path, this.early);
     if (this.t.failure !== null) throw new ValidationThreadError(this.path, this.t.failure);
+  }
+
+  /**
+   * The thread died before it was ready: it validated none of the chunks it
+   * was given, and they are still in their buffers (none was given back, so
+   * none was read into again). The main thread validates them, in order, and
+   * every later chunk itself.
+   */
+  private takeOverIfNeverStarted(): void {
+    if (this.local || this.t.failure === null || Atomics.load(this.t.control, 1) === 1) return;
+    this.local = new RdbValidator(this.path, { validation: this.validation });
+    for (const { index, length } of this.queued.splice(0)) {
+      this.local.update(this.buffers[index]!.subarray(0, length));
+      this.held[index] = false;
+    }
   }
 
   /** A buffer that neither the thread nor the main thread (`inUse`) uses; waits for one. */
@@ -235,6 +261,8 @@ export class ThreadedValidation {
   async finish(signal?: AbortSignal): Promise<RdbInfo> {
     this.post({ op: 'finish', pass: this.pass });
     for (;;) {
+      this.takeOverIfNeverStarted();
+      if (this.local) return this.local.finish();
       const verdict = this.verdict as { info: RdbInfo } | { reason: string } | null;
       if (verdict) {
         if ('info' in verdict) return verdict.info;
@@ -262,6 +290,7 @@ export class ThreadedValidation {
     if (!('pass' in reply) || reply.pass !== this.pass) return;
     if (reply.op === 'released') {
       this.held[reply.index] = false;
+      this.queued.shift();
       if (reply.early !== null) this.early ??= reply.early;
     } else if (reply.op === 'result') {
       this.verdict = { info: reply.info };

@@ -20,6 +20,7 @@ import { RdbValidator } from './validate.js';
 import type { ThreadReply, ThreadRequest, ThreadSetup } from './validate-thread.js';
 
 const setup = workerData as ThreadSetup;
+if (setup.crashForTests === 'start') throw new Error('died on purpose before it was ready (RDB_ARCHIVER_VALIDATE_THREAD=crash-at-start, a test switch)');
 const port = parentPort!;
 const control = new Int32Array(setup.control);
 const adopted = adoptSharedPassMemory(setup);
@@ -36,7 +37,7 @@ port.on('message', (request: ThreadRequest) => {
     case 'chunk': {
       const live = current !== null && current.pass === request.pass && Atomics.load(control, 0) === request.pass;
       if (live && current!.early === null) {
-        if (setup.crashForTests) throw new Error('crashed on purpose (RDB_ARCHIVER_VALIDATE_THREAD=crash, a test switch)');
+        if (setup.crashForTests === 'first-chunk') throw new Error('crashed on purpose (RDB_ARCHIVER_VALIDATE_THREAD=crash, a test switch)');
         const offset = setup.offsets[request.index]!;
         current!.validator.update(bytes.subarray(offset, offset + request.length));
         current!.early = current!.validator.earlyError?.reason ?? null;
@@ -59,4 +60,5 @@ port.on('message', (request: ThreadRequest) => {
   }
 });
 
+Atomics.store(control, 1, 1); // from here on a chunk may be validated: a death is a crash, no longer a failed start
 post({ op: 'ready', crcInPlace: adopted !== null });

@@ -195,6 +195,14 @@ describe('once with the validation thread', () => {
     }
   });
 
+  it('validates on the main thread when the thread dies before it started: archived, with the sha256 of the file', async () => {
+    const env = setupArchive();
+    writeFileSync(env.source, readFileSync(big));
+    const r = await runCli(['once', '-c', env.config, '--json'], { env: { RDB_ARCHIVER_VALIDATE_THREAD: 'crash-at-start' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(jsonOf<{ snapshot: { sha256: string } }>(r).snapshot.sha256).toBe(execFileSync('sha256sum', [big], { encoding: 'utf8' }).split(' ')[0]);
+  });
+
   it('refuses a file that is not an RDB with 65, also on the thread', async () => {
     const env = setupArchive();
     writeFileSync(env.source, Buffer.alloc(3 * COPY_CHUNK_BYTES, 0x41));
