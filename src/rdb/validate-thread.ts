@@ -45,11 +45,13 @@ import { RdbValidator, type RdbInfo, type ValidationMode } from './validate.js';
 export const THREAD_BUFFERS = 4;
 
 /**
- * Passes over fewer bytes validate on the main thread: starting the thread
- * costs more than the overlap saves on a small file (measured, BENCHMARKS.md
- * "Two cores").
+ * Passes over fewer bytes validate on the main thread. Starting the thread
+ * costs about 100 ms of CPU (a Node thread's boot, measured on the bench
+ * machine), spent on the other core while the pass begins; the overlap saves
+ * about the sha256's time, 0.6-0.9 s per GiB there. Below about 128 MiB the
+ * start costs more than it saves (BENCHMARKS.md, "Validation thread").
  */
-export const THREAD_MIN_BYTES = 32 * 1024 * 1024;
+export const THREAD_MIN_BYTES = 128 * 1024 * 1024;
 
 /**
  * Test switch RDB_ARCHIVER_VALIDATE_THREAD: 'always' validates every pass on
