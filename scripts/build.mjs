@@ -10,8 +10,8 @@
 // but node:vm compiles a script from a V8 code cache, and compiling the
 // bundle from source was the largest part of what was left (see
 // scripts/cli-loader.mjs). A script cannot contain `import`, hence CommonJS;
-// croner (only for `daemon`) is bundled in, pino stays external: it is
-// required on the first log line only (src/core/log.ts).
+// croner (only for `daemon`) is bundled in. The logger is our own
+// (src/core/log.ts): pino's start-up was a third of a no-change run's cost.
 //
 // Packaging follows from this: what is bundled is a devDependency, what stays
 // external is a dependency (the tarball carries those, bundleDependencies,
@@ -40,7 +40,7 @@ await build({
   // loadSdk): a run with nothing to upload neither parses nor loads it.
   // So do the codecs of off-site copies (src/codecs/): age-encryption and
   // zstd-napi are required when an upload or restore encodes, never before.
-  external: ['pino', '@aws-sdk/*', 'age-encryption', 'zstd-napi'],
+  external: ['@aws-sdk/*', 'age-encryption', 'zstd-napi'],
   minifyWhitespace: true,
   minifySyntax: true,
   sourcemap: true,

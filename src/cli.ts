@@ -1,6 +1,6 @@
 /**
  * The command line: parses arguments, loads the config, runs a command, and
- * turns its report into stdout (human summary or one JSON object), pino logs
+ * turns its report into stdout (human summary or one JSON object), JSON logs
  * on stderr and an exit code.
  */
 import { readFileSync } from 'node:fs';

@@ -2,8 +2,8 @@
  * Logging on stderr (stdout is for the command's result), in one of three
  * formats:
  *
- *   json     pino JSON lines, for log shippers (the default when stderr is
- *            neither a terminal nor the journal)
+ *   json     JSON lines in pino's format, for log shippers (the default
+ *            when stderr is neither a terminal nor the journal)
  *   pretty   one readable line per entry: time, level word, message, key
  *            fields; coloured on a terminal unless NO_COLOR is set
  *   journal  the same line without time (journald stamps it), prefixed with
@@ -12,15 +12,12 @@
  *
  * Modules take the small Log interface, so tests can pass a recorder.
  *
- * pino is loaded on the first JSON line actually written: a cron run that
- * finds nothing to do (and so logs nothing at info) never pays its start-up
- * cost. pretty and journal never load it: they are a few lines below, not
- * pino-pretty, which cost 50-100 ms more on the first line when measured (README, Logs).
+ * All three are a few lines below, written synchronously to fd 2: no pino
+ * (see jsonEmitter) and no pino-pretty, which cost 50-100 ms more on the
+ * first line when measured (README, Logs).
  */
 import { fstatSync, writeSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { isatty } from 'node:tty';
-import type { Logger } from 'pino';
 
 export interface Log {
   debug(obj: object, msg: string): void;
@@ -174,7 +171,7 @@ export interface LogOptions {
 export function createLog(level: string, options: LogOptions = {}): Log {
   const threshold = levelValue(level);
   const format = options.format ?? 'json';
-  const emit = format === 'json' ? jsonEmitter(level) : lineEmitter(format, options);
+  const emit = format === 'json' ? jsonEmitter(options) : lineEmitter(format, options);
   // Bindings and the entry's own fields are merged into one object, so a key is never written twice.
   const make = (bindings: Record<string, unknown>): Log => {
     const at = (method: Method) => (obj: object, msg: string) => {
@@ -188,21 +185,48 @@ export function createLog(level: string, options: LogOptions = {}): Log {
 
 type Emit = (method: Method, fields: Record<string, unknown>, msg: string) => void;
 
-function jsonEmitter(level: string): Emit {
-  let root: Logger | undefined;
-  return (method, fields, msg) => {
-    if (!root) {
-      const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino');
-      root = pino(
-        { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
-        pino.destination({ fd: 2, sync: true }),
-      );
+/**
+ * JSON lines in pino's format (`{"level":40,"time":"<ISO>","pid":N,...fields,"msg":"..."}`,
+ * level numbers as pino's), written by a few lines of our own rather than pino
+ * itself: loading pino and its dependencies (fast-redact, sonic-boom,
+ * thread-stream and worker_threads) was about a third of a no-change run's own
+ * start-up cost, paid by every run that logs a single line (measured with
+ * callgrind: 76 M instructions of about 245 M, README "Logs").
+ */
+function jsonEmitter(options: LogOptions): Emit {
+  const write = options.write ?? writeStderrLine;
+  const now = options.now ?? (() => new Date());
+  return (method, fields, msg) => write(jsonLine(method, now(), process.pid, fields, msg));
+}
+
+/** One JSON log line (without the newline). The fixed keys come first and win: a field of the same name is renamed, never written twice. */
+export function jsonLine(level: Method | 'fatal' | 'trace', time: Date, pid: number, fields: Record<string, unknown>, msg: string): string {
+  let line = `{"level":${LEVEL_VALUES[level]},"time":"${time.toISOString()}","pid":${pid}`;
+  for (const key of Object.keys(fields)) {
+    const value = fields[key];
+    if (value === undefined || typeof value === 'function' || typeof value === 'symbol') continue;
+    const name = key === 'level' || key === 'time' || key === 'pid' || key === 'msg' ? `field_${key}` : key;
+    line += `,${JSON.stringify(name)}:${jsonValue(value)}`;
+  }
+  return `${line},"msg":${JSON.stringify(msg)}}`;
+}
+
+/** A field value as JSON: errors as {type, message, stack} (as pino's err serializer), bigints as numbers' text, cycles as "[Circular]". */
+function jsonValue(value: unknown): string {
+  const seen = new WeakSet<object>();
+  const text = JSON.stringify(value, function replacer(_key, v: unknown) {
+    if (typeof v === 'bigint') return v.toString();
+    if (v instanceof Error) {
+      const { name, message, stack, ...own } = v as Error & Record<string, unknown>;
+      return { type: v.constructor?.name ?? name, message, stack, ...own };
     }
-    // pino's own keys win over a field of the same name, which is renamed rather than written twice.
-    const { pid, level: lv, time, msg: m, ...rest } = fields;
-    const clashes = Object.entries({ pid, level: lv, time, msg: m }).filter(([, v]) => v !== undefined);
-    root[method]({ ...rest, ...Object.fromEntries(clashes.map(([k, v]) => [`field_${k}`, v])) }, msg);
-  };
+    if (v !== null && typeof v === 'object') {
+      if (seen.has(v)) return '[Circular]';
+      seen.add(v);
+    }
+    return v;
+  });
+  return text ?? 'null';
 }
 
 function lineEmitter(format: 'pretty' | 'journal', options: LogOptions): Emit {

@@ -1,5 +1,5 @@
 /**
- * Long-running CLI processes for daemon tests (start, read the pino log as it
+ * Long-running CLI processes for daemon tests (start, read the JSON log as it
  * comes, signal, wait for the exit), plus helpers shared by the operations
  * tests: fast large snapshots, multi-instance configs, an externally held lock.
  */

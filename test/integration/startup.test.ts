@@ -28,7 +28,7 @@ function cliCopy(cache: Buffer | undefined, bundle: Buffer = readFileSync(join(D
   writeFileSync(join(root, 'dist', 'cli.bundle.cjs'), bundle);
   if (cache) writeFileSync(join(root, 'dist', 'cli.bundle.cache'), cache);
   copyFileSync(join(ROOT, 'package.json'), join(root, 'package.json'));
-  symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules')); // pino is required at run time
+  symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules')); // the external runtime dependencies (AWS SDK, codecs) are required at run time
   return join(root, 'dist', 'cli.js');
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chooseLogFormat, createLog, formatEntry, stderrText, wantsColor } from '../../src/core/log.js';
+import { chooseLogFormat, createLog, formatEntry, jsonLine, stderrText, wantsColor } from '../../src/core/log.js';
 
 const at = new Date(2026, 0, 2, 3, 4, 5, 6); // local time: the pretty clock is local
 
@@ -70,5 +70,43 @@ describe('stderrText', () => {
   it('prefixes every line with <3> under journal only', () => {
     expect(stderrText('rdb-archiver: bad\n(help)\n', 'journal')).toBe('<3>rdb-archiver: bad\n<3>(help)\n');
     expect(stderrText('rdb-archiver: bad\n', 'pretty')).toBe('rdb-archiver: bad\n');
+  });
+});
+
+describe('json lines (pino format, our own writer)', () => {
+  const t = new Date(Date.UTC(2026, 11, 2, 15, 4, 5, 6));
+
+  it('level number, ISO time and pid first, the fields in order, msg last; one parseable line', () => {
+    const line = jsonLine('warn', t, 42, { instance: 'default', bytes: 10, nested: { a: [1, 'x'] } }, 'said "hi"\nthen');
+    expect(line).toBe('{"level":40,"time":"2026-12-02T15:04:05.006Z","pid":42,"instance":"default","bytes":10,"nested":{"a":[1,"x"]},"msg":"said \\"hi\\"\\nthen"}');
+    expect(line).not.toContain('\n');
+    expect(JSON.parse(line)).toMatchObject({ level: 40, pid: 42, msg: 'said "hi"\nthen' });
+  });
+
+  it('a field named like a fixed key is renamed, never written twice; undefined fields are left out', () => {
+    const line = jsonLine('info', t, 1, { pid: 7, msg: 'm', level: 'x', time: 0, gone: undefined }, 'run');
+    const keys = [...line.matchAll(/"([a-z_]+)":/g)].map((m) => m[1]);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(JSON.parse(line)).toEqual({ level: 30, time: t.toISOString(), pid: 1, field_pid: 7, field_msg: 'm', field_level: 'x', field_time: 0, msg: 'run' });
+  });
+
+  it('errors as type, message and stack; bigints as text; cycles do not throw', () => {
+    const err = Object.assign(new RangeError('too far'), { code: 'E2BIG' });
+    const cyclic: Record<string, unknown> = { name: 'c' };
+    cyclic.self = cyclic;
+    const parsed = JSON.parse(jsonLine('error', t, 1, { err, big: 2n ** 70n, cyclic }, 'failed'));
+    expect(parsed.err).toMatchObject({ type: 'RangeError', message: 'too far', code: 'E2BIG' });
+    expect(parsed.err.stack).toContain('too far');
+    expect(parsed.big).toBe((2n ** 70n).toString());
+    expect(parsed.cyclic).toEqual({ name: 'c', self: '[Circular]' });
+  });
+
+  it('createLog json: child bindings merged, below-threshold levels dropped, lines to the writer', () => {
+    const lines: string[] = [];
+    const log = createLog('info', { format: 'json', write: (l) => lines.push(l), now: () => t });
+    log.child({ instance: 'a' }).warn({ path: '/x' }, 'careful');
+    log.debug({}, 'hidden');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toEqual({ level: 40, time: t.toISOString(), pid: process.pid, instance: 'a', path: '/x', msg: 'careful' });
   });
 });
