@@ -173,11 +173,15 @@ export async function identityOpens(identities: readonly string[], head: AsyncIt
   const { Decrypter } = loadAge();
   const d = new Decrypter();
   for (const id of identities) d.addIdentity(id);
+  const it = head[Symbol.asyncIterator]();
   try {
-    const out = await d.decrypt(toWebStream(head));
+    const out = await d.decrypt(toWebStream({ [Symbol.asyncIterator]: () => it }));
     await out.cancel().catch(() => undefined);
     return 'yes';
   } catch (err) {
     return classify(err).reason === 'no-identity-matched' ? 'no' : 'damaged';
+  } finally {
+    // The header was all we wanted: end the download (a failed decrypt leaves it suspended).
+    await it.return?.(undefined)?.catch(() => undefined);
   }
 }

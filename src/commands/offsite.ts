@@ -398,6 +398,8 @@ export async function restoreFromRemote(
       const read = await readManifest(target, event);
       if (!read || 'error' in read) throw new InvalidSnapshotError(`${target.location}${event.manifest ?? remoteName('manifest', event.ts, event.seq)}`, `manifest cannot be read: ${read ? read.error : 'it vanished'}; nothing restored`);
       const m = read.manifest;
+      const knownSeq = await loadState(fs, instance.statePath).then((l) => l.state.seq, () => undefined);
+      report.warnings.push(...provenanceWarnings(m, instance.name, knownSeq));
 
       const archive = { dir: instance.archiveDir, ids: await archiveIdentities(fs, instance) };
       const rdbTarget = await resolveRestoreTarget(fs, '--to', options.to, DEFAULT_RDB_NAME, options.force, archive);
@@ -462,6 +464,27 @@ export async function restoreFromRemote(
       });
       log.info({ remote: remote.name, ts: m.ts, to: rdbTarget.path, bytes: got.bytes, sha256: got.sha256 }, 'snapshot restored from the remote');
   }));
+}
+
+/**
+ * What a restore from the bucket says about an event that is not plainly this
+ * archive's own: uploaded under another instance name (a prefix shared by
+ * mistake, or a renamed instance), or carrying a sequence number above any
+ * this archive has handed out (uploaded by another archive, or planted).
+ * Restored all the same (after a disaster the local state may be gone or
+ * stale), but never silently.
+ */
+export function provenanceWarnings(m: Manifest, instanceName: string, knownSeq: number | undefined): string[] {
+  const out: string[] = [];
+  // The bucket's text, quoted as JSON: no control characters reach a terminal.
+  const quoted = (text: string) => JSON.stringify(text.slice(0, 100));
+  if (m.instance !== '' && m.instance !== instanceName) {
+    out.push(`event ${m.ts} was uploaded by instance ${quoted(m.instance)}${m.host ? ` on ${quoted(m.host)}` : ''}, not by this instance "${instanceName}": if the prefix is shared, it is not this instance's data; check with \`rdb-archiver list --remote\` and restore a named event`);
+  }
+  if (knownSeq !== undefined && m.seq !== null && m.seq > knownSeq) {
+    out.push(`event ${m.ts} has the archive sequence number ${m.seq}, above any this archive handed out (${knownSeq}): this archive did not upload it`);
+  }
+  return out;
 }
 
 export async function runRemoteRestore(cmd: Command, name: string, options: { which: Timestamp | 'latest'; to: string; nodesTo?: string; force: boolean; identity?: string }): Promise<void> {

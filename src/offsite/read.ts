@@ -75,9 +75,14 @@ export async function readObject(target: S3Target, obj: ManifestObject, options:
   }
   const storedHash = createSha256();
   let storedBytes = 0;
+  // Past the manifest's sizes nothing can match any more: stop there, before a lying manifest or
+  // a decompression bomb fills the restore's disk (or memory, for a nodes file).
+  const tooLong = (what: string, got: number, said: number) =>
+    new InvalidSnapshotError(`${target.location}${obj.name}`, `${what} go on past the ${said} bytes the manifest says (${got} read): stopped there`);
   const stored = tap(target.downloadChunks(obj.name), (c) => {
     storedHash.update(c);
     storedBytes += c.length;
+    if (storedBytes > obj.storedBytes) throw tooLong('the stored bytes', storedBytes, obj.storedBytes);
   });
   if (encrypted && !haveKey) {
     for await (const _ of stored) { /* hashed by the tap */ }
@@ -88,13 +93,17 @@ export async function readObject(target: S3Target, obj: ManifestObject, options:
   let bytes = 0;
   try {
     for await (const batch of batches(decodeStream(stored, obj.encoding, options.identities))) {
-      hash.update(batch);
       bytes += batch.length;
+      if (bytes > obj.bytes) throw tooLong('the decoded bytes', bytes, obj.bytes);
+      hash.update(batch);
       validator?.update(batch);
       if (validator?.earlyError) throw validator.earlyError;
       await options.write?.(batch);
     }
   } catch (err) {
+    // End the download: a decoder that failed (a wrong key, damage) may leave it suspended, and its
+    // request and timer would keep the process alive until the remote's timeout.
+    await stored.return(undefined).catch(() => undefined);
     throw decodeError(target, obj, err);
   }
   return {

@@ -21,7 +21,7 @@
 import { sortNewestArchivedFirst } from '../pipeline/event-order.js';
 import { eventFileName, isSeq, parseTimestamp, type Timestamp } from '../core/timestamp.js';
 import type { TargetEvent } from './target.js';
-import { KNOWN_ENCODINGS } from '../codecs/encoding.js';
+import { encodedName, KNOWN_ENCODINGS } from '../codecs/encoding.js';
 import { parseServerFacts } from '../sources/facts.js';
 import type { ServerFacts } from '../sources/source.js';
 
@@ -176,6 +176,18 @@ export function parseManifest(text: string, expectedTs: Timestamp, expectedSeq?:
   const nodes = o.nodes === null || o.nodes === undefined ? null : parseObject(o.nodes, 'nodes', problems);
   if (o.nodes !== null && o.nodes !== undefined && !nodes && problems.length === 0) problems.push('nodes: malformed');
   if (problems.length > 0 || !rdb || !sidecar) return { error: problems.join('; ') || 'malformed' };
+  // Each object is this event's own, under the name its encoding gives it: a manifest pointing at
+  // another event's object (copied or swapped in the bucket), or at any other name, is not trusted.
+  const own = (obj: ManifestObject, kind: 'rdb' | 'nodes' | 'sha256', where: string) => {
+    const expected = encodedName(eventFileName(kind, expectedTs), kind === 'sha256' ? [] : obj.encoding);
+    if (obj.name !== expected || (kind === 'sha256' && obj.encoding.length > 0)) {
+      problems.push(`${where}: names the object ${JSON.stringify(obj.name.slice(0, 80))}${obj.encoding.length > 0 ? ` (${obj.encoding.join(' + ')})` : ''}, not this event's ${expected}`);
+    }
+  };
+  own(rdb, 'rdb', 'rdb');
+  if (nodes) own(nodes, 'nodes', 'nodes');
+  own(sidecar, 'sha256', 'sidecar');
+  if (problems.length > 0) return { error: problems.join('; ') };
   // Facts that do not parse lose only themselves: the event is still complete and restorable.
   const server = parseServerFacts(o.server);
   return {

@@ -131,6 +131,9 @@ describe('manifest and listing', () => {
     const encoded = JSON.parse(text) as Manifest;
     encoded.rdb.encoding = ['zstd', 'age'];
     encoded.rdb.storedSha256 = 'c'.repeat(64);
+    // The object's name must be the one its encoding gives this event's file.
+    expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining("not this event's dump-2025-01-02T03-04-05.rdb.zst.age") });
+    encoded.rdb.name = 'dump-2025-01-02T03-04-05.rdb.zst.age';
     expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toEqual({ manifest: encoded });
     encoded.rdb.encoding = ['lz4', 'age'];
     expect(parseManifest(JSON.stringify(encoded), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('encoding lz4 is not supported') });
@@ -164,6 +167,23 @@ describe('manifest and listing', () => {
     expect(writtenByText({ ...server, redisVersion: null, runId: null, replOffset: null }, '7.0.14')).toBe('server 7.0.14 (redis://10.0.0.5:6379, pulled 2025-01-02T03:04:05.000Z)');
     expect(writtenByText(null, '7.2.4')).toBe("server 7.2.4 (the RDB's redis-ver field)");
     expect(writtenByText(undefined, null)).toBeNull();
+  });
+
+  it('refuses a manifest whose objects are not its own event\'s: another event\'s object, a name with .., an encoded sidecar', () => {
+    const swapped = JSON.parse(serializeManifest(manifest).toString()) as Manifest;
+    swapped.rdb.name = 'dump-2025-01-01T00-00-00.rdb';
+    expect(parseManifest(JSON.stringify(swapped), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('rdb: names the object "dump-2025-01-01T00-00-00.rdb"') });
+    swapped.rdb.name = '..';
+    expect(parseManifest(JSON.stringify(swapped), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('rdb: names the object ".."') });
+    const sidecar = JSON.parse(serializeManifest(manifest).toString()) as Manifest;
+    sidecar.sidecar.name = 'dump-2025-01-02T03-04-05.sha256.gz';
+    sidecar.sidecar.encoding = ['gzip'];
+    expect(parseManifest(JSON.stringify(sidecar), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('sidecar: names') });
+    const nodes = JSON.parse(serializeManifest(manifest).toString()) as Manifest;
+    nodes.nodes = { ...nodes.sidecar, name: 'dump-2025-01-02T03-04-05.rdb' };
+    expect(parseManifest(JSON.stringify(nodes), T('2025-01-02T03-04-05'), 7)).toMatchObject({ error: expect.stringContaining('nodes: names') });
+    nodes.nodes = { ...nodes.sidecar, name: 'nodes-2025-01-02T03-04-05.config' };
+    expect(parseManifest(JSON.stringify(nodes), T('2025-01-02T03-04-05'), 7)).toMatchObject({ manifest: { nodes: { name: 'nodes-2025-01-02T03-04-05.config' } } });
   });
 
   it('groups a listing into events: complete only with a manifest; foreign names are dropped', () => {
