@@ -6,7 +6,7 @@
  * path. OSFS is the real implementation on node:fs.
  */
 import * as fsp from 'node:fs/promises';
-import { constants as C, lstatSync, unlinkSync } from 'node:fs';
+import { constants as C, lstatSync, readSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fsError, isErrno } from './errors.js';
 
@@ -388,6 +388,18 @@ export async function lstatIfExists(fs: FileSystem, path: string): Promise<FileI
     if (errorCode(err) === 'ENOENT') return undefined;
     throw err;
   }
+}
+
+/** readFromStart for a descriptor, synchronously (small files read while a config is loaded). */
+export function readFromStartSync(fd: number, size: number): Buffer {
+  const data = Buffer.alloc(size);
+  let offset = 0;
+  while (offset < data.length) {
+    const n = readSync(fd, data, offset, data.length - offset, offset);
+    if (n === 0) break;
+    offset += n;
+  }
+  return data.subarray(0, offset);
 }
 
 /** Reads up to `size` bytes from the start of an open file; the result is shorter if the file is. */

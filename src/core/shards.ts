@@ -17,7 +17,8 @@
  * This module is pure except for reading that record and listing the
  * instance's archive folder (both synchronous, at config load).
  */
-import { closeSync, constants as fsConstants, fstatSync, openSync, readdirSync, readSync, lstatSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readdirSync, lstatSync } from 'node:fs';
+import { readFromStartSync } from './fs.js';
 import { createHash } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import type { InstanceConfig } from './config.js';
@@ -127,14 +128,7 @@ export function readClusterRecord(cluster: InstanceConfig): ClusterRecord | unde
   try {
     const info = fstatSync(fd);
     if (!info.isFile() || info.size > MAX_RECORD_BYTES) return undefined;
-    const buffer = Buffer.alloc(info.size);
-    let length = 0;
-    while (length < buffer.length) {
-      const n = readSync(fd, buffer, length, buffer.length - length, null);
-      if (n === 0) break;
-      length += n;
-    }
-    const parsed = JSON.parse(buffer.toString('utf8', 0, length)) as ClusterRecord;
+    const parsed = JSON.parse(readFromStartSync(fd, info.size).toString('utf8')) as ClusterRecord;
     if (parsed?.version !== 1 || !Array.isArray(parsed.shards)) return undefined;
     const shards = parsed.shards.filter((s) => typeof s?.name === 'string' && SHARD_FOLDER_PATTERN.test(s.name) && typeof s.slots === 'string');
     return { ...parsed, shards, emptyMasters: Array.isArray(parsed.emptyMasters) ? parsed.emptyMasters : [] };

@@ -11,7 +11,8 @@
  * Nothing sent changes the server's data or configuration. Credentials are
  * read here, at run time, and go nowhere but into the AUTH command.
  */
-import { closeSync, fstatSync, openSync, readSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, openSync, constants as fsConstants } from 'node:fs';
+import { readFromStartSync } from '../core/fs.js';
 import type { RedisSourceConfig } from '../core/config.js';
 import { ConfigError, RedisSourceError, registerSecret } from '../core/errors.js';
 import type { SourceIdentity } from '../pipeline/state.js';
@@ -35,14 +36,7 @@ function readSmallFile(path: string, what: string, secret: boolean): Buffer {
     if (!info.isFile()) throw new ConfigError(undefined, what, `${path} is not a regular file`);
     if (info.size > MAX_SECRET_FILE_BYTES) throw new ConfigError(undefined, what, `${path} is larger than 64 KiB`);
     if (secret && (info.mode & 0o004) !== 0) throw new ConfigError(undefined, what, `${path} is readable by every user (mode ${(info.mode & 0o777).toString(8)}): chmod o-r it`);
-    const buffer = Buffer.alloc(info.size);
-    let length = 0;
-    while (length < buffer.length) {
-      const n = readSync(fd, buffer, length, buffer.length - length, null);
-      if (n === 0) break;
-      length += n;
-    }
-    return buffer.subarray(0, length);
+    return readFromStartSync(fd, info.size);
   } finally {
     closeSync(fd);
   }
