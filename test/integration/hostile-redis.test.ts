@@ -13,6 +13,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statfsSync
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { archivedFiles } from '../helpers/redis-archive.js';
 import { jsonOf, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 import { snapshotBytes } from '../helpers/snapshots.js';
 import { mountXfs } from '../helpers/xfs.js';
@@ -139,18 +140,6 @@ function setup(port: number, options: { extra?: string[]; timeout?: string; dir?
   return { dir, config };
 }
 
-/** Every file in the rule folders (final names and temps alike). */
-function ruleFiles(dir: string): string[] {
-  const root = join(dir, 'archive');
-  if (!existsSync(root)) return [];
-  const out: string[] = [];
-  for (const rule of readdirSync(root)) {
-    if (rule.startsWith('.')) continue;
-    for (const name of readdirSync(join(root, rule))) out.push(`${rule}/${name}`);
-  }
-  return out.sort();
-}
-
 const once = (config: string): Promise<CliResult> => runCli(['once', '--config', config, '--json'], { timeoutMs: 45_000 });
 
 async function restoredSha(config: string, dir: string): Promise<string> {
@@ -184,7 +173,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
     const r = await once(config);
     expect(r.code, r.stdout + r.stderr).toBe(68);
     expect(jsonOf<OnceJson>(r).error!.message).toContain(`before the whole snapshot arrived (${rdb.length} of ${rdb.length + 5000} bytes)`);
-    expect(ruleFiles(dir)).toEqual([]);
+    expect(archivedFiles(dir)).toEqual([]);
   });
 
   it('more bytes than announced: the archive holds exactly the announced payload (a valid RDB), not the bytes after it', async () => {
@@ -212,7 +201,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
     const { dir, config } = setup(port);
     const r = await once(config);
     expect(r.code, r.stdout + r.stderr).toBe(65);
-    expect(ruleFiles(dir)).toEqual([]);
+    expect(archivedFiles(dir)).toEqual([]);
   });
 
   it('diskless: the end mark never sent (connection closed): exit 68; the mark sent early, mid-RDB: exit 65; nothing archived either way', async () => {
@@ -227,7 +216,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
     const r1 = await once(a.config);
     expect(r1.code, r1.stdout + r1.stderr).toBe(68);
     expect(jsonOf<OnceJson>(r1).error!.message).toMatch(/no end mark/);
-    expect(ruleFiles(a.dir)).toEqual([]);
+    expect(archivedFiles(a.dir)).toEqual([]);
 
     const early = await fakeRedis(() => ({
       psync: async (s) => {
@@ -241,7 +230,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
     const b = setup(early.port);
     const r2 = await once(b.config);
     expect(r2.code, r2.stdout + r2.stderr).toBe(65);
-    expect(ruleFiles(b.dir)).toEqual([]);
+    expect(archivedFiles(b.dir)).toEqual([]);
   });
 
   it('garbage after +FULLRESYNC instead of a payload header: exit 68 (protocol error), nothing archived', async () => {
@@ -254,7 +243,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
     const r = await once(config);
     expect(r.code, r.stdout + r.stderr).toBe(68);
     expect(jsonOf<OnceJson>(r).error!.message).toMatch(/payload header/);
-    expect(ruleFiles(dir)).toEqual([]);
+    expect(archivedFiles(dir)).toEqual([]);
   });
 
   it('a diskless stream that never ends (a valid RDB header, then empty keys forever): stopped at source.redis.timeout, exit 68, no temp left', async () => {
@@ -274,7 +263,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
     const r = await once(config);
     expect(r.code, r.stdout + r.stderr).toBe(68);
     expect(jsonOf<OnceJson>(r).error!.message).toMatch(/source\.redis\.timeout/);
-    expect(ruleFiles(dir)).toEqual([]);
+    expect(archivedFiles(dir)).toEqual([]);
   });
 
   it('a diskless stream larger than the archive filesystem can take: stopped at archive.min_free (exit 1), no temp, the filesystem never filled', async (ctx) => {
@@ -298,7 +287,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
       const r = await once(config);
       expect(r.code, r.stdout + r.stderr).toBe(1);
       expect(jsonOf<OnceJson>(r).error!.message).toMatch(/not enough free space/);
-      expect(ruleFiles(dir)).toEqual([]);
+      expect(archivedFiles(dir)).toEqual([]);
       expect(statfsSync(xfs.dir).bavail * statfsSync(xfs.dir).bsize).toBeGreaterThan(190 * 1024 * 1024);
     } finally {
       xfs.cleanup();
@@ -316,7 +305,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
       const { dir, config } = setup(port, { timeout: '30s' });
       const r = await once(config);
       expect(r.code, `${len}: ${r.stdout}${r.stderr}`).toBe(1);
-      expect(ruleFiles(dir)).toEqual([]);
+      expect(archivedFiles(dir)).toEqual([]);
     }
   });
 
@@ -328,7 +317,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
       const r = await once(config);
       expect(r.code, `${time.join(' ')}: ${r.stdout}${r.stderr}`).toBe(68);
       expect(jsonOf<OnceJson>(r).error!.message).toMatch(/TIME/);
-      expect(ruleFiles(dir)).toEqual([]);
+      expect(archivedFiles(dir)).toEqual([]);
     }
   });
 
@@ -368,7 +357,7 @@ describe('a hostile or broken server behind source.redis', { timeout: 120_000 },
     expect(r4.code, r4.stdout + r4.stderr).toBe(0);
     expect(await restoredSha(config, dir)).toBe(sha256(fourth));
     // The stepped-back event is among the most recently archived: not pruned for its old name.
-    expect(ruleFiles(dir).filter((f) => f.endsWith('.rdb')).some((f) => f.includes('1980-01-01'))).toBe(true);
+    expect(archivedFiles(dir).filter((f) => f.endsWith('.rdb')).some((f) => f.includes('1980-01-01'))).toBe(true);
   });
 
   it('an identity that goes back (run_id A, then B, then A again with the old save time): every change is pulled, the last pull is "latest"; the same identity twice in a row is not pulled', async () => {

@@ -6,11 +6,12 @@
  * failing BGSAVE): each its documented exit code and no file under a final name.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { jsonOf, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 import { describeWithRedis, freePort, registerRedisCleanup, startRedis, waitFor, type RedisServer } from '../helpers/redis.js';
+import { archivedFiles, finalRdbs } from '../helpers/redis-archive.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 registerRedisCleanup();
@@ -29,20 +30,6 @@ function writeConfig(dir: string, redis: string, rdb?: string): string {
   writeFileSync(path, `source:\n${rdb ? `  rdb: ${rdb}\n` : ''}  redis:\n${redisLines}\narchive:\n  dir: ${join(dir, 'archive')}\n  create: true\n`);
   return path;
 }
-
-/** Every file under the rule folders: final names and temps alike. */
-function archivedFiles(dir: string): string[] {
-  const root = join(dir, 'archive');
-  if (!existsSync(root)) return [];
-  const out: string[] = [];
-  for (const rule of readdirSync(root)) {
-    if (rule.startsWith('.')) continue;
-    for (const name of readdirSync(join(root, rule))) out.push(`${rule}/${name}`);
-  }
-  return out.sort();
-}
-
-const finalRdbs = (dir: string) => archivedFiles(dir).filter((f) => /\/dump-[^/]+\.rdb$/.test(f));
 
 /** Loads an archived RDB into a fresh server and returns DEBUG DIGEST. */
 async function digestOfRestore(rdb: string, args: string[] = []): Promise<string> {
