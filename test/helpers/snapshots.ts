@@ -57,6 +57,23 @@ export interface ArchiveEnv {
  * A temp root with data/dump.rdb (not yet written), an empty archive/ (0700:
  * the archive root must exist unless archive.create is set) and config.yaml.
  */
+/**
+ * An archive environment in a given folder (a mount of the test's own, such as
+ * the XFS loop mount): data/ and archive/ (0700) there, and a config whose
+ * lines after `archive: dir:` are `tail` (archive keys, rules).
+ */
+export function archiveEnvIn(root: string, tail: string[]): ArchiveEnv {
+  mkdirSync(join(root, 'data'), { recursive: true });
+  mkdirSync(join(root, 'archive'));
+  chmodSync(join(root, 'archive'), 0o700);
+  const env: ArchiveEnv = {
+    root, source: join(root, 'data', 'dump.rdb'), archive: join(root, 'archive'), config: join(root, 'config.yaml'), state: join(root, 'archive', '.rdb-archiver', 'state.json'),
+    writeConfig: () => undefined,
+  };
+  writeFileSync(env.config, ['source:', `  rdb: ${env.source}`, 'archive:', `  dir: ${env.archive}`, ...tail, ''].join('\n'));
+  return env;
+}
+
 export function setupArchive(options: { rules?: RuleSpec[]; nodes?: boolean; extra?: string } = {}): ArchiveEnv {
   const root = tempDir();
   mkdirSync(join(root, 'data'));

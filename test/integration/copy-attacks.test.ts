@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonOf, runCli, runCliPausedAt, type CliResult } from '../helpers/cli.js';
 import { buildRdb, concat, encodeString } from '../helpers/rdb-builder.js';
 import { crc64 } from '../../src/rdb/crc64.js';
-import { setupArchive, snapshotBytes, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
+import { archiveEnvIn, setupArchive, snapshotBytes, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
 import { mountXfs, type XfsMount } from '../helpers/xfs.js';
 
 interface OnceJson { status: string; snapshot: { ts: string; sha256: string; bytes: number; copy?: string } | null; error?: { kind: string; message: string } }
@@ -154,16 +154,7 @@ describe('XFS (reflink) under attack', { timeout: 120_000 }, () => {
   afterAll(() => xfs?.cleanup());
 
   function xfsEnv(name: string, extra = ''): ArchiveEnv {
-    const root = join(xfs!.dir, name);
-    mkdirSync(join(root, 'data'), { recursive: true });
-    mkdirSync(join(root, 'archive'));
-    chmodSync(join(root, 'archive'), 0o700);
-    const env: ArchiveEnv = {
-      root, source: join(root, 'data', 'dump.rdb'), archive: join(root, 'archive'), config: join(root, 'config.yaml'), state: join(root, 'archive', '.rdb-archiver', 'state.json'),
-      writeConfig: () => undefined,
-    };
-    writeFileSync(env.config, ['source:', `  rdb: ${env.source}`, 'archive:', `  dir: ${env.archive}`, extra, 'rules:', '  - name: all', '    count: 5', ''].join('\n'));
-    return env;
+    return archiveEnvIn(join(xfs!.dir, name), [extra, 'rules:', '  - name: all', '    count: 5']);
   }
 
   it('a reflinked source rewritten in place right after the clone: refused (the clone holds the old bytes, the hash would read the new)', async (ctx) => {

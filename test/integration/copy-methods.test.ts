@@ -13,7 +13,7 @@ import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, 
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonOf, runCli } from '../helpers/cli.js';
-import { setupArchive, snapshotBytes, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
+import { archiveEnvIn, setupArchive, snapshotBytes, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
 import { mountXfs, usedBytes, type XfsMount } from '../helpers/xfs.js';
 
 const RULES = [{ name: 'last', count: 5 }, { name: 'hourly', every: 'hour', count: 5 }];
@@ -111,17 +111,8 @@ describe('XFS with reflink (loop-mounted image)', () => {
 
   /** An archive environment whose source and archive are on the XFS mount. */
   function xfsEnv(name: string): ArchiveEnv {
-    const root = join(xfs!.dir, name);
-    mkdirSync(join(root, 'data'), { recursive: true });
-    mkdirSync(join(root, 'archive'));
-    chmodSync(join(root, 'archive'), 0o700);
-    const env: ArchiveEnv = {
-      root, source: join(root, 'data', 'dump.rdb'), archive: join(root, 'archive'), config: join(root, 'config.yaml'), state: join(root, 'archive', '.rdb-archiver', 'state.json'),
-      writeConfig: () => undefined,
-    };
     const rules = RULES.flatMap((r) => [`  - name: ${r.name}`, `    count: ${r.count}`, ...(r.every ? [`    every: "${r.every}"`] : [])]);
-    writeFileSync(env.config, ['source:', `  rdb: ${env.source}`, 'archive:', `  dir: ${env.archive}`, 'rules:', ...rules, ''].join('\n'));
-    return env;
+    return archiveEnvIn(join(xfs!.dir, name), ['rules:', ...rules]);
   }
 
   it('the default copy is a reflink: exact, no data written, shared until the source is replaced', async (ctx) => {
