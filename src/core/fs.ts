@@ -52,9 +52,23 @@ export interface Handle {
    * copy through read() and write().
    */
   copyTo?(to: string, how: 'clone' | 'kernel'): Promise<void>;
+  /**
+   * True when writes bypass the page cache ('create-exclusive-direct'): they
+   * are on the device when they return, so there is no write-back to start
+   * early; sync() still makes the file (its tail, size and the device cache)
+   * durable. Such a handle also takes each write's file offset when the call
+   * is made, so the next write may start before the last one returned.
+   */
+  readonly writesThrough?: boolean;
 }
 
-export type OpenMode = 'read' | 'read-nofollow' | 'create-exclusive';
+/**
+ * 'create-exclusive-direct' creates like 'create-exclusive', with O_DIRECT:
+ * writes go from the caller's buffer to the device, not through the page
+ * cache. Fails with EINVAL where the filesystem refuses O_DIRECT (the file
+ * may then exist: the caller removes it).
+ */
+export type OpenMode = 'read' | 'read-nofollow' | 'create-exclusive' | 'create-exclusive-direct';
 
 export interface FileSystem {
   open(path: string, mode: OpenMode, perm?: number): Promise<Handle>;
@@ -119,12 +133,20 @@ const OPEN_FLAGS: Record<OpenMode, number> = {
   read: C.O_RDONLY,
   'read-nofollow': C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK,
   'create-exclusive': C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW,
+  'create-exclusive-direct': C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW | (C.O_DIRECT ?? 0),
 };
+
+/**
+ * O_DIRECT needs the file offset, the length and the buffer's address aligned
+ * to the device's logical block (512 or 4096 bytes). 4096 covers both; the
+ * pass buffers are page-aligned (src/rdb/crc64.ts borrowPassBuffers).
+ */
+const DIRECT_ALIGN = 4096;
 
 class OSHandle implements Handle {
   constructor(
-    private readonly fh: fsp.FileHandle,
-    private readonly path: string,
+    protected readonly fh: fsp.FileHandle,
+    protected readonly path: string,
   ) {}
   async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     try {
@@ -182,12 +204,92 @@ class OSHandle implements Handle {
   }
 }
 
+/**
+ * A file written sequentially with O_DIRECT: each write goes at the current
+ * end of the file, its block-aligned part through the O_DIRECT descriptor
+ * (from the caller's buffer to the device, no page cache: no copy into it,
+ * no write-back later, and Redis's own pages are not pushed out of the
+ * cache by a 1 GiB archive copy), the rest (the file's last partial block,
+ * or a write that is not aligned) through a second, ordinary descriptor on
+ * the same inode. A buffer the device cannot take directly (EINVAL: not
+ * aligned in memory) turns the direct path off for the rest of the file.
+ */
+class DirectHandle extends OSHandle {
+  readonly writesThrough = true;
+  private position = 0;
+  private direct = true;
+
+  constructor(
+    fh: fsp.FileHandle,
+    private readonly buffered: fsp.FileHandle,
+    path: string,
+  ) {
+    super(fh, path);
+  }
+
+  static async create(path: string, perm: number): Promise<DirectHandle> {
+    const fh = await fsp.open(path, OPEN_FLAGS['create-exclusive-direct'], perm);
+    try {
+      // The same inode, whatever its name says by now: /proc/self/fd reopens the descriptor's file.
+      const buffered = await fsp.open(`/proc/self/fd/${fh.fd}`, C.O_WRONLY);
+      const [a, b] = await Promise.all([fh.stat({ bigint: true }), buffered.stat({ bigint: true })]);
+      if (a.dev !== b.dev || a.ino !== b.ino) {
+        await buffered.close();
+        throw Object.assign(new Error(`reopened ${path} is another file`), { code: 'EXDEV' });
+      }
+      return new DirectHandle(fh, buffered, path);
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Positional: the file offset is taken when the call is made, so writes may be in flight together. */
+  override async write(buffer: Uint8Array, offset: number, length: number): Promise<number> {
+    const at = this.position;
+    this.position = at + length;
+    let aligned = 0;
+    if (this.direct && at % DIRECT_ALIGN === 0 && (buffer.byteOffset + offset) % DIRECT_ALIGN === 0) aligned = length - (length % DIRECT_ALIGN);
+    let done = 0;
+    try {
+      while (done < aligned) {
+        const n = (await this.fh.write(buffer, offset + done, aligned - done, at + done)).bytesWritten;
+        if (n === 0 || n % DIRECT_ALIGN !== 0) {
+          done += n;
+          break; // a short direct write: the rest goes through the page cache
+        }
+        done += n;
+      }
+    } catch (err) {
+      if (!isErrno(err, 'EINVAL')) throw fsError('write', this.path, err);
+      this.direct = false; // nothing was written by the refused call
+    }
+    try {
+      while (done < length) done += (await this.buffered.write(buffer, offset + done, length - done, at + done)).bytesWritten;
+    } catch (err) {
+      throw fsError('write', this.path, err);
+    }
+    return length;
+  }
+
+  override async close(): Promise<void> {
+    try {
+      await this.buffered.close();
+    } catch (err) {
+      await super.close().catch(() => undefined);
+      throw fsError('close', this.path, err);
+    }
+    await super.close();
+  }
+}
+
 export class OSFS implements FileSystem {
   async open(path: string, mode: OpenMode, perm = 0o600): Promise<Handle> {
     try {
+      if (mode === 'create-exclusive-direct') return await DirectHandle.create(path, perm);
       return new OSHandle(await fsp.open(path, OPEN_FLAGS[mode], perm), path);
     } catch (err) {
-      throw fsError(mode === 'create-exclusive' ? 'create' : 'open', path, err);
+      throw fsError(mode.startsWith('create') ? 'create' : 'open', path, err);
     }
   }
   async stat(path: string): Promise<FileInfo> {

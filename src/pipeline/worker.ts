@@ -148,7 +148,12 @@ class WriteBack {
   private error: { err: unknown } | undefined;
   private flushedUpTo = 0;
 
-  constructor(private readonly out: Handle | undefined) {}
+  private readonly out: Handle | undefined;
+
+  /** An output whose writes bypass the page cache (O_DIRECT) has nothing to write back. */
+  constructor(out: Handle | undefined) {
+    this.out = out?.writesThrough ? undefined : out;
+  }
 
   /** After a chunk was written up to `position`: throws a failed fsync's error, starts the next when due. */
   step(position: number): void {
@@ -263,7 +268,16 @@ async function passWithThread(
   };
   let reading = issueRead(current);
   const writeBack = new WriteBack(out);
-  let writing: Promise<void> | undefined;
+  // A write straight to the device (O_DIRECT) takes as long as the disk needs: it may stay in
+  // flight while the next chunk is read and hashed, so the disk always has one queued. Writes
+  // through the page cache return at memory speed and use the file offset: one at a time.
+  const overlapWrites = out?.writesThrough === true;
+  const writes: Array<Promise<void> | undefined> = buffers.map(() => undefined);
+  const writeDone = async (index: number): Promise<void> => {
+    const w = writes[index];
+    writes[index] = undefined;
+    await w;
+  };
   try {
     for (;;) {
       const n = await reading;
@@ -276,22 +290,25 @@ async function passWithThread(
       if (early) throw early; // not an RDB at all: don't copy the rest of it
       thread.validate(current, n);
       if (pace) await pace(position);
-      writing = out ? writeAll(out, chunk) : undefined;
-      writing?.catch(() => undefined); // awaited below; same reason as the reads
+      if (out) {
+        writes[current] = writeAll(out, chunk);
+        writes[current]!.catch(() => undefined); // awaited below; same reason as the reads
+      }
       const next = await thread.freeBuffer(current, signal);
+      await writeDone(next); // its bytes must be on their way before it is read into again
       reading = issueRead(next);
       hash.update(chunk);
       thread.check();
-      await writing;
-      writing = undefined;
+      if (!overlapWrites) await writeDone(current);
       writeBack.step(position);
       current = next;
     }
+    for (let i = 0; i < writes.length; i++) await writeDone(i);
     await writeBack.end();
     return { bytes: position, sha256: hash.digest('hex'), rdb: await thread.finish(signal) };
   } catch (err) {
     // Leave no read, write or fsync racing the cleanup, nor the next pass in these buffers.
-    await Promise.allSettled([reading, writing, writeBack.settled()]);
+    await Promise.allSettled([reading, ...writes, writeBack.settled()]);
     throw err;
   }
 }

@@ -179,7 +179,7 @@ export class FaultyFS implements FileSystem {
   }
 
   open(path: string, mode: OpenMode, perm?: number): Promise<Handle> {
-    return this.call(mode === 'create-exclusive' ? 'create' : 'open', path, async () => new FaultyHandle(this, await this.inner.open(path, mode, perm), path));
+    return this.call(mode.startsWith('create') ? 'create' : 'open', path, async () => new FaultyHandle(this, await this.inner.open(path, mode, perm), path));
   }
   stat(path: string): Promise<FileInfo> {
     return this.call('stat', path, () => this.inner.stat(path));
@@ -228,6 +228,9 @@ class FaultyHandle implements Handle {
     private readonly inner: Handle,
     private readonly path: string,
   ) {}
+  get writesThrough(): boolean | undefined {
+    return this.inner.writesThrough;
+  }
   read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     return this.fs.call('read', this.path, () => this.inner.read(buffer, offset, length, position));
   }

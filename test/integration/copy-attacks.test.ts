@@ -69,8 +69,8 @@ function rewriteInPlace(path: string, seed: string): string {
   return sha256(readFileSync(path));
 }
 
-describe('the source changes while the kernel copies it', { timeout: 120_000 }, () => {
-  for (const method of ['copy_file_range', 'reflink']) {
+describe('the source changes while it is copied', { timeout: 120_000 }, () => {
+  for (const method of ['copy_file_range', 'direct', 'reflink']) {
     it(`${method === 'reflink' ? 'the default method' : method}: rewritten in place (mtime put back) mid-copy: never archived as a mix; the next run archives the new content exactly`, async () => {
       const env = setupArchive({ rules: [{ name: 'all', count: 5 }, { name: 'hourly', every: 'hour', count: 5 }] });
       const old = writeSnapshot(env.source, { seed: 'before', mtime: new Date('2025-06-01T10:00:00Z'), size: SIZE });
@@ -110,7 +110,7 @@ describe('sources the kernel copies differently', { timeout: 120_000 }, () => {
     const body = concat([Uint8Array.of(0xfe, 0x00), Uint8Array.of(0x00), encodeString('hole'), encodeString(new Uint8Array(16 * 1024 * 1024))]);
     const file = Buffer.from(buildRdb({ body, checksum: 'zero' }));
     file.writeBigUInt64LE(crc64(file.subarray(0, file.length - 8)), file.length - 8);
-    for (const method of ['reflink', 'copy_file_range', 'read-write']) {
+    for (const method of ['reflink', 'direct', 'copy_file_range', 'read-write']) {
       const env = setupArchive({ rules: [{ name: 'all', count: 5 }] });
       writeFileSync(env.source, file);
       const dig = spawnSync('fallocate', ['--dig-holes', env.source]);
@@ -134,7 +134,7 @@ describe('sources the kernel copies differently', { timeout: 120_000 }, () => {
         writeFileSync(env.config, readFileSync(env.config, 'utf8').replace(`rdb: ${env.source}`, `rdb: ${source}`));
         const r = await runCli(['once', '--json', '-c', env.config], { env: { RDB_ARCHIVER_COPY_METHOD: method === 'reflink' ? undefined : method } });
         expect(r.code, r.stdout + r.stderr).toBe(0);
-        expect(['copy_file_range', 'read-write']).toContain(jsonOf<OnceJson>(r).snapshot!.copy);
+        expect(method === 'reflink' ? ['direct', 'copy_file_range', 'read-write'] : ['copy_file_range', 'read-write']).toContain(jsonOf<OnceJson>(r).snapshot!.copy);
         expectExactOrNothing(env, r, [snap.sha256]);
       }
     } finally {

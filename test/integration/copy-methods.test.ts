@@ -1,6 +1,6 @@
 /**
- * Issue 15: the kernel copies (reflink, copy_file_range) and the read/write
- * fallback each archive exactly the bytes their sha256 names: the sha256 in
+ * Issue 15: the kernel copies (reflink, copy_file_range), the O_DIRECT pass
+ * and the read/write fallback each archive exactly the bytes their sha256 names: the sha256 in
  * the sidecar, the archive record and `once --json` equals `sha256sum` of
  * every final file, on every copy path. The event's record says how it was
  * copied; `list --json` and `status --json` say whether its data is shared
@@ -64,7 +64,8 @@ describe('every copy path archives exactly what its sha256 names (the archive on
   // What the kernel copy is here: a reflink where the temp filesystem clones (btrfs, XFS), else copy_file_range.
   const tmpType = fsType(setupArchive().root);
   const cases: Array<[string, string | undefined, string[]]> = [
-    ['the default (reflink, else copy_file_range)', undefined, ['reflink', 'copy_file_range']],
+    ['the default (reflink, else O_DIRECT)', undefined, ['reflink', 'direct']],
+    ['O_DIRECT (reflink skipped)', 'direct', ['direct']],
     ['copy_file_range (reflink skipped)', 'copy_file_range', ['copy_file_range']],
     ['the forced read/write fallback', 'read-write', ['read-write']],
   ];
@@ -89,8 +90,8 @@ describe('every copy path archives exactly what its sha256 names (the archive on
     const snap = writeSnapshot(env.source, { seed: 'paced', mtime: new Date('2025-06-01T10:00:00Z'), size: SIZE });
     const s = await archive(env);
     expect(s.sha256).toBe(snap.sha256);
-    // A reflink writes nothing and stays allowed; anything else is the paced read/write pass.
-    expect(['reflink', 'read-write']).toContain(s.copy);
+    // A reflink writes nothing and stays allowed; anything else is a paced pass (O_DIRECT or through the page cache).
+    expect(['reflink', 'direct', 'read-write']).toContain(s.copy);
     expectSameEverywhere(env, s);
   });
 });
@@ -140,9 +141,9 @@ describe('XFS with reflink (loop-mounted image)', () => {
     expect(old).toMatchObject({ copy: 'reflink', shared: false });
   });
 
-  it('copy_file_range and the read/write fallback on XFS are exact too', async (ctx) => {
+  it('O_DIRECT, copy_file_range and the read/write fallback on XFS are exact too', async (ctx) => {
     if (!xfs) return ctx.skip(skip);
-    for (const method of ['copy_file_range', 'read-write']) {
+    for (const method of ['direct', 'copy_file_range', 'read-write']) {
       const env = xfsEnv(method);
       const snap = writeSnapshot(env.source, { seed: `xfs-${method}`, mtime: new Date('2025-06-01T10:00:00Z'), size: SIZE });
       const s = await archive(env, method);

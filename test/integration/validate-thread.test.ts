@@ -170,7 +170,7 @@ describe('the pass with the validation thread', () => {
 
 describe('once with the validation thread', () => {
   it('archives a multi-chunk dump on the thread on every copy path, with the sha256 of the file', async () => {
-    for (const method of ['read-write', 'copy_file_range']) {
+    for (const method of ['read-write', 'direct', 'copy_file_range']) {
       const env = setupArchive();
       writeFileSync(env.source, readFileSync(big));
       const r = await runCli(['once', '-c', env.config, '--json'], { env: { RDB_ARCHIVER_COPY_METHOD: method, RDB_ARCHIVER_VALIDATE_THREAD: 'always' } });
@@ -183,7 +183,7 @@ describe('once with the validation thread', () => {
   it('fails with exit 70 when the thread crashes: no final file, no temp left', async () => {
     const env = setupArchive();
     writeFileSync(env.source, readFileSync(big));
-    for (const method of ['read-write', 'copy_file_range']) {
+    for (const method of ['read-write', 'direct', 'copy_file_range']) {
       const r = await runCli(['once', '-c', env.config], { env: { RDB_ARCHIVER_VALIDATE_THREAD: 'crash', RDB_ARCHIVER_COPY_METHOD: method } });
       expect(r.code, r.stderr).toBe(70);
       expect(r.stdout + r.stderr).toMatch(/validation thread failed/);

@@ -4,15 +4,16 @@ import { COPY_METHOD_ENV, copyMethodsFor } from '../../src/pipeline/copy-methods
 import { sharingOf } from '../../src/pipeline/extents.js';
 
 describe('copyMethodsFor', () => {
-  it('tries a reflink, then copy_file_range, then read/write by default', () => {
-    expect(copyMethodsFor(undefined, {})).toEqual(['reflink', 'copy_file_range', 'read-write']);
+  it('tries a reflink, then O_DIRECT, then copy_file_range, then read/write by default', () => {
+    expect(copyMethodsFor(undefined, {})).toEqual(['reflink', 'direct', 'copy_file_range', 'read-write']);
   });
-  it('the test switch forces the fallback, or skips the reflink', () => {
+  it('the test switch forces the fallback, or starts with one method', () => {
     expect(copyMethodsFor(undefined, { [COPY_METHOD_ENV]: 'read-write' })).toEqual(['read-write']);
     expect(copyMethodsFor(undefined, { [COPY_METHOD_ENV]: 'copy_file_range' })).toEqual(['copy_file_range', 'read-write']);
+    expect(copyMethodsFor(undefined, { [COPY_METHOD_ENV]: 'direct' })).toEqual(['direct', 'read-write']);
   });
-  it('archive.max_rate drops copy_file_range (it cannot be paced) and keeps the reflink (it writes no data)', () => {
-    expect(copyMethodsFor(100 * 2 ** 20, {})).toEqual(['reflink', 'read-write']);
+  it('archive.max_rate drops copy_file_range (it cannot be paced) and keeps the reflink (it writes no data) and the paced passes', () => {
+    expect(copyMethodsFor(100 * 2 ** 20, {})).toEqual(['reflink', 'direct', 'read-write']);
     expect(copyMethodsFor(100 * 2 ** 20, { [COPY_METHOD_ENV]: 'copy_file_range' })).toEqual(['read-write']);
   });
 });
