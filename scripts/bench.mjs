@@ -827,8 +827,12 @@ async function realDump(keys, valueBytes, compression) {
   return path;
 }
 
-/** `once` of `source` into 4 rule folders vs `cp` + `sync FILE`, interleaved; a row with `target` (a ratio). */
-function benchArchiveVs(row, what, source, target, runs = RUNS) {
+/**
+ * `once` of `source` into 4 rule folders vs `cp` + `sync FILE`, interleaved; a row with `target` (a ratio).
+ * With `compareMethod`, a third interleaved side runs `once` with RDB_ARCHIVER_COPY_METHOD set to it
+ * (e.g. copy_file_range against the default O_DIRECT pass): the measurement behind the choice of method.
+ */
+function benchArchiveVs(row, what, source, target, runs = RUNS, compareMethod = undefined) {
   const dir = freshDir(join(BENCH, 'archive-real'));
   const arch = join(dir, 'arch');
   const cfg = yamlConfig(join(dir, 'config.yaml'), { source, archive: arch, rules: RULES4 });
@@ -844,6 +848,15 @@ function benchArchiveVs(row, what, source, target, runs = RUNS) {
     ours.push(r.wall);
     cpu.push(r);
   };
+  const other = [];
+  let otherMethod = '';
+  const otherRun = () => {
+    rmSync(arch, { recursive: true, force: true });
+    syncAll();
+    warm(source);
+    other.push(runWithCpu(process.execPath, [CLI, 'once', '-c', cfg], { ...process.env, RDB_ARCHIVER_COPY_METHOD: compareMethod }));
+    otherMethod = copyMethodOf(arch);
+  };
   const refRun = () => {
     rmSync(refDst, { force: true });
     syncAll();
@@ -854,6 +867,7 @@ function benchArchiveVs(row, what, source, target, runs = RUNS) {
     ref.push(Number(process.hrtime.bigint() - t0) / 1e6);
   };
   for (let i = 0; i < runs; i++) {
+    if (compareMethod) otherRun();
     if (i % 2 === 0) { oursRun(); refRun(); } else { refRun(); oursRun(); }
   }
   const method = copyMethodOf(arch);
@@ -862,6 +876,11 @@ function benchArchiveVs(row, what, source, target, runs = RUNS) {
   const c = median(ref);
   addRow({ row, what: `${what} (copy: ${method})`, ours: ms(o), ref: ms(c), ratio: `${(o / c).toFixed(2)}×`, target: `≤ ${target}×`, pass: o / c <= target, runs: { ours, ref } });
   extra.push(`${row}: CPU time of \`once\`, median: user ${ms(median(cpu.map((x) => x.user)))}, system ${ms(median(cpu.map((x) => x.sys)))} (wall ${ms(o)}; /usr/bin/time)`);
+  if (compareMethod) {
+    extra.push(`${row}, copy method: the default (${method}) ${ms(o)} wall, user ${ms(median(cpu.map((x) => x.user)))}, system ${ms(median(cpu.map((x) => x.sys)))}; ` +
+      `forced ${otherMethod} (RDB_ARCHIVER_COPY_METHOD=${compareMethod}, interleaved in the same runs) ${ms(median(other.map((x) => x.wall)))} wall, ` +
+      `user ${ms(median(other.map((x) => x.user)))}, system ${ms(median(other.map((x) => x.sys)))}`);
+  }
 }
 
 /** How the newest archived event was copied, from its archive record. */
@@ -872,10 +891,10 @@ function copyMethodOf(arch) {
 }
 
 /** Runs cmd under /usr/bin/time: wall, user and system CPU time in ms. */
-function runWithCpu(cmd, args) {
-  if (!TIME) return { wall: run(cmd, args), user: NaN, sys: NaN };
+function runWithCpu(cmd, args, env = undefined) {
+  if (!TIME) return { wall: run(cmd, args, { env }), user: NaN, sys: NaN };
   const out = join(BENCH, 'cpu.txt');
-  const wall = run(TIME, ['-f', '%U %S', '-o', out, cmd, ...args]);
+  const wall = run(TIME, ['-f', '%U %S', '-o', out, cmd, ...args], { env });
   const [user, sys] = readFileSync(out, 'utf8').trim().split('\n').pop().split(' ').map((x) => Number(x) * 1000);
   return { wall, user, sys };
 }
@@ -1067,10 +1086,11 @@ function writeReport(m, startedAt, elapsed) {
   lines.push('', '## How it is measured', '');
   lines.push(
     `- Test data: \`scripts/bench-rdbgen.mjs\` streams a structurally valid RDB of an exact size: magic \`REDIS0010\`, AUX fields (redis-ver, redis-bits, ctime, used-mem, aof-base), SELECTDB 0, RESIZEDB, string keys with random (incompressible) values of ${VALUES.minValue}–${VALUES.maxValue} bytes, EOF, and the CRC-64 trailer computed with dist/rdb/crc64.js. Version 10 because the installed redis-check-rdb (Redis 7.0) refuses RDB 11; the layout of string keys is the same. ${notes.filter((n) => n.startsWith('cross-check')).join(' ')}`,
-    '- Page cache: the source is read once (in the bench process) right before each timed run of either side, so both `once` and `cp` read it from the page cache; `sync` runs before each timed run so that neither side pays for the other\'s write-back. The copies themselves are written to the page cache and made durable inside the timed region: `once` fsyncs the copy and the folders, the reference runs `cp SRC DST` then `sync DST` (coreutils `sync FILE` = fsync of that file; a bare `sync` would also flush unrelated dirty data of other processes). The archive folder and the reference copy are deleted before each run, outside the timed region.',
+    '- Page cache: the source is read once (in the bench process) right before each timed run of either side, so both `once` and `cp` read it from the page cache; `sync` runs before each timed run so that neither side pays for the other\'s write-back. The copies are made durable inside the timed region (ours written with O_DIRECT where the filesystem takes it, `cp`\'s through the page cache): `once` fsyncs the copy and the folders, the reference runs `cp SRC DST` then `sync DST` (coreutils `sync FILE` = fsync of that file; a bare `sync` would also flush unrelated dirty data of other processes). The archive folder and the reference copy are deleted before each run, outside the timed region.',
     '- archive-rss: `/usr/bin/time -f %M` (the child\'s `ru_maxrss`), in separate runs from archive-1g.',
     '- crc-throughput: `node scripts/bench-validate.mjs FILE DIST crc` (dist/rdb/validate.js `validateRdbFile` with `validation: crc`: magic, AUX fields, CRC-64 over the whole file) and `redis-check-rdb FILE`, each timed as a whole process (start-up included), file in the page cache; MB/s = file size / wall time.',
     '- walk-*: the same with `validation: full` (the default: also the structural walk of every opcode and value, in the same pass) against `redis-check-rdb FILE`, on the 1 GiB bench dump and on a dump of 5 M small keys written by redis-server (`DEBUG POPULATE 5000000 key 16`); the walk\'s own cost is the in-process difference between full and crc on the same file.',
+    '- archive-real-*: dumps written by redis-server itself (DEBUG POPULATE, SAVE, rdbcompression no and yes), timed like archive-1g. The 1 GiB row also runs `once` with `RDB_ARCHIVER_COPY_METHOD=copy_file_range` in the same interleaved rounds (listed under Other figures): the O_DIRECT pass is the default on ext4 because it measured faster there (README "Copy methods").',
     '- verify: `rdb-archiver verify -c CONFIG` (sha256 and CRC-64 of the event; the four hard links are one inode, read once) vs `sha256sum -c dump-<ts>.sha256` in one rule folder, file in the page cache.',
     '- nochange: `rdb-archiver once -c CONFIG` on an archive whose source did not change (lock, state, stat, retention scan of 4 folders, state rewrite without fsync: nothing new to make durable) vs `node -e 0`. `dist/cli.js` compiles the bundle from the V8 code cache that `npm run build` saved (scripts/cli-loader.mjs).',
     '- prune: `rdb-archiver prune -c CONFIG`, stdout and stderr to a log file; the folder is built (outside the timed region) from hard links to one tiny file per kind, with valid event names: creating 200k inodes on the bench VM took minutes (about 1 ms of system time each) and deleting files with data blocks costs an online discard there (ext4 `-o discard`), which would measure the filesystem, not the tool. The retention safety check (lstat each file, delete only regular files owned by the user) runs on every file as in production.',
@@ -1157,7 +1177,7 @@ async function main() {
         const plain = await realDump(keys, 200, false);
         if (want('archive-real')) {
           benchArchiveVs(`archive-real-${fmtSize(statSync(plain).size).replace(' ', '')}`,
-            `\`once\` on a ${fmtSize(statSync(plain).size)} dump written by redis-server (DEBUG POPULATE ${keys} keys of 200 B, rdbcompression no) into 4 rule folders vs \`cp\` + \`sync FILE\``, plain, 1.15);
+            `\`once\` on a ${fmtSize(statSync(plain).size)} dump written by redis-server (DEBUG POPULATE ${keys} keys of 200 B, rdbcompression no) into 4 rule folders vs \`cp\` + \`sync FILE\``, plain, 1.15, RUNS, 'copy_file_range');
           const lzf = await realDump(keys, 200, true);
           benchArchiveVs(`archive-real-${fmtSize(statSync(lzf).size).replace(' ', '')}`,
             `\`once\` on a ${fmtSize(statSync(lzf).size)} dump written by redis-server (the same keys, rdbcompression yes) into 4 rule folders vs \`cp\` + \`sync FILE\``, lzf, 2.0, RUNS + 2);
