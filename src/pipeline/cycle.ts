@@ -22,7 +22,8 @@ import { absorbFailureRecords, readOwnFailureRecords, removeFailureRecords, writ
 import { userName } from '../core/trust.js';
 import { MAX_SEQ, type Timestamp, eventFileName, parseTimestamp, timestampFromMs, timestampToMs, withOrdinal } from '../core/timestamp.js';
 import { jobKey, pollOnce, type ChangeReason, type Detection, type SnapshotJob } from './watcher.js';
-import { archiveSnapshot, type ArchiveTarget, type FolderFailure, type NodesChange, type SnapshotResult } from './worker.js';
+import { archiveSnapshot, COPY_CHUNK_BYTES, type ArchiveTarget, type FolderFailure, type NodesChange, type SnapshotResult } from './worker.js';
+import { prestartValidationThread } from '../rdb/validate-thread.js';
 import { queueForRemotes, settleRemoteQueue } from '../offsite/queue.js';
 import { planOffsite, runOffsite, type RemoteRunReport } from '../offsite/run.js';
 import { writeArchiveIndex } from './archive-index.js';
@@ -534,6 +535,8 @@ export async function runOnce(
       protect.clear(); // the pending snapshot (archived last, so kept) will be the source's current content
     } else {
       pendingJob = job;
+      // The copy will want the validation thread: let it boot while the folders are scanned.
+      if (!isNetworkSource(instance)) prestartValidationThread(job.identity.size, COPY_CHUNK_BYTES);
       // The archive order: the next sequence number, after the state's and every one in the folders' names
       // (a lost or older state file must never hand out a number twice).
       const { scans, errors: scanErrors } = await scanAll(deps, instance);

@@ -158,6 +158,22 @@ function startThread(chunkBytes: number, env: NodeJS.ProcessEnv): Thread | undef
 }
 
 /**
+ * Starts the thread ahead of a pass that will want it (a run that has just
+ * found a changed source of `expectedBytes`), so that its boot (about 100 ms
+ * of CPU) runs on the other core while this thread prepares the copy, not at
+ * the start of the pass, where the chunks would queue for it. Never fails: a
+ * thread that cannot start is the pass's business (lendValidationThread).
+ */
+export function prestartValidationThread(expectedBytes: number, chunkBytes: number, env: NodeJS.ProcessEnv = process.env): void {
+  if (thread || lent || !threadWanted(expectedBytes, env)) return;
+  try {
+    thread = startThread(chunkBytes, env);
+  } catch {
+    thread = undefined;
+  }
+}
+
+/**
  * The thread for one pass over `path`, or null when the pass should validate
  * on the main thread (another pass has it, or it cannot run here). Call
  * release() when the pass ends, whichever way.
