@@ -143,7 +143,7 @@ const BUILD_OUTPUTS = [BIN, 'dist/cli.bundle.cjs', 'dist/cli.bundle.cache', 'dis
 function buildIfNeeded() {
   const inputs = Math.max(
     newestMtime(join(ROOT, 'src')),
-    ...['package.json', 'tsconfig.json', 'scripts/build.mjs', 'scripts/cli-loader.mjs'].map((f) => statSync(join(ROOT, f)).mtimeMs),
+    ...['package.json', 'tsconfig.json', 'scripts/build.mjs', 'scripts/cli-loader.cjs'].map((f) => statSync(join(ROOT, f)).mtimeMs),
   );
   const stale = () => BUILD_OUTPUTS.map((f) => join(ROOT, f)).some((f) => !existsSync(f) || statSync(f).mtimeMs < inputs);
   if (stale()) {
@@ -1092,7 +1092,7 @@ function writeReport(m, startedAt, elapsed) {
     '- walk-*: the same with `validation: full` (the default: also the structural walk of every opcode and value, in the same pass) against `redis-check-rdb FILE`, on the 1 GiB bench dump and on a dump of 5 M small keys written by redis-server (`DEBUG POPULATE 5000000 key 16`); the walk\'s own cost is the in-process difference between full and crc on the same file.',
     '- archive-real-*: dumps written by redis-server itself (DEBUG POPULATE, SAVE, rdbcompression no and yes), timed like archive-1g. The 1 GiB row also runs `once` with `RDB_ARCHIVER_COPY_METHOD=copy_file_range` in the same interleaved rounds (listed under Other figures): the O_DIRECT pass is the default on ext4 because it measured faster there (README "Copy methods").',
     '- verify: `rdb-archiver verify -c CONFIG` (sha256 and CRC-64 of the event; the four hard links are one inode, read once) vs `sha256sum -c dump-<ts>.sha256` in one rule folder, file in the page cache.',
-    '- nochange: `rdb-archiver once -c CONFIG` on an archive whose source did not change (lock, state, stat, retention scan of 4 folders, state rewrite without fsync: nothing new to make durable) vs `node -e 0`. `dist/cli.js` compiles the bundle from the V8 code cache that `npm run build` saved (scripts/cli-loader.mjs).',
+    '- nochange: `rdb-archiver once -c CONFIG` on an archive whose source did not change (lock, state, stat, retention scan of 4 folders, state rewrite without fsync: nothing new to make durable) vs `node -e 0`. `dist/cli.cjs` (the bin, CommonJS) compiles the bundle from the V8 code cache that `npm run build` saved (scripts/cli-loader.cjs); Node built-ins a no-change run does not use (child_process, crypto, net, tty) are loaded on first use (scripts/build.mjs lazyBuiltins).',
     '- prune: `rdb-archiver prune -c CONFIG`, stdout and stderr to a log file; the folder is built (outside the timed region) from hard links to one tiny file per kind, with valid event names: creating 200k inodes on the bench VM took minutes (about 1 ms of system time each) and deleting files with data blocks costs an online discard there (ext4 `-o discard`), which would measure the filesystem, not the tool. The retention safety check (lstat each file, delete only regular files owned by the user) runs on every file as in production.',
   );
   for (const n of notes.filter((x) => !x.startsWith('cross-check'))) lines.push(`- ${n}`);

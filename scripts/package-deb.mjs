@@ -9,7 +9,7 @@
 // out the Debian way:
 //
 //   /usr/lib/rdb-archiver/       package.json, dist/ (loader, bundle, code cache), node_modules/
-//   /usr/bin/rdb-archiver        -> ../lib/rdb-archiver/dist/cli.js
+//   /usr/bin/rdb-archiver        -> ../lib/rdb-archiver/dist/cli.cjs
 //   /lib/systemd/system/         rdb-archiver.service, .timer, rdb-archiver-daemon.service
 //   /etc/rdb-archiver/config.yaml  the example config, a conffile, mode 0640 (group rdb-archiver, set in postinst)
 //   /usr/share/doc/rdb-archiver/ README.md, copyright, examples/crontab.example
@@ -78,7 +78,7 @@ try {
   for (const unit of readdirSync(join(pkgDir, 'systemd'))) renameSync(join(pkgDir, 'systemd', unit), join(root, 'lib/systemd/system', unit));
   renameSync(join(pkgDir, 'examples/config.yaml'), join(root, 'etc', NAME, 'config.yaml'));
   renameSync(join(pkgDir, 'crontab.example'), join(doc, 'examples/crontab.example'));
-  symlinkSync(`../lib/${NAME}/dist/cli.js`, join(root, 'usr/bin', NAME));
+  symlinkSync(`../lib/${NAME}/dist/cli.cjs`, join(root, 'usr/bin', NAME));
   writeFileSync(join(doc, 'copyright'), copyright());
 
   // 3. The runtime dependencies: npm pack put them in the tarball
@@ -92,6 +92,7 @@ try {
   // 4. Modes: root-owned (dpkg-deb --root-owner-group), 0755 folders and
   // executables, 0644 files; the config 0640 (postinst gives it group rdb-archiver).
   normalizeModes(root);
+  chmodSync(join(lib, 'dist/cli.cjs'), 0o755);
   chmodSync(join(lib, 'dist/cli.js'), 0o755);
   chmodSync(join(root, 'etc', NAME, 'config.yaml'), 0o640);
 

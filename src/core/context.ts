@@ -59,12 +59,31 @@ export interface ContextOptions {
   archiveOnly?: boolean;
 }
 
+/**
+ * The context made for a command, for the hooks that run after its action
+ * (ops/metrics.ts): one config load per run, not two. Reading, parsing and
+ * checking the config was a large part of a no-change `once` (issue 11), and
+ * one run then works from one reading of the file.
+ */
+const contexts = new WeakMap<Command, { archiveOnly: boolean; hooksChecked: boolean; ctx: CommandContext }>();
+
 export function contextFor(cmd: Command, options: ContextOptions = {}): CommandContext {
+  const archiveOnly = options.archiveOnly === true;
+  const made = contexts.get(cmd);
+  if (made && made.archiveOnly === archiveOnly) {
+    if (options.runsHooks && !made.hooksChecked) {
+      checkHookExecutables(made.ctx.config);
+      made.hooksChecked = true;
+    }
+    return made.ctx;
+  }
   const opts = cmd.optsWithGlobals<GlobalOptions>();
-  const config = loadConfig(options.archiveOnly ? { ...opts, archiveOnly: true } : opts);
+  const config = loadConfig(archiveOnly ? { ...opts, archiveOnly: true } : opts);
   if (options.runsHooks) checkHookExecutables(config);
   const format = chooseLogFormat(config.logFormat, stderrFacts());
-  return { config, log: createLog(config.logLevel, { format, color: format === 'pretty' && wantsColor() }), fs: new OSFS(), json: opts.json === true };
+  const ctx = { config, log: createLog(config.logLevel, { format, color: format === 'pretty' && wantsColor() }), fs: new OSFS(), json: opts.json === true };
+  contexts.set(cmd, { archiveOnly, hooksChecked: options.runsHooks === true, ctx });
+  return ctx;
 }
 
 /** Set once stdout failed (EPIPE: `rdb-archiver list | head -1`): later output is dropped. */

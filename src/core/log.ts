@@ -73,16 +73,30 @@ export function descriptorId(fd: number): string | undefined {
   }
 }
 
+/**
+ * isatty(fd), asked only of a character device: every terminal is one, and
+ * a file, pipe or socket is answered by fstat without loading node:tty
+ * (start-up cost of a cron run, issue 11; scripts/build.mjs lazyBuiltins).
+ */
+export function isTerminal(fd: number): boolean {
+  try {
+    if (!fstatSync(fd).isCharacterDevice()) return false;
+  } catch {
+    return false;
+  }
+  return isatty(fd);
+}
+
 export function stderrFacts(env: NodeJS.ProcessEnv = process.env): StderrFacts {
   return {
-    isTTY: isatty(2),
+    isTTY: isTerminal(2),
     journalStream: env.JOURNAL_STREAM,
     stderrId: env.JOURNAL_STREAM ? descriptorId(2) : undefined,
   };
 }
 
 /** Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org) or TERM is dumb. */
-export function wantsColor(env: NodeJS.ProcessEnv = process.env, isTTY = isatty(2)): boolean {
+export function wantsColor(env: NodeJS.ProcessEnv = process.env, isTTY = isTerminal(2)): boolean {
   return isTTY && !env.NO_COLOR && env.TERM !== 'dumb';
 }
 

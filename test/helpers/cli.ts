@@ -1,5 +1,5 @@
 /**
- * Runs the built CLI (dist/cli.js) as a child process, the way cron or
+ * Runs the built CLI (dist/cli.cjs, the package's bin) as a child process, the way cron or
  * systemd would, and gives tests temp folders that are removed afterwards.
  */
 import { spawn } from 'node:child_process';
@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterEach } from 'vitest';
 
-export const CLI = resolve(import.meta.dirname, '../../dist/cli.js');
+export const CLI = resolve(import.meta.dirname, '../../dist/cli.cjs');
 
 export interface CliResult {
   code: number | null;
@@ -21,7 +21,7 @@ export interface CliOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
   timeoutMs?: number;
-  /** Another copy of the built CLI (default: dist/cli.js). */
+  /** Another copy of the built CLI (default: dist/cli.cjs). */
   cli?: string;
   /** Options for node itself, before the script (e.g. --import a preload). */
   nodeArgs?: string[];

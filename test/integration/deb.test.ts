@@ -129,7 +129,8 @@ describe.skipIf(reason !== undefined)('Debian package: npm run package:deb, dpkg
       expect(statSync(`/lib/systemd/system/${unit}`).mode & 0o7777).toBe(0o644);
     }
     expect(lstatSync('/usr/bin/rdb-archiver').isSymbolicLink()).toBe(true);
-    expect(readlinkSync('/usr/bin/rdb-archiver')).toBe('../lib/rdb-archiver/dist/cli.js');
+    expect(readlinkSync('/usr/bin/rdb-archiver')).toBe('../lib/rdb-archiver/dist/cli.cjs');
+    expect(statSync('/usr/lib/rdb-archiver/dist/cli.cjs').mode & 0o7777).toBe(0o755);
     expect(statSync('/usr/lib/rdb-archiver/dist/cli.js').mode & 0o7777).toBe(0o755);
     expect(existsSync('/usr/lib/rdb-archiver/node_modules/@aws-sdk/client-s3/package.json')).toBe(true);
     expect(existsSync('/usr/share/doc/rdb-archiver/README.md')).toBe(true);

@@ -58,7 +58,7 @@ describe('release tarball (npm pack), installed with npm install -g on a fresh p
 
   it(`is named rdb-archiver-<version>.tgz and holds the built CLI, not the sources`, () => {
     expect(tarball.endsWith(`rdb-archiver-${pkg.version}.tgz`)).toBe(true);
-    for (const f of ['dist/cli.js', 'dist/cli.bundle.cjs', 'dist/cli.bundle.cache', 'dist/validate-worker.cjs', 'package.json', 'README.md', 'systemd/rdb-archiver.service', 'systemd/rdb-archiver-daemon.service', 'systemd/rdb-archiver.timer', 'examples/config.yaml']) {
+    for (const f of ['dist/cli.cjs', 'dist/cli.js', 'dist/cli.bundle.cjs', 'dist/cli.bundle.cache', 'dist/validate-worker.cjs', 'package.json', 'README.md', 'systemd/rdb-archiver.service', 'systemd/rdb-archiver-daemon.service', 'systemd/rdb-archiver.timer', 'examples/config.yaml']) {
       expect(packed).toContain(f);
     }
     expect(packed.filter((f) => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('scripts/'))).toEqual([]);
@@ -78,7 +78,7 @@ describe('release tarball (npm pack), installed with npm install -g on a fresh p
   it('the installed rdb-archiver --version prints the package version, from the code cache', () => {
     const bin = join(prefix, 'bin/rdb-archiver');
     expect(lstatSync(bin).isSymbolicLink()).toBe(true);
-    expect(realpathSync(bin)).toBe(realpathSync(join(prefix, 'lib/node_modules/rdb-archiver/dist/cli.js')));
+    expect(realpathSync(bin)).toBe(realpathSync(join(prefix, 'lib/node_modules/rdb-archiver/dist/cli.cjs')));
     const r = run(bin, ['--version'], { env: { RDB_ARCHIVER_DEBUG_CODE_CACHE: '1' } });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe(pkg.version);

@@ -1,6 +1,7 @@
 /**
- * The published CLI: dist/cli.js loads the CommonJS bundle from the V8 code
- * cache that `npm run build` saved (scripts/cli-loader.mjs). The cache only
+ * The published CLI: dist/cli.cjs (the bin; dist/cli.js, the entry point of
+ * old, runs it) loads the CommonJS bundle from the V8 code cache that
+ * `npm run build` saved (scripts/cli-loader.cjs). The cache only
  * makes start-up faster: a missing, damaged or foreign cache must not change
  * what the CLI does, and a cache made for another bundle must never run.
  */
@@ -24,12 +25,13 @@ const cacheState = (stderr: string): string | undefined => /rdb-archiver: code c
 function cliCopy(cache: Buffer | undefined, bundle: Buffer = readFileSync(join(DIST, 'cli.bundle.cjs'))): string {
   const root = tempDir('rdb-archiver-cli-copy-');
   mkdirSync(join(root, 'dist'));
+  copyFileSync(join(DIST, 'cli.cjs'), join(root, 'dist', 'cli.cjs'));
   copyFileSync(join(DIST, 'cli.js'), join(root, 'dist', 'cli.js'));
   writeFileSync(join(root, 'dist', 'cli.bundle.cjs'), bundle);
   if (cache) writeFileSync(join(root, 'dist', 'cli.bundle.cache'), cache);
   copyFileSync(join(ROOT, 'package.json'), join(root, 'package.json'));
   symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules')); // the external runtime dependencies (AWS SDK, codecs) are required at run time
-  return join(root, 'dist', 'cli.js');
+  return join(root, 'dist', 'cli.cjs');
 }
 
 describe('the built CLI and its code cache', () => {
@@ -42,6 +44,16 @@ describe('the built CLI and its code cache', () => {
     expect(cacheState(r.stderr)).toBe('used');
   });
 
+  it('dist/cli.js, the entry point of old, runs the same CLI from the same cache', async () => {
+    const r = await runCli(['--version'], { cli: join(DIST, 'cli.js'), env: DEBUG });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(VERSION);
+    expect(cacheState(r.stderr)).toBe('used');
+  });
+
+  // The loader checks the data with a WebAssembly function, or the same
+  // checksum in JavaScript where there is no WebAssembly (--jitless: the
+  // test below, where the checksum must match for V8 to be asked at all).
   const caches: Array<[string, () => Buffer | undefined, string]> = [
     ['no cache', () => undefined, 'not used: no cache file'],
     ['a cache whose data is damaged', () => {
