@@ -95,13 +95,22 @@ export function remoteYaml(options: { endpoint: string; name?: string; bucket?: 
   return lines.join('\n');
 }
 
-/** Debian's awscli (or any `aws` on PATH) as the independent client; undefined when it does not work. */
+let awsFound: { cli: string | undefined } | undefined;
+/**
+ * Debian's awscli (or any `aws` on PATH) as the independent client; undefined when it does not work.
+ * Probed once per test file: every awscli start is a Python start of about 2 s of CPU.
+ */
 export function awsCli(): string | undefined {
+  if (awsFound) return awsFound.cli;
+  awsFound = { cli: undefined };
   for (const candidate of ['/usr/bin/aws', 'aws']) {
     const r = spawnSync(candidate, ['--version'], { encoding: 'utf8' });
-    if (r.status === 0) return candidate;
+    if (r.status === 0) {
+      awsFound.cli = candidate;
+      break;
+    }
   }
-  return undefined;
+  return awsFound.cli;
 }
 
 export function runAws(args: string[], endpoint: string, env: Record<string, string | undefined> = {}): { code: number | null; stdout: string; stderr: string } {
@@ -111,4 +120,51 @@ export function runAws(args: string[], endpoint: string, env: Record<string, str
   for (const [k, v] of Object.entries({ ...process.env, ...s3Env(), ...env })) if (v !== undefined) fullEnv[k] = v;
   const r = spawnSync(cli, ['--endpoint-url', endpoint, ...args], { encoding: 'utf8', env: fullEnv });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export interface BucketAccess {
+  get(key: string): Promise<Buffer>;
+  put(key: string, body: Buffer | string): Promise<void>;
+  /** The keys under `prefix`, the prefix cut off, sorted. */
+  keysUnder(prefix: string): Promise<string[]>;
+  close(): void;
+}
+
+/**
+ * Reads and writes raw objects in a test bucket from the test's own process (the AWS SDK), for
+ * tests that tamper with a bucket: someone else writing to it needs no independent client, and
+ * an awscli start costs about 2 s of CPU. Cross-checks of what the CLI uploaded use runAws.
+ */
+export async function bucketAccess(endpoint: string, bucket: string = TEST_BUCKET): Promise<BucketAccess> {
+  const sdk = await import('@aws-sdk/client-s3');
+  const client = new sdk.S3Client({
+    region: 'us-east-1',
+    endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: S3_SECRET },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  return {
+    async get(key) {
+      const r = await client.send(new sdk.GetObjectCommand({ Bucket: bucket, Key: key }));
+      return Buffer.from(await r.Body!.transformToByteArray());
+    },
+    async put(key, body) {
+      await client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: key, Body: typeof body === 'string' ? Buffer.from(body) : body }));
+    },
+    async keysUnder(prefix) {
+      const keys: string[] = [];
+      let token: string | undefined;
+      do {
+        const page = await client.send(new sdk.ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+        for (const c of page.Contents ?? []) keys.push(c.Key!.slice(prefix.length));
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+      return keys.sort();
+    },
+    close() {
+      client.destroy();
+    },
+  };
 }
