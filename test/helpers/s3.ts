@@ -127,6 +127,9 @@ export interface BucketAccess {
   put(key: string, body: Buffer | string): Promise<void>;
   /** The keys under `prefix`, the prefix cut off, sorted. */
   keysUnder(prefix: string): Promise<string[]>;
+  createBucket(): Promise<void>;
+  /** Starts a multipart upload and leaves it open (another tool's, or a run that died). */
+  startMultipartUpload(key: string): Promise<string>;
   close(): void;
 }
 
@@ -136,15 +139,28 @@ export interface BucketAccess {
  * an awscli start costs about 2 s of CPU. Cross-checks of what the CLI uploaded use runAws.
  */
 export async function bucketAccess(endpoint: string, bucket: string = TEST_BUCKET): Promise<BucketAccess> {
-  const sdk = await import('@aws-sdk/client-s3');
-  const client = new sdk.S3Client({
-    region: 'us-east-1',
-    endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: S3_SECRET },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  // The SDK's warning that its later releases need Node 22 is off while the client is made, then
+  // the variable is put back: the CLIs the tests start inherit this environment, and
+  // offsite.test checks that the CLI switches that warning off itself.
+  const WARNING = 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED';
+  const before = process.env[WARNING];
+  process.env[WARNING] = 'true';
+  let sdk: typeof import('@aws-sdk/client-s3');
+  let client: import('@aws-sdk/client-s3').S3Client;
+  try {
+    sdk = await import('@aws-sdk/client-s3');
+    client = new sdk.S3Client({
+      region: 'us-east-1',
+      endpoint,
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'S3RVER', secretAccessKey: S3_SECRET },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
+  } finally {
+    if (before === undefined) delete process.env[WARNING];
+    else process.env[WARNING] = before;
+  }
   return {
     async get(key) {
       const r = await client.send(new sdk.GetObjectCommand({ Bucket: bucket, Key: key }));
@@ -162,6 +178,12 @@ export async function bucketAccess(endpoint: string, bucket: string = TEST_BUCKE
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
       return keys.sort();
+    },
+    async createBucket() {
+      await client.send(new sdk.CreateBucketCommand({ Bucket: bucket }));
+    },
+    async startMultipartUpload(key) {
+      return (await client.send(new sdk.CreateMultipartUploadCommand({ Bucket: bucket, Key: key }))).UploadId!;
     },
     close() {
       client.destroy();

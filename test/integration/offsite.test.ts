@@ -1,19 +1,24 @@
 /**
  * Off-site copies through the real CLI against a real S3 protocol server
- * (s3rver on loopback), cross-checked with an independent client (awscli).
+ * (s3rver on loopback), cross-checked with an independent client (awscli:
+ * downloads, HEAD, and the strays put under the prefix). Listings come from
+ * the test's own S3 client (an awscli start costs about 2 s of CPU).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonOf, runCli, tempDir } from '../helpers/cli.js';
-import { remoteYaml, runAws, s3Env, startS3, TEST_BUCKET, type S3Server } from '../helpers/s3.js';
+import { bucketAccess, remoteYaml, runAws, s3Env, startS3, TEST_BUCKET, type BucketAccess, type S3Server } from '../helpers/s3.js';
 import { readJson, setupArchive, writeSnapshot, type ArchiveEnv } from '../helpers/snapshots.js';
 
 let s3: S3Server;
+let bucket: BucketAccess;
 beforeAll(async () => {
   s3 = await startS3();
+  bucket = await bucketAccess(s3.endpoint);
 });
+afterAll(() => bucket?.close());
 
 let prefixes = 0;
 /** A fresh prefix per test: tests share the server, never a prefix. */
@@ -30,12 +35,8 @@ function withRemote(options: { prefix: string; rules?: string[]; extra?: string[
 
 const cli = (args: string[], env: Record<string, string | undefined> = {}) => runCli(args, { env: s3Env(env) });
 
-function keysUnder(prefix: string): string[] {
-  const r = runAws(['s3api', 'list-objects-v2', '--bucket', TEST_BUCKET, '--prefix', prefix, '--output', 'json'], s3.endpoint);
-  expect(r.code, r.stderr).toBe(0);
-  const out = r.stdout.trim() === '' ? {} : (JSON.parse(r.stdout) as { Contents?: Array<{ Key: string }> });
-  return (out.Contents ?? []).map((c) => c.Key.slice(prefix.length)).sort();
-}
+/** The keys under the prefix, read from this process (listing needs no awscli start, about 2 s of CPU each). */
+const keysUnder = (prefix: string): Promise<string[]> => bucket.keysUnder(prefix);
 
 // Each test runs the CLI and awscli many times: generous on a loaded machine (never a timing assertion).
 describe('off-site copies to an S3-compatible server', { timeout: 240_000 }, () => {
@@ -49,7 +50,7 @@ describe('off-site copies to an S3-compatible server', { timeout: 240_000 }, () 
     expect(out.offsite).toMatchObject([{ remote: 'offsite', status: 'uploaded', uploaded: ['2025-03-01T10-00-00'], pending: [] }]);
     expect(r.stderr).not.toMatch(/Warning|NodeVersionSupport|deprecat/i);
 
-    expect(keysUnder(prefix)).toEqual(['dump-2025-03-01T10-00-00.rdb', 'dump-2025-03-01T10-00-00.sha256', 'manifest-2025-03-01T10-00-00.seq1.json']);
+    expect(await keysUnder(prefix)).toEqual(['dump-2025-03-01T10-00-00.rdb', 'dump-2025-03-01T10-00-00.sha256', 'manifest-2025-03-01T10-00-00.seq1.json']);
     // The manifest records the copy pass's sha256 and the empty encoding chain.
     const dl = tempDir();
     expect(runAws(['s3', 'cp', `s3://${TEST_BUCKET}/${prefix}`, dl, '--recursive'], s3.endpoint).code).toBe(0);
@@ -123,11 +124,11 @@ describe('off-site copies to an S3-compatible server', { timeout: 240_000 }, () 
     const dry = await cli(['prune', '--remote', 'offsite', '--dry-run', '--json', '-c', env.config]);
     expect(dry.code, dry.stderr).toBe(0);
     expect(jsonOf(dry)).toMatchObject({ dryRun: true, deleted: [], incompleteRemoved: ['2025-03-04T10-00-00'] });
-    expect(keysUnder(prefix)).toContain('dump-2025-03-04T10-00-00.rdb');
+    expect(await keysUnder(prefix)).toContain('dump-2025-03-04T10-00-00.rdb');
     const pruned = await cli(['prune', '--remote', 'offsite', '--json', '-c', env.config]);
     expect(pruned.code, pruned.stderr).toBe(0);
     // The complete event stays (newest, kept by the rule); the stray name that is not ours is left alone.
-    expect(keysUnder(prefix)).toEqual(['dump-2025-03-03T10-00-00.rdb', 'dump-2025-03-03T10-00-00.sha256', 'manifest-2025-03-03T10-00-00.seq1.json', 'notes.txt']);
+    expect(await keysUnder(prefix)).toEqual(['dump-2025-03-03T10-00-00.rdb', 'dump-2025-03-03T10-00-00.sha256', 'manifest-2025-03-03T10-00-00.seq1.json', 'notes.txt']);
   });
 
   it('remote retention over days of events: its own rules, a dry run with reasons, manifest-first deletion', async () => {
@@ -152,11 +153,11 @@ describe('off-site copies to an S3-compatible server', { timeout: 240_000 }, () 
     expect(dry.stdout).toContain('remote retention plan (dry run: nothing deleted) for offsite: keep 1, would delete 1');
     expect(dry.stdout).toMatch(/delete +2025-04-02T10-00-00 +daily: older than the 1 most recent day periods that have events/);
     expect(dry.stdout).toMatch(/keep +2025-04-03T21-00-00 +daily: .*\(day 2025-04-03, 1 of 1\)/);
-    expect(keysUnder(prefix)).toContain('manifest-2025-04-02T10-00-00.seq3.json');
+    expect(await keysUnder(prefix)).toContain('manifest-2025-04-02T10-00-00.seq3.json');
     const real = await cli(['prune', '--remote', 'offsite', '--json', '-c', env.config]);
     expect(real.code, real.stderr).toBe(0);
     expect(jsonOf(real)).toMatchObject({ deleted: [{ ts: '2025-04-02T10-00-00' }], refused: [] });
-    expect(keysUnder(prefix).filter((k) => k.includes('2025-04-02'))).toEqual([]);
+    expect((await keysUnder(prefix)).filter((k) => k.includes('2025-04-02'))).toEqual([]);
   });
 
   it('a skewed source clock (named in the future, then stepped back): restore latest --from, list, verify and remote retention follow the archive order, not the names', async () => {
@@ -174,7 +175,7 @@ describe('off-site copies to an S3-compatible server', { timeout: 240_000 }, () 
       expect(jsonOf<{ offsite: Array<{ status: string }> }>(r).offsite[0]!.status, `${i}: ${r.stdout}`).toBe('uploaded');
     }
     const archiveOrder = ['2025-04-01T10-00-00_1', '2025-04-01T10-00-00', '2025-05-01T10-00-00', '2025-06-01T10-00-00', '2099-01-01T00-00-00'];
-    expect(keysUnder(prefix).filter((k) => k.startsWith('manifest-'))).toEqual([
+    expect((await keysUnder(prefix)).filter((k) => k.startsWith('manifest-'))).toEqual([
       'manifest-2025-04-01T10-00-00.seq4.json', 'manifest-2025-04-01T10-00-00_1.seq5.json', 'manifest-2025-05-01T10-00-00.seq3.json',
       'manifest-2025-06-01T10-00-00.seq2.json', 'manifest-2099-01-01T00-00-00.seq1.json',
     ]);
@@ -216,7 +217,7 @@ describe('off-site copies to an S3-compatible server', { timeout: 240_000 }, () 
     const env = withRemote({ prefix, rules: ['{ name: last, count: 1 }'] });
     writeSnapshot(env.source, { seed: 'plan-a', mtime: new Date('2025-09-01T10:00:00Z') });
     expect((await cli(['once', '-c', env.config])).code).toBe(0);
-    const before = keysUnder(prefix);
+    const before = await keysUnder(prefix);
     writeSnapshot(env.source, { seed: 'plan-b', mtime: new Date('2025-09-02T10:00:00Z') });
     const dry = await cli(['once', '--dry-run', '-c', env.config]);
     expect(dry.code, dry.stderr).toBe(0);
@@ -227,13 +228,13 @@ describe('off-site copies to an S3-compatible server', { timeout: 240_000 }, () 
     const dryJson = jsonOf<{ status: string; offsite: Array<{ status: string; pending: string[]; retention: { deleted: Array<{ ts: string }>; kept: Array<{ ts: string }> } }> }>(await cli(['once', '--dry-run', '--json', '-c', env.config]));
     expect(dryJson.status).toBe('would-archive');
     expect(dryJson.offsite[0]).toMatchObject({ status: 'planned', pending: ['2025-09-02T10-00-00'], retention: { kept: [{ ts: '2025-09-02T10-00-00' }], deleted: [{ ts: '2025-09-01T10-00-00' }] } });
-    expect(keysUnder(prefix)).toEqual(before); // nothing uploaded, nothing deleted
+    expect(await keysUnder(prefix)).toEqual(before); // nothing uploaded, nothing deleted
 
     // The real run does exactly that.
     const real = await cli(['once', '--json', '-c', env.config]);
     expect(real.code, real.stderr).toBe(0);
     expect(jsonOf(real)).toMatchObject({ offsite: [{ status: 'uploaded', uploaded: ['2025-09-02T10-00-00'], retention: { deleted: [{ ts: '2025-09-01T10-00-00' }] } }] });
-    expect(keysUnder(prefix).filter((k) => k.startsWith('manifest-'))).toEqual(['manifest-2025-09-02T10-00-00.seq2.json']);
+    expect((await keysUnder(prefix)).filter((k) => k.startsWith('manifest-'))).toEqual(['manifest-2025-09-02T10-00-00.seq2.json']);
     // Nothing pending: the dry run plans nothing off-site (and never contacts the remote).
     const idle = jsonOf<{ offsite: Array<{ status: string; pending: string[] }> }>(await cli(['once', '--dry-run', '--json', '-c', env.config]));
     expect(idle.offsite).toMatchObject([{ status: 'idle', pending: [] }]);
@@ -313,7 +314,7 @@ M._load = function (request, ...rest) { if (String(request).startsWith('@aws-sdk
     const r = await cli(['once', '--json', '-c', env.config], files);
     expect(r.code, r.stderr).toBe(0);
     expect(jsonOf(r)).toMatchObject({ offsite: [{ remote: 'offsite', status: 'uploaded', uploaded: ['2025-08-02T10-00-00'] }] });
-    expect(keysUnder(prefix)).toContain('manifest-2025-08-02T10-00-00.seq1.json');
+    expect(await keysUnder(prefix)).toContain('manifest-2025-08-02T10-00-00.seq1.json');
 
     // Without `profile:` the [default] keys are used, and the server refuses them: 77, no secret shown.
     env.writeConfig({ extra: remoteYaml({ endpoint: s3.endpoint, prefix }) });

@@ -221,7 +221,7 @@ const MIN = 60_000;
 const HOUR = 60 * MIN;
 const DAY = 24 * HOUR;
 const ago = (ms: number) => new Date(Date.now() - ms);
-/** Full run: every parameter of a family; npm test: the ones picked (a typical one, an edge). */
+/** Full run: every parameter of a family; npm run test:slow: the ones picked (a typical one, an edge). */
 const sizes = <T>(all: readonly T[], picked: readonly T[] = spread(all, 2)): T[] => (FULL ? [...all] : [...picked]);
 
 describe('clock trouble, as families of trials (issue 10 items 1, 2, 15)', () => {

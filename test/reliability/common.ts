@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
 import { prng } from '../helpers/rdb-builder.js';
 import { spawn } from 'node:child_process';
 
-/** `npm run test:reliability` sets this: the full-size figure run. `npm test` runs a deterministic subset. */
+/** `npm run test:reliability` sets this: the full-size figure run. `npm run test:slow` (and CI) runs a deterministic subset. */
 export const FULL = process.env.RELIABILITY_FULL === '1';
 
 function parseSeed(text: string | undefined): number | undefined {

@@ -55,7 +55,7 @@ const leftovers = (env: ArchiveEnv) => [
 ];
 
 describe('simultaneous runs', () => {
-  // Full run: 3 rounds of 32 once + 8 prune on a 24 MiB source. npm test: one round of 8 + 2 on 9 MiB (the same race, fewer racers).
+  // Full run: 3 rounds of 32 once + 8 prune on a 24 MiB source. npm run test:slow: one round of 8 + 2 on 9 MiB (the same race, fewer racers).
   const racers = FULL ? 40 : 10;
   it(`${racers * 4 / 5} once + ${racers / 5} prune released at the same instant: exactly one new event, exit codes 0 or 75, no stack traces`, async () => {
     const rounds = FULL ? 3 : 1;
@@ -147,7 +147,7 @@ describe('stale locks', () => {
     expect(leftovers(env)).toEqual([]);
   }, 120_000);
 
-  // Full run: 16 racers. npm test: 6.
+  // Full run: 16 racers. npm run test:slow: 6.
   const staleRacers = FULL ? 16 : 6;
   it(`${staleRacers} runs racing for the same stale lock: one takes it over, the rest exit 0 or 75, no stack traces`, async () => {
     const env = setupArchive({ rules: RULES });
@@ -248,7 +248,7 @@ describe('lock owners (issue 10 item 6)', () => {
     const alive = stranger.child.pid!;
     const dead = spawnSync('true').pid!;
     const combos = OWNERS.flatMap((o) => LEASES.map((l) => [o, l] as const));
-    // npm test: one of each verdict for a fresh lease, and an expired lease over a live owner.
+    // npm run test:slow: one of each verdict for a fresh lease, and an expired lease over a live owner.
     const chosen = FULL ? combos : combos.filter(([[label], [lease]]) => (lease.startsWith('fresh') && ['this host, its pid reused by another process', 'another PID namespace, pid 1'].includes(label)) || (lease.startsWith('expired') && label === 'another host, pid alive here'));
     await family(figures, chosen, ([[owner], [lease]]) => `lock of ${owner}, ${lease}`, async ([[, fields, pid, takenWhenFresh], [lease, ageMs]], v) => {
       figures.input(`planted lock: ${lease.split(' (')[0]}`);

@@ -1,5 +1,5 @@
 /**
- * Promise 1, crash consistency: `once` on a 64 MiB source (16 MiB in npm test) is killed with
+ * Promise 1, crash consistency: `once` on a 64 MiB source (16 MiB in npm run test:slow) is killed with
  * SIGKILL at every filesystem call of a run (deterministic crash points,
  * through crash-child.mjs), and the real CLI is killed at seeded random
  * instants. After every kill the archive holds no partial or foreign file
@@ -20,7 +20,7 @@ import {
   NEW_TS, TRIAL_RULES, buildScenario, checkArchive, checkRecovered, fileName, finalName, makeTrial, setReference, type Scenario, type Trial,
 } from './scenario.js';
 
-// Full run: >= 64 MiB. npm test: >= 16 MiB (still several copy chunks). Neither is a multiple of the copy chunk.
+// Full run: >= 64 MiB. npm run test:slow: >= 16 MiB (still several copy chunks). Neither is a multiple of the copy chunk.
 const SOURCE_SIZE = (FULL ? 64 : 16) * 1024 * 1024 + 4099;
 const figures = new Figures('crash', 'Crash consistency: SIGKILL at any instant');
 
@@ -155,7 +155,7 @@ describe('crash consistency (SIGKILL)', () => {
   });
 
   it('kills the run before every filesystem call (deterministic crash points), and every kill recovers', async () => {
-    // Full run: every N of the call sequence. npm test: 3 points per phase (first, middle, last).
+    // Full run: every N of the call sequence. npm run test:slow: 3 points per phase (first, middle, last).
     const all = calls.map((c) => c.n);
     const chosen = FULL ? all : PHASES.flatMap((p) => spread(all.filter((n) => callPhases[n - 1] === p), 3));
     figures.plan(chosen.map((n) => `kill before call ${n}`));

@@ -143,7 +143,7 @@ afterAll(() => {
 
 describe('every I/O fault', () => {
   it.each(CODES)('%s at every call of a run (one-shot)', async (code) => {
-    // Full run: every N with every code. npm test: 16 N spread over the run for each code, from the calls whose N mod 4 picks that code
+    // Full run: every N with every code. npm run test:slow: 16 N spread over the run for each code, from the calls whose N mod 4 picks that code
     // (so the four codes together still reach every part of the run).
     const picked = Array.from({ length: callCount }, (_, i) => i + 1).filter((n) => n % CODES.length === CODES.indexOf(code));
     const ns = FULL ? Array.from({ length: callCount }, (_, i) => i + 1) : spread(picked, 16);
@@ -274,7 +274,7 @@ async function fullFolderTrial(rule: string, n: number): Promise<string[]> {
 describe('one full rule folder (issue 10 item 9)', () => {
   it.each(TRIAL_RULES.map((r) => r.name))('the %s folder fills up at call N, for every N that needs space there: it alone fails, is still pruned, keeps nothing partial; the others are archived and pruned; the next run completes it', async (rule) => {
     // Full run: every call of the reference run that needs space in that folder (and the first call of the run:
-    // full before it starts). npm test: the first call and 3 spread over the folder's calls.
+    // full before it starts). npm run test:slow: the first call and 3 spread over the folder's calls.
     const own = refCalls.filter((c) => NEEDS_SPACE.has(c.op) && (c.rel === rule || c.rel.startsWith(`${rule}/`))).map((c) => c.n);
     const ns = [1, ...(FULL ? own : spread(own, 3))];
     figures.plan(ns.map((n) => `${rule} full from call ${n}`));

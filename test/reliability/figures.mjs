@@ -171,7 +171,7 @@ export function render(agg, run) {
   lines.push('```sh');
   lines.push('npm run test:reliability                          # full size: this report (exits non-zero on any failure)');
   lines.push(`RELIABILITY_SEED=${run.seed} npm run test:reliability   # the same planned trials`);
-  lines.push('npm test                                          # includes a smaller deterministic subset of the same suite');
+  lines.push('npm run test:slow                                  # includes a smaller deterministic subset of the same suite');
   lines.push('```', '');
   return lines.join('\n');
 }

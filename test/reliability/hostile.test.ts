@@ -125,7 +125,7 @@ export const BAD_CONFIGS: BadConfig[] = [
 ];
 
 describe('a corpus of bad configs, through the real CLI', () => {
-  // Full run: every config of the corpus. npm test: 24 spread over it.
+  // Full run: every config of the corpus. npm run test:slow: 24 spread over it.
   const chosen = FULL ? BAD_CONFIGS : spread(BAD_CONFIGS, 24);
   it(`rejects ${chosen.length} of the ${BAD_CONFIGS.length} with exit 2 and a message naming the key or the file, creating nothing`, async () => {
     const dir = tempDir();
