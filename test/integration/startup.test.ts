@@ -15,10 +15,19 @@ const ROOT = resolve(import.meta.dirname, '../..');
 const DIST = join(ROOT, 'dist');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const DEBUG = { RDB_ARCHIVER_DEBUG_CODE_CACHE: '1' };
-const HEADER = /^rdb-archiver code cache [0-9a-f]{8}\n/;
+const HEADER = /^rdb-archiver code cache 2 [0-9a-f]{8} \d+ [0-9a-f]{8} *\n/;
 
 const realCache = (): Buffer => readFileSync(join(DIST, 'cli.bundle.cache'));
 const headerLength = (cache: Buffer): number => cache.indexOf(0x0a) + 1;
+/** The cache with its header's fields (rdb-archiver code cache 2 BUNDLE-SUM BUNDLE-LENGTH DATA-SUM) edited, at the same length. */
+function editHeader(cache: Buffer, edit: (fields: string[]) => void): Buffer {
+  const line = cache.toString('latin1', 0, headerLength(cache) - 1);
+  const fields = line.trimEnd().split(' ');
+  edit(fields);
+  const out = Buffer.from(cache);
+  out.write(fields.join(' ').padEnd(line.length), 0, 'latin1');
+  return out;
+}
 const cacheState = (stderr: string): string | undefined => /rdb-archiver: code cache (.*)/.exec(stderr)?.[1];
 
 /** A copy of the built CLI in its own folder, with the cache given (or none) and the bundle as given. */
@@ -58,16 +67,13 @@ describe('the built CLI and its code cache', () => {
     ['no cache', () => undefined, 'not used: no cache file'],
     ['a cache whose data is damaged', () => {
       const c = Buffer.from(realCache());
-      const dataStart = headerLength(c) + readFileSync(join(DIST, 'cli.bundle.cjs')).length;
+      const dataStart = headerLength(c);
       for (let i = dataStart + 64; i < c.length; i += 97) c[i] = c[i]! ^ 0x5a;
       return c;
     }, 'not used: made for another bundle, or damaged'],
-    ['a cache whose header is damaged', () => {
-      const c = Buffer.from(realCache());
-      c.write('00000000', headerLength(c) - 9); // another checksum in the header
-      return c;
-    }, 'not used: made for another bundle, or damaged'],
+    ['a cache whose header is damaged', () => editHeader(realCache(), (f) => { f[6] = '00000000'; }), 'not used: made for another bundle, or damaged'], // another checksum of the data
     ['a cache cut short', () => realCache().subarray(0, headerLength(realCache()) + 1000), 'not used: made for another bundle, or damaged'],
+    ['a cache made for a bundle of another length', () => editHeader(realCache(), (f) => { f[5] = String(Number(f[5]) + 1); }), 'not used: made for another bundle, or damaged'],
     ['an empty cache file', () => Buffer.alloc(0), 'not used: made for another bundle, or damaged'],
   ];
 
