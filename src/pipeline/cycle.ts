@@ -172,17 +172,26 @@ export const INCOMPLETE_GRACE_MS = 2_000;
 export async function pruneAll(
   deps: CycleDeps,
   instance: InstanceConfig,
-  options: { dryRun: boolean; protect: ReadonlyMap<Timestamp, string>; pretend?: Timestamp; startedMs?: number },
+  options: {
+    dryRun: boolean;
+    protect: ReadonlyMap<Timestamp, string>;
+    pretend?: Timestamp;
+    startedMs?: number;
+    /** Scans made earlier under this same lock (scanRuleFolders), in rule order; otherwise each folder is scanned here. */
+    scans?: ReadonlyArray<RuleFolderScan>;
+  },
 ): Promise<{ retention: Record<string, RuleReport>; errors: ErrorReport[]; warnings: string[] }> {
   const retention: Record<string, RuleReport> = {};
   const errors: ErrorReport[] = [];
   const warnings: string[] = [];
   const cutoffMs = (options.startedMs ?? Date.now()) - INCOMPLETE_GRACE_MS;
-  for (const rule of instance.rules) {
+  for (const [i, rule] of instance.rules.entries()) {
     const dir = ruleDir(instance, rule);
     try {
       const folder = new LocalFolderTarget(deps.fs, dir);
-      const scan = await folder.scan();
+      const given = options.scans?.[i];
+      if (given && 'error' in given) throw given.error;
+      const scan = given ? given.scan : await folder.scan();
       for (const warning of scanWarnings(scan)) {
         warnings.push(warning);
         deps.log.warn({ rule: rule.name, dir, foreign: scan.foreign?.length ?? 0 }, warning);
@@ -257,11 +266,32 @@ function protectionFromState(state: State): Map<Timestamp, string> {
  * archive itself. The most recently archived event of each folder is kept by
  * the planner anyway.
  */
-async function protectionFromArchive(deps: CycleDeps, instance: InstanceConfig, log: Log): Promise<Map<Timestamp, string>> {
-  const scans: FolderScan[] = [];
-  for (const rule of instance.rules) scans.push(await scanFolder(deps.fs, ruleDir(instance, rule)).catch(() => ({ dir: '', events: [], temps: [] })));
+async function protectionFromArchive(deps: CycleDeps, instance: InstanceConfig, log: Log, scanned: ReadonlyArray<RuleFolderScan>): Promise<Map<Timestamp, string>> {
+  // A folder that cannot be scanned holds nothing to protect here (its retention fails and is reported).
+  const scans: FolderScan[] = scanned.map((s) => ('scan' in s ? s.scan : { dir: '', events: [], temps: [] }));
   const held = await eventsHoldingSource(deps.fs, log, instance, scans);
   return new Map(held.map((ts) => [ts, 'holds the source\'s current content (sha256 matches; found without the state file), kept whatever its timestamp']));
+}
+
+/** A rule folder's scan, or why it failed (that folder's retention then fails alone). */
+export type RuleFolderScan = { scan: FolderScan } | { error: unknown };
+
+/**
+ * Scans every rule folder once, for a `prune` that needs the listings twice
+ * (the protection without a state, then the plan): at 100k events a scan is
+ * a readdir of 200k names and 100k lstats. Both uses run under one lock
+ * hold, so nothing of ours changes the folders in between.
+ */
+async function scanRuleFolders(deps: CycleDeps, instance: InstanceConfig): Promise<RuleFolderScan[]> {
+  const out: RuleFolderScan[] = [];
+  for (const rule of instance.rules) {
+    try {
+      out.push({ scan: await new LocalFolderTarget(deps.fs, ruleDir(instance, rule)).scan() });
+    } catch (err) {
+      out.push({ error: err });
+    }
+  }
+  return out;
 }
 
 /** Scans every rule folder (a folder that does not exist yet has no events). */
@@ -715,14 +745,16 @@ export async function runPrune(deps: CycleDeps, instance: InstanceConfig, option
   const body = async () => {
     const loaded = await loadState(deps.fs, instance.statePath);
     let protect = protectionFromState(loaded.state);
+    let scans: RuleFolderScan[] | undefined;
     if (loaded.problem || !loaded.state.archived) {
       // Without a usable state, find the source's content in the archive itself (slower: reads files).
       const w = `${loaded.problem ?? `state file ${instance.statePath} is missing or has no archived snapshot`}: retention keeps the event holding the source's current content (by sha256) and the most recently archived event of each folder`;
       report.warnings.push(w);
       log.warn({ path: instance.statePath }, w);
-      protect = await protectionFromArchive(deps, instance, log);
+      scans = await scanRuleFolders(deps, instance);
+      protect = await protectionFromArchive(deps, instance, log, scans);
     }
-    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect, startedMs: started });
+    const pruned = await pruneAll({ ...deps, log }, instance, { dryRun: options.dryRun, protect, startedMs: started, scans });
     report.retention = pruned.retention;
     report.errors = pruned.errors;
     if (!options.dryRun && report.errors.length === 0) {
