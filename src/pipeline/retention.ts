@@ -272,10 +272,10 @@ function shownPeriod(snapshot: boolean, unit: string, period: string, rank: numb
   return snapshot ? `snapshot ${rank + 1} of ${count}` : `${unit} ${period}, ${rank + 1} of ${count}`;
 }
 
-/** One readdir; regular files with our names become events, everything else is ignored. */
+/** One readdir (with file types); regular files with our names become events, everything else is ignored. */
 export async function scanFolder(fs: FileSystem, dir: string): Promise<FolderScan> {
   const scan: FolderScan = { dir, events: [], temps: [] };
-  let entries;
+  let names: string[];
   try {
     const info = await fs.lstat(dir);
     scan.ownerUid = info.uid;
@@ -285,22 +285,22 @@ export async function scanFolder(fs: FileSystem, dir: string): Promise<FolderSca
         ? 'rule folder is a symlink: refusing to follow it out of the archive'
         : 'rule folder is not a directory');
     }
-    entries = await fs.readdir(dir);
+    // Regular files only: symlinks, folders, sockets are never ours.
+    names = fs.fileNames ? await fs.fileNames(dir) : (await fs.readdir(dir)).filter((e) => e.kind === 'file').map((e) => e.name);
   } catch (err) {
     if (errorCode(err) === 'ENOENT') return scan; // a rule that has never archived anything
     throw err;
   }
   const byTs = new Map<Timestamp, FolderEvent>();
-  for (const entry of entries) {
-    if (entry.kind !== 'file') continue; // symlinks, folders, sockets: never ours
-    if (entry.name.startsWith(TEMP_PREFIX)) {
+  for (const name of names) {
+    if (name.startsWith(TEMP_PREFIX)) {
       // Left by a killed run; a live process's temp (a concurrent lock attempt) is not ours.
-      const pid = tempOwnerPid(entry.name);
+      const pid = tempOwnerPid(name);
       // A name with our prefix but not our pattern (no pid) was not made by us: a stray, left alone.
-      if (pid !== undefined && (pid === process.pid || !isProcessAlive(pid))) scan.temps.push(entry.name);
+      if (pid !== undefined && (pid === process.pid || !isProcessAlive(pid))) scan.temps.push(name);
       continue;
     }
-    const parsed = parseEventFileName(entry.name);
+    const parsed = parseEventFileName(name);
     if (!parsed) continue;
     let event = byTs.get(parsed.ts);
     if (!event) {
@@ -333,14 +333,24 @@ async function dropForeignEvents(fs: FileSystem, scan: FolderScan, byTs: Map<Tim
     const event = byTs.get(ts)!;
     return kind === 'meta' ? (event.seqs ?? []).map((seq) => eventFileName('meta', ts, seq)) : [eventFileName(kind, ts)];
   };
-  const withRdb = [...byTs.values()].filter((e) => e.kinds.includes('rdb'));
-  const rdbNames = withRdb.flatMap((e) => fileOf('rdb', e.ts));
-  const owners = await ownersOf(fs, rdbNames.map((n) => join(scan.dir, n)));
-  const foreignRdb = new Set<string>();
-  rdbNames.forEach((name, i) => {
-    if (owners[i] !== undefined && owners[i] !== owner) foreignRdb.add(name);
-  });
-  const suspects = [...byTs.values()].filter((e) => !e.kinds.includes('rdb') || fileOf('rdb', e.ts).some((n) => foreignRdb.has(n)));
+  // One pass: the .rdb paths to lstat, and the events without one (suspects whatever the owners).
+  // The paths as join(dir, name) would make them, without normalizing 100k paths one by one.
+  const prefix = join(scan.dir, '/');
+  const withRdb: FolderEvent[] = [];
+  const rdbPaths: string[] = [];
+  const suspects: FolderEvent[] = [];
+  for (const event of byTs.values()) {
+    if (event.kinds.includes('rdb')) {
+      withRdb.push(event);
+      rdbPaths.push(prefix + eventFileName('rdb', event.ts));
+    } else {
+      suspects.push(event);
+    }
+  }
+  const owners = await ownersOf(fs, rdbPaths);
+  for (let i = 0; i < owners.length; i++) {
+    if (owners[i] !== undefined && owners[i] !== owner) suspects.push(withRdb[i]!);
+  }
   if (suspects.length === 0) return;
   const foreign: string[] = [];
   for (const event of suspects) {
