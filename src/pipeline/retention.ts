@@ -477,8 +477,10 @@ export async function applyPlan(fs: FileSystem, scan: FolderScan, plan: Retentio
   };
   if (fs.unlinkOwnedFiles) {
     // Bulk path (OSFS): the same per-file check, without a thread hand-off per call.
+    // The paths as join(dir, name) would make them, without normalizing each (200k at a bulk prune of 100k events).
+    const prefix = join(scan.dir, '/');
     const paths: string[] = [];
-    for (const decision of plan.delete) for (const name of namesOf(decision.ts)) paths.push(join(scan.dir, name));
+    for (const decision of plan.delete) for (const name of namesOf(decision.ts)) paths.push(prefix + name);
     for (const path of await fs.unlinkOwnedFiles(paths, uid)) result.skipped.push(path);
     for (const decision of plan.delete) result.deleted.push(decision.ts);
   } else {
