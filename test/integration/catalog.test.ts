@@ -41,8 +41,8 @@ describe('rdb-archiver list', () => {
     const r = await runCli(['list', '--json', '-c', env.config]);
     expect(r.code, r.stderr).toBe(0);
     // The builder writes redis-ver 7.2.4 and ctime 1735689600 into every header.
-    // copy: a kernel copy, a reflink where the temp filesystem clones; shared only while the source is that file, unchanged (the newest).
-    const kernel = expect.stringMatching(/^(reflink|copy_file_range)$/);
+    // copy: a reflink where the temp filesystem clones, else the O_DIRECT pass ('direct') or a kernel copy; shared only while the source is that file, unchanged (the newest).
+    const kernel = expect.stringMatching(/^(reflink|direct|copy_file_range)$/);
     const common = { redisVersion: '7.2.4', ctime: '2025-01-01T00:00:00Z', copy: kernel, origin: 'config' };
     const e3 = { ts: '2025-02-24T23-59-00', seq: 3, bytes: sizes[2], nodes: true, ...common, shared: expect.any(Boolean) };
     const e2 = { ts: '2025-02-24T22-00-00', seq: 2, bytes: sizes[1], nodes: false, ...common, shared: false };
