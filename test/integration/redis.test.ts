@@ -98,7 +98,7 @@ describeWithRedis('against a real redis-server', () => {
     const list = await runCli(['list', '--json', '-c', env.config]);
     expect(list.code, list.stderr).toBe(0);
     const listed = jsonOf<ListJson>(list);
-    expect(listed.hourly).toEqual([{ ts: archived.snapshot!.ts, seq: 1, bytes: statSync(env.source).size, nodes: false, redisVersion: version, ctime: expect.any(String), origin: 'config', copy: expect.stringMatching(/^(reflink|copy_file_range|read-write)$/), shared: expect.any(Boolean) }]);
+    expect(listed.hourly).toEqual([{ ts: archived.snapshot!.ts, seq: 1, bytes: statSync(env.source).size, nodes: false, redisVersion: version, ctime: expect.any(String), origin: 'config', copy: expect.stringMatching(/^(reflink|direct|copy_file_range|read-write)$/), shared: expect.any(Boolean) }]);
     expect(Math.abs(Date.parse(listed.hourly![0]!.ctime!) - Date.now())).toBeLessThan(120_000);
 
     const restoreDir = join(env.root, 'restored');
